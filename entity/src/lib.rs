@@ -1,0 +1,10 @@
+//! sea-orm entities of Arena, one file per table, and the hooks that feed the cache.
+//!
+//! No GraphQL derives live here: the server converts models into its own types, so a column
+//! such as a password hash can never reach the schema by accident.
+
+pub mod document;
+pub mod meal;
+pub mod session;
+pub mod user;
+pub mod write_through;

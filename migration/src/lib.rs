@@ -1,0 +1,23 @@
+//! Arena's migrations, applied in order by `arena migrate` and at `arena serve` start.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_users;
+mod m20261122_000002_create_sessions;
+mod m20261122_000003_create_documents;
+mod m20261122_000004_create_meals;
+
+/// The migration list.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_create_users::Migration),
+            Box::new(m20261122_000002_create_sessions::Migration),
+            Box::new(m20261122_000003_create_documents::Migration),
+            Box::new(m20261122_000004_create_meals::Migration),
+        ]
+    }
+}

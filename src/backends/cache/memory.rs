@@ -1,0 +1,357 @@
+//! The embedded cache: an in-process LRU bounded by `ARENA_CACHE_CAPACITY` entries, with a
+//! per-entry expiry. One mutex makes every method atomic, which is all the versioned-entry
+//! protocol needs in a single process. Counters and sets are kept apart from the LRU so that
+//! usage counts are never evicted.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use super::{Cache, CacheResult, Versioned, WriteOutcome};
+
+struct Entry {
+    value: String,
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    ints: HashMap<String, (i64, Option<Instant>)>,
+    sets: HashMap<String, HashSet<String>>,
+}
+
+/// The in-process cache.
+pub struct MemoryCache {
+    prefix: String,
+    lru: Mutex<LruCache<String, Entry>>,
+    counters: Mutex<Counters>,
+}
+
+impl MemoryCache {
+    /// A cache holding at most `capacity` entries (at least 1).
+    pub fn new(capacity: u64, prefix: &str) -> Self {
+        let cap = NonZeroUsize::new(capacity.max(1) as usize).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            prefix: prefix.to_owned(),
+            lru: Mutex::new(LruCache::new(cap)),
+            counters: Mutex::new(Counters::default()),
+        }
+    }
+
+    fn k(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    fn mark(&self, key: &str) -> String {
+        format!("{}{}:w", self.prefix, key)
+    }
+
+    fn read(lru: &mut LruCache<String, Entry>, key: &str, now: Instant) -> Option<String> {
+        match lru.get(key) {
+            Some(e) if e.live(now) => Some(e.value.clone()),
+            Some(_) => {
+                lru.pop(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn marked(counters: &mut Counters, mark: &str, now: Instant) -> bool {
+        match counters.ints.get(mark) {
+            Some((n, exp)) if *n > 0 && exp.is_none_or(|t| t > now) => true,
+            Some(_) => {
+                counters.ints.remove(mark);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn put_if_newer(
+        lru: &mut LruCache<String, Entry>,
+        key: String,
+        entry: &Versioned,
+        ttl: Duration,
+        now: Instant,
+    ) -> bool {
+        if let Some(cur) = lru.peek(&key).filter(|e| e.live(now)) {
+            if Versioned::decode(&cur.value).is_some_and(|c| c.version >= entry.version) {
+                return false;
+            }
+        }
+        lru.put(
+            key,
+            Entry {
+                value: entry.encode(),
+                expires_at: Some(now + ttl),
+            },
+        );
+        true
+    }
+}
+
+#[async_trait]
+impl Cache for MemoryCache {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn ping(&self) -> CacheResult<()> {
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> CacheResult<Option<String>> {
+        Ok(Self::read(&mut self.lru.lock(), &self.k(key), Instant::now()))
+    }
+
+    async fn mget(&self, keys: &[String]) -> CacheResult<Vec<Option<String>>> {
+        let now = Instant::now();
+        let mut lru = self.lru.lock();
+        Ok(keys
+            .iter()
+            .map(|k| Self::read(&mut lru, &self.k(k), now))
+            .collect())
+    }
+
+    async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> CacheResult<()> {
+        let expires_at = ttl.map(|t| Instant::now() + t);
+        self.lru.lock().put(
+            self.k(key),
+            Entry {
+                value: value.to_owned(),
+                expires_at,
+            },
+        );
+        Ok(())
+    }
+
+    async fn set_many(
+        &self,
+        entries: &[(String, String)],
+        ttl: Option<Duration>,
+    ) -> CacheResult<()> {
+        let expires_at = ttl.map(|t| Instant::now() + t);
+        let mut lru = self.lru.lock();
+        for (k, v) in entries {
+            lru.put(
+                self.k(k),
+                Entry {
+                    value: v.clone(),
+                    expires_at,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> CacheResult<bool> {
+        let now = Instant::now();
+        let mut lru = self.lru.lock();
+        let key = self.k(key);
+        if Self::read(&mut lru, &key, now).is_some() {
+            return Ok(false);
+        }
+        lru.put(
+            key,
+            Entry {
+                value: value.to_owned(),
+                expires_at: Some(now + ttl),
+            },
+        );
+        Ok(true)
+    }
+
+    async fn del_if_equals(&self, key: &str, value: &str) -> CacheResult<bool> {
+        let now = Instant::now();
+        let mut lru = self.lru.lock();
+        let key = self.k(key);
+        if Self::read(&mut lru, &key, now).as_deref() == Some(value) {
+            lru.pop(&key);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn del(&self, keys: &[String]) -> CacheResult<u64> {
+        let now = Instant::now();
+        let mut lru = self.lru.lock();
+        let mut counters = self.counters.lock();
+        let mut n = 0;
+        for k in keys {
+            let k = self.k(k);
+            if lru.pop(&k).is_some_and(|e| e.live(now)) {
+                n += 1;
+            }
+            if counters.ints.remove(&k).is_some() || counters.sets.remove(&k).is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn incr_by(&self, key: &str, by: i64) -> CacheResult<i64> {
+        let mut c = self.counters.lock();
+        let slot = c.ints.entry(self.k(key)).or_insert((0, None));
+        slot.0 += by;
+        Ok(slot.0)
+    }
+
+    async fn incr_with_ttl(&self, key: &str, ttl: Duration) -> CacheResult<i64> {
+        let now = Instant::now();
+        let mut c = self.counters.lock();
+        let slot = c.ints.entry(self.k(key)).or_insert((0, None));
+        if slot.1.is_some_and(|t| t <= now) {
+            *slot = (0, None);
+        }
+        slot.0 += 1;
+        if slot.0 == 1 {
+            slot.1 = Some(now + ttl);
+        }
+        Ok(slot.0)
+    }
+
+    async fn sadd(&self, key: &str, member: &str) -> CacheResult<bool> {
+        let mut c = self.counters.lock();
+        Ok(c.sets
+            .entry(self.k(key))
+            .or_default()
+            .insert(member.to_owned()))
+    }
+
+    async fn smembers(&self, key: &str) -> CacheResult<Vec<String>> {
+        let c = self.counters.lock();
+        let mut v: Vec<String> = c
+            .sets
+            .get(&self.k(key))
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        v.sort();
+        Ok(v)
+    }
+
+    async fn scan_prefix(&self, prefix: &str) -> CacheResult<Vec<String>> {
+        let now = Instant::now();
+        let full = self.k(prefix);
+        let strip = |k: &String| k[self.prefix.len()..].to_owned();
+        let mut out: Vec<String> = self
+            .lru
+            .lock()
+            .iter()
+            .filter(|(k, e)| k.starts_with(&full) && e.live(now))
+            .map(|(k, _)| strip(k))
+            .collect();
+        let c = self.counters.lock();
+        out.extend(c.ints.keys().filter(|k| k.starts_with(&full)).map(strip));
+        out.extend(c.sets.keys().filter(|k| k.starts_with(&full)).map(strip));
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    async fn versioned_get_many(&self, keys: &[String]) -> CacheResult<Vec<Option<Versioned>>> {
+        let now = Instant::now();
+        let mut lru = self.lru.lock();
+        let mut counters = self.counters.lock();
+        Ok(keys
+            .iter()
+            .map(|k| {
+                if Self::marked(&mut counters, &self.mark(k), now) {
+                    return None;
+                }
+                Self::read(&mut lru, &self.k(k), now).and_then(|raw| Versioned::decode(&raw))
+            })
+            .collect())
+    }
+
+    async fn versioned_fill(
+        &self,
+        key: &str,
+        entry: &Versioned,
+        ttl: Duration,
+    ) -> CacheResult<bool> {
+        let now = Instant::now();
+        let mut lru = self.lru.lock();
+        let mut counters = self.counters.lock();
+        if Self::marked(&mut counters, &self.mark(key), now) {
+            return Ok(false);
+        }
+        Ok(Self::put_if_newer(&mut lru, self.k(key), entry, ttl, now))
+    }
+
+    async fn versioned_fill_many(
+        &self,
+        entries: &[(String, Versioned)],
+        ttl: Duration,
+    ) -> CacheResult<Vec<bool>> {
+        let now = Instant::now();
+        let mut lru = self.lru.lock();
+        let mut counters = self.counters.lock();
+        Ok(entries
+            .iter()
+            .map(|(key, entry)| {
+                !Self::marked(&mut counters, &self.mark(key), now)
+                    && Self::put_if_newer(&mut lru, self.k(key), entry, ttl, now)
+            })
+            .collect())
+    }
+
+    async fn begin_write(&self, keys: &[String], mark_ttl: Duration) -> CacheResult<()> {
+        let now = Instant::now();
+        let mut counters = self.counters.lock();
+        for k in keys {
+            let slot = counters.ints.entry(self.mark(k)).or_insert((0, None));
+            if slot.1.is_some_and(|t| t <= now) {
+                slot.0 = 0;
+            }
+            slot.0 += 1;
+            slot.1 = Some(now + mark_ttl);
+        }
+        Ok(())
+    }
+
+    async fn end_write(&self, writes: &[(String, WriteOutcome)], ttl: Duration) -> CacheResult<()> {
+        let now = Instant::now();
+        let mut lru = self.lru.lock();
+        let mut counters = self.counters.lock();
+        for (k, outcome) in writes {
+            let mark = self.mark(k);
+            if let Some(slot) = counters.ints.get_mut(&mark) {
+                slot.0 -= 1;
+                if slot.0 <= 0 {
+                    counters.ints.remove(&mark);
+                }
+            }
+            if let WriteOutcome::Committed(entry) = outcome {
+                Self::put_if_newer(&mut lru, self.k(k), entry, ttl, now);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_least_recently_used_entry_is_evicted_first() {
+        let c = MemoryCache::new(2, "t:");
+        c.set("a", "1", None).await.unwrap();
+        c.set("b", "2", None).await.unwrap();
+        assert_eq!(c.get("a").await.unwrap().as_deref(), Some("1"));
+        c.set("c", "3", None).await.unwrap();
+        assert_eq!(c.get("b").await.unwrap(), None);
+        assert_eq!(c.get("a").await.unwrap().as_deref(), Some("1"));
+    }
+}

@@ -1,0 +1,28 @@
+//! Events for subscriptions: an in-process broadcast by default, Redis pub/sub when
+//! `REDIS_URL` is set, so that every replica sees every event. Each replica holds one
+//! upstream subscription and fans messages out locally.
+
+pub mod local;
+pub mod redis;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+/// An event bus error.
+#[derive(Debug, thiserror::Error)]
+#[error("event bus: {0}")]
+pub struct EventError(pub String);
+
+/// Publish/subscribe on named topics; payloads are JSON text.
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// `local` or `redis`.
+    fn kind(&self) -> &'static str;
+    /// Checks the bus answers.
+    async fn ping(&self) -> Result<(), EventError>;
+    /// Sends `payload` to every subscriber of `topic` on every replica.
+    async fn publish(&self, topic: &str, payload: String) -> Result<(), EventError>;
+    /// A stream of the payloads published on `topic` from now on. Dropping the stream
+    /// unsubscribes; it costs nothing afterwards.
+    fn subscribe(&self, topic: &str) -> BoxStream<'static, String>;
+}

@@ -1,0 +1,207 @@
+//! Redis pub/sub events, so that every replica sees every event.
+//!
+//! Each instance holds one publisher connection and one subscriber connection with a single
+//! upstream `PSUBSCRIBE <prefix>events:*`, made once at connect and renewed by fred after
+//! every reconnect. A background task fans the messages out to local broadcast channels, one
+//! per topic, created when a stream subscribes and dropped once nobody listens; so a local
+//! subscription costs no Redis command at all. Events published while the subscriber is
+//! disconnected are lost (pub/sub has no replay), which subscriptions tolerate.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::clients::{Client, SubscriberClient};
+use fred::error::Error as FredError;
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::prelude::{Options, Value};
+use fred::types::Message;
+use futures::stream::BoxStream;
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+use super::local::stream_of;
+use super::{EventBus, EventError};
+use crate::backends::cache::redis::{builder, command_options};
+
+/// Capacity of each topic's local broadcast channel.
+const TOPIC_CAPACITY: usize = 256;
+
+/// Capacity of fred's own channel between the subscriber connection and the fan-out task.
+const UPSTREAM_CAPACITY: usize = 4_096;
+
+type Topics = Arc<Mutex<HashMap<String, broadcast::Sender<String>>>>;
+
+/// The Redis event bus. Dropping it stops its background tasks and closes its connections.
+pub struct RedisEvents {
+    publisher: Client,
+    subscriber: SubscriberClient,
+    options: Options,
+    /// `<prefix>events:`
+    channel_prefix: String,
+    topics: Topics,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RedisEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEvents")
+            .field("channel_prefix", &self.channel_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn map_err(e: FredError) -> EventError {
+    EventError(e.to_string())
+}
+
+/// Escapes the glob characters of a `PSUBSCRIBE` pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl RedisEvents {
+    /// Connects a publisher and a subscriber to `url` (`redis://` or `redis-cluster://`) and
+    /// subscribes to `<prefix>events:*`. When this returns, events published by any instance
+    /// sharing `prefix` reach this instance's subscribers.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        command_timeout: Duration,
+    ) -> Result<RedisEvents, EventError> {
+        let mut builder = builder(url, command_timeout)
+            .map_err(|e| EventError(format!("invalid Redis URL: {}", e.details())))?;
+        let publisher = builder.build().map_err(map_err)?;
+        builder.with_performance_config(|perf| perf.broadcast_channel_capacity = UPSTREAM_CAPACITY);
+        let subscriber = builder.build_subscriber_client().map_err(map_err)?;
+
+        let channel_prefix = format!("{prefix}events:");
+        let topics: Topics = Arc::default();
+        // Listen before subscribing, so nothing published after `connect` returns is missed.
+        let fan_out = tokio::spawn(fan_out(
+            subscriber.message_rx(),
+            channel_prefix.clone(),
+            topics.clone(),
+        ));
+        let mut events = RedisEvents {
+            publisher,
+            subscriber,
+            options: command_options(command_timeout),
+            channel_prefix,
+            topics,
+            tasks: vec![fan_out],
+        };
+        // On failure `events` is dropped here, which stops the task and closes the clients.
+        events.publisher.init().await.map_err(map_err)?;
+        events.subscriber.init().await.map_err(map_err)?;
+        events.tasks.push(events.subscriber.manage_subscriptions());
+        let pattern = format!("{}*", glob_escape(&events.channel_prefix));
+        events
+            .subscriber
+            .psubscribe(pattern)
+            .await
+            .map_err(map_err)?;
+        Ok(events)
+    }
+}
+
+/// Reads the subscriber's messages and hands each to its topic's local channel.
+async fn fan_out(
+    mut upstream: broadcast::Receiver<Message>,
+    channel_prefix: String,
+    topics: Topics,
+) {
+    loop {
+        let message = match upstream.recv().await {
+            Ok(message) => message,
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(lost = n, "redis events: subscriber fell behind, events lost");
+                continue;
+            }
+            Err(RecvError::Closed) => break,
+        };
+        let Some(topic) = message.channel.strip_prefix(channel_prefix.as_str()) else {
+            continue;
+        };
+        let payload = match message.value {
+            Value::String(s) => s.to_string(),
+            Value::Bytes(b) => match String::from_utf8(b.to_vec()) {
+                Ok(s) => s,
+                Err(_) => continue,
+            },
+            other => match other.convert::<String>() {
+                Ok(s) => s,
+                Err(_) => continue,
+            },
+        };
+        let mut topics = topics.lock();
+        if let Some(tx) = topics.get(topic) {
+            if tx.send(payload).is_err() {
+                // Nobody listens any more.
+                topics.remove(topic);
+            }
+        }
+    }
+}
+
+impl Drop for RedisEvents {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        // Close the connections; without this fred's connection tasks outlive the bus.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (publisher, subscriber) = (self.publisher.clone(), self.subscriber.clone());
+            runtime.spawn(async move {
+                let _ = subscriber.quit().await;
+                let _ = publisher.quit().await;
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl EventBus for RedisEvents {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> Result<(), EventError> {
+        self.publisher
+            .with_options(&self.options)
+            .ping::<Value>(None)
+            .await
+            .map(drop)
+            .map_err(map_err)
+    }
+
+    async fn publish(&self, topic: &str, payload: String) -> Result<(), EventError> {
+        // Drop the channels of topics nobody listens to any more.
+        self.topics.lock().retain(|_, tx| tx.receiver_count() > 0);
+        let channel = format!("{}{}", self.channel_prefix, topic);
+        self.publisher
+            .with_options(&self.options)
+            .publish::<Value, _, _>(channel, payload)
+            .await
+            .map(drop)
+            .map_err(map_err)
+    }
+
+    fn subscribe(&self, topic: &str) -> BoxStream<'static, String> {
+        let mut topics = self.topics.lock();
+        let tx = topics
+            .entry(topic.to_owned())
+            .or_insert_with(|| broadcast::channel(TOPIC_CAPACITY).0);
+        stream_of(tx)
+    }
+}

@@ -1,0 +1,181 @@
+//! Command line and configuration: every setting is a flag with an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Arena: a GraphQL API server whose write-through cache is never wrong.
+///
+/// With no settings it runs on embedded backends (a SQLite file, an in-process cache, the
+/// document store in SQLite, in-process events). Set DATABASE_URL, REDIS_URL and MONGODB_URL
+/// to run on PostgreSQL, Redis and MongoDB.
+#[derive(Debug, Parser)]
+#[command(name = "arena", version, about, long_about)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve GraphQL over HTTP and WebSocket (the default). Runs pending migrations first.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL) to stdout, or write it to --out.
+    ExportSchema {
+        /// Write the SDL to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Insert sample data (meals, trainers, Pokémon) so a new user has something to play with.
+    Seed,
+    /// Run only the cache → document store sync worker.
+    Sync,
+}
+
+/// Every setting of Arena.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "ARENA_ADDR", default_value = "127.0.0.1:8000", global = true)]
+    pub addr: SocketAddr,
+
+    /// SQL database: `sqlite://arena.db?mode=rwc` (embedded) or `postgres://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://arena.db?mode=rwc",
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Most connections in the SQL pool.
+    #[arg(long, env = "ARENA_DB_POOL", default_value_t = 16, global = true)]
+    pub db_pool: u32,
+
+    /// Redis (`redis://…`) or Redis Cluster (`redis-cluster://…`); the in-process cache and
+    /// events when unset.
+    #[arg(long, env = "REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+
+    /// MongoDB (`mongodb://…`) for documents; a table in the SQL database when unset.
+    #[arg(long, env = "MONGODB_URL", global = true)]
+    pub mongodb_url: Option<String>,
+
+    /// MongoDB database name.
+    #[arg(long, env = "ARENA_MONGODB_DATABASE", default_value = "arena", global = true)]
+    pub mongodb_database: String,
+
+    /// Prefix of every cache key and event channel (replicas of one deployment share it).
+    #[arg(long, env = "ARENA_CACHE_PREFIX", default_value = "arena:", global = true)]
+    pub cache_prefix: String,
+
+    /// Entries the in-process cache holds before evicting the least recently used.
+    #[arg(long, env = "ARENA_CACHE_CAPACITY", default_value_t = 100_000, global = true)]
+    pub cache_capacity: u64,
+
+    /// Seconds a cached entity lives.
+    #[arg(long, env = "ARENA_CACHE_TTL", default_value_t = 3600, global = true)]
+    pub cache_ttl_secs: u64,
+
+    /// Milliseconds a Redis command may take before Arena falls back to the database.
+    #[arg(long, env = "ARENA_REDIS_TIMEOUT_MS", default_value_t = 250, global = true)]
+    pub redis_timeout_ms: u64,
+
+    /// Seconds a session lives.
+    #[arg(long, env = "ARENA_SESSION_TTL", default_value_t = 86_400, global = true)]
+    pub session_ttl_secs: u64,
+
+    /// PBKDF2-HMAC-SHA256 iterations for new password and secret hashes.
+    #[arg(long, env = "ARENA_PBKDF2_ITERATIONS", default_value_t = 600_000, global = true)]
+    pub pbkdf2_iterations: u32,
+
+    /// Failed logins of one username after which logins are refused for the lockout window.
+    #[arg(long, env = "ARENA_LOGIN_MAX_FAILURES", default_value_t = 5, global = true)]
+    pub login_max_failures: u32,
+
+    /// Seconds the failed-login window (and lockout) lasts.
+    #[arg(long, env = "ARENA_LOGIN_LOCKOUT", default_value_t = 300, global = true)]
+    pub login_lockout_secs: u64,
+
+    /// Deepest query accepted.
+    #[arg(long, env = "ARENA_MAX_DEPTH", default_value_t = 12, global = true)]
+    pub max_depth: usize,
+
+    /// Highest query complexity accepted.
+    #[arg(long, env = "ARENA_MAX_COMPLEXITY", default_value_t = 2_000, global = true)]
+    pub max_complexity: usize,
+
+    /// Most root fields (aliases included) in one operation.
+    #[arg(long, env = "ARENA_MAX_ROOT_FIELDS", default_value_t = 50, global = true)]
+    pub max_root_fields: usize,
+
+    /// Most operations in one batched request.
+    #[arg(long, env = "ARENA_MAX_BATCH", default_value_t = 10, global = true)]
+    pub max_batch: usize,
+
+    /// Largest JSON request body, in bytes.
+    #[arg(long, env = "ARENA_MAX_BODY_BYTES", default_value_t = 1 << 20, global = true)]
+    pub max_body_bytes: usize,
+
+    /// Largest uploaded file, in bytes.
+    #[arg(long, env = "ARENA_MAX_UPLOAD_BYTES", default_value_t = 64 << 20, global = true)]
+    pub max_upload_bytes: usize,
+
+    /// Largest page (`first`) of any connection.
+    #[arg(long, env = "ARENA_MAX_PAGE_SIZE", default_value_t = 100, global = true)]
+    pub max_page_size: usize,
+
+    /// Milliseconds one request may run.
+    #[arg(long, env = "ARENA_REQUEST_TIMEOUT_MS", default_value_t = 30_000, global = true)]
+    pub request_timeout_ms: u64,
+
+    /// Seconds a prepped combatant's data is trusted before `battle` re-fetches it.
+    #[arg(long, env = "ARENA_COMBATANT_TTL", default_value_t = 60, global = true)]
+    pub combatant_ttl_secs: u64,
+
+    /// Seed for every random draw (battles, dice), for reproducible runs.
+    #[arg(long, env = "ARENA_RANDOM_SEED", global = true)]
+    pub random_seed: Option<u64>,
+
+    /// Seconds between two runs of the cache → document store sync.
+    #[arg(long, env = "ARENA_SYNC_INTERVAL", default_value_t = 3600, global = true)]
+    pub sync_interval_secs: u64,
+
+    /// Run the sync worker inside `serve`.
+    #[arg(long, env = "ARENA_SYNC_ENABLED", default_value_t = true, global = true, action = clap::ArgAction::Set)]
+    pub sync_enabled: bool,
+
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long, env = "ARENA_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "ARENA_LOG_JSON", default_value_t = false, global = true)]
+    pub log_json: bool,
+}
+
+impl Settings {
+    /// The settings with every default, as `arena` without flags or environment would use.
+    pub fn defaults() -> Self {
+        Cli::parse_from(["arena"]).settings
+    }
+
+    /// How long a cached entity lives.
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.cache_ttl_secs)
+    }
+
+    /// How long one request may run.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}

@@ -1,0 +1,47 @@
+//! The GraphQL schema: merged roots of every domain, limits and extensions.
+
+pub mod extensions;
+pub mod http;
+pub mod loaders;
+pub mod pagination;
+
+use async_graphql::{EmptySubscription, MergedObject, Schema};
+
+use crate::app::AppState;
+use crate::config::Settings;
+use crate::meals::{MealMutation, MealQuery};
+use crate::users::{UserMutation, UserQuery};
+
+/// Every query root field.
+#[derive(MergedObject, Default)]
+pub struct Query(UserQuery, MealQuery);
+
+/// Every mutation root field.
+#[derive(MergedObject, Default)]
+pub struct Mutation(UserMutation, MealMutation);
+
+/// Every subscription root field.
+pub type Subscription = EmptySubscription;
+
+/// Arena's schema type.
+pub type ArenaSchema = Schema<Query, Mutation, Subscription>;
+
+/// Builds the schema with the configured limits; `state` is absent only for exporting SDL.
+pub fn build_schema(settings: &Settings, state: Option<AppState>) -> ArenaSchema {
+    let metrics = state.as_ref().map(|s| s.metrics.clone());
+    let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription::default())
+        .limit_depth(settings.max_depth)
+        .limit_complexity(settings.max_complexity)
+        .limit_recursive_depth(64)
+        .extension(extensions::ErrorCodes::new(metrics))
+        .extension(extensions::RootFieldLimit::new(settings.max_root_fields));
+    if let Some(state) = state {
+        builder = builder.data(state);
+    }
+    builder.finish()
+}
+
+/// The SDL of the schema, as `arena export-schema` prints it.
+pub fn sdl() -> String {
+    build_schema(&Settings::defaults(), None).sdl()
+}

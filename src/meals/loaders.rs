@@ -1,0 +1,78 @@
+//! `MealByIdLoader`: N ids → one cache round trip; the misses → one SQL query, then one
+//! round trip filling the cache (each fill guarded by its row version).
+
+use std::collections::HashMap;
+
+use async_graphql::dataloader::Loader;
+use entity::meal;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+use crate::app::AppState;
+use crate::write_through::{self, Cached};
+
+/// Loads live (not deleted) meals by id.
+pub struct MealByIdLoader {
+    state: AppState,
+}
+
+impl MealByIdLoader {
+    /// A loader over `state`'s cache and database.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+/// Reads meals by id through the cache: the batch behind [`MealByIdLoader`], also used by
+/// services that need fresh-as-committed meals outside a request.
+pub async fn load_meals(
+    state: &AppState,
+    ids: &[i64],
+) -> Result<HashMap<i64, meal::Model>, async_graphql::Error> {
+    let keys: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    let cached = write_through::read_many(state, meal::CACHE_ENTITY, &keys).await;
+    let mut found = HashMap::with_capacity(ids.len());
+    let mut misses = Vec::new();
+    for (id, c) in ids.iter().zip(cached) {
+        match c {
+            Cached::Row(row) => match serde_json::from_value::<meal::Model>(row) {
+                Ok(m) => {
+                    found.insert(*id, m);
+                }
+                Err(_) => misses.push(*id),
+            },
+            Cached::Gone => {}
+            Cached::Miss => misses.push(*id),
+        }
+    }
+    if misses.is_empty() {
+        return Ok(found);
+    }
+    let rows = meal::Entity::find()
+        .filter(meal::Column::Id.is_in(misses))
+        .all(&state.db)
+        .await
+        .map_err(crate::error::AppError::from)?;
+    let mut fills = Vec::with_capacity(rows.len());
+    for m in rows {
+        let row = if m.deleted {
+            None
+        } else {
+            serde_json::to_value(&m).ok()
+        };
+        fills.push((m.id.to_string(), m.version, row));
+        if !m.deleted {
+            found.insert(m.id, m);
+        }
+    }
+    write_through::fill_many(state, meal::CACHE_ENTITY, fills).await;
+    Ok(found)
+}
+
+impl Loader<i64> for MealByIdLoader {
+    type Value = meal::Model;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
+        load_meals(&self.state, keys).await
+    }
+}

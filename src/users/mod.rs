@@ -1,0 +1,7 @@
+//! Users and sessions (SPEC §3): sign up, log in and out, change password, delete account.
+
+mod resolvers;
+pub mod service;
+pub mod types;
+
+pub use resolvers::{UserMutation, UserQuery};

@@ -1,0 +1,273 @@
+//! The rules of accounts and sessions. No GraphQL types here.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use entity::{session, user};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait,
+};
+use serde_json::json;
+
+use super::types::{NewPassword, Username};
+use crate::app::AppState;
+use crate::auth::{AuthMethod, Viewer};
+use crate::crypto;
+use crate::error::{is_unique_violation, AppError, AppResult};
+
+/// The document-store collection of per-user session documents (the battle ring).
+pub const SESSION_DOCS: &str = "sessions";
+
+/// Runs a CPU-heavy hash off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AppError::internal(format!("hashing task failed: {e}")))
+}
+
+/// Creates a user; the insert is one transaction, rolled back on any failure.
+pub async fn create_user(state: &AppState, username: &str, password: &str) -> AppResult<user::Model> {
+    let username = Username::parse(username)?;
+    let password = NewPassword::parse("password", password)?;
+    let iterations = state.settings.pbkdf2_iterations;
+    let salt = crypto::new_salt();
+    let hash = {
+        let salt = salt.clone();
+        blocking(move || crypto::hash_secret(password.expose(), &salt, iterations)).await?
+    };
+    let txn = state.db.begin().await?;
+    let row = user::ActiveModel {
+        username: Set(username.as_str().to_owned()),
+        salt: Set(salt),
+        password_hash: Set(hash),
+        created_at: Set(Utc::now()),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            AppError::Conflict(format!("username `{}` is taken", username.as_str()))
+        } else {
+            e.into()
+        }
+    })?;
+    txn.commit().await?;
+    Ok(row)
+}
+
+fn failures_key(username: &str) -> String {
+    format!("login_failures:{username}")
+}
+
+/// Checks `password` for `username` in constant time; an unknown user costs one verification
+/// too. Rehashes legacy or outdated hashes on success.
+async fn check_password(
+    state: &AppState,
+    found: Option<user::Model>,
+    password: &str,
+) -> AppResult<Option<user::Model>> {
+    let iterations = state.settings.pbkdf2_iterations;
+    let password = password.to_owned();
+    let Some(found) = found else {
+        blocking(move || crypto::burn_verification(&password, iterations)).await?;
+        return Ok(None);
+    };
+    let (salt, stored) = (found.salt.clone(), found.password_hash.clone());
+    let (verified, password) = blocking(move || {
+        let v = crypto::verify_secret(&password, &salt, &stored, iterations);
+        (v, password)
+    })
+    .await?;
+    if !verified.ok {
+        return Ok(None);
+    }
+    if verified.needs_rehash {
+        let salt = found.salt.clone();
+        let hash = blocking(move || crypto::hash_secret(&password, &salt, iterations)).await?;
+        let mut active: user::ActiveModel = found.clone().into();
+        active.password_hash = Set(hash);
+        return Ok(Some(active.update(&state.db).await?));
+    }
+    Ok(Some(found))
+}
+
+/// A signed-in session and its plain token.
+pub struct NewSession {
+    /// The token to give the client.
+    pub token: String,
+    /// The session row.
+    pub row: session::Model,
+    /// The user.
+    pub user: user::Model,
+}
+
+/// Logs in: throttled per username (slowed, then refused with `RATE_LIMITED`), then opens a
+/// session and the user's session document.
+pub async fn login(state: &AppState, username: &str, password: &str) -> AppResult<NewSession> {
+    let settings = &state.settings;
+    let key = failures_key(username);
+    let failures = match state.cache.get(&key).await {
+        Ok(v) => v.and_then(|v| v.parse::<u32>().ok()).unwrap_or(0),
+        Err(_) => 0, // a cache outage degrades throttling, not logging in
+    };
+    if failures >= settings.login_max_failures {
+        return Err(AppError::RateLimited(format!(
+            "too many failed logins for `{username}`; try again in {} s",
+            settings.login_lockout_secs
+        )));
+    }
+    if failures >= 2 {
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(10)))).await;
+    }
+    let found = user::Entity::find()
+        .filter(user::Column::Username.eq(username))
+        .one(&state.db)
+        .await?;
+    let Some(user) = check_password(state, found, password).await? else {
+        let _ = state
+            .cache
+            .incr_with_ttl(&key, Duration::from_secs(settings.login_lockout_secs))
+            .await;
+        return Err(AppError::Unauthenticated(
+            "wrong username or password".into(),
+        ));
+    };
+    if failures > 0 {
+        let _ = state.cache.del(&[key]).await;
+    }
+    let token = crypto::random_token(32);
+    let now = Utc::now();
+    let ttl = chrono::Duration::seconds(settings.session_ttl_secs as i64);
+    let row = session::ActiveModel {
+        token_hash: Set(crypto::sha256_hex(&token)),
+        user_id: Set(user.id),
+        created_at: Set(now),
+        expires_at: Set(now + ttl),
+    }
+    .insert(&state.db)
+    .await?;
+    open_session_document(state, &user).await?;
+    Ok(NewSession { token, row, user })
+}
+
+/// Log in (seed): finds the user's session document, or creates it with no combatants.
+async fn open_session_document(state: &AppState, user: &user::Model) -> AppResult<()> {
+    let id = user.id.to_string();
+    if state.docs.get(SESSION_DOCS, &id).await?.is_none() {
+        state
+            .docs
+            .put(
+                SESSION_DOCS,
+                &id,
+                &json!({ "userId": user.id, "combatants": [] }),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The viewer behind a bearer token, if the session exists and has not expired.
+pub async fn viewer_by_session(state: &AppState, token: &str) -> AppResult<Option<Viewer>> {
+    let token_hash = crypto::sha256_hex(token);
+    let Some(s) = session::Entity::find_by_id(token_hash.clone())
+        .one(&state.db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if s.expires_at <= Utc::now() {
+        session::Entity::delete_by_id(token_hash).exec(&state.db).await?;
+        return Ok(None);
+    }
+    let Some(u) = user::Entity::find_by_id(s.user_id).one(&state.db).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Viewer {
+        id: u.id,
+        username: u.username,
+        via: AuthMethod::Session { token_hash },
+    }))
+}
+
+/// Log out (seed): writes the session document, then revokes the token at once.
+pub async fn logout(state: &AppState, viewer: &Viewer) -> AppResult<bool> {
+    let AuthMethod::Session { token_hash } = &viewer.via else {
+        return Err(AppError::bad_input(
+            "logout ends a session; this request used an API key",
+        ));
+    };
+    let id = viewer.id.to_string();
+    let doc = state
+        .docs
+        .get(SESSION_DOCS, &id)
+        .await?
+        .unwrap_or_else(|| json!({ "userId": viewer.id, "combatants": [] }));
+    state.docs.put(SESSION_DOCS, &id, &doc).await?;
+    let res = session::Entity::delete_by_id(token_hash.clone())
+        .exec(&state.db)
+        .await?;
+    Ok(res.rows_affected > 0)
+}
+
+/// Loads the viewer's row.
+async fn viewer_row(state: &AppState, viewer: &Viewer) -> AppResult<user::Model> {
+    user::Entity::find_by_id(viewer.id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| AppError::Unauthenticated("the account no longer exists".into()))
+}
+
+/// Changes the viewer's password and revokes every other session of theirs.
+pub async fn change_password(
+    state: &AppState,
+    viewer: &Viewer,
+    current: &str,
+    new: &str,
+) -> AppResult<bool> {
+    let new = NewPassword::parse("newPassword", new)?;
+    let row = viewer_row(state, viewer).await?;
+    let Some(row) = check_password(state, Some(row), current).await? else {
+        return Err(AppError::invalid("currentPassword", "is wrong"));
+    };
+    let iterations = state.settings.pbkdf2_iterations;
+    let salt = crypto::new_salt();
+    let hash = {
+        let salt = salt.clone();
+        blocking(move || crypto::hash_secret(new.expose(), &salt, iterations)).await?
+    };
+    let txn = state.db.begin().await?;
+    let mut active: user::ActiveModel = row.into();
+    active.salt = Set(salt);
+    active.password_hash = Set(hash);
+    active.update(&txn).await?;
+    let mut others = session::Entity::delete_many().filter(session::Column::UserId.eq(viewer.id));
+    if let AuthMethod::Session { token_hash } = &viewer.via {
+        others = others.filter(session::Column::TokenHash.ne(token_hash.clone()));
+    }
+    others.exec(&txn).await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// Deletes the viewer's account, sessions and documents, after checking the password.
+pub async fn delete_user(state: &AppState, viewer: &Viewer, password: &str) -> AppResult<bool> {
+    let row = viewer_row(state, viewer).await?;
+    if check_password(state, Some(row), password).await?.is_none() {
+        return Err(AppError::invalid("password", "is wrong"));
+    }
+    let txn = state.db.begin().await?;
+    session::Entity::delete_many()
+        .filter(session::Column::UserId.eq(viewer.id))
+        .exec(&txn)
+        .await?;
+    user::Entity::delete_by_id(viewer.id).exec(&txn).await?;
+    txn.commit().await?;
+    state.docs.delete(SESSION_DOCS, &viewer.id.to_string()).await?;
+    Ok(true)
+}
+
+/// The viewer's account.
+pub async fn me(state: &AppState, viewer: &Viewer) -> AppResult<user::Model> {
+    viewer_row(state, viewer).await
+}
