@@ -125,21 +125,35 @@ pub(crate) fn map_err(e: FredError) -> CacheError {
     }
 }
 
-/// `SET key payload PX ttl` unless a write is in flight or a version at least as new is there.
-/// KEYS: entry, mark. ARGV: version, encoded entry, ttl (ms).
+/// Readers' fills: each entry is stored (`SET key payload PX ttl`) unless its key has a write
+/// in flight or holds a version at least as new. KEYS: entry1, mark1, entry2, mark2, …
+/// ARGV: ttl (ms), then per key: version, encoded entry. Returns 1 (stored) or 0 per key.
 const FILL: &str = r#"
-local m = tonumber(redis.call('GET', KEYS[2]))
-if m and m > 0 then return 0 end
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local sep = string.find(cur, '|', 1, true)
-  if sep then
-    local v = tonumber(string.sub(cur, 1, sep - 1))
-    if v and v >= tonumber(ARGV[1]) then return 0 end
+local ttl = ARGV[1]
+local out = {}
+for i = 1, #KEYS / 2 do
+  local key, mark = KEYS[2 * i - 1], KEYS[2 * i]
+  local version, encoded = tonumber(ARGV[2 * i]), ARGV[2 * i + 1]
+  local stored = 0
+  local m = tonumber(redis.call('GET', mark))
+  if not (m and m > 0) then
+    local newer = false
+    local cur = redis.call('GET', key)
+    if cur then
+      local sep = string.find(cur, '|', 1, true)
+      if sep then
+        local v = tonumber(string.sub(cur, 1, sep - 1))
+        if v and v >= version then newer = true end
+      end
+    end
+    if not newer then
+      redis.call('SET', key, encoded, 'PX', ttl)
+      stored = 1
+    end
   end
+  out[i] = stored
 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
+return out
 "#;
 
 /// Marks keys as being written. KEYS: marks. ARGV: mark ttl (ms).
@@ -727,18 +741,55 @@ impl Cache for RedisCache {
         entry: &Versioned,
         ttl: Duration,
     ) -> CacheResult<bool> {
-        let reply = self
-            .eval_one(
-                &self.scripts.fill,
-                vec![self.key(key), self.mark(key)],
-                vec![
-                    Value::Integer(entry.version),
-                    Value::from(entry.encode()),
-                    Value::Integer(millis(ttl)),
-                ],
-            )
+        let stored = self
+            .versioned_fill_many(&[(key.to_owned(), entry.clone())], ttl)
             .await?;
-        Ok(integer(reply)? == 1)
+        Ok(stored.first().copied().unwrap_or(false))
+    }
+
+    async fn versioned_fill_many(
+        &self,
+        entries: &[(String, Versioned)],
+        ttl: Duration,
+    ) -> CacheResult<Vec<bool>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stored: Vec<String> = entries.iter().map(|(k, _)| self.key(k)).collect();
+        let groups = self.groups(&stored);
+        let calls = groups
+            .iter()
+            .map(|g| {
+                let mut keys = Vec::with_capacity(2 * g.len());
+                let mut args = Vec::with_capacity(1 + 2 * g.len());
+                args.push(Value::Integer(millis(ttl)));
+                for &i in g {
+                    let (key, entry) = &entries[i];
+                    keys.push(stored[i].clone());
+                    keys.push(self.mark(key));
+                    args.push(Value::Integer(entry.version));
+                    args.push(Value::from(entry.encode()));
+                }
+                (keys, args)
+            })
+            .collect();
+        let replies = self.eval(&self.scripts.fill, calls).await?;
+        let mut out = vec![false; entries.len()];
+        for (group, reply) in groups.iter().zip(replies) {
+            let flags = match reply {
+                Value::Array(flags) if flags.len() == group.len() => flags,
+                other => {
+                    return Err(CacheError::Protocol(format!(
+                        "unexpected fill reply {:?}",
+                        other.kind()
+                    )))
+                }
+            };
+            for (&i, flag) in group.iter().zip(flags) {
+                out[i] = integer(flag)? == 1;
+            }
+        }
+        Ok(out)
     }
 
     async fn begin_write(&self, keys: &[String], mark_ttl: Duration) -> CacheResult<()> {

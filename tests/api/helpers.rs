@@ -1,0 +1,318 @@
+//! `spawn_app`: the real Arena on port 0, with its own database (a SQLite file, or a fresh
+//! PostgreSQL database) and its own cache prefix, so tests run in parallel.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use arena::{AppState, Application, Settings};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Which backends a test app runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backends {
+    /// SQLite file, in-process cache, SQL documents, local events.
+    Embedded,
+    /// PostgreSQL (`TEST_DATABASE_URL`) and Redis (`TEST_REDIS_URL`); MongoDB too when
+    /// `TEST_MONGODB_URL` is set.
+    Real,
+}
+
+/// Runs a scenario `async fn name(app: TestApp)` once on embedded backends and once on
+/// PostgreSQL + Redis (skipped, visibly, when their URLs are not set).
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn embedded() {
+                let app = $crate::helpers::spawn_app($crate::helpers::Backends::Embedded)
+                    .await
+                    .expect("embedded backends are always available");
+                super::$name(app).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres_redis() {
+                match $crate::helpers::spawn_app($crate::helpers::Backends::Real).await {
+                    Some(app) => super::$name(app).await,
+                    None => eprintln!("skipped: TEST_DATABASE_URL / TEST_REDIS_URL not set"),
+                }
+            }
+        }
+    )* };
+}
+
+/// A running Arena and a client for it.
+pub struct TestApp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// `http://addr`.
+    pub url: String,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+    /// The app's shared state (database, cache, metrics).
+    pub state: AppState,
+    /// The settings it runs with.
+    pub settings: Settings,
+    /// Which backends.
+    pub backends: Backends,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<std::sync::Arc<tempfile::TempDir>>,
+    drop_db: Option<(String, String)>,
+}
+
+/// Settings for a test: embedded backends in a temp dir, or fresh real ones; fast hashing.
+pub async fn test_settings(
+    backends: Backends,
+) -> Option<(Settings, Option<tempfile::TempDir>, Option<(String, String)>)> {
+    let mut s = Settings::defaults();
+    s.addr = "127.0.0.1:0".parse().unwrap();
+    s.pbkdf2_iterations = 1_000;
+    s.cache_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    s.sync_enabled = false;
+    s.db_pool = 8;
+    s.log = "warn".into();
+    s.redis_url = None;
+    s.mongodb_url = None;
+    match backends {
+        Backends::Embedded => {
+            let dir = tempfile::tempdir().unwrap();
+            s.database_url = format!("sqlite://{}?mode=rwc", dir.path().join("arena.db").display());
+            Some((s, Some(dir), None))
+        }
+        Backends::Real => {
+            let admin = std::env::var("TEST_DATABASE_URL").ok()?;
+            let redis = std::env::var("TEST_REDIS_URL").ok()?;
+            let name = format!("arena_test_{}", uuid::Uuid::new_v4().simple());
+            let conn = sea_orm::Database::connect(&admin).await.expect("TEST_DATABASE_URL");
+            sea_orm::ConnectionTrait::execute_unprepared(&conn, &format!("CREATE DATABASE \"{name}\""))
+                .await
+                .expect("creating the test database");
+            conn.close().await.ok();
+            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+            s.database_url = format!("{base}/{name}");
+            s.redis_url = Some(redis);
+            if let Ok(m) = std::env::var("TEST_MONGODB_URL") {
+                s.mongodb_url = Some(m);
+                s.mongodb_database = name.clone();
+            }
+            Some((s, None, Some((admin, name))))
+        }
+    }
+}
+
+/// Spawns Arena on `backends`; `None` when real backends are asked for but not configured.
+pub async fn spawn_app(backends: Backends) -> Option<TestApp> {
+    spawn_app_with(backends, |_| {}).await
+}
+
+/// Like [`spawn_app`], with settings adjusted by `tweak`.
+pub async fn spawn_app_with(backends: Backends, tweak: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+    let (mut settings, dir, drop_db) = test_settings(backends).await?;
+    tweak(&mut settings);
+    let mut app = start(settings, backends).await;
+    app._dir = dir.map(std::sync::Arc::new);
+    app.drop_db = drop_db;
+    Some(app)
+}
+
+/// Starts an Arena with exactly these settings.
+pub async fn start(settings: Settings, backends: Backends) -> TestApp {
+    arena::telemetry::init(&settings.log, false);
+    let app = Application::build(settings.clone()).await.expect("Arena starts");
+    let addr = app.local_addr();
+    let state = app.state().clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        url: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        state,
+        settings,
+        backends,
+        shutdown: Some(tx),
+        handle: Some(handle),
+        _dir: None,
+        drop_db: None,
+    }
+}
+
+impl TestApp {
+    /// A second Arena on the same database, cache prefix and document store (a replica).
+    pub async fn spawn_replica(&self) -> TestApp {
+        let mut app = start(self.settings.clone(), self.backends).await;
+        app._dir = self._dir.clone();
+        app
+    }
+
+    /// Stops the server gracefully (in-flight requests finish, workers flush) and waits.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.expect("server task").expect("server ran");
+        }
+    }
+
+    /// POSTs one GraphQL operation; returns the whole JSON response.
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        self.gql_auth(None, query, variables).await
+    }
+
+    /// POSTs one GraphQL operation with `Authorization: Bearer <token>`.
+    pub async fn gql_as(&self, token: &str, query: &str, variables: Value) -> Value {
+        self.gql_auth(Some(format!("Bearer {token}")), query, variables)
+            .await
+    }
+
+    /// POSTs one GraphQL operation with a raw `Authorization` value.
+    pub async fn gql_auth(&self, auth: Option<String>, query: &str, variables: Value) -> Value {
+        let mut req = self
+            .client
+            .post(format!("{}/graphql", self.url))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        req.send().await.expect("request sent").json().await.expect("JSON response")
+    }
+
+    /// Creates `username` (password `password123`) and logs in; returns the token.
+    pub async fn login_new_user(&self, username: &str) -> String {
+        let r = self
+            .gql(
+                "mutation($u: String!) { createUser(username: $u, password: \"password123\") { id } }",
+                json!({ "u": username }),
+            )
+            .await;
+        assert_no_errors(&r);
+        let r = self
+            .gql(
+                "mutation($u: String!) { login(username: $u, password: \"password123\") { token } }",
+                json!({ "u": username }),
+            )
+            .await;
+        assert_no_errors(&r);
+        r["data"]["login"]["token"].as_str().unwrap().to_owned()
+    }
+
+    /// The value of one metric sample from `/metrics`, e.g.
+    /// `arena_cache_round_trips_total{op="versioned_get_many"}`; 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric_in(&text, sample)
+    }
+
+    /// The WebSocket URL.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/graphql/ws", self.addr)
+    }
+}
+
+/// Sums the samples of `/metrics` text whose name and labels start with `sample`
+/// (so `arena_cache_round_trips_total` sums every `op`).
+pub fn metric_in(text: &str, sample: &str) -> f64 {
+    let (name, labels) = match sample.split_once('{') {
+        Some((n, l)) => (n, Some(l.trim_end_matches('}'))),
+        None => (sample, None),
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let (kname, klabels) = match key.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (key, ""),
+            };
+            if kname != name {
+                return None;
+            }
+            if let Some(want) = labels {
+                if !want.split(',').all(|w| klabels.split(',').any(|k| k == w)) {
+                    return None;
+                }
+            }
+            value.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some((admin, name)) = self.drop_db.take() {
+            // The pool may still hold connections: FORCE closes them.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    if let Ok(conn) = sea_orm::Database::connect(&admin).await {
+                        let _ = sea_orm::ConnectionTrait::execute_unprepared(
+                            &conn,
+                            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+                        )
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// Panics with the errors when the response has any.
+pub fn assert_no_errors(resp: &Value) {
+    assert!(
+        resp.get("errors").is_none_or(|e| e.is_null()),
+        "unexpected errors: {resp:#}"
+    );
+}
+
+/// The `extensions.code` of the first error.
+pub fn error_code(resp: &Value) -> &str {
+    resp["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expected an error with a code: {resp:#}"))
+}
+
+/// The message of the first error.
+pub fn error_message(resp: &Value) -> &str {
+    resp["errors"][0]["message"].as_str().unwrap_or("")
+}
+
+/// Waits until `cond` holds, checking every 20 ms, failing after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "condition not met in {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,1 @@
+//! Meals and the write-through cache (SPEC §4).

@@ -1,0 +1,1 @@
+//! The HTTP surface, errors and limits (SPEC §1–§2).
