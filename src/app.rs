@@ -14,11 +14,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use migration::MigratorTrait;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sea_orm::DatabaseConnection;
-use migration::MigratorTrait;
 use tokio::net::TcpListener;
 
 use crate::backends::cache::instrumented::InstrumentedCache;
@@ -211,7 +211,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests and flushes.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let workers = crate::workers::start(&state);
         tracing::info!(addr = %self.local_addr(), "Arena is serving GraphQL on /graphql");
@@ -274,7 +277,11 @@ async fn readyz(State(http): State<HttpState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(serde_json::json!({ "ready": ok, "backends": report }))).into_response()
+    (
+        status,
+        Json(serde_json::json!({ "ready": ok, "backends": report })),
+    )
+        .into_response()
 }
 
 async fn metrics(State(http): State<HttpState>) -> impl IntoResponse {

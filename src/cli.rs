@@ -10,7 +10,12 @@ use crate::{AppState, Application};
 /// Runs one command to completion.
 pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
-        Command::Serve => Application::build(settings).await?.run_until_stopped().await,
+        Command::Serve => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await
+        }
         Command::Migrate => {
             let db =
                 crate::backends::sql::connect(&settings.database_url, 2, &Metrics::new()).await?;

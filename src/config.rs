@@ -45,7 +45,12 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long, env = "ARENA_ADDR", default_value = "127.0.0.1:8000", global = true)]
+    #[arg(
+        long,
+        env = "ARENA_ADDR",
+        default_value = "127.0.0.1:8000",
+        global = true
+    )]
     pub addr: SocketAddr,
 
     /// SQL database: `sqlite://arena.db?mode=rwc` (embedded) or `postgres://…`.
@@ -71,15 +76,30 @@ pub struct Settings {
     pub mongodb_url: Option<String>,
 
     /// MongoDB database name.
-    #[arg(long, env = "ARENA_MONGODB_DATABASE", default_value = "arena", global = true)]
+    #[arg(
+        long,
+        env = "ARENA_MONGODB_DATABASE",
+        default_value = "arena",
+        global = true
+    )]
     pub mongodb_database: String,
 
     /// Prefix of every cache key and event channel (replicas of one deployment share it).
-    #[arg(long, env = "ARENA_CACHE_PREFIX", default_value = "arena:", global = true)]
+    #[arg(
+        long,
+        env = "ARENA_CACHE_PREFIX",
+        default_value = "arena:",
+        global = true
+    )]
     pub cache_prefix: String,
 
     /// Entries the in-process cache holds before evicting the least recently used.
-    #[arg(long, env = "ARENA_CACHE_CAPACITY", default_value_t = 100_000, global = true)]
+    #[arg(
+        long,
+        env = "ARENA_CACHE_CAPACITY",
+        default_value_t = 100_000,
+        global = true
+    )]
     pub cache_capacity: u64,
 
     /// Seconds a cached entity lives.
@@ -87,23 +107,48 @@ pub struct Settings {
     pub cache_ttl_secs: u64,
 
     /// Milliseconds a Redis command may take before Arena falls back to the database.
-    #[arg(long, env = "ARENA_REDIS_TIMEOUT_MS", default_value_t = 250, global = true)]
+    #[arg(
+        long,
+        env = "ARENA_REDIS_TIMEOUT_MS",
+        default_value_t = 250,
+        global = true
+    )]
     pub redis_timeout_ms: u64,
 
     /// Seconds a session lives.
-    #[arg(long, env = "ARENA_SESSION_TTL", default_value_t = 86_400, global = true)]
+    #[arg(
+        long,
+        env = "ARENA_SESSION_TTL",
+        default_value_t = 86_400,
+        global = true
+    )]
     pub session_ttl_secs: u64,
 
     /// PBKDF2-HMAC-SHA256 iterations for new password and secret hashes.
-    #[arg(long, env = "ARENA_PBKDF2_ITERATIONS", default_value_t = 600_000, global = true)]
+    #[arg(
+        long,
+        env = "ARENA_PBKDF2_ITERATIONS",
+        default_value_t = 600_000,
+        global = true
+    )]
     pub pbkdf2_iterations: u32,
 
     /// Failed logins of one username after which logins are refused for the lockout window.
-    #[arg(long, env = "ARENA_LOGIN_MAX_FAILURES", default_value_t = 5, global = true)]
+    #[arg(
+        long,
+        env = "ARENA_LOGIN_MAX_FAILURES",
+        default_value_t = 5,
+        global = true
+    )]
     pub login_max_failures: u32,
 
     /// Seconds the failed-login window (and lockout) lasts.
-    #[arg(long, env = "ARENA_LOGIN_LOCKOUT", default_value_t = 300, global = true)]
+    #[arg(
+        long,
+        env = "ARENA_LOGIN_LOCKOUT",
+        default_value_t = 300,
+        global = true
+    )]
     pub login_lockout_secs: u64,
 
     /// Deepest query accepted.
@@ -111,11 +156,21 @@ pub struct Settings {
     pub max_depth: usize,
 
     /// Highest query complexity accepted.
-    #[arg(long, env = "ARENA_MAX_COMPLEXITY", default_value_t = 2_000, global = true)]
+    #[arg(
+        long,
+        env = "ARENA_MAX_COMPLEXITY",
+        default_value_t = 2_000,
+        global = true
+    )]
     pub max_complexity: usize,
 
     /// Most root fields (aliases included) in one operation.
-    #[arg(long, env = "ARENA_MAX_ROOT_FIELDS", default_value_t = 50, global = true)]
+    #[arg(
+        long,
+        env = "ARENA_MAX_ROOT_FIELDS",
+        default_value_t = 50,
+        global = true
+    )]
     pub max_root_fields: usize,
 
     /// Most operations in one batched request.
@@ -131,11 +186,21 @@ pub struct Settings {
     pub max_upload_bytes: usize,
 
     /// Largest page (`first`) of any connection.
-    #[arg(long, env = "ARENA_MAX_PAGE_SIZE", default_value_t = 100, global = true)]
+    #[arg(
+        long,
+        env = "ARENA_MAX_PAGE_SIZE",
+        default_value_t = 100,
+        global = true
+    )]
     pub max_page_size: usize,
 
     /// Milliseconds one request may run.
-    #[arg(long, env = "ARENA_REQUEST_TIMEOUT_MS", default_value_t = 30_000, global = true)]
+    #[arg(
+        long,
+        env = "ARENA_REQUEST_TIMEOUT_MS",
+        default_value_t = 30_000,
+        global = true
+    )]
     pub request_timeout_ms: u64,
 
     /// Seconds a prepped combatant's data is trusted before `battle` re-fetches it.
@@ -147,7 +212,12 @@ pub struct Settings {
     pub random_seed: Option<u64>,
 
     /// Seconds between two runs of the cache → document store sync.
-    #[arg(long, env = "ARENA_SYNC_INTERVAL", default_value_t = 3600, global = true)]
+    #[arg(
+        long,
+        env = "ARENA_SYNC_INTERVAL",
+        default_value_t = 3600,
+        global = true
+    )]
     pub sync_interval_secs: u64,
 
     /// Run the sync worker inside `serve`.

@@ -53,7 +53,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let cache_round_trips = IntCounterVec::new(
-            Opts::new("arena_cache_round_trips_total", "Round trips to the cache tier"),
+            Opts::new(
+                "arena_cache_round_trips_total",
+                "Round trips to the cache tier",
+            ),
             &["op"],
         )
         .expect("valid metric");
@@ -65,7 +68,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let cache_misses = IntCounterVec::new(
-            Opts::new("arena_cache_misses_total", "Lookups the cache could not answer"),
+            Opts::new(
+                "arena_cache_misses_total",
+                "Lookups the cache could not answer",
+            ),
             &["entity"],
         )
         .expect("valid metric");

@@ -107,7 +107,14 @@ pub fn health_worker(
 
 /// One recovery attempt: delete the owed keys, then leave degraded mode if nothing new is owed.
 pub async fn recover(state: &AppState) -> bool {
-    let owed: Vec<String> = state.cache_health.inner.lock().pending.iter().cloned().collect();
+    let owed: Vec<String> = state
+        .cache_health
+        .inner
+        .lock()
+        .pending
+        .iter()
+        .cloned()
+        .collect();
     if state.cache.ping().await.is_err() {
         return false;
     }
@@ -162,8 +169,16 @@ where
     };
     if let Err(e) = txn.commit().await {
         if marked {
-            let aborted: Vec<_> = keys.iter().map(|k| (k.clone(), WriteOutcome::Aborted)).collect();
-            if state.cache.end_write(&aborted, state.settings.cache_ttl()).await.is_err() {
+            let aborted: Vec<_> = keys
+                .iter()
+                .map(|k| (k.clone(), WriteOutcome::Aborted))
+                .collect();
+            if state
+                .cache
+                .end_write(&aborted, state.settings.cache_ttl())
+                .await
+                .is_err()
+            {
                 state.cache_health.failed(std::iter::empty());
             }
         }
@@ -195,7 +210,9 @@ async fn publish_committed(state: &AppState, changes: &[Change], marked: bool) {
     if !marked {
         // The mark could not be set (or the cache is degraded): the cache still holds
         // whatever it had; it owes these keys an invalidation.
-        state.cache_health.failed(keys.into_iter().chain(also_remove));
+        state
+            .cache_health
+            .failed(keys.into_iter().chain(also_remove));
         return;
     }
     if state
@@ -204,7 +221,9 @@ async fn publish_committed(state: &AppState, changes: &[Change], marked: bool) {
         .await
         .is_err()
     {
-        state.cache_health.failed(keys.into_iter().chain(also_remove));
+        state
+            .cache_health
+            .failed(keys.into_iter().chain(also_remove));
         return;
     }
     if !also_remove.is_empty() && state.cache.del(&also_remove).await.is_err() {

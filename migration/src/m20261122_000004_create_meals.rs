@@ -13,7 +13,13 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Meals::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(Meals::Id).big_integer().not_null().auto_increment().primary_key())
+                    .col(
+                        ColumnDef::new(Meals::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
                     .col(string_uniq(Meals::Name))
                     .col(string(Meals::Cuisine))
                     .col(double(Meals::Price))

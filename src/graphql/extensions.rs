@@ -92,7 +92,9 @@ fn count_fields(doc: &ExecutableDocument, set: &SelectionSet, depth: usize) -> u
         .iter()
         .map(|sel| match &sel.node {
             Selection::Field(_) => 1,
-            Selection::InlineFragment(f) => count_fields(doc, &f.node.selection_set.node, depth + 1),
+            Selection::InlineFragment(f) => {
+                count_fields(doc, &f.node.selection_set.node, depth + 1)
+            }
             Selection::FragmentSpread(s) => doc
                 .fragments
                 .get(&s.node.fragment_name.node)

@@ -34,7 +34,11 @@ pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>
 }
 
 /// `POST /graphql`.
-pub async fn graphql_post(State(http): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn graphql_post(
+    State(http): State<HttpState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let settings = &http.app.settings;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -97,8 +101,7 @@ pub async fn graphql_post(State(http): State<HttpState>, headers: HeaderMap, bod
     let batch = batch
         .data(RequestAuth::new(auth))
         .data(RequestLoaders::new(&http.app));
-    match tokio::time::timeout(settings.request_timeout(), http.schema.execute_batch(batch)).await
-    {
+    match tokio::time::timeout(settings.request_timeout(), http.schema.execute_batch(batch)).await {
         Ok(resp) => GraphQLResponse::from(resp).into_response(),
         Err(_) => {
             http.app

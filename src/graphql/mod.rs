@@ -29,12 +29,16 @@ pub type ArenaSchema = Schema<Query, Mutation, Subscription>;
 /// Builds the schema with the configured limits; `state` is absent only for exporting SDL.
 pub fn build_schema(settings: &Settings, state: Option<AppState>) -> ArenaSchema {
     let metrics = state.as_ref().map(|s| s.metrics.clone());
-    let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription::default())
-        .limit_depth(settings.max_depth)
-        .limit_complexity(settings.max_complexity)
-        .limit_recursive_depth(64)
-        .extension(extensions::ErrorCodes::new(metrics))
-        .extension(extensions::RootFieldLimit::new(settings.max_root_fields));
+    let mut builder = Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(settings.max_depth)
+    .limit_complexity(settings.max_complexity)
+    .limit_recursive_depth(64)
+    .extension(extensions::ErrorCodes::new(metrics))
+    .extension(extensions::RootFieldLimit::new(settings.max_root_fields));
     if let Some(state) = state {
         builder = builder.data(state);
     }

@@ -130,7 +130,11 @@ pub async fn meal_id_by_name(state: &AppState, name: &str) -> AppResult<Option<i
         match state.cache.get(&key).await {
             Ok(Some(id)) => {
                 if let Ok(id) = id.parse() {
-                    state.metrics.cache_hits.with_label_values(&["meal_name"]).inc();
+                    state
+                        .metrics
+                        .cache_hits
+                        .with_label_values(&["meal_name"])
+                        .inc();
                     return Ok(Some(id));
                 }
             }

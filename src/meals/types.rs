@@ -54,6 +54,8 @@ pub struct Meal {
     pub wins: i32,
     /// wins / battles (0 before the first battle).
     pub win_pct: f64,
+    /// Row version: goes up by one with every write (useful for optimistic concurrency).
+    pub version: i64,
 }
 
 impl From<entity::meal::Model> for Meal {
@@ -67,6 +69,7 @@ impl From<entity::meal::Model> for Meal {
             battles: m.battles,
             wins: m.wins,
             win_pct: m.win_pct,
+            version: m.version,
         }
     }
 }

@@ -29,7 +29,12 @@ pub struct UserMutation;
 #[Object]
 impl UserMutation {
     /// Signs up. Username: 3–32 of `[A-Za-z0-9_.-]`, unique; password: at least 8 characters.
-    async fn create_user(&self, ctx: &Context<'_>, username: String, password: String) -> Result<User> {
+    async fn create_user(
+        &self,
+        ctx: &Context<'_>,
+        username: String,
+        password: String,
+    ) -> Result<User> {
         Ok(service::create_user(state(ctx), &username, &password)
             .await?
             .into())
@@ -37,7 +42,12 @@ impl UserMutation {
 
     /// Logs in and returns a bearer token. Repeated failures for one username are slowed,
     /// then refused with `RATE_LIMITED`.
-    async fn login(&self, ctx: &Context<'_>, username: String, password: String) -> Result<Session> {
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        username: String,
+        password: String,
+    ) -> Result<Session> {
         let s = service::login(state(ctx), &username, &password).await?;
         Ok(Session {
             token: s.token,

@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use entity::{session, user};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
 use serde_json::json;
 
 use super::types::{NewPassword, Username};
@@ -26,7 +24,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// Creates a user; the insert is one transaction, rolled back on any failure.
-pub async fn create_user(state: &AppState, username: &str, password: &str) -> AppResult<user::Model> {
+pub async fn create_user(
+    state: &AppState,
+    username: &str,
+    password: &str,
+) -> AppResult<user::Model> {
     let username = Username::parse(username)?;
     let password = NewPassword::parse("password", password)?;
     let iterations = state.settings.pbkdf2_iterations;
@@ -177,7 +179,9 @@ pub async fn viewer_by_session(state: &AppState, token: &str) -> AppResult<Optio
         return Ok(None);
     };
     if s.expires_at <= Utc::now() {
-        session::Entity::delete_by_id(token_hash).exec(&state.db).await?;
+        session::Entity::delete_by_id(token_hash)
+            .exec(&state.db)
+            .await?;
         return Ok(None);
     }
     let Some(u) = user::Entity::find_by_id(s.user_id).one(&state.db).await? else {
@@ -263,7 +267,10 @@ pub async fn delete_user(state: &AppState, viewer: &Viewer, password: &str) -> A
         .await?;
     user::Entity::delete_by_id(viewer.id).exec(&txn).await?;
     txn.commit().await?;
-    state.docs.delete(SESSION_DOCS, &viewer.id.to_string()).await?;
+    state
+        .docs
+        .delete(SESSION_DOCS, &viewer.id.to_string())
+        .await?;
     Ok(true)
 }
 

@@ -77,7 +77,10 @@ impl NewPassword {
     /// Validates `raw` for the input field `field`.
     pub fn parse(field: &str, raw: &str) -> AppResult<Self> {
         if raw.chars().count() < 8 {
-            return Err(AppError::invalid(field, "must be at least 8 characters long"));
+            return Err(AppError::invalid(
+                field,
+                "must be at least 8 characters long",
+            ));
         }
         if raw.len() > 1024 {
             return Err(AppError::invalid(field, "must be at most 1024 bytes long"));

@@ -1,0 +1,654 @@
+//! Conformance suites for the backend traits. One generic suite per trait runs against every
+//! implementation: the embedded ones always, the server ones when `TEST_REDIS_URL` /
+//! `TEST_MONGODB_URL` name a server (each test then works under a fresh prefix or database).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arena::backends::cache::memory::MemoryCache;
+use arena::backends::cache::redis::RedisCache;
+use arena::backends::cache::{Cache, CacheError, Versioned, WriteOutcome};
+use arena::backends::documents::mongo::MongoDocuments;
+use arena::backends::documents::DocumentStore;
+use arena::backends::events::local::LocalEvents;
+use arena::backends::events::redis::RedisEvents;
+use arena::backends::events::EventBus;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use serde_json::json;
+
+/// The longest any awaited condition may take.
+const WAIT: Duration = Duration::from_secs(5);
+const TTL: Duration = Duration::from_secs(60);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn unique_prefix() -> String {
+    format!("arena-test:{}:", uuid::Uuid::new_v4().simple())
+}
+
+fn redis_url() -> Option<String> {
+    let url = std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("skipped: TEST_REDIS_URL not set");
+    }
+    url
+}
+
+fn ver(version: i64, payload: &str) -> Versioned {
+    Versioned {
+        version,
+        payload: payload.to_owned(),
+    }
+}
+
+fn keys(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+async fn read_one(cache: &dyn Cache, key: &str) -> Option<Versioned> {
+    let mut got = cache
+        .versioned_get_many(&keys(&[key]))
+        .await
+        .expect("versioned_get_many");
+    assert_eq!(got.len(), 1);
+    got.remove(0)
+}
+
+/// Every [`Cache`] method. `other` is a second instance with a different prefix on the same
+/// store (for the isolation checks).
+async fn cache_conformance(cache: Arc<dyn Cache>, other: Arc<dyn Cache>) {
+    let c = cache.as_ref();
+    assert!(!c.kind().is_empty());
+    c.ping().await.expect("ping");
+
+    plain_values(c).await;
+    locks(c).await;
+    counters_and_sets(c).await;
+    scanning(c).await;
+    versioned_reads_and_fills(c).await;
+    versioned_writes(c).await;
+    prefixes_isolate(c, other.as_ref()).await;
+}
+
+async fn plain_values(c: &dyn Cache) {
+    assert_eq!(c.get("plain:missing").await.unwrap(), None);
+    c.set("plain:a", "1", None).await.unwrap();
+    c.set("plain:b", "two", Some(TTL)).await.unwrap();
+    assert_eq!(c.get("plain:a").await.unwrap().as_deref(), Some("1"));
+    assert_eq!(c.get("plain:b").await.unwrap().as_deref(), Some("two"));
+    c.set("plain:a", "overwritten", None).await.unwrap();
+    assert_eq!(
+        c.get("plain:a").await.unwrap().as_deref(),
+        Some("overwritten")
+    );
+
+    assert_eq!(c.mget(&[]).await.unwrap(), Vec::<Option<String>>::new());
+    assert_eq!(
+        c.mget(&keys(&["plain:b", "plain:missing", "plain:a"]))
+            .await
+            .unwrap(),
+        vec![Some("two".to_owned()), None, Some("overwritten".to_owned())]
+    );
+
+    c.set_many(&[], None).await.unwrap();
+    c.set_many(
+        &[
+            ("many:1".to_owned(), "x".to_owned()),
+            ("many:2".to_owned(), "y|z".to_owned()),
+            ("many:3".to_owned(), "".to_owned()),
+        ],
+        Some(TTL),
+    )
+    .await
+    .unwrap();
+    c.set_many(&[("many:4".to_owned(), "w".to_owned())], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.mget(&keys(&["many:1", "many:2", "many:3", "many:4"]))
+            .await
+            .unwrap(),
+        vec![
+            Some("x".to_owned()),
+            Some("y|z".to_owned()),
+            Some(String::new()),
+            Some("w".to_owned())
+        ]
+    );
+
+    assert_eq!(c.del(&[]).await.unwrap(), 0);
+    assert_eq!(
+        c.del(&keys(&["many:1", "many:2", "many:missing"]))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(c.get("many:1").await.unwrap(), None);
+    assert_eq!(c.get("many:3").await.unwrap().as_deref(), Some(""));
+}
+
+async fn locks(c: &dyn Cache) {
+    assert!(c.set_nx("lock:a", "owner-1", TTL).await.unwrap());
+    assert!(!c.set_nx("lock:a", "owner-2", TTL).await.unwrap());
+    assert_eq!(c.get("lock:a").await.unwrap().as_deref(), Some("owner-1"));
+
+    assert!(!c.del_if_equals("lock:a", "owner-2").await.unwrap());
+    assert_eq!(c.get("lock:a").await.unwrap().as_deref(), Some("owner-1"));
+    assert!(c.del_if_equals("lock:a", "owner-1").await.unwrap());
+    assert_eq!(c.get("lock:a").await.unwrap(), None);
+    assert!(!c.del_if_equals("lock:a", "owner-1").await.unwrap());
+
+    assert!(c.set_nx("lock:a", "owner-2", TTL).await.unwrap());
+    assert_eq!(c.get("lock:a").await.unwrap().as_deref(), Some("owner-2"));
+}
+
+async fn counters_and_sets(c: &dyn Cache) {
+    assert_eq!(c.incr_by("count:a", 5).await.unwrap(), 5);
+    assert_eq!(c.incr_by("count:a", -2).await.unwrap(), 3);
+    assert_eq!(c.incr_by("count:b", 1).await.unwrap(), 1);
+
+    assert_eq!(c.incr_with_ttl("rate:a", TTL).await.unwrap(), 1);
+    assert_eq!(c.incr_with_ttl("rate:a", TTL).await.unwrap(), 2);
+    assert_eq!(c.incr_with_ttl("rate:a", TTL).await.unwrap(), 3);
+    assert_eq!(c.incr_with_ttl("rate:b", TTL).await.unwrap(), 1);
+
+    assert!(c.sadd("set:a", "b").await.unwrap());
+    assert!(c.sadd("set:a", "a").await.unwrap());
+    assert!(!c.sadd("set:a", "b").await.unwrap());
+    assert_eq!(c.smembers("set:a").await.unwrap(), keys(&["a", "b"]));
+    assert_eq!(
+        c.smembers("set:missing").await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+async fn scanning(c: &dyn Cache) {
+    for k in ["scan:a", "scan:b", "scan:c:1", "scanner", "other:scan:a"] {
+        c.set(k, "v", None).await.unwrap();
+    }
+    assert_eq!(
+        sorted(c.scan_prefix("scan:").await.unwrap()),
+        keys(&["scan:a", "scan:b", "scan:c:1"])
+    );
+    assert_eq!(
+        c.scan_prefix("nothing-here:").await.unwrap(),
+        Vec::<String>::new()
+    );
+
+    // Glob characters in the prefix are literal.
+    c.set("glob*x:1", "v", None).await.unwrap();
+    c.set("globAx:1", "v", None).await.unwrap();
+    c.set("glob?:1", "v", None).await.unwrap();
+    c.set("glob[ab]:1", "v", None).await.unwrap();
+    assert_eq!(c.scan_prefix("glob*").await.unwrap(), keys(&["glob*x:1"]));
+    assert_eq!(c.scan_prefix("glob?").await.unwrap(), keys(&["glob?:1"]));
+    assert_eq!(
+        c.scan_prefix("glob[ab]").await.unwrap(),
+        keys(&["glob[ab]:1"])
+    );
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+async fn versioned_reads_and_fills(c: &dyn Cache) {
+    assert_eq!(c.versioned_get_many(&[]).await.unwrap(), Vec::new());
+    assert_eq!(read_one(c, "meal:1").await, None);
+
+    // A fill stores only a version newer than the one present.
+    assert!(c
+        .versioned_fill("meal:1", &ver(1, "one"), TTL)
+        .await
+        .unwrap());
+    assert_eq!(read_one(c, "meal:1").await, Some(ver(1, "one")));
+    assert!(!c
+        .versioned_fill("meal:1", &ver(1, "same"), TTL)
+        .await
+        .unwrap());
+    assert!(!c
+        .versioned_fill("meal:1", &ver(0, "older"), TTL)
+        .await
+        .unwrap());
+    assert_eq!(read_one(c, "meal:1").await, Some(ver(1, "one")));
+    assert!(c
+        .versioned_fill("meal:1", &ver(2, "two"), TTL)
+        .await
+        .unwrap());
+    assert_eq!(read_one(c, "meal:1").await, Some(ver(2, "two")));
+
+    // Payloads may contain the separator; a tombstone is the payload `null`.
+    assert!(c
+        .versioned_fill("meal:2", &ver(7, r#"{"a":"x|y"}"#), TTL)
+        .await
+        .unwrap());
+    assert!(c
+        .versioned_fill("meal:3", &ver(1, "null"), TTL)
+        .await
+        .unwrap());
+    assert_eq!(
+        c.versioned_get_many(&keys(&["meal:missing", "meal:2", "meal:1", "meal:3"]))
+            .await
+            .unwrap(),
+        vec![
+            None,
+            Some(ver(7, r#"{"a":"x|y"}"#)),
+            Some(ver(2, "two")),
+            Some(ver(1, "null"))
+        ]
+    );
+
+    // Versions are compared as numbers, not as text.
+    assert!(c
+        .versioned_fill("meal:4", &ver(9, "nine"), TTL)
+        .await
+        .unwrap());
+    assert!(c
+        .versioned_fill("meal:4", &ver(10, "ten"), TTL)
+        .await
+        .unwrap());
+    assert_eq!(read_one(c, "meal:4").await, Some(ver(10, "ten")));
+
+    // Many fills at once, each judged on its own.
+    c.begin_write(&keys(&["fill:marked"]), TTL).await.unwrap();
+    assert!(c
+        .versioned_fill("fill:newer", &ver(5, "five"), TTL)
+        .await
+        .unwrap());
+    let stored = c
+        .versioned_fill_many(
+            &[
+                ("fill:fresh".to_owned(), ver(1, "a")),
+                ("fill:marked".to_owned(), ver(1, "b")),
+                ("fill:newer".to_owned(), ver(4, "c")),
+                ("fill:other".to_owned(), ver(3, "d")),
+            ],
+            TTL,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored, vec![true, false, false, true]);
+    assert_eq!(
+        c.versioned_get_many(&keys(&[
+            "fill:fresh",
+            "fill:marked",
+            "fill:newer",
+            "fill:other"
+        ]))
+        .await
+        .unwrap(),
+        vec![
+            Some(ver(1, "a")),
+            None,
+            Some(ver(5, "five")),
+            Some(ver(3, "d"))
+        ]
+    );
+    c.end_write(&[("fill:marked".to_owned(), WriteOutcome::Aborted)], TTL)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.versioned_fill_many(&[], TTL).await.unwrap(),
+        Vec::<bool>::new()
+    );
+}
+
+async fn versioned_writes(c: &dyn Cache) {
+    assert!(c.versioned_fill("w:1", &ver(1, "one"), TTL).await.unwrap());
+
+    // While a write is in flight the entry reads as a miss and fills are refused.
+    c.begin_write(&keys(&["w:1"]), TTL).await.unwrap();
+    assert_eq!(read_one(c, "w:1").await, None);
+    assert!(!c
+        .versioned_fill("w:1", &ver(5, "reader"), TTL)
+        .await
+        .unwrap());
+
+    // A committed write stores its entry and clears the mark.
+    c.end_write(
+        &[("w:1".to_owned(), WriteOutcome::Committed(ver(2, "two")))],
+        TTL,
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_one(c, "w:1").await, Some(ver(2, "two")));
+    assert!(c
+        .versioned_fill("w:1", &ver(3, "three"), TTL)
+        .await
+        .unwrap());
+
+    // A committed write older than the entry present leaves it be (and still clears the mark).
+    c.begin_write(&keys(&["w:1"]), TTL).await.unwrap();
+    c.end_write(
+        &[("w:1".to_owned(), WriteOutcome::Committed(ver(2, "stale")))],
+        TTL,
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_one(c, "w:1").await, Some(ver(3, "three")));
+
+    // An aborted write leaves the previous entry untouched and clears the mark.
+    c.begin_write(&keys(&["w:1"]), TTL).await.unwrap();
+    c.end_write(&[("w:1".to_owned(), WriteOutcome::Aborted)], TTL)
+        .await
+        .unwrap();
+    assert_eq!(read_one(c, "w:1").await, Some(ver(3, "three")));
+    assert!(c.versioned_fill("w:1", &ver(4, "four"), TTL).await.unwrap());
+
+    // Two writers in flight: the key stays marked until both are done.
+    c.begin_write(&keys(&["w:2"]), TTL).await.unwrap();
+    c.begin_write(&keys(&["w:2"]), TTL).await.unwrap();
+    c.end_write(
+        &[("w:2".to_owned(), WriteOutcome::Committed(ver(1, "first")))],
+        TTL,
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_one(c, "w:2").await, None);
+    assert!(!c
+        .versioned_fill("w:2", &ver(9, "reader"), TTL)
+        .await
+        .unwrap());
+    c.end_write(
+        &[("w:2".to_owned(), WriteOutcome::Committed(ver(2, "second")))],
+        TTL,
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_one(c, "w:2").await, Some(ver(2, "second")));
+
+    // Several keys in one call, mixed outcomes; a key with no entry yet gets one.
+    c.begin_write(&keys(&["w:1", "w:3", "w:4"]), TTL)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.versioned_get_many(&keys(&["w:1", "w:3", "w:4", "w:2"]))
+            .await
+            .unwrap(),
+        vec![None, None, None, Some(ver(2, "second"))]
+    );
+    c.end_write(
+        &[
+            ("w:1".to_owned(), WriteOutcome::Committed(ver(5, "five"))),
+            ("w:3".to_owned(), WriteOutcome::Aborted),
+            ("w:4".to_owned(), WriteOutcome::Committed(ver(1, "new"))),
+        ],
+        TTL,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c.versioned_get_many(&keys(&["w:1", "w:3", "w:4"]))
+            .await
+            .unwrap(),
+        vec![Some(ver(5, "five")), None, Some(ver(1, "new"))]
+    );
+    // w:3 is no longer marked: a reader may fill it.
+    assert!(c
+        .versioned_fill("w:3", &ver(1, "filled"), TTL)
+        .await
+        .unwrap());
+
+    // A committed delete is a tombstone that readers cannot overwrite with the older row.
+    c.begin_write(&keys(&["w:4"]), TTL).await.unwrap();
+    c.end_write(
+        &[("w:4".to_owned(), WriteOutcome::Committed(ver(2, "null")))],
+        TTL,
+    )
+    .await
+    .unwrap();
+    assert!(!c.versioned_fill("w:4", &ver(1, "new"), TTL).await.unwrap());
+    assert_eq!(read_one(c, "w:4").await, Some(ver(2, "null")));
+
+    c.begin_write(&[], TTL).await.unwrap();
+    c.end_write(&[], TTL).await.unwrap();
+}
+
+async fn prefixes_isolate(c: &dyn Cache, other: &dyn Cache) {
+    c.set("iso:k", "mine", None).await.unwrap();
+    assert_eq!(other.get("iso:k").await.unwrap(), None);
+    other.set("iso:k", "theirs", None).await.unwrap();
+    assert_eq!(c.get("iso:k").await.unwrap().as_deref(), Some("mine"));
+    assert_eq!(other.get("iso:k").await.unwrap().as_deref(), Some("theirs"));
+
+    assert_eq!(
+        other.scan_prefix("scan:").await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(other.incr_by("count:a", 1).await.unwrap(), 1);
+
+    // A write in flight on one instance does not hide the other's entry.
+    assert!(c
+        .versioned_fill("iso:v", &ver(1, "mine"), TTL)
+        .await
+        .unwrap());
+    other.begin_write(&keys(&["iso:v"]), TTL).await.unwrap();
+    assert_eq!(read_one(c, "iso:v").await, Some(ver(1, "mine")));
+    assert_eq!(read_one(other, "iso:v").await, None);
+    other
+        .end_write(&[("iso:v".to_owned(), WriteOutcome::Aborted)], TTL)
+        .await
+        .unwrap();
+
+    assert_eq!(other.del(&keys(&["iso:k"])).await.unwrap(), 1);
+    assert_eq!(c.get("iso:k").await.unwrap().as_deref(), Some("mine"));
+}
+
+#[tokio::test]
+async fn memory_cache_conforms() {
+    cache_conformance(
+        Arc::new(MemoryCache::new(10_000, "test:")),
+        Arc::new(MemoryCache::new(10_000, "other:")),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn redis_cache_conforms() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix();
+    let cache = RedisCache::connect(&url, &prefix, COMMAND_TIMEOUT)
+        .await
+        .expect("connect to TEST_REDIS_URL");
+    let other = RedisCache::connect(&url, &unique_prefix(), COMMAND_TIMEOUT)
+        .await
+        .expect("connect to TEST_REDIS_URL");
+    let (cache, other): (Arc<dyn Cache>, Arc<dyn Cache>) = (Arc::new(cache), Arc::new(other));
+    cache_conformance(cache.clone(), other.clone()).await;
+
+    // Tidy up what this test stored (everything under its prefixes has a unique name anyway).
+    for c in [cache, other] {
+        let left = c.scan_prefix("").await.unwrap();
+        c.del(&left).await.unwrap();
+        assert_eq!(c.scan_prefix("").await.unwrap(), Vec::<String>::new());
+    }
+}
+
+#[tokio::test]
+async fn redis_cache_reports_an_unreachable_server_as_unavailable() {
+    // Nothing listens on port 1; the connect must fail promptly with a clear error.
+    let started = std::time::Instant::now();
+    let result = RedisCache::connect("redis://127.0.0.1:1", "x:", COMMAND_TIMEOUT).await;
+    assert!(
+        matches!(result, Err(CacheError::Unavailable(_))),
+        "got {result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// Waits for the stream's next item.
+async fn next(stream: &mut BoxStream<'static, String>) -> String {
+    tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("no event within the deadline")
+        .expect("the stream ended")
+}
+
+/// Every [`EventBus`] method on one instance.
+async fn events_conformance(bus: Arc<dyn EventBus>) {
+    assert!(!bus.kind().is_empty());
+    bus.ping().await.expect("ping");
+
+    // Publishing to a topic nobody listens to is fine.
+    bus.publish("nobody", "lost".into()).await.unwrap();
+
+    let mut a = bus.subscribe("topic-a");
+    let mut a2 = bus.subscribe("topic-a");
+    let mut b = bus.subscribe("topic-b");
+
+    bus.publish("topic-a", r#"{"n":1}"#.into()).await.unwrap();
+    assert_eq!(next(&mut a).await, r#"{"n":1}"#);
+    assert_eq!(next(&mut a2).await, r#"{"n":1}"#);
+
+    // topic-b saw nothing of topic-a: its first event is its own (same publisher, in order).
+    bus.publish("topic-b", "b-1".into()).await.unwrap();
+    assert_eq!(next(&mut b).await, "b-1");
+
+    // Events arrive in publishing order.
+    for i in 0..10 {
+        bus.publish("topic-a", format!("{i}")).await.unwrap();
+    }
+    for i in 0..10 {
+        assert_eq!(next(&mut a).await, format!("{i}"));
+    }
+
+    // A dropped subscription costs nothing; the remaining ones keep receiving.
+    drop(a2);
+    bus.publish("topic-a", "after-drop".into()).await.unwrap();
+    assert_eq!(next(&mut a).await, "after-drop");
+
+    // Subscribing again after everybody left works.
+    drop(a);
+    let mut again = bus.subscribe("topic-a");
+    bus.publish("topic-a", "again".into()).await.unwrap();
+    assert_eq!(next(&mut again).await, "again");
+}
+
+#[tokio::test]
+async fn local_events_conform() {
+    events_conformance(Arc::new(LocalEvents::new())).await;
+}
+
+#[tokio::test]
+async fn redis_events_conform() {
+    let Some(url) = redis_url() else { return };
+    let bus = RedisEvents::connect(&url, &unique_prefix(), COMMAND_TIMEOUT)
+        .await
+        .expect("connect to TEST_REDIS_URL");
+    events_conformance(Arc::new(bus)).await;
+}
+
+#[tokio::test]
+async fn redis_events_reach_every_instance_sharing_the_prefix() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix();
+    let connect = |prefix: String| {
+        let url = url.clone();
+        async move {
+            RedisEvents::connect(&url, &prefix, COMMAND_TIMEOUT)
+                .await
+                .expect("connect to TEST_REDIS_URL")
+        }
+    };
+    let publisher = connect(prefix.clone()).await;
+    let replica = connect(prefix.clone()).await;
+    let stranger = connect(unique_prefix()).await;
+
+    let mut on_replica = replica.subscribe("battles");
+    let mut on_stranger = stranger.subscribe("battles");
+
+    // The subscription is live once `connect` returns; retry anyway, boundedly, so a slow
+    // server cannot make the test flaky.
+    let mut received = None;
+    for attempt in 0..20 {
+        publisher
+            .publish("battles", format!("event-{attempt}"))
+            .await
+            .unwrap();
+        if let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(250), on_replica.next()).await
+        {
+            received = Some(event);
+            break;
+        }
+    }
+    let received = received.expect("the replica never received the event");
+    assert!(received.starts_with("event-"), "got {received}");
+
+    // The instance under another prefix saw none of it: its first event is its own.
+    stranger
+        .publish("battles", "stranger's own".into())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut on_stranger).await, "stranger's own");
+}
+
+/// Every [`DocumentStore`] method.
+async fn documents_conformance(store: Arc<dyn DocumentStore>) {
+    assert!(!store.kind().is_empty());
+    store.ping().await.expect("ping");
+
+    assert_eq!(store.get("users", "u1").await.unwrap(), None);
+    assert_eq!(store.list("users").await.unwrap(), Vec::new());
+
+    let first = json!({ "name": "Ada", "count": 3, "price": 12.0, "admin": false,
+                        "tags": ["a", "b"], "nested": { "x": null } });
+    store.put("users", "u1", &first).await.unwrap();
+    assert_eq!(store.get("users", "u1").await.unwrap(), Some(first.clone()));
+    let got = store.get("users", "u1").await.unwrap().unwrap();
+    assert!(got["price"].is_f64(), "a float stays a float: {got}");
+    assert!(got["count"].is_i64(), "an integer stays an integer: {got}");
+
+    // put replaces the whole document.
+    let replaced = json!({ "name": "Ada Lovelace", "count": 4 });
+    store.put("users", "u1", &replaced).await.unwrap();
+    assert_eq!(
+        store.get("users", "u1").await.unwrap(),
+        Some(replaced.clone())
+    );
+
+    let second = json!({ "name": "Grace" });
+    store.put("users", "u2", &second).await.unwrap();
+    let mut all = store.list("users").await.unwrap();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        all,
+        vec![
+            ("u1".to_owned(), replaced.clone()),
+            ("u2".to_owned(), second)
+        ]
+    );
+
+    // Collections are separate.
+    assert_eq!(store.get("others", "u1").await.unwrap(), None);
+    assert_eq!(store.list("others").await.unwrap(), Vec::new());
+
+    assert!(store.delete("users", "u2").await.unwrap());
+    assert!(!store.delete("users", "u2").await.unwrap());
+    assert_eq!(store.get("users", "u2").await.unwrap(), None);
+    assert_eq!(
+        store.list("users").await.unwrap(),
+        vec![("u1".to_owned(), replaced)]
+    );
+}
+
+#[tokio::test]
+async fn mongo_documents_conform() {
+    let Some(url) = std::env::var("TEST_MONGODB_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("skipped: TEST_MONGODB_URL not set (MongoDB document store not tested)");
+        return;
+    };
+    let database = format!("arena_test_{}", uuid::Uuid::new_v4().simple());
+    let store = MongoDocuments::connect(&url, &database)
+        .await
+        .expect("connect to TEST_MONGODB_URL");
+    let db = store.database().clone();
+    documents_conformance(Arc::new(store)).await;
+    db.drop().await.expect("drop the test database");
+}

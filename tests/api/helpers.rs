@@ -69,7 +69,11 @@ pub struct TestApp {
 /// Settings for a test: embedded backends in a temp dir, or fresh real ones; fast hashing.
 pub async fn test_settings(
     backends: Backends,
-) -> Option<(Settings, Option<tempfile::TempDir>, Option<(String, String)>)> {
+) -> Option<(
+    Settings,
+    Option<tempfile::TempDir>,
+    Option<(String, String)>,
+)> {
     let mut s = Settings::defaults();
     s.addr = "127.0.0.1:0".parse().unwrap();
     s.pbkdf2_iterations = 1_000;
@@ -82,17 +86,25 @@ pub async fn test_settings(
     match backends {
         Backends::Embedded => {
             let dir = tempfile::tempdir().unwrap();
-            s.database_url = format!("sqlite://{}?mode=rwc", dir.path().join("arena.db").display());
+            s.database_url = format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("arena.db").display()
+            );
             Some((s, Some(dir), None))
         }
         Backends::Real => {
             let admin = std::env::var("TEST_DATABASE_URL").ok()?;
             let redis = std::env::var("TEST_REDIS_URL").ok()?;
             let name = format!("arena_test_{}", uuid::Uuid::new_v4().simple());
-            let conn = sea_orm::Database::connect(&admin).await.expect("TEST_DATABASE_URL");
-            sea_orm::ConnectionTrait::execute_unprepared(&conn, &format!("CREATE DATABASE \"{name}\""))
+            let conn = sea_orm::Database::connect(&admin)
                 .await
-                .expect("creating the test database");
+                .expect("TEST_DATABASE_URL");
+            sea_orm::ConnectionTrait::execute_unprepared(
+                &conn,
+                &format!("CREATE DATABASE \"{name}\""),
+            )
+            .await
+            .expect("creating the test database");
             conn.close().await.ok();
             let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
             s.database_url = format!("{base}/{name}");
@@ -112,7 +124,10 @@ pub async fn spawn_app(backends: Backends) -> Option<TestApp> {
 }
 
 /// Like [`spawn_app`], with settings adjusted by `tweak`.
-pub async fn spawn_app_with(backends: Backends, tweak: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+pub async fn spawn_app_with(
+    backends: Backends,
+    tweak: impl FnOnce(&mut Settings),
+) -> Option<TestApp> {
     let (mut settings, dir, drop_db) = test_settings(backends).await?;
     tweak(&mut settings);
     let mut app = start(settings, backends).await;
@@ -124,7 +139,9 @@ pub async fn spawn_app_with(backends: Backends, tweak: impl FnOnce(&mut Settings
 /// Starts an Arena with exactly these settings.
 pub async fn start(settings: Settings, backends: Backends) -> TestApp {
     arena::telemetry::init(&settings.log, false);
-    let app = Application::build(settings.clone()).await.expect("Arena starts");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("Arena starts");
     let addr = app.local_addr();
     let state = app.state().clone();
     let (tx, rx) = oneshot::channel::<()>();
@@ -150,6 +167,19 @@ impl TestApp {
     pub async fn spawn_replica(&self) -> TestApp {
         let mut app = start(self.settings.clone(), self.backends).await;
         app._dir = self._dir.clone();
+        app
+    }
+
+    /// Stops this instance gracefully and starts a new one on the same settings, database,
+    /// cache prefix and document store (a restart of Arena).
+    pub async fn restart(mut self) -> TestApp {
+        let dir = self._dir.take();
+        let drop_db = self.drop_db.take();
+        let (settings, backends) = (self.settings.clone(), self.backends);
+        self.stop().await;
+        let mut app = start(settings, backends).await;
+        app._dir = dir;
+        app.drop_db = drop_db;
         app
     }
 
@@ -183,7 +213,12 @@ impl TestApp {
         if let Some(a) = auth {
             req = req.header("Authorization", a);
         }
-        req.send().await.expect("request sent").json().await.expect("JSON response")
+        req.send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("JSON response")
     }
 
     /// Creates `username` (password `password123`) and logs in; returns the token.
@@ -312,7 +347,10 @@ where
         if cond().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "condition not met in {limit:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

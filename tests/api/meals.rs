@@ -1,1 +1,614 @@
-//! Meals and the write-through cache (SPEC §4).
+//! Meals and the write-through cache (SPEC §4): CRUD, read-through by id and by name,
+//! consistency under concurrency, rollbacks, replicas and cache outages, round trips.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arena::backends::cache::Versioned;
+use arena::error::AppError;
+use entity::meal;
+use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const FIELDS: &str = "id name cuisine price difficulty battles wins winPct version";
+
+pub async fn create_meal(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    cuisine: &str,
+    price: f64,
+    difficulty: &str,
+) -> Value {
+    let r = app
+        .gql_as(
+            token,
+            &format!("mutation($i: CreateMealInput!) {{ createMeal(input: $i) {{ {FIELDS} }} }}"),
+            json!({ "i": { "name": name, "cuisine": cuisine, "price": price, "difficulty": difficulty } }),
+        )
+        .await;
+    assert_no_errors(&r);
+    r["data"]["createMeal"].clone()
+}
+
+async fn get_meal(app: &TestApp, id: &str) -> Value {
+    let r = app
+        .gql(
+            &format!("query($id: ID!) {{ meal(id: $id) {{ {FIELDS} }} }}"),
+            json!({ "id": id }),
+        )
+        .await;
+    assert_no_errors(&r);
+    r["data"]["meal"].clone()
+}
+
+async fn update_price(app: &TestApp, token: &str, id: &str, price: f64) -> Value {
+    app.gql_as(
+        token,
+        &format!("mutation($id: ID!, $p: Float!) {{ updateMeal(id: $id, input: {{ price: $p }}) {{ {FIELDS} }} }}"),
+        json!({ "id": id, "p": price }),
+    )
+    .await
+}
+
+/// The cache entry of a meal as stored (None when absent or marked).
+async fn cached_entry(app: &TestApp, id: &str) -> Option<Versioned> {
+    app.state
+        .cache
+        .versioned_get_many(&[format!("meal:{id}")])
+        .await
+        .unwrap()
+        .remove(0)
+}
+
+async fn db_row(app: &TestApp, id: &str) -> meal::Model {
+    meal::Entity::find_by_id(id.parse::<i64>().unwrap())
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn meals_can_be_created_read_updated_and_deleted(app: TestApp) {
+    let t = app.login_new_user("chef").await;
+    let m = create_meal(&app, &t, "Paella", "Spanish", 18.5, "HIGH").await;
+    let id = m["id"].as_str().unwrap().to_owned();
+    assert_eq!(m["price"], 18.5);
+    assert_eq!(m["battles"], 0);
+    assert_eq!(m["winPct"], 0.0);
+    assert_eq!(get_meal(&app, &id).await["name"], "Paella");
+    let by_name = app
+        .gql("{ mealByName(name: \"Paella\") { id cuisine } }", json!({}))
+        .await;
+    assert_eq!(by_name["data"]["mealByName"]["id"], id.as_str());
+
+    let r = app
+        .gql_as(
+            &t,
+            "mutation($id: ID!) { updateMeal(id: $id, input: { cuisine: \"Valencian\", difficulty: MED }) { cuisine difficulty price } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_no_errors(&r);
+    assert_eq!(
+        r["data"]["updateMeal"],
+        json!({ "cuisine": "Valencian", "difficulty": "MED", "price": 18.5 })
+    );
+    assert_eq!(get_meal(&app, &id).await["cuisine"], "Valencian");
+
+    let r = app
+        .gql_as(
+            &t,
+            "mutation($id: ID!) { deleteMeal(id: $id) }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(r["data"]["deleteMeal"], true);
+    assert!(get_meal(&app, &id).await.is_null());
+    let by_name = app
+        .gql("{ mealByName(name: \"Paella\") { id } }", json!({}))
+        .await;
+    assert!(by_name["data"]["mealByName"].is_null());
+    // Deleted: gone from updates and deletes too, and its name stays taken.
+    assert_eq!(
+        error_code(&update_price(&app, &t, &id, 3.0).await),
+        "NOT_FOUND"
+    );
+    let r = app
+        .gql_as(
+            &t,
+            "mutation($id: ID!) { deleteMeal(id: $id) }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(error_code(&r), "NOT_FOUND");
+    let r = app
+        .gql_as(&t, "mutation { createMeal(input: { name: \"Paella\", cuisine: \"x\", price: 1, difficulty: LOW }) { id } }", json!({}))
+        .await;
+    assert_eq!(error_code(&r), "CONFLICT");
+}
+
+async fn meal_input_is_validated_field_by_field(app: TestApp) {
+    let t = app.login_new_user("chef").await;
+    let q = "mutation($i: CreateMealInput!) { createMeal(input: $i) { id } }";
+    for (input, field) in [
+        (
+            json!({ "name": " ", "cuisine": "x", "price": 1.0, "difficulty": "LOW" }),
+            "name",
+        ),
+        (
+            json!({ "name": "a", "cuisine": "", "price": 1.0, "difficulty": "LOW" }),
+            "cuisine",
+        ),
+        (
+            json!({ "name": "a", "cuisine": "x", "price": 0.0, "difficulty": "LOW" }),
+            "price",
+        ),
+        (
+            json!({ "name": "a", "cuisine": "x", "price": -3.0, "difficulty": "LOW" }),
+            "price",
+        ),
+    ] {
+        let r = app.gql_as(&t, q, json!({ "i": input })).await;
+        assert_eq!(error_code(&r), "BAD_USER_INPUT");
+        assert_eq!(r["errors"][0]["extensions"]["field"], field, "{r}");
+    }
+    let r = app
+        .gql_as(
+            &t,
+            q,
+            json!({ "i": { "name": "a", "cuisine": "x", "price": 1.0, "difficulty": "EASY" } }),
+        )
+        .await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    // The name is not an updatable field.
+    let r = app
+        .gql_as(
+            &t,
+            "mutation { updateMeal(id: \"1\", input: { name: \"b\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    let r = app.gql("{ meals { totalCount } }", json!({})).await;
+    assert_eq!(r["data"]["meals"]["totalCount"], 0, "nothing was written");
+}
+
+async fn meals_page_by_cursor_and_filter_by_cuisine_and_difficulty(app: TestApp) {
+    let t = app.login_new_user("chef").await;
+    for i in 0..7 {
+        let (c, d) = if i % 2 == 0 {
+            ("Thai", "HIGH")
+        } else {
+            ("Greek", "LOW")
+        };
+        create_meal(&app, &t, &format!("meal{i}"), c, 5.0 + i as f64, d).await;
+    }
+    let q = "query($a: String, $c: String, $d: Difficulty) { meals(first: 3, after: $a, cuisine: $c, difficulty: $d) { totalCount edges { cursor node { name } } pageInfo { hasNextPage endCursor } } }";
+    let mut names = vec![];
+    let mut after = Value::Null;
+    loop {
+        let r = app.gql(q, json!({ "a": after })).await;
+        assert_no_errors(&r);
+        let c = &r["data"]["meals"];
+        assert_eq!(c["totalCount"], 7);
+        names.extend(
+            c["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["node"]["name"].as_str().unwrap().to_owned()),
+        );
+        if !c["pageInfo"]["hasNextPage"].as_bool().unwrap() {
+            break;
+        }
+        after = c["pageInfo"]["endCursor"].clone();
+    }
+    assert_eq!(
+        names,
+        (0..7).map(|i| format!("meal{i}")).collect::<Vec<_>>()
+    );
+    let r = app.gql(q, json!({ "c": "Greek" })).await;
+    assert_eq!(r["data"]["meals"]["totalCount"], 3);
+    let r = app.gql(q, json!({ "d": "HIGH", "c": "Thai" })).await;
+    assert_eq!(r["data"]["meals"]["totalCount"], 4);
+    let r = app.gql(q, json!({ "a": "garbage" })).await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+}
+
+async fn the_leaderboard_ranks_meals_that_have_battled(app: TestApp) {
+    let t = app.login_new_user("chef").await;
+    let a = create_meal(&app, &t, "A", "x", 1.0, "LOW").await;
+    let b = create_meal(&app, &t, "B", "x", 1.0, "LOW").await;
+    create_meal(&app, &t, "C", "x", 1.0, "LOW").await;
+    // Record results through the write path (the battles domain does the same).
+    for (id, battles, wins) in [(&a, 4, 1), (&b, 2, 2)] {
+        let id: i64 = id["id"].as_str().unwrap().parse().unwrap();
+        arena::write_through::write(&app.state, move |txn| {
+            Box::pin(async move {
+                let row = arena::meals::service::lock_meal(txn, id).await?.unwrap();
+                let mut am: meal::ActiveModel = row.into();
+                am.battles = Set(battles);
+                am.wins = Set(wins);
+                Ok::<_, AppError>(am.update(txn).await?)
+            })
+        })
+        .await
+        .unwrap();
+    }
+    let q = "query($s: LeaderboardSort) { leaderboard(sortBy: $s, first: 10) { rank meal { name wins winPct } } }";
+    let r = app.gql(q, json!({ "s": "WINS" })).await;
+    assert_no_errors(&r);
+    let board = r["data"]["leaderboard"].as_array().unwrap();
+    assert_eq!(board.len(), 2, "C never battled");
+    assert_eq!(board[0]["meal"]["name"], "B");
+    assert_eq!(board[0]["rank"], 1);
+    assert_eq!(board[1]["meal"]["winPct"], 0.25);
+    let r = app.gql(q, json!({ "s": "WIN_PCT" })).await;
+    assert_eq!(r["data"]["leaderboard"][0]["meal"]["name"], "B");
+    // The cache followed the hooks.
+    assert_eq!(
+        get_meal(&app, a["id"].as_str().unwrap()).await["battles"],
+        4
+    );
+}
+
+async fn a_cached_meal_keeps_its_types_and_follows_every_write(app: TestApp) {
+    let t = app.login_new_user("chef").await;
+    let m = create_meal(&app, &t, "Pho", "Vietnamese", 9.0, "MED").await;
+    let id = m["id"].as_str().unwrap().to_owned();
+    // The write itself filled the cache with the committed row.
+    let e = cached_entry(&app, &id)
+        .await
+        .expect("write-through filled the entry");
+    let row: Value = serde_json::from_str(&e.payload).unwrap();
+    assert!(row["price"].is_f64());
+    assert_eq!(row["deleted"], false);
+    assert_eq!(e.version, 1);
+    update_price(&app, &t, &id, 9.75).await;
+    let e = cached_entry(&app, &id).await.unwrap();
+    assert_eq!(e.version, 2);
+    assert_eq!(
+        serde_json::from_str::<Value>(&e.payload).unwrap()["price"],
+        9.75
+    );
+    assert_eq!(get_meal(&app, &id).await["price"], 9.75);
+    app.gql_as(
+        &t,
+        "mutation($id: ID!) { deleteMeal(id: $id) }",
+        json!({ "id": id }),
+    )
+    .await;
+    let e = cached_entry(&app, &id).await.unwrap();
+    assert_eq!(e.payload, "null", "a delete leaves a versioned tombstone");
+    assert!(
+        app.state
+            .cache
+            .get("meal_name:Pho")
+            .await
+            .unwrap()
+            .is_none(),
+        "the name pair is removed"
+    );
+}
+
+async fn a_rolled_back_transaction_never_reaches_the_cache(app: TestApp) {
+    let t = app.login_new_user("chef").await;
+    let m = create_meal(&app, &t, "Laksa", "Malaysian", 12.0, "HIGH").await;
+    let id: i64 = m["id"].as_str().unwrap().parse().unwrap();
+    get_meal(&app, &id.to_string()).await;
+    let before = cached_entry(&app, &id.to_string()).await.unwrap();
+    let res: Result<(), AppError> = arena::write_through::write(&app.state, move |txn| {
+        Box::pin(async move {
+            let row = arena::meals::service::lock_meal(txn, id).await?.unwrap();
+            let mut am: meal::ActiveModel = row.into();
+            am.price = Set(99.0);
+            am.update(txn).await?; // the hook ran and recorded the change…
+            Err(AppError::Conflict("…then the transaction fails".into()))
+        })
+    })
+    .await;
+    assert!(res.is_err());
+    assert_eq!(cached_entry(&app, &id.to_string()).await, Some(before));
+    assert_eq!(db_row(&app, &id.to_string()).await.price, 12.0);
+    assert_eq!(get_meal(&app, &id.to_string()).await["price"], 12.0);
+}
+
+async fn a_meal_write_outside_the_write_path_is_refused(app: TestApp) {
+    let t = app.login_new_user("chef").await;
+    let m = create_meal(&app, &t, "Bao", "Chinese", 4.0, "LOW").await;
+    let row = db_row(&app, m["id"].as_str().unwrap()).await;
+    let mut am: meal::ActiveModel = row.into();
+    am.price = Set(1.0);
+    let err = am.update(&app.state.db).await.unwrap_err();
+    assert!(err.to_string().contains("write-through"), "{err}");
+    assert_eq!(
+        get_meal(&app, m["id"].as_str().unwrap()).await["price"],
+        4.0
+    );
+}
+
+async fn no_read_is_older_than_a_write_committed_before_it_began(app: TestApp) {
+    let t = app.login_new_user("chef").await;
+    let m = create_meal(&app, &t, "Stress", "Test", 1.0, "LOW").await;
+    let id = m["id"].as_str().unwrap().to_owned();
+    let app = Arc::new(app);
+    // Highest version whose write response has been received: committed before any read
+    // that starts afterwards.
+    let committed = Arc::new(AtomicI64::new(1));
+    let mut tasks = vec![];
+    for w in 0..6 {
+        let (app, t, id, committed) = (app.clone(), t.clone(), id.clone(), committed.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..60 {
+                let r = update_price(&app, &t, &id, 1.0 + (w * 1000 + i) as f64).await;
+                assert_no_errors(&r);
+                let v = r["data"]["updateMeal"]["version"].as_i64().unwrap();
+                committed.fetch_max(v, Ordering::SeqCst);
+            }
+        }));
+    }
+    for _ in 0..12 {
+        let (app, id, committed) = (app.clone(), id.clone(), committed.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..150 {
+                let floor = committed.load(Ordering::SeqCst);
+                let m = get_meal(&app, &id).await;
+                let v = m["version"].as_i64().unwrap();
+                assert!(
+                    v >= floor,
+                    "read version {v} is older than committed version {floor}"
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // 360 writes + 1800 reads later, the cache equals the database.
+    let row = db_row(&app, &id).await;
+    assert_eq!(row.version, 1 + 360);
+    let read = get_meal(&app, &id).await;
+    assert_eq!(read["version"], row.version);
+    assert_eq!(read["price"], row.price);
+    let e = cached_entry(&app, &id)
+        .await
+        .expect("entry present after the last read");
+    assert_eq!(e.version, row.version);
+    assert_eq!(
+        serde_json::from_str::<meal::Model>(&e.payload).unwrap(),
+        row
+    );
+}
+
+async fn a_slow_reader_cannot_put_back_an_older_row(app: TestApp) {
+    let t = app.login_new_user("chef").await;
+    let m = create_meal(&app, &t, "Race", "Test", 1.0, "LOW").await;
+    let id = m["id"].as_str().unwrap().to_owned();
+    let old = db_row(&app, &id).await; // a reader missed and read version 1…
+    update_price(&app, &t, &id, 2.0).await; // …a write commits version 2 meanwhile…
+    let stale = Versioned {
+        version: old.version,
+        payload: serde_json::to_string(&old).unwrap(),
+    };
+    let stored = app
+        .state
+        .cache
+        .versioned_fill(&format!("meal:{id}"), &stale, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(!stored, "…and the reader's late fill is refused");
+    assert_eq!(get_meal(&app, &id).await["price"], 2.0);
+}
+
+async fn warm_reads_cost_one_cache_round_trip_and_no_sql(app: TestApp) {
+    let t = app.login_new_user("chef").await;
+    let mut ids = vec![];
+    for i in 0..30 {
+        ids.push(
+            create_meal(&app, &t, &format!("rt{i}"), "x", 1.0, "LOW").await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let reads = "arena_cache_round_trips_total{op=\"versioned_get_many\"}";
+    let fills = "arena_cache_round_trips_total{op=\"versioned_fill_many\"}";
+    let sql = "arena_sql_queries_total";
+    // Cold: empty the entries (as after a cache restart).
+    let keys: Vec<String> = ids.iter().map(|i| format!("meal:{i}")).collect();
+    app.state.cache.del(&keys).await.unwrap();
+    let aliased: String = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| format!("m{n}: meal(id: \"{id}\") {{ id price }} "))
+        .collect();
+    let q = format!("{{ {aliased} }}");
+    let (r0, f0, s0) = (
+        app.metric(reads).await,
+        app.metric(fills).await,
+        app.metric(sql).await,
+    );
+    let r = app.gql(&q, json!({})).await;
+    assert_no_errors(&r);
+    assert_eq!(r["data"].as_object().unwrap().len(), 30);
+    let (r1, f1, s1) = (
+        app.metric(reads).await,
+        app.metric(fills).await,
+        app.metric(sql).await,
+    );
+    assert_eq!(r1 - r0, 1.0, "30 cold lookups: one cache read");
+    assert_eq!(s1 - s0, 1.0, "30 cold lookups: one SQL query");
+    assert_eq!(f1 - f0, 1.0, "30 cold lookups: one fill round trip");
+    // Warm: 30 aliases → one round trip, no SQL.
+    let r = app.gql(&q, json!({})).await;
+    assert_no_errors(&r);
+    let (r2, f2, s2) = (
+        app.metric(reads).await,
+        app.metric(fills).await,
+        app.metric(sql).await,
+    );
+    assert_eq!(r2 - r1, 1.0);
+    assert_eq!(s2 - s1, 0.0);
+    assert_eq!(f2 - f1, 0.0);
+    // Warm single meal(id): one round trip in all, no SQL.
+    let all = "arena_cache_round_trips_total";
+    let (a0, s0) = (app.metric(all).await, app.metric(sql).await);
+    get_meal(&app, &ids[0]).await;
+    let (a1, s1) = (app.metric(all).await, app.metric(sql).await);
+    assert_eq!(a1 - a0, 1.0, "warm meal(id): one cache round trip");
+    assert_eq!(s1 - s0, 0.0, "warm meal(id): no SQL");
+    let hits = app.metric("arena_cache_hits_total{entity=\"meal\"}").await;
+    assert!(hits >= 31.0);
+}
+
+async fn a_write_on_one_replica_is_seen_by_the_very_next_read_on_another(app: TestApp) {
+    if app.backends == Backends::Embedded {
+        // Embedded backends are one process by design: replicas need a shared cache.
+        return;
+    }
+    let b = app.spawn_replica().await;
+    let t = app.login_new_user("chef").await;
+    let m = create_meal(&app, &t, "Replicated", "x", 1.0, "LOW").await;
+    let id = m["id"].as_str().unwrap().to_owned();
+    assert_eq!(get_meal(&b, &id).await["price"], 1.0);
+    for p in [2.0, 3.0, 4.0] {
+        assert_no_errors(&update_price(&app, &t, &id, p).await);
+        assert_eq!(get_meal(&b, &id).await["price"], p);
+        // And back the other way.
+        assert_no_errors(&update_price(&b, &t, &id, p + 0.5).await);
+        assert_eq!(get_meal(&app, &id).await["price"], p + 0.5);
+    }
+    app.gql_as(
+        &t,
+        "mutation($id: ID!) { deleteMeal(id: $id) }",
+        json!({ "id": id }),
+    )
+    .await;
+    assert!(get_meal(&b, &id).await.is_null());
+    let r = b
+        .gql("{ mealByName(name: \"Replicated\") { id } }", json!({}))
+        .await;
+    assert!(r["data"]["mealByName"].is_null());
+    b.stop().await;
+}
+
+/// A TCP proxy in front of Redis that the test can cut and restore: a real outage for
+/// this app only, without touching the Redis server other tests share.
+struct Proxy {
+    port: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    async fn start(port: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    break;
+                };
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:6379").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            task: Some(task),
+        }
+    }
+
+    /// Cuts every connection and stops listening (dropping the JoinSet aborts the copies).
+    fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+async fn a_cache_outage_degrades_to_the_database_and_serves_nothing_stale_after(app: TestApp) {
+    if app.backends == Backends::Embedded {
+        return; // the in-process cache cannot be unreachable
+    }
+    let redis = std::env::var("TEST_REDIS_URL").unwrap();
+    assert!(
+        redis.contains("127.0.0.1:6379") || redis.contains("localhost:6379"),
+        "the proxy forwards to the local Redis"
+    );
+    let mut proxy = Proxy::start(0).await;
+    let port = proxy.port;
+    let app = spawn_app_with(Backends::Real, |s| {
+        s.redis_url = Some(format!("redis://127.0.0.1:{port}"))
+    })
+    .await
+    .unwrap();
+    let t = app.login_new_user("chef").await;
+    let m = create_meal(&app, &t, "Outage", "x", 1.0, "LOW").await;
+    let id = m["id"].as_str().unwrap().to_owned();
+    assert_eq!(get_meal(&app, &id).await["price"], 1.0);
+    assert!(
+        cached_entry(&app, &id).await.is_some(),
+        "warm before the outage"
+    );
+
+    proxy.cut();
+    // Writes and reads keep succeeding from the database.
+    assert_no_errors(&update_price(&app, &t, &id, 2.0).await);
+    assert_eq!(get_meal(&app, &id).await["price"], 2.0);
+    let m2 = create_meal(&app, &t, "During", "x", 5.0, "LOW").await;
+    assert_eq!(
+        get_meal(&app, m2["id"].as_str().unwrap()).await["price"],
+        5.0
+    );
+    assert!(app.state.cache_health.degraded());
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "readiness reports the cache down");
+
+    // Redis kept the pre-outage entry (version 1, price 1.0) all along.
+    let _proxy = Proxy::start(port).await;
+    wait_until(Duration::from_secs(20), || async {
+        !app.state.cache_health.degraded()
+    })
+    .await;
+    assert_eq!(
+        get_meal(&app, &id).await["price"],
+        2.0,
+        "nothing stale once the cache is back"
+    );
+    let e = cached_entry(&app, &id).await.expect("refilled");
+    assert_eq!(e.version, 2);
+    assert_no_errors(&update_price(&app, &t, &id, 3.0).await);
+    assert_eq!(get_meal(&app, &id).await["price"], 3.0);
+    drop(proxy);
+}
+
+crate::both_backends!(
+    meals_can_be_created_read_updated_and_deleted,
+    meal_input_is_validated_field_by_field,
+    meals_page_by_cursor_and_filter_by_cuisine_and_difficulty,
+    the_leaderboard_ranks_meals_that_have_battled,
+    a_cached_meal_keeps_its_types_and_follows_every_write,
+    a_rolled_back_transaction_never_reaches_the_cache,
+    a_meal_write_outside_the_write_path_is_refused,
+    no_read_is_older_than_a_write_committed_before_it_began,
+    a_slow_reader_cannot_put_back_an_older_row,
+    warm_reads_cost_one_cache_round_trip_and_no_sql,
+    a_write_on_one_replica_is_seen_by_the_very_next_read_on_another,
+    a_cache_outage_degrades_to_the_database_and_serves_nothing_stale_after,
+);

@@ -1,1 +1,395 @@
-//! The HTTP surface, errors and limits (SPEC §1–§2).
+//! The HTTP surface, errors and limits (SPEC §1–§2). After every abuse the server still
+//! answers `{ __typename }`.
+
+use futures::{SinkExt, StreamExt};
+use sea_orm::EntityTrait;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+
+async fn still_answers(app: &TestApp) {
+    let r = app.gql("{ __typename }", json!({})).await;
+    assert_eq!(r["data"]["__typename"], "Query", "{r:#}");
+}
+
+async fn graphiql_is_served_on_root_and_on_get_graphql(app: TestApp) {
+    for path in ["/", "/graphql"] {
+        let r = app
+            .client
+            .get(format!("{}{path}", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body = r.text().await.unwrap();
+        assert!(body.contains("graphiql"), "no GraphiQL at {path}");
+        assert!(
+            body.contains("/graphql/ws"),
+            "subscriptions not wired at {path}"
+        );
+    }
+    still_answers(&app).await;
+}
+
+async fn health_readiness_and_metrics_report_every_backend(app: TestApp) {
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app
+        .client
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let kinds: Vec<(String, String)> = body["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["tier"].as_str().unwrap().into(),
+                b["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let expect = match app.backends {
+        Backends::Embedded => [
+            ("sql", "sqlite"),
+            ("cache", "memory"),
+            ("documents", "sql"),
+            ("events", "local"),
+        ],
+        Backends::Real => [
+            ("sql", "postgres"),
+            ("cache", "redis"),
+            (
+                "documents",
+                if app.settings.mongodb_url.is_some() {
+                    "mongodb"
+                } else {
+                    "sql"
+                },
+            ),
+            ("events", "redis"),
+        ],
+    };
+    for (tier, kind) in expect {
+        assert!(
+            kinds.contains(&(tier.into(), kind.into())),
+            "{tier}={kind} missing from {body}"
+        );
+    }
+    still_answers(&app).await;
+    let m = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metric_in(&m, "arena_http_requests_total{path=\"/graphql\"}") >= 1.0,
+        "{m}"
+    );
+    assert!(m.contains("arena_http_request_duration_seconds"));
+}
+
+async fn every_error_carries_a_code(app: TestApp) {
+    // Syntax error, unknown field, wrong argument type: all the client's input.
+    for q in ["{ me { ", "{ nope }", "{ meal(id: {}) { id } }"] {
+        let r = app.gql(q, json!({})).await;
+        assert_eq!(error_code(&r), "BAD_USER_INPUT", "{q}: {r}");
+    }
+    let r = app.gql("{ meal(id: \"x\") { id } }", json!({})).await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    assert_eq!(r["errors"][0]["extensions"]["field"], "id");
+    let r = app
+        .gql("mutation { deleteMeal(id: \"1\") }", json!({}))
+        .await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED");
+    let token = app.login_new_user("codes").await;
+    let r = app
+        .gql_as(&token, "mutation { deleteMeal(id: \"999\") }", json!({}))
+        .await;
+    assert_eq!(error_code(&r), "NOT_FOUND");
+    // A malformed body is answered in GraphQL's shape too.
+    let r = app
+        .client
+        .post(format!("{}/graphql", app.url))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(error_code(&body), "BAD_USER_INPUT");
+    still_answers(&app).await;
+}
+
+async fn a_too_deep_query_is_refused(app: TestApp) {
+    let mut q = String::from("{ __schema { types { ");
+    for _ in 0..10 {
+        q.push_str("ofType { ");
+    }
+    q.push_str("name");
+    q.push_str(&" }".repeat(12));
+    q.push_str(" }");
+    let r = app.gql(&q, json!({})).await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r}");
+    assert!(error_message(&r).to_lowercase().contains("deep"), "{r}");
+    still_answers(&app).await;
+}
+
+async fn a_too_complex_query_is_refused(app: TestApp) {
+    let app = spawn_app_with(app.backends, |s| {
+        s.max_complexity = 20;
+        s.max_root_fields = 1000;
+    })
+    .await
+    .unwrap();
+    let fields: String = (0..30)
+        .map(|i| format!("a{i}: meal(id: \"1\") {{ id name }} "))
+        .collect();
+    let r = app.gql(&format!("{{ {fields} }}"), json!({})).await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    assert!(error_message(&r).to_lowercase().contains("complex"), "{r}");
+    still_answers(&app).await;
+}
+
+async fn too_many_aliased_root_fields_are_refused(app: TestApp) {
+    let n = app.settings.max_root_fields + 1;
+    let fields: String = (0..n)
+        .map(|i| format!("m{i}: meal(id: \"1\") {{ id }} "))
+        .collect();
+    let r = app.gql(&format!("{{ {fields} }}"), json!({})).await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    assert!(error_message(&r).contains("root fields"), "{r}");
+    // Hidden in a fragment counts too.
+    let frag: String = (0..n).map(|i| format!("m{i}: __typename ")).collect();
+    let r = app
+        .gql(
+            &format!("query {{ ...F }} fragment F on Query {{ {frag} }}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    still_answers(&app).await;
+}
+
+async fn batches_are_capped(app: TestApp) {
+    let post = |body: Value| {
+        app.client
+            .post(format!("{}/graphql", app.url))
+            .json(&body)
+            .send()
+    };
+    let ok: Vec<Value> = (0..2)
+        .map(|_| json!({ "query": "{ __typename }" }))
+        .collect();
+    let r: Value = post(json!(ok)).await.unwrap().json().await.unwrap();
+    assert_eq!(r.as_array().unwrap().len(), 2);
+    let too_many: Vec<Value> = (0..app.settings.max_batch + 1)
+        .map(|_| json!({ "query": "{ __typename }" }))
+        .collect();
+    let resp = post(json!(too_many)).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let r: Value = resp.json().await.unwrap();
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    still_answers(&app).await;
+}
+
+async fn an_oversized_body_is_refused(app: TestApp) {
+    let big = "x".repeat(app.settings.max_body_bytes + 10);
+    let resp = app
+        .client
+        .post(format!("{}/graphql", app.url))
+        .json(&json!({ "query": "{ __typename }", "variables": { "pad": big } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let r: Value = resp.json().await.unwrap();
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    still_answers(&app).await;
+}
+
+async fn an_oversized_upload_is_refused(app: TestApp) {
+    let app = spawn_app_with(app.backends, |s| s.max_upload_bytes = 1024)
+        .await
+        .unwrap();
+    let operations =
+        json!({ "query": "mutation($f: Upload!) { __typename }", "variables": { "f": null } });
+    let form = reqwest::multipart::Form::new()
+        .text("operations", operations.to_string())
+        .text("map", json!({ "0": ["variables.f"] }).to_string())
+        .part(
+            "0",
+            reqwest::multipart::Part::bytes(vec![b'a'; 4096]).file_name("big.csv"),
+        );
+    let resp = app
+        .client
+        .post(format!("{}/graphql", app.url))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let r: Value = resp.json().await.unwrap();
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    still_answers(&app).await;
+}
+
+async fn pages_larger_than_the_limit_are_refused(app: TestApp) {
+    let r = app
+        .gql("{ meals(first: 101) { totalCount } }", json!({}))
+        .await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    assert_eq!(r["errors"][0]["extensions"]["field"], "first");
+    let r = app
+        .gql("{ meals(first: -1) { totalCount } }", json!({}))
+        .await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    let r = app
+        .gql("{ meals(first: 100) { totalCount } }", json!({}))
+        .await;
+    assert_no_errors(&r);
+    still_answers(&app).await;
+}
+
+async fn a_request_over_the_time_limit_is_cancelled_and_nothing_is_written(app: TestApp) {
+    // Hashing 3M PBKDF2 rounds takes far longer than 200 ms.
+    let app = spawn_app_with(app.backends, |s| {
+        s.request_timeout_ms = 200;
+        s.pbkdf2_iterations = 3_000_000;
+    })
+    .await
+    .unwrap();
+    let r = app
+        .gql(
+            "mutation { createUser(username: \"slowpoke\", password: \"password123\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&r), "TIMEOUT", "{r}");
+    still_answers(&app).await;
+    let users = entity::user::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(
+        users.is_empty(),
+        "a cancelled sign-up must not create the user"
+    );
+}
+
+async fn websocket_speaks_both_protocols_and_reads_the_token_from_connection_init(app: TestApp) {
+    let token = app.login_new_user("wsuser").await;
+    for (protocol, subscribe, data) in [
+        ("graphql-transport-ws", "subscribe", "next"),
+        ("graphql-ws", "start", "data"),
+    ] {
+        let mut req = app.ws_url().into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let send = |v: Value| Message::Text(v.to_string().into());
+        ws.send(send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } })))
+            .await
+            .unwrap();
+        ws.send(send(
+            json!({ "id": "1", "type": subscribe, "payload": { "query": "{ me { username } }" } }),
+        ))
+        .await
+        .unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Text(t) = msg {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["type"] == data {
+                        return v;
+                    }
+                }
+            }
+            panic!("socket closed")
+        })
+        .await
+        .expect("an answer over the socket");
+        assert_eq!(
+            got["payload"]["data"]["me"]["username"], "wsuser",
+            "{protocol}: {got}"
+        );
+    }
+    still_answers(&app).await;
+}
+
+async fn a_websocket_with_a_bad_token_is_closed(app: TestApp) {
+    let mut req = app.ws_url().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::Text(
+        json!({ "type": "connection_init", "payload": { "authorization": "Bearer nope" } })
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(Message::Text(t))) if t.contains("connection_ack") => return false,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(closed, "a bad token must not be acknowledged");
+    still_answers(&app).await;
+}
+
+crate::both_backends!(
+    graphiql_is_served_on_root_and_on_get_graphql,
+    health_readiness_and_metrics_report_every_backend,
+    every_error_carries_a_code,
+    a_too_deep_query_is_refused,
+    a_too_complex_query_is_refused,
+    too_many_aliased_root_fields_are_refused,
+    batches_are_capped,
+    an_oversized_body_is_refused,
+    an_oversized_upload_is_refused,
+    pages_larger_than_the_limit_are_refused,
+    a_request_over_the_time_limit_is_cancelled_and_nothing_is_written,
+    websocket_speaks_both_protocols_and_reads_the_token_from_connection_init,
+    a_websocket_with_a_bad_token_is_closed,
+);
+
+#[test]
+fn schema_graphql_matches_the_code() {
+    let sdl = arena::graphql::sdl();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql");
+    let file = std::fs::read_to_string(path).unwrap_or_default();
+    if std::env::var("UPDATE_SCHEMA").is_ok() {
+        std::fs::write(path, &sdl).unwrap();
+        return;
+    }
+    assert!(
+        file == sdl,
+        "schema.graphql is out of date: run `cargo run -- export-schema --out schema.graphql` \
+         (or UPDATE_SCHEMA=1 cargo test schema_graphql)"
+    );
+}

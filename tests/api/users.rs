@@ -1,16 +1,234 @@
 //! Users and sessions over HTTP (SPEC §3).
 
+use arena::crypto;
+use entity::user;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde_json::json;
 
 use crate::helpers::*;
 
+const LOGIN: &str = "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token expiresAt user { id username } } }";
+
+async fn login(app: &TestApp, u: &str, p: &str) -> serde_json::Value {
+    app.gql(LOGIN, json!({ "u": u, "p": p })).await
+}
+
 async fn a_new_user_can_sign_up_log_in_and_see_themselves(app: TestApp) {
     let token = app.login_new_user("alice").await;
-    let r = app.gql_as(&token, "{ me { username createdAt } }", json!({})).await;
+    let r = app
+        .gql_as(&token, "{ me { username createdAt } }", json!({}))
+        .await;
     assert_no_errors(&r);
     assert_eq!(r["data"]["me"]["username"], "alice");
     let anon = app.gql("{ me { username } }", json!({})).await;
     assert!(anon["data"]["me"].is_null());
 }
 
-crate::both_backends!(a_new_user_can_sign_up_log_in_and_see_themselves);
+async fn sign_up_validates_the_username_and_password_and_refuses_a_taken_name(app: TestApp) {
+    let q = "mutation($u: String!, $p: String!) { createUser(username: $u, password: $p) { id } }";
+    let r = app.gql(q, json!({ "u": "ab", "p": "password123" })).await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    assert_eq!(r["errors"][0]["extensions"]["field"], "username");
+    let r = app
+        .gql(q, json!({ "u": "bad name!", "p": "password123" }))
+        .await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    let r = app.gql(q, json!({ "u": "bob", "p": "short" })).await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    assert_eq!(r["errors"][0]["extensions"]["field"], "password");
+    assert_no_errors(&app.gql(q, json!({ "u": "bob", "p": "password123" })).await);
+    let r = app.gql(q, json!({ "u": "bob", "p": "password456" })).await;
+    assert_eq!(error_code(&r), "CONFLICT");
+    // The failed sign-ups left nothing behind: exactly one user exists.
+    assert_eq!(
+        user::Entity::find().all(&app.state.db).await.unwrap().len(),
+        1
+    );
+}
+
+async fn passwords_are_stored_as_salted_pbkdf2_never_in_clear(app: TestApp) {
+    app.login_new_user("carol").await;
+    let row = user::Entity::find()
+        .filter(user::Column::Username.eq("carol"))
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.salt.len(), 32);
+    assert!(row.password_hash.starts_with("pbkdf2-sha256$1000$"));
+    assert!(!row.password_hash.contains("password123"));
+}
+
+async fn a_wrong_password_and_an_unknown_user_get_the_same_answer(app: TestApp) {
+    app.login_new_user("dave").await;
+    let wrong = login(&app, "dave", "wrongpassword").await;
+    let unknown = login(&app, "nobody", "wrongpassword").await;
+    assert_eq!(error_code(&wrong), "UNAUTHENTICATED");
+    assert_eq!(error_code(&unknown), "UNAUTHENTICATED");
+    assert_eq!(error_message(&wrong), error_message(&unknown));
+}
+
+async fn repeated_failed_logins_are_refused_then_other_users_are_unaffected(app: TestApp) {
+    app.login_new_user("erin").await;
+    app.login_new_user("frank").await;
+    let max = app.settings.login_max_failures;
+    for _ in 0..max {
+        let r = login(&app, "erin", "wrongpassword").await;
+        assert_eq!(error_code(&r), "UNAUTHENTICATED");
+    }
+    // Locked out now, even with the right password.
+    let r = login(&app, "erin", "password123").await;
+    assert_eq!(error_code(&r), "RATE_LIMITED");
+    // Another username is not throttled.
+    assert_no_errors(&login(&app, "frank", "password123").await);
+}
+
+async fn a_legacy_sha256_hash_verifies_and_is_rehashed_on_login(app: TestApp) {
+    let salt = crypto::new_salt();
+    user::ActiveModel {
+        username: Set("legacy".into()),
+        salt: Set(salt.clone()),
+        password_hash: Set(crypto::legacy_hash("oldpassword", &salt)),
+        created_at: Set(chrono::Utc::now()),
+        ..Default::default()
+    }
+    .insert(&app.state.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        error_code(&login(&app, "legacy", "notthepassword").await),
+        "UNAUTHENTICATED"
+    );
+    let r = login(&app, "legacy", "oldpassword").await;
+    assert_no_errors(&r);
+    let row = user::Entity::find()
+        .filter(user::Column::Username.eq("legacy"))
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        row.password_hash.starts_with("pbkdf2-sha256$"),
+        "{}",
+        row.password_hash
+    );
+    // And the new hash still verifies.
+    assert_no_errors(&login(&app, "legacy", "oldpassword").await);
+}
+
+async fn logout_revokes_the_token_at_once(app: TestApp) {
+    let token = app.login_new_user("gina").await;
+    let r = app.gql_as(&token, "mutation { logout }", json!({})).await;
+    assert_no_errors(&r);
+    assert_eq!(r["data"]["logout"], true);
+    let r = app.gql_as(&token, "{ me { username } }", json!({})).await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED");
+    let r = app.gql_as(&token, "mutation { logout }", json!({})).await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED");
+}
+
+async fn login_opens_the_users_session_document(app: TestApp) {
+    let token = app.login_new_user("hank").await;
+    let me = app.gql_as(&token, "{ me { id } }", json!({})).await;
+    let id = me["data"]["me"]["id"].as_str().unwrap().to_owned();
+    let doc = app.state.docs.get("sessions", &id).await.unwrap();
+    let doc = doc.expect("login created the session document");
+    assert!(doc["combatants"].is_array());
+}
+
+async fn changing_the_password_keeps_this_session_and_revokes_the_others(app: TestApp) {
+    let t1 = app.login_new_user("ivy").await;
+    let t2 = login(&app, "ivy", "password123").await["data"]["login"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let q = "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }";
+    let r = app
+        .gql_as(&t1, q, json!({ "c": "wrongpassword", "n": "newpassword1" }))
+        .await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    let r = app
+        .gql_as(&t1, q, json!({ "c": "password123", "n": "newpassword1" }))
+        .await;
+    assert_no_errors(&r);
+    assert_no_errors(&app.gql_as(&t1, "{ me { id } }", json!({})).await);
+    assert_eq!(
+        error_code(&app.gql_as(&t2, "{ me { id } }", json!({})).await),
+        "UNAUTHENTICATED"
+    );
+    assert_eq!(
+        error_code(&login(&app, "ivy", "password123").await),
+        "UNAUTHENTICATED"
+    );
+    assert_no_errors(&login(&app, "ivy", "newpassword1").await);
+}
+
+async fn deleting_the_account_needs_the_password_and_removes_everything(app: TestApp) {
+    let token = app.login_new_user("jack").await;
+    let q = "mutation($p: String!) { deleteUser(password: $p) }";
+    let r = app.gql_as(&token, q, json!({ "p": "nope-nope" })).await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    assert_no_errors(&app.gql_as(&token, q, json!({ "p": "password123" })).await);
+    assert_eq!(
+        error_code(&app.gql_as(&token, "{ me { id } }", json!({})).await),
+        "UNAUTHENTICATED"
+    );
+    assert_eq!(
+        error_code(&login(&app, "jack", "password123").await),
+        "UNAUTHENTICATED"
+    );
+    // The name is free again.
+    app.login_new_user("jack").await;
+}
+
+async fn a_session_survives_a_restart_of_arena(app: TestApp) {
+    let token = app.login_new_user("kate").await;
+    let replica = app.spawn_replica().await;
+    // Every replica sees the session.
+    assert_no_errors(&replica.gql_as(&token, "{ me { id } }", json!({})).await);
+    replica.stop().await;
+    let restarted = app.restart().await;
+    let r = restarted
+        .gql_as(&token, "{ me { username } }", json!({}))
+        .await;
+    assert_no_errors(&r);
+    assert_eq!(r["data"]["me"]["username"], "kate");
+    restarted.stop().await;
+}
+
+async fn an_expired_session_is_refused(app: TestApp) {
+    let short = spawn_app_with(app.backends, |s| s.session_ttl_secs = 0)
+        .await
+        .unwrap();
+    let token = short.login_new_user("liam").await;
+    let r = short.gql_as(&token, "{ me { id } }", json!({})).await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED");
+    drop(app);
+}
+
+async fn writes_need_a_viewer_and_a_bad_token_is_unauthenticated(app: TestApp) {
+    let r = app.gql("mutation { logout }", json!({})).await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED");
+    let r = app.gql_as("not-a-token", "{ me { id } }", json!({})).await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED");
+    let r = app
+        .gql_auth(Some("Digest abc".into()), "{ me { id } }", json!({}))
+        .await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED");
+}
+
+crate::both_backends!(
+    a_new_user_can_sign_up_log_in_and_see_themselves,
+    sign_up_validates_the_username_and_password_and_refuses_a_taken_name,
+    passwords_are_stored_as_salted_pbkdf2_never_in_clear,
+    a_wrong_password_and_an_unknown_user_get_the_same_answer,
+    repeated_failed_logins_are_refused_then_other_users_are_unaffected,
+    a_legacy_sha256_hash_verifies_and_is_rehashed_on_login,
+    logout_revokes_the_token_at_once,
+    login_opens_the_users_session_document,
+    changing_the_password_keeps_this_session_and_revokes_the_others,
+    deleting_the_account_needs_the_password_and_removes_everything,
+    a_session_survives_a_restart_of_arena,
+    an_expired_session_is_refused,
+    writes_need_a_viewer_and_a_bad_token_is_unauthenticated,
+);

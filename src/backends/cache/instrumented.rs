@@ -21,7 +21,10 @@ impl InstrumentedCache {
     }
 
     fn count<T>(&self, op: &str, r: CacheResult<T>) -> CacheResult<T> {
-        self.metrics.cache_round_trips.with_label_values(&[op]).inc();
+        self.metrics
+            .cache_round_trips
+            .with_label_values(&[op])
+            .inc();
         if let Err(e) = &r {
             self.metrics.cache_errors.inc();
             tracing::warn!(error = %e, "cache call failed");
@@ -79,7 +82,10 @@ impl Cache for InstrumentedCache {
         self.count("scan_prefix", self.inner.scan_prefix(prefix).await)
     }
     async fn versioned_get_many(&self, keys: &[String]) -> CacheResult<Vec<Option<Versioned>>> {
-        self.count("versioned_get_many", self.inner.versioned_get_many(keys).await)
+        self.count(
+            "versioned_get_many",
+            self.inner.versioned_get_many(keys).await,
+        )
     }
     async fn versioned_fill(
         &self,
@@ -87,14 +93,20 @@ impl Cache for InstrumentedCache {
         entry: &Versioned,
         ttl: Duration,
     ) -> CacheResult<bool> {
-        self.count("versioned_fill", self.inner.versioned_fill(key, entry, ttl).await)
+        self.count(
+            "versioned_fill",
+            self.inner.versioned_fill(key, entry, ttl).await,
+        )
     }
     async fn versioned_fill_many(
         &self,
         entries: &[(String, Versioned)],
         ttl: Duration,
     ) -> CacheResult<Vec<bool>> {
-        self.count("versioned_fill_many", self.inner.versioned_fill_many(entries, ttl).await)
+        self.count(
+            "versioned_fill_many",
+            self.inner.versioned_fill_many(entries, ttl).await,
+        )
     }
     async fn begin_write(&self, keys: &[String], mark_ttl: Duration) -> CacheResult<()> {
         self.count("begin_write", self.inner.begin_write(keys, mark_ttl).await)

@@ -67,6 +67,15 @@ impl MemoryCache {
         }
     }
 
+    /// A live counter's value, as Redis would return an INCR'd key.
+    fn counter(counters: &Counters, key: &str, now: Instant) -> Option<String> {
+        counters
+            .ints
+            .get(key)
+            .filter(|(_, exp)| exp.is_none_or(|t| t > now))
+            .map(|(n, _)| n.to_string())
+    }
+
     fn marked(counters: &mut Counters, mark: &str, now: Instant) -> bool {
         match counters.ints.get(mark) {
             Some((n, exp)) if *n > 0 && exp.is_none_or(|t| t > now) => true,
@@ -112,15 +121,22 @@ impl Cache for MemoryCache {
     }
 
     async fn get(&self, key: &str) -> CacheResult<Option<String>> {
-        Ok(Self::read(&mut self.lru.lock(), &self.k(key), Instant::now()))
+        let now = Instant::now();
+        let key = self.k(key);
+        let v = Self::read(&mut self.lru.lock(), &key, now);
+        Ok(v.or_else(|| Self::counter(&self.counters.lock(), &key, now)))
     }
 
     async fn mget(&self, keys: &[String]) -> CacheResult<Vec<Option<String>>> {
         let now = Instant::now();
         let mut lru = self.lru.lock();
+        let counters = self.counters.lock();
         Ok(keys
             .iter()
-            .map(|k| Self::read(&mut lru, &self.k(k), now))
+            .map(|k| {
+                let k = self.k(k);
+                Self::read(&mut lru, &k, now).or_else(|| Self::counter(&counters, &k, now))
+            })
             .collect())
     }
 

@@ -89,8 +89,11 @@ pub trait Cache: Send + Sync + 'static {
     /// SET with an optional expiry.
     async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> CacheResult<()>;
     /// Several SETs with one expiry, in one round trip.
-    async fn set_many(&self, entries: &[(String, String)], ttl: Option<Duration>)
-        -> CacheResult<()>;
+    async fn set_many(
+        &self,
+        entries: &[(String, String)],
+        ttl: Option<Duration>,
+    ) -> CacheResult<()>;
     /// SET NX with an expiry; `true` when this call set it (a lock was taken).
     async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> CacheResult<bool>;
     /// Deletes the key only if it still holds `value` (releases a lock this caller owns).
@@ -112,8 +115,12 @@ pub trait Cache: Send + Sync + 'static {
     async fn versioned_get_many(&self, keys: &[String]) -> CacheResult<Vec<Option<Versioned>>>;
     /// A reader's fill after a miss: stored only when no write is in flight and no entry of
     /// the same or a newer version is present. Returns whether it was stored.
-    async fn versioned_fill(&self, key: &str, entry: &Versioned, ttl: Duration)
-        -> CacheResult<bool>;
+    async fn versioned_fill(
+        &self,
+        key: &str,
+        entry: &Versioned,
+        ttl: Duration,
+    ) -> CacheResult<bool>;
     /// Several fills in one round trip; returns which were stored.
     async fn versioned_fill_many(
         &self,
@@ -129,6 +136,5 @@ pub trait Cache: Send + Sync + 'static {
     /// Marks the keys as being written, before the database commits.
     async fn begin_write(&self, keys: &[String], mark_ttl: Duration) -> CacheResult<()>;
     /// Clears the marks; for committed writes stores each entry unless a newer one is present.
-    async fn end_write(&self, writes: &[(String, WriteOutcome)], ttl: Duration)
-        -> CacheResult<()>;
+    async fn end_write(&self, writes: &[(String, WriteOutcome)], ttl: Duration) -> CacheResult<()>;
 }

@@ -115,9 +115,16 @@ pub(crate) fn map_err(e: FredError) -> CacheError {
             | ErrorKind::Backpressure
             | ErrorKind::Routing
             | ErrorKind::Cluster
-    ) || ["LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "BUSY"]
-        .iter()
-        .any(|code| e.details().starts_with(code));
+    ) || [
+        "LOADING",
+        "MASTERDOWN",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "READONLY",
+        "BUSY",
+    ]
+    .iter()
+    .any(|code| e.details().starts_with(code));
     if unavailable {
         CacheError::Unavailable(e.to_string())
     } else {
@@ -128,7 +135,7 @@ pub(crate) fn map_err(e: FredError) -> CacheError {
 /// Readers' fills: each entry is stored (`SET key payload PX ttl`) unless its key has a write
 /// in flight or holds a version at least as new. KEYS: entry1, mark1, entry2, mark2, …
 /// ARGV: ttl (ms), then per key: version, encoded entry. Returns 1 (stored) or 0 per key.
-const FILL: &str = r#"
+const FILL: &str = r"
 local ttl = ARGV[1]
 local out = {}
 for i = 1, #KEYS / 2 do
@@ -154,21 +161,21 @@ for i = 1, #KEYS / 2 do
   out[i] = stored
 end
 return out
-"#;
+";
 
 /// Marks keys as being written. KEYS: marks. ARGV: mark ttl (ms).
-const BEGIN_WRITE: &str = r#"
+const BEGIN_WRITE: &str = r"
 for i = 1, #KEYS do
   redis.call('INCR', KEYS[i])
   redis.call('PEXPIRE', KEYS[i], ARGV[1])
 end
 return #KEYS
-"#;
+";
 
 /// Clears marks and stores committed entries unless a version at least as new is there.
 /// KEYS: entry1, mark1, entry2, mark2, … ARGV: ttl (ms), then per key: mode (`c` committed,
 /// `a` aborted), version, encoded entry.
-const END_WRITE: &str = r#"
+const END_WRITE: &str = r"
 local ttl = ARGV[1]
 for i = 1, #KEYS / 2 do
   local key, mark = KEYS[2 * i - 1], KEYS[2 * i]
@@ -188,25 +195,25 @@ for i = 1, #KEYS / 2 do
   end
 end
 return 1
-"#;
+";
 
 /// `INCR`, setting the expiry when the key is new (or has somehow lost it).
 /// KEYS: counter. ARGV: ttl (ms).
-const INCR_WITH_TTL: &str = r#"
+const INCR_WITH_TTL: &str = r"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 or redis.call('PTTL', KEYS[1]) == -1 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
 return n
-"#;
+";
 
 /// Compare-and-delete. KEYS: key. ARGV: expected value.
-const DEL_IF_EQUALS: &str = r#"
+const DEL_IF_EQUALS: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
-"#;
+";
 
 /// A Lua script and its SHA1, as reported by `SCRIPT LOAD` at connect.
 struct Script {
@@ -241,7 +248,7 @@ impl std::fmt::Debug for RedisCache {
 }
 
 impl RedisCache {
-    /// Connects a pool of [`POOL_SIZE`] connections to `url` (`redis://`, or
+    /// Connects a pool of four connections to `url` (`redis://`, or
     /// `redis-cluster://` for a cluster) and loads the Lua scripts. Fails when the server
     /// cannot be reached now; once connected, the pool reconnects by itself.
     pub async fn connect(
@@ -252,7 +259,11 @@ impl RedisCache {
         let builder = builder(url, command_timeout)
             .map_err(|e| CacheError::Protocol(format!("invalid Redis URL: {}", e.details())))?;
         let pool = builder.build_pool(POOL_SIZE).map_err(map_err)?;
-        pool.init().await.map_err(map_err)?;
+        if let Err(e) = pool.init().await {
+            // Some of the pool's clients may have connected: close them.
+            let _ = pool.quit().await;
+            return Err(map_err(e));
+        }
         let clustered = pool.is_clustered();
 
         let load = |body: &'static str| {
@@ -344,9 +355,26 @@ impl RedisCache {
         by_slot.into_values().collect()
     }
 
-    /// Runs one command per argument list in one round trip: the command itself when there is
-    /// one, a pipeline otherwise. One result per argument list.
-    async fn send(&self, cmd: &CustomCommand, calls: Vec<Vec<Value>>) -> Vec<Result<Value, FredError>> {
+    /// Runs the command `name` once per argument list, in one round trip: the command itself
+    /// when there is one, a pipeline otherwise. `key_at` is the index of the first key in each
+    /// argument list; on a cluster it routes the command to its slot's node (fred hashes the
+    /// first string argument of a custom command otherwise, which for `EVALSHA` is the SHA).
+    /// One result per argument list.
+    async fn send(
+        &self,
+        name: &'static str,
+        key_at: usize,
+        calls: Vec<Vec<Value>>,
+    ) -> Vec<Result<Value, FredError>> {
+        let command = |args: &[Value]| {
+            let hash = match args.get(key_at) {
+                Some(Value::String(key)) if self.clustered => {
+                    ClusterHash::Custom(fred::util::redis_keyslot(key.as_bytes()))
+                }
+                _ => ClusterHash::FirstKey,
+            };
+            CustomCommand::new_static(name, hash, false)
+        };
         let n = calls.len();
         if n <= 1 {
             let mut out = Vec::with_capacity(n);
@@ -354,7 +382,7 @@ impl RedisCache {
                 out.push(
                     self.pool
                         .with_options(&self.options)
-                        .custom::<Value, Value>(cmd.clone(), args)
+                        .custom::<Value, Value>(command(&args), args)
                         .await,
                 );
             }
@@ -363,7 +391,7 @@ impl RedisCache {
         let pipeline = self.pool.next_connected().pipeline();
         let queue = pipeline.with_options(&self.options);
         for args in calls {
-            if let Err(e) = queue.custom::<Value, Value>(cmd.clone(), args).await {
+            if let Err(e) = queue.custom::<Value, Value>(command(&args), args).await {
                 return vec![Err(e); n];
             }
         }
@@ -395,10 +423,13 @@ impl RedisCache {
             v.extend(args.iter().cloned());
             v
         };
-        // Route by the first key (argument 2), so a cluster sends each call to its slot's node.
-        let evalsha = CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
+        // Arguments: script, number of keys, keys…, so the first key is at index 2.
         let mut results = self
-            .send(&evalsha, calls.iter().map(|c| build(&script.sha, c)).collect())
+            .send(
+                "EVALSHA",
+                2,
+                calls.iter().map(|c| build(&script.sha, c)).collect(),
+            )
             .await;
 
         let missing: Vec<usize> = results
@@ -408,9 +439,15 @@ impl RedisCache {
             .map(|(i, _)| i)
             .collect();
         if !missing.is_empty() {
-            let eval = CustomCommand::new_static("EVAL", ClusterHash::Offset(2), false);
             let retried = self
-                .send(&eval, missing.iter().map(|&i| build(script.body, &calls[i])).collect())
+                .send(
+                    "EVAL",
+                    2,
+                    missing
+                        .iter()
+                        .map(|&i| build(script.body, &calls[i]))
+                        .collect(),
+                )
                 .await;
             for (i, r) in missing.into_iter().zip(retried) {
                 results[i] = r;
@@ -420,7 +457,12 @@ impl RedisCache {
     }
 
     /// `eval` for a single call.
-    async fn eval_one(&self, script: &Script, keys: Vec<String>, args: Vec<Value>) -> CacheResult<Value> {
+    async fn eval_one(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> CacheResult<Value> {
         self.eval(script, vec![(keys, args)])
             .await?
             .pop()
@@ -445,8 +487,8 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
-/// Escapes the glob characters of `SCAN MATCH`.
-fn glob_escape(s: &str) -> String {
+/// Escapes the glob characters of a `SCAN MATCH` or `PSUBSCRIBE` pattern.
+pub(crate) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -525,8 +567,7 @@ impl Cache for RedisCache {
             .iter()
             .map(|g| g.iter().map(|&i| Value::from(stored[i].as_str())).collect())
             .collect();
-        let mget = CustomCommand::new_static("MGET", ClusterHash::FirstKey, false);
-        let replies = self.send(&mget, calls).await;
+        let replies = self.send("MGET", 0, calls).await;
         let mut out = vec![None; keys.len()];
         for (group, reply) in groups.iter().zip(replies) {
             let values = opt_strings(reply.map_err(map_err)?)?;
@@ -562,7 +603,6 @@ impl Cache for RedisCache {
     ) -> CacheResult<()> {
         // One pipeline of SETs: works unchanged on a cluster, where MSET would need every
         // key in one slot, and carries the expiry in the same command.
-        let set = CustomCommand::new_static("SET", ClusterHash::FirstKey, false);
         let calls = entries
             .iter()
             .map(|(k, v)| {
@@ -574,7 +614,7 @@ impl Cache for RedisCache {
                 args
             })
             .collect();
-        for reply in self.send(&set, calls).await {
+        for reply in self.send("SET", 0, calls).await {
             reply.map_err(map_err)?;
         }
         Ok(())
@@ -617,9 +657,8 @@ impl Cache for RedisCache {
             .iter()
             .map(|g| g.iter().map(|&i| Value::from(stored[i].as_str())).collect())
             .collect();
-        let del = CustomCommand::new_static("DEL", ClusterHash::FirstKey, false);
         let mut n = 0;
-        for reply in self.send(&del, calls).await {
+        for reply in self.send("DEL", 0, calls).await {
             n += u64::try_from(integer(reply.map_err(map_err)?)?).unwrap_or(0);
         }
         Ok(n)
@@ -707,12 +746,16 @@ impl Cache for RedisCache {
             .iter()
             .map(|g| {
                 g.iter()
-                    .flat_map(|&i| [Value::from(stored[i].as_str()), Value::from(self.mark(&keys[i]))])
+                    .flat_map(|&i| {
+                        [
+                            Value::from(stored[i].as_str()),
+                            Value::from(self.mark(&keys[i])),
+                        ]
+                    })
                     .collect()
             })
             .collect();
-        let mget = CustomCommand::new_static("MGET", ClusterHash::FirstKey, false);
-        let replies = self.send(&mget, calls).await;
+        let replies = self.send("MGET", 0, calls).await;
         let mut out = vec![None; keys.len()];
         for (group, reply) in groups.iter().zip(replies) {
             let values = opt_strings(reply.map_err(map_err)?)?;

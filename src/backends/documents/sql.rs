@@ -3,9 +3,7 @@
 use async_trait::async_trait;
 use entity::document;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::Value;
 
 use super::{DocResult, DocumentError, DocumentStore};

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::local::stream_of;
 use super::{EventBus, EventError};
-use crate::backends::cache::redis::{builder, command_options};
+use crate::backends::cache::redis::{builder, command_options, glob_escape};
 
 /// Capacity of each topic's local broadcast channel.
 const TOPIC_CAPACITY: usize = 256;
@@ -56,18 +56,6 @@ impl std::fmt::Debug for RedisEvents {
 
 fn map_err(e: FredError) -> EventError {
     EventError(e.to_string())
-}
-
-/// Escapes the glob characters of a `PSUBSCRIBE` pattern.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 impl RedisEvents {
@@ -125,7 +113,10 @@ async fn fan_out(
         let message = match upstream.recv().await {
             Ok(message) => message,
             Err(RecvError::Lagged(n)) => {
-                tracing::warn!(lost = n, "redis events: subscriber fell behind, events lost");
+                tracing::warn!(
+                    lost = n,
+                    "redis events: subscriber fell behind, events lost"
+                );
                 continue;
             }
             Err(RecvError::Closed) => break,
