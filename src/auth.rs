@@ -33,8 +33,11 @@ pub enum AuthMethod {
 #[derive(Default, Clone)]
 pub struct RequestAuth {
     header: Option<String>,
-    resolved: Arc<OnceCell<Result<Option<Viewer>, (String, &'static str)>>>,
+    resolved: Arc<OnceCell<Resolved>>,
 }
+
+/// The memoized outcome: the viewer, or the error's message and code.
+type Resolved = Result<Option<Viewer>, (String, &'static str)>;
 
 impl RequestAuth {
     /// From the raw `Authorization` value, if any.
