@@ -28,7 +28,8 @@ async fn load(url: &str, bodies: Arc<Vec<String>>, requests: usize, concurrency:
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (client, url, bodies, next) = (client.clone(), url.to_owned(), bodies.clone(), next.clone());
+        let (client, url, bodies, next) =
+            (client.clone(), url.to_owned(), bodies.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -70,7 +71,9 @@ async fn bare_axum() -> String {
     let app = axum::Router::new().route(
         "/json",
         axum::routing::post(|| async {
-            axum::Json(json!({ "data": { "meal": { "id": "1", "name": "Margherita", "price": 9.5 } } }))
+            axum::Json(
+                json!({ "data": { "meal": { "id": "1", "name": "Margherita", "price": 9.5 } } }),
+            )
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -80,7 +83,10 @@ async fn bare_axum() -> String {
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -98,20 +104,33 @@ async fn main() {
     settings.sync_enabled = false;
     settings.cache_prefix = format!("bench:{}:", uuid::Uuid::new_v4().simple());
     let dir = tempfile::tempdir().unwrap();
-    let backend = match (std::env::var("TEST_DATABASE_URL"), std::env::var("TEST_REDIS_URL")) {
+    let backend = match (
+        std::env::var("TEST_DATABASE_URL"),
+        std::env::var("TEST_REDIS_URL"),
+    ) {
         (Ok(admin), Ok(redis)) => {
             let name = format!("arena_bench_{}", uuid::Uuid::new_v4().simple());
             let conn = sea_orm::Database::connect(&admin).await.unwrap();
-            sea_orm::ConnectionTrait::execute_unprepared(&conn, &format!("CREATE DATABASE \"{name}\""))
-                .await
-                .unwrap();
-            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin).to_owned();
+            sea_orm::ConnectionTrait::execute_unprepared(
+                &conn,
+                &format!("CREATE DATABASE \"{name}\""),
+            )
+            .await
+            .unwrap();
+            let base = admin
+                .rsplit_once('/')
+                .map(|(b, _)| b)
+                .unwrap_or(&admin)
+                .to_owned();
             settings.database_url = format!("{base}/{name}");
             settings.redis_url = Some(redis);
             "PostgreSQL + Redis"
         }
         _ => {
-            settings.database_url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
+            settings.database_url = format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("bench.db").display()
+            );
             "SQLite + in-process cache"
         }
     };
@@ -137,7 +156,9 @@ async fn main() {
         .unwrap();
         ids.push(m.id);
     }
-    let body = |id: i64| json!({ "query": format!("{{ meal(id: \"{id}\") {{ id name price }} }}") }).to_string();
+    let body = |id: i64| {
+        json!({ "query": format!("{{ meal(id: \"{id}\") {{ id name price }} }}") }).to_string()
+    };
 
     let bare = bare_axum().await;
     let bare_bodies = Arc::new(vec![body(1)]);
@@ -159,8 +180,17 @@ async fn main() {
     println!("meal_read ({backend}; {requests} requests, {concurrency} concurrent, one machine, one run)");
     println!("| scenario | req/s | p50 ms | p99 ms |");
     println!("|---|---|---|---|");
-    for (name, s) in [("bare axum JSON", &b), ("Arena warm meal(id)", &w), ("Arena cold meal(id)", &c)] {
-        println!("| {name} | {:.0} | {:.3} | {:.3} |", s.rps, ms(s.p50), ms(s.p99));
+    for (name, s) in [
+        ("bare axum JSON", &b),
+        ("Arena warm meal(id)", &w),
+        ("Arena cold meal(id)", &c),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.3} | {:.3} |",
+            s.rps,
+            ms(s.p50),
+            ms(s.p99)
+        );
     }
     println!(
         "ratios: warm/bare throughput {:.2}, p50 {:.2}x, p99 {:.2}x; warm/cold throughput {:.2}, p50 {:.2}x faster",

@@ -9,8 +9,10 @@
 //!    from the older entry;
 //! 4. after `COMMIT`, the new versions are stored (each only if newer than what is there) and
 //!    the marks cleared; after a failed `COMMIT` only the marks are cleared;
-//! 5. readers fill after a miss only with a version newer than the entry present, so a slow
-//!    reader can never put back an older row over a newer one.
+//! 5. a reader's miss takes a *lease* on the key (same round trip); it fills only while the
+//!    lease is still its own and with a version newer than the entry present. A write revokes
+//!    the leases of its keys before committing, so a slow reader can never put back an older
+//!    row — not even when the newer entry has been evicted meanwhile.
 //!
 //! When the cache cannot be reached, [`CacheHealth`] turns *degraded*: reads and writes go to
 //! the database alone, the keys whose invalidation could not be delivered are remembered, and
@@ -242,15 +244,28 @@ pub enum Cached {
     Miss,
 }
 
-/// Reads the entries of `ids` in one round trip; every id is a miss when the cache is
-/// degraded or fails.
-pub async fn read_many(state: &AppState, entity: &'static str, ids: &[String]) -> Vec<Cached> {
-    let misses = || vec![Cached::Miss; ids.len()];
+/// The lease a lookup took on its misses; only a fill holding it may store.
+#[derive(Debug, Clone)]
+pub struct Lease(Option<String>);
+
+/// Reads the entries of `ids` in one round trip, taking a lease on every miss; every id is a
+/// miss (and nothing may be filled) when the cache is degraded or fails.
+pub async fn read_many(
+    state: &AppState,
+    entity: &'static str,
+    ids: &[String],
+) -> (Vec<Cached>, Lease) {
+    let misses = || (vec![Cached::Miss; ids.len()], Lease(None));
     if !state.cache_health.usable() {
         return misses();
     }
     let keys: Vec<String> = ids.iter().map(|id| entry_key(entity, id)).collect();
-    let entries = match state.cache.versioned_get_many(&keys).await {
+    let lease = crate::crypto::random_token(12);
+    let entries = match state
+        .cache
+        .leased_get_many(&keys, &lease, mark_ttl(state))
+        .await
+    {
         Ok(e) => e,
         Err(_) => {
             state.cache_health.failed(std::iter::empty());
@@ -259,7 +274,7 @@ pub async fn read_many(state: &AppState, entity: &'static str, ids: &[String]) -
     };
     let hits = &state.metrics.cache_hits;
     let miss_count = &state.metrics.cache_misses;
-    entries
+    let cached = entries
         .into_iter()
         .map(|e| match e {
             Some(v) if v.payload == TOMBSTONE => {
@@ -281,16 +296,20 @@ pub async fn read_many(state: &AppState, entity: &'static str, ids: &[String]) -
                 Cached::Miss
             }
         })
-        .collect()
+        .collect();
+    (cached, Lease(Some(lease)))
 }
 
-/// Fills entries after a miss, in one round trip; each is stored only if no write is in
-/// flight and nothing newer is there. `rows` are `(id, version, row or None when gone)`.
+/// Fills entries after a miss, in one round trip; each is stored only while `lease` (from
+/// [`read_many`]) still holds, no write is in flight and nothing newer is there. `rows` are
+/// `(id, version, row or None when gone)`.
 pub async fn fill_many(
     state: &AppState,
     entity: &'static str,
+    lease: &Lease,
     rows: Vec<(String, i64, Option<serde_json::Value>)>,
 ) {
+    let Some(lease) = &lease.0 else { return };
     if rows.is_empty() || !state.cache_health.usable() {
         return;
     }
@@ -310,7 +329,7 @@ pub async fn fill_many(
         .collect();
     if state
         .cache
-        .versioned_fill_many(&entries, state.settings.cache_ttl())
+        .leased_fill_many(&entries, lease, state.settings.cache_ttl())
         .await
         .is_err()
     {

@@ -1,5 +1,5 @@
-//! `MealByIdLoader`: N ids → one cache round trip; the misses → one SQL query, then one
-//! round trip filling the cache (each fill guarded by its row version).
+//! `MealByIdLoader`: N ids → one cache round trip (leasing the misses); the misses → one SQL
+//! query, then one round trip filling the cache (each fill guarded by its lease and version).
 
 use std::collections::HashMap;
 
@@ -29,7 +29,7 @@ pub async fn load_meals(
     ids: &[i64],
 ) -> Result<HashMap<i64, meal::Model>, async_graphql::Error> {
     let keys: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-    let cached = write_through::read_many(state, meal::CACHE_ENTITY, &keys).await;
+    let (cached, lease) = write_through::read_many(state, meal::CACHE_ENTITY, &keys).await;
     let mut found = HashMap::with_capacity(ids.len());
     let mut misses = Vec::new();
     for (id, c) in ids.iter().zip(cached) {
@@ -64,7 +64,7 @@ pub async fn load_meals(
             found.insert(m.id, m);
         }
     }
-    write_through::fill_many(state, meal::CACHE_ENTITY, fills).await;
+    write_through::fill_many(state, meal::CACHE_ENTITY, &lease, fills).await;
     Ok(found)
 }
 

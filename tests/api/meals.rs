@@ -404,6 +404,54 @@ async fn a_slow_reader_cannot_put_back_an_older_row(app: TestApp) {
     assert_eq!(get_meal(&app, &id).await["price"], 2.0);
 }
 
+async fn a_slow_reader_cannot_fill_even_after_the_newer_entry_was_evicted(app: TestApp) {
+    let t = app.login_new_user("chef").await;
+    let m = create_meal(&app, &t, "Evicted", "Test", 1.0, "LOW").await;
+    let id = m["id"].as_str().unwrap().to_owned();
+    let key = format!("meal:{id}");
+    let cache = &app.state.cache;
+    let ttl = Duration::from_secs(60);
+    cache.del(std::slice::from_ref(&key)).await.unwrap(); // evicted
+                                                          // A reader misses (taking its lease) and reads version 1 from the database…
+    let got = cache
+        .leased_get_many(std::slice::from_ref(&key), "reader-1", ttl)
+        .await
+        .unwrap();
+    assert_eq!(got, vec![None]);
+    let old = db_row(&app, &id).await;
+    // …a write commits version 2 (revoking the lease), and its entry is evicted again…
+    assert_no_errors(&update_price(&app, &t, &id, 2.0).await);
+    cache.del(std::slice::from_ref(&key)).await.unwrap();
+    // …the reader's fill finds no version to compare with, but its lease is gone.
+    let stale = Versioned {
+        version: old.version,
+        payload: serde_json::to_string(&old).unwrap(),
+    };
+    let stored = cache
+        .leased_fill_many(&[(key.clone(), stale)], "reader-1", ttl)
+        .await
+        .unwrap();
+    assert_eq!(stored, vec![false]);
+    assert_eq!(get_meal(&app, &id).await["price"], 2.0);
+    // An undisturbed reader's lease does fill.
+    cache.del(std::slice::from_ref(&key)).await.unwrap();
+    cache
+        .leased_get_many(std::slice::from_ref(&key), "reader-2", ttl)
+        .await
+        .unwrap();
+    let row = db_row(&app, &id).await;
+    let fresh = Versioned {
+        version: row.version,
+        payload: serde_json::to_string(&row).unwrap(),
+    };
+    let stored = cache
+        .leased_fill_many(&[(key.clone(), fresh.clone())], "reader-2", ttl)
+        .await
+        .unwrap();
+    assert_eq!(stored, vec![true]);
+    assert_eq!(cached_entry(&app, &id).await, Some(fresh));
+}
+
 async fn warm_reads_cost_one_cache_round_trip_and_no_sql(app: TestApp) {
     let t = app.login_new_user("chef").await;
     let mut ids = vec![];
@@ -415,8 +463,8 @@ async fn warm_reads_cost_one_cache_round_trip_and_no_sql(app: TestApp) {
                 .to_owned(),
         );
     }
-    let reads = "arena_cache_round_trips_total{op=\"versioned_get_many\"}";
-    let fills = "arena_cache_round_trips_total{op=\"versioned_fill_many\"}";
+    let reads = "arena_cache_round_trips_total{op=\"leased_get_many\"}";
+    let fills = "arena_cache_round_trips_total{op=\"leased_fill_many\"}";
     let sql = "arena_sql_queries_total";
     // Cold: empty the entries (as after a cache restart).
     let keys: Vec<String> = ids.iter().map(|i| format!("meal:{i}")).collect();
@@ -608,6 +656,7 @@ crate::both_backends!(
     a_meal_write_outside_the_write_path_is_refused,
     no_read_is_older_than_a_write_committed_before_it_began,
     a_slow_reader_cannot_put_back_an_older_row,
+    a_slow_reader_cannot_fill_even_after_the_newer_entry_was_evicted,
     warm_reads_cost_one_cache_round_trip_and_no_sql,
     a_write_on_one_replica_is_seen_by_the_very_next_read_on_another,
     a_cache_outage_degrades_to_the_database_and_serves_nothing_stale_after,

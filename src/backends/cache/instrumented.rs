@@ -108,6 +108,28 @@ impl Cache for InstrumentedCache {
             self.inner.versioned_fill_many(entries, ttl).await,
         )
     }
+    async fn leased_get_many(
+        &self,
+        keys: &[String],
+        lease: &str,
+        lease_ttl: Duration,
+    ) -> CacheResult<Vec<Option<Versioned>>> {
+        self.count(
+            "leased_get_many",
+            self.inner.leased_get_many(keys, lease, lease_ttl).await,
+        )
+    }
+    async fn leased_fill_many(
+        &self,
+        entries: &[(String, Versioned)],
+        lease: &str,
+        ttl: Duration,
+    ) -> CacheResult<Vec<bool>> {
+        self.count(
+            "leased_fill_many",
+            self.inner.leased_fill_many(entries, lease, ttl).await,
+        )
+    }
     async fn begin_write(&self, keys: &[String], mark_ttl: Duration) -> CacheResult<()> {
         self.count("begin_write", self.inner.begin_write(keys, mark_ttl).await)
     }

@@ -56,6 +56,10 @@ impl MemoryCache {
         format!("{}{}:w", self.prefix, key)
     }
 
+    fn lease(&self, key: &str) -> String {
+        format!("{}{}:l", self.prefix, key)
+    }
+
     fn read(lru: &mut LruCache<String, Entry>, key: &str, now: Instant) -> Option<String> {
         match lru.get(key) {
             Some(e) if e.live(now) => Some(e.value.clone()),
@@ -322,10 +326,71 @@ impl Cache for MemoryCache {
             .collect())
     }
 
+    async fn leased_get_many(
+        &self,
+        keys: &[String],
+        lease: &str,
+        lease_ttl: Duration,
+    ) -> CacheResult<Vec<Option<Versioned>>> {
+        let now = Instant::now();
+        let mut lru = self.lru.lock();
+        let mut counters = self.counters.lock();
+        Ok(keys
+            .iter()
+            .map(|k| {
+                if Self::marked(&mut counters, &self.mark(k), now) {
+                    return None;
+                }
+                let hit = Self::read(&mut lru, &self.k(k), now).and_then(|r| Versioned::decode(&r));
+                if hit.is_none() {
+                    // Leases live in the LRU too: an evicted lease only means no fill.
+                    lru.put(
+                        self.lease(k),
+                        Entry {
+                            value: lease.to_owned(),
+                            expires_at: Some(now + lease_ttl),
+                        },
+                    );
+                }
+                hit
+            })
+            .collect())
+    }
+
+    async fn leased_fill_many(
+        &self,
+        entries: &[(String, Versioned)],
+        lease: &str,
+        ttl: Duration,
+    ) -> CacheResult<Vec<bool>> {
+        let now = Instant::now();
+        let mut lru = self.lru.lock();
+        let mut counters = self.counters.lock();
+        Ok(entries
+            .iter()
+            .map(|(key, entry)| {
+                let lease_key = self.lease(key);
+                if lru
+                    .peek(&lease_key)
+                    .filter(|e| e.live(now))
+                    .map(|e| e.value.as_str())
+                    != Some(lease)
+                {
+                    return false;
+                }
+                lru.pop(&lease_key);
+                !Self::marked(&mut counters, &self.mark(key), now)
+                    && Self::put_if_newer(&mut lru, self.k(key), entry, ttl, now)
+            })
+            .collect())
+    }
+
     async fn begin_write(&self, keys: &[String], mark_ttl: Duration) -> CacheResult<()> {
         let now = Instant::now();
+        let mut lru = self.lru.lock();
         let mut counters = self.counters.lock();
         for k in keys {
+            lru.pop(&self.lease(k));
             let slot = counters.ints.entry(self.mark(k)).or_insert((0, None));
             if slot.1.is_some_and(|t| t <= now) {
                 slot.0 = 0;

@@ -12,7 +12,11 @@
 //! * [`Cache::end_write`] clears the mark and, for a committed write, stores the new entry
 //!   unless a newer version is already there;
 //! * [`Cache::versioned_fill`] (a reader filling after a miss) only stores a version newer than
-//!   the one present.
+//!   the one present;
+//! * readers that go through [`Cache::leased_get_many`] get a *lease* (`<key>:l`) on each key
+//!   they miss, and [`Cache::leased_fill_many`] stores only while that lease is still theirs.
+//!   [`Cache::begin_write`] revokes the leases of the keys it marks, so a reader whose database
+//!   read may predate a write can never fill — even if the newer entry was evicted meanwhile.
 //!
 //! Every implementation performs each method as one atomic step and (for Redis) one round trip.
 
@@ -133,7 +137,25 @@ pub trait Cache: Send + Sync + 'static {
         }
         Ok(stored)
     }
-    /// Marks the keys as being written, before the database commits.
+    /// Like [`Cache::versioned_get_many`], and every unmarked miss gets the lease `lease`
+    /// (expiring after `lease_ttl`), all in one round trip.
+    async fn leased_get_many(
+        &self,
+        keys: &[String],
+        lease: &str,
+        lease_ttl: Duration,
+    ) -> CacheResult<Vec<Option<Versioned>>>;
+    /// Fills after a leased miss, in one round trip: each entry is stored only while the key's
+    /// lease is still `lease`, no write is in flight and nothing as new is present; the lease
+    /// is then released. Returns which were stored.
+    async fn leased_fill_many(
+        &self,
+        entries: &[(String, Versioned)],
+        lease: &str,
+        ttl: Duration,
+    ) -> CacheResult<Vec<bool>>;
+    /// Marks the keys as being written, before the database commits, and revokes their
+    /// readers' leases.
     async fn begin_write(&self, keys: &[String], mark_ttl: Duration) -> CacheResult<()>;
     /// Clears the marks; for committed writes stores each entry unless a newer one is present.
     async fn end_write(&self, writes: &[(String, WriteOutcome)], ttl: Duration) -> CacheResult<()>;

@@ -163,13 +163,71 @@ end
 return out
 ";
 
-/// Marks keys as being written. KEYS: marks. ARGV: mark ttl (ms).
+/// Marks keys as being written and revokes their readers' leases.
+/// KEYS: mark1, lease1, mark2, lease2, … ARGV: mark ttl (ms).
 const BEGIN_WRITE: &str = r"
-for i = 1, #KEYS do
-  redis.call('INCR', KEYS[i])
-  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+for i = 1, #KEYS / 2 do
+  redis.call('INCR', KEYS[2 * i - 1])
+  redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[1])
+  redis.call('DEL', KEYS[2 * i])
 end
-return #KEYS
+return #KEYS / 2
+";
+
+/// Reads entries; every unmarked miss gets the caller's lease.
+/// KEYS: entry1, mark1, lease1, entry2, … ARGV: lease, lease ttl (ms).
+/// Returns per key the entry, or false (nil) for a miss or a marked key.
+const LEASED_GET: &str = r"
+local out = {}
+for i = 1, #KEYS / 3 do
+  local key, mark, lease = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local m = tonumber(redis.call('GET', mark))
+  if m and m > 0 then
+    out[i] = false
+  else
+    local cur = redis.call('GET', key)
+    if cur then
+      out[i] = cur
+    else
+      redis.call('SET', lease, ARGV[1], 'PX', ARGV[2])
+      out[i] = false
+    end
+  end
+end
+return out
+";
+
+/// Fills after a leased miss: stored only while the lease is the caller's, no write is in
+/// flight and no version as new is present; the lease is released.
+/// KEYS: entry1, mark1, lease1, … ARGV: lease, ttl (ms), then per key: version, encoded.
+const LEASED_FILL: &str = r"
+local out = {}
+for i = 1, #KEYS / 3 do
+  local key, mark, lease = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local version, encoded = tonumber(ARGV[2 * i + 1]), ARGV[2 * i + 2]
+  local stored = 0
+  if redis.call('GET', lease) == ARGV[1] then
+    redis.call('DEL', lease)
+    local m = tonumber(redis.call('GET', mark))
+    if not (m and m > 0) then
+      local newer = false
+      local cur = redis.call('GET', key)
+      if cur then
+        local sep = string.find(cur, '|', 1, true)
+        if sep then
+          local v = tonumber(string.sub(cur, 1, sep - 1))
+          if v and v >= version then newer = true end
+        end
+      end
+      if not newer then
+        redis.call('SET', key, encoded, 'PX', ARGV[2])
+        stored = 1
+      end
+    end
+  end
+  out[i] = stored
+end
+return out
 ";
 
 /// Clears marks and stores committed entries unless a version at least as new is there.
@@ -223,6 +281,8 @@ struct Script {
 
 struct Scripts {
     fill: Script,
+    leased_get: Script,
+    leased_fill: Script,
     begin_write: Script,
     end_write: Script,
     incr_with_ttl: Script,
@@ -273,6 +333,14 @@ impl RedisCache {
                 Ok::<_, CacheError>(Script { body, sha })
             }
         };
+        let leased = futures::try_join!(load(LEASED_GET), load(LEASED_FILL));
+        let (leased_get, leased_fill) = match leased {
+            Ok(scripts) => scripts,
+            Err(e) => {
+                let _ = pool.quit().await;
+                return Err(e);
+            }
+        };
         let loaded = futures::try_join!(
             load(FILL),
             load(BEGIN_WRITE),
@@ -295,6 +363,8 @@ impl RedisCache {
             clustered,
             scripts: Scripts {
                 fill,
+                leased_get,
+                leased_fill,
                 begin_write,
                 end_write,
                 incr_with_ttl,
@@ -327,6 +397,13 @@ impl RedisCache {
         let mut mark = self.key(key);
         mark.push_str(":w");
         mark
+    }
+
+    /// The stored name of `key`'s read lease.
+    fn lease(&self, key: &str) -> String {
+        let mut lease = self.key(key);
+        lease.push_str(":l");
+        lease
     }
 
     /// The caller's name of a stored key (the inverse of [`Self::key`]).
@@ -835,6 +912,94 @@ impl Cache for RedisCache {
         Ok(out)
     }
 
+    async fn leased_get_many(
+        &self,
+        keys: &[String],
+        lease: &str,
+        lease_ttl: Duration,
+    ) -> CacheResult<Vec<Option<Versioned>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stored: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        let groups = self.groups(&stored);
+        let calls = groups
+            .iter()
+            .map(|g| {
+                let keys = g
+                    .iter()
+                    .flat_map(|&i| [stored[i].clone(), self.mark(&keys[i]), self.lease(&keys[i])])
+                    .collect();
+                (
+                    keys,
+                    vec![Value::from(lease), Value::Integer(millis(lease_ttl))],
+                )
+            })
+            .collect();
+        let replies = self.eval(&self.scripts.leased_get, calls).await?;
+        let mut out = vec![None; keys.len()];
+        for (group, reply) in groups.iter().zip(replies) {
+            let values = opt_strings(reply)?;
+            if values.len() != group.len() {
+                return Err(CacheError::Protocol(
+                    "leased get reply length mismatch".into(),
+                ));
+            }
+            for (&i, v) in group.iter().zip(values) {
+                out[i] = v.as_deref().and_then(Versioned::decode);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn leased_fill_many(
+        &self,
+        entries: &[(String, Versioned)],
+        lease: &str,
+        ttl: Duration,
+    ) -> CacheResult<Vec<bool>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stored: Vec<String> = entries.iter().map(|(k, _)| self.key(k)).collect();
+        let groups = self.groups(&stored);
+        let calls = groups
+            .iter()
+            .map(|g| {
+                let mut keys = Vec::with_capacity(3 * g.len());
+                let mut args = Vec::with_capacity(2 + 2 * g.len());
+                args.push(Value::from(lease));
+                args.push(Value::Integer(millis(ttl)));
+                for &i in g {
+                    let (key, entry) = &entries[i];
+                    keys.push(stored[i].clone());
+                    keys.push(self.mark(key));
+                    keys.push(self.lease(key));
+                    args.push(Value::Integer(entry.version));
+                    args.push(Value::from(entry.encode()));
+                }
+                (keys, args)
+            })
+            .collect();
+        let replies = self.eval(&self.scripts.leased_fill, calls).await?;
+        let mut out = vec![false; entries.len()];
+        for (group, reply) in groups.iter().zip(replies) {
+            let flags = match reply {
+                Value::Array(flags) if flags.len() == group.len() => flags,
+                other => {
+                    return Err(CacheError::Protocol(format!(
+                        "unexpected leased fill reply {:?}",
+                        other.kind()
+                    )))
+                }
+            };
+            for (&i, flag) in group.iter().zip(flags) {
+                out[i] = integer(flag)? == 1;
+            }
+        }
+        Ok(out)
+    }
+
     async fn begin_write(&self, keys: &[String], mark_ttl: Duration) -> CacheResult<()> {
         if keys.is_empty() {
             return Ok(());
@@ -844,7 +1009,10 @@ impl Cache for RedisCache {
             .groups(&marks)
             .into_iter()
             .map(|g| {
-                let keys = g.iter().map(|&i| marks[i].clone()).collect();
+                let keys = g
+                    .iter()
+                    .flat_map(|&i| [marks[i].clone(), self.lease(&keys[i])])
+                    .collect();
                 (keys, vec![Value::Integer(millis(mark_ttl))])
             })
             .collect();
