@@ -69,6 +69,7 @@ async fn cache_conformance(cache: Arc<dyn Cache>, other: Arc<dyn Cache>) {
     scanning(c).await;
     versioned_reads_and_fills(c).await;
     versioned_writes(c).await;
+    leases(c).await;
     prefixes_isolate(c, other.as_ref()).await;
 }
 
@@ -407,6 +408,65 @@ async fn versioned_writes(c: &dyn Cache) {
     c.end_write(&[], TTL).await.unwrap();
 }
 
+/// Leases: a miss leases its key; a fill needs the lease; a write revokes it.
+async fn leases(c: &dyn Cache) {
+    let k = keys(&["lease:a"]);
+    assert_eq!(c.leased_get_many(&k, "r1", TTL).await.unwrap(), vec![None]);
+    // Someone else's lease, or none, cannot fill.
+    assert_eq!(
+        c.leased_fill_many(&[(k[0].clone(), ver(1, "x"))], "r2", TTL)
+            .await
+            .unwrap(),
+        vec![false]
+    );
+    assert_eq!(c.leased_get_many(&k, "r1", TTL).await.unwrap(), vec![None]);
+    c.begin_write(&k, TTL).await.unwrap();
+    c.end_write(&[(k[0].clone(), WriteOutcome::Aborted)], TTL)
+        .await
+        .unwrap();
+    // The write revoked r1's lease, even though it rolled back and stored nothing.
+    assert_eq!(
+        c.leased_fill_many(&[(k[0].clone(), ver(1, "x"))], "r1", TTL)
+            .await
+            .unwrap(),
+        vec![false]
+    );
+    assert_eq!(c.leased_get_many(&k, "r3", TTL).await.unwrap(), vec![None]);
+    assert_eq!(
+        c.leased_fill_many(&[(k[0].clone(), ver(1, "x"))], "r3", TTL)
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    // The lease is spent: a second fill with it is refused; the hit takes no lease.
+    assert_eq!(
+        c.leased_fill_many(&[(k[0].clone(), ver(2, "y"))], "r3", TTL)
+            .await
+            .unwrap(),
+        vec![false]
+    );
+    assert_eq!(
+        c.leased_get_many(&k, "r4", TTL).await.unwrap(),
+        vec![Some(ver(1, "x"))]
+    );
+    // A marked key is a miss and takes no lease.
+    c.begin_write(&k, TTL).await.unwrap();
+    assert_eq!(c.leased_get_many(&k, "r5", TTL).await.unwrap(), vec![None]);
+    c.end_write(&[(k[0].clone(), WriteOutcome::Committed(ver(3, "z")))], TTL)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.leased_fill_many(&[(k[0].clone(), ver(2, "y"))], "r5", TTL)
+            .await
+            .unwrap(),
+        vec![false]
+    );
+    assert_eq!(
+        c.leased_get_many(&k, "r6", TTL).await.unwrap(),
+        vec![Some(ver(3, "z"))]
+    );
+}
+
 async fn prefixes_isolate(c: &dyn Cache, other: &dyn Cache) {
     c.set("iso:k", "mine", None).await.unwrap();
     assert_eq!(other.get("iso:k").await.unwrap(), None);
@@ -633,6 +693,36 @@ async fn documents_conformance(store: Arc<dyn DocumentStore>) {
         store.list("users").await.unwrap(),
         vec![("u1".to_owned(), replaced)]
     );
+}
+
+#[tokio::test]
+async fn sqlite_documents_conform() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("docs.db").display());
+    let db = arena::backends::sql::connect(&url, 2, &arena::metrics::Metrics::new())
+        .await
+        .unwrap();
+    <migration::Migrator as migration::MigratorTrait>::up(&db, None)
+        .await
+        .unwrap();
+    documents_conformance(Arc::new(
+        arena::backends::documents::sql::SqlDocuments::new(db),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_documents_conform() {
+    let Some(app) = crate::helpers::spawn_app(crate::helpers::Backends::Real).await else {
+        eprintln!(
+            "skipped: TEST_DATABASE_URL not set (SQL document store on PostgreSQL not tested)"
+        );
+        return;
+    };
+    documents_conformance(Arc::new(
+        arena::backends::documents::sql::SqlDocuments::new(app.state.db.clone()),
+    ))
+    .await;
 }
 
 #[tokio::test]
