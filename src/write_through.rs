@@ -31,7 +31,7 @@ use tokio::sync::watch;
 
 use crate::app::AppState;
 use crate::backends::cache::{Versioned, WriteOutcome};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 
 /// How long a write mark protects a key if its writer never clears it (a crash).
 pub fn mark_ttl(state: &AppState) -> Duration {
@@ -156,9 +156,24 @@ where
     })
     .await;
     let (txn, out) = res?;
+    // From here on nothing may be cancelled half-way (a request timeout drops the request's
+    // future): a commit whose cache effects were never applied would leave a stale entry
+    // once its mark expires. The task runs to completion even if nobody awaits it.
+    let state = state.clone();
+    tokio::spawn(async move { commit_and_publish(&state, txn, changes).await })
+        .await
+        .map_err(|e| AppError::internal(format!("commit task failed: {e}")))??;
+    Ok(out)
+}
+
+async fn commit_and_publish(
+    state: &AppState,
+    txn: DatabaseTransaction,
+    changes: Vec<Change>,
+) -> AppResult<()> {
     if changes.is_empty() {
         txn.commit().await?;
-        return Ok(out);
+        return Ok(());
     }
     let keys: Vec<String> = changes.iter().map(|c| entry_key(c.entity, &c.id)).collect();
     let use_cache = state.cache_health.usable();
@@ -187,7 +202,7 @@ where
         return Err(e.into());
     }
     publish_committed(state, &changes, marked).await;
-    Ok(out)
+    Ok(())
 }
 
 async fn publish_committed(state: &AppState, changes: &[Change], marked: bool) {
