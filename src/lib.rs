@@ -3,6 +3,7 @@
 pub mod app;
 pub mod auth;
 pub mod backends;
+pub mod battles;
 pub mod config;
 pub mod crypto;
 pub mod error;

@@ -3,6 +3,7 @@
 //! No GraphQL derives live here: the server converts models into its own types, so a column
 //! such as a password hash can never reach the schema by accident.
 
+pub mod battle;
 pub mod document;
 pub mod meal;
 pub mod session;

@@ -5,23 +5,25 @@ pub mod http;
 pub mod loaders;
 pub mod pagination;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema};
+use async_graphql::{MergedObject, MergedSubscription, Schema};
 
 use crate::app::AppState;
+use crate::battles::{BattleMutation, BattleQuery, BattleSubscription};
 use crate::config::Settings;
 use crate::meals::{MealMutation, MealQuery};
 use crate::users::{UserMutation, UserQuery};
 
 /// Every query root field.
 #[derive(MergedObject, Default)]
-pub struct Query(UserQuery, MealQuery);
+pub struct Query(UserQuery, MealQuery, BattleQuery);
 
 /// Every mutation root field.
 #[derive(MergedObject, Default)]
-pub struct Mutation(UserMutation, MealMutation);
+pub struct Mutation(UserMutation, MealMutation, BattleMutation);
 
 /// Every subscription root field.
-pub type Subscription = EmptySubscription;
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(BattleSubscription);
 
 /// Arena's schema type.
 pub type ArenaSchema = Schema<Query, Mutation, Subscription>;

@@ -150,6 +150,7 @@ pub async fn login(state: &AppState, username: &str, password: &str) -> AppResul
     .insert(&state.db)
     .await?;
     open_session_document(state, &user).await?;
+    crate::battles::service::restore_ring(state, user.id).await?;
     Ok(NewSession { token, row, user })
 }
 
@@ -201,13 +202,7 @@ pub async fn logout(state: &AppState, viewer: &Viewer) -> AppResult<bool> {
             "logout ends a session; this request used an API key",
         ));
     };
-    let id = viewer.id.to_string();
-    let doc = state
-        .docs
-        .get(SESSION_DOCS, &id)
-        .await?
-        .unwrap_or_else(|| json!({ "userId": viewer.id, "combatants": [] }));
-    state.docs.put(SESSION_DOCS, &id, &doc).await?;
+    crate::battles::service::save_ring(state, viewer.id).await?;
     let res = session::Entity::delete_by_id(token_hash.clone())
         .exec(&state.db)
         .await?;

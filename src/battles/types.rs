@@ -1,0 +1,117 @@
+//! GraphQL types of battles.
+
+use async_graphql::{Context, Object, Result, ID};
+use chrono::{DateTime, Utc};
+use entity::{battle, meal};
+
+use super::service::{self, BattleOutcome};
+use crate::app::state;
+use crate::error::{AppError, AppResult};
+use crate::graphql::loaders::RequestLoaders;
+use crate::meals::types::Meal;
+
+/// A fought battle, kept in the history.
+pub struct Battle {
+    row: battle::Model,
+    // The meals as the battle left them, when known (the `battle` mutation and live
+    // results); otherwise they are loaded when asked for.
+    winner: Option<meal::Model>,
+    loser: Option<meal::Model>,
+}
+
+impl From<battle::Model> for Battle {
+    fn from(row: battle::Model) -> Self {
+        Self {
+            row,
+            winner: None,
+            loser: None,
+        }
+    }
+}
+
+impl From<BattleOutcome> for Battle {
+    fn from(o: BattleOutcome) -> Self {
+        Self {
+            row: o.battle,
+            winner: Some(o.winner),
+            loser: Some(o.loser),
+        }
+    }
+}
+
+/// A live meal through the request's loader; a meal deleted since the battle straight from
+/// the database (the history keeps naming it).
+async fn history_meal(ctx: &Context<'_>, id: i64) -> Result<Meal> {
+    let state = state(ctx);
+    let live = match ctx.data_opt::<RequestLoaders>() {
+        Some(loaders) => loaders.meals.load_one(id).await?,
+        None => crate::meals::loaders::load_meals(state, &[id])
+            .await?
+            .remove(&id),
+    };
+    if let Some(m) = live {
+        return Ok(m.into());
+    }
+    let row = service::meal_for_history(state, id)
+        .await?
+        .ok_or_else(|| AppError::internal(format!("battle names meal {id}, which has no row")))?;
+    Ok(row.into())
+}
+
+#[Object]
+impl Battle {
+    /// The battle's id.
+    async fn id(&self) -> ID {
+        ID(self.row.id.to_string())
+    }
+
+    /// The meal that won. For a meal deleted since, its last state before deletion.
+    async fn winner(&self, ctx: &Context<'_>) -> Result<Meal> {
+        match &self.winner {
+            Some(m) => Ok(m.clone().into()),
+            None => history_meal(ctx, self.row.winner_id).await,
+        }
+    }
+
+    /// The meal that lost (and left the ring). For a meal deleted since, its last state
+    /// before deletion.
+    async fn loser(&self, ctx: &Context<'_>) -> Result<Meal> {
+        match &self.loser {
+            Some(m) => Ok(m.clone().into()),
+            None => history_meal(ctx, self.row.loser_id).await,
+        }
+    }
+
+    /// The winner's score: price × len(cuisine) − {HIGH: 1, MED: 2, LOW: 3}[difficulty].
+    async fn winner_score(&self) -> f64 {
+        self.row.winner_score
+    }
+
+    /// The loser's score, computed the same way.
+    async fn loser_score(&self) -> f64 {
+        self.row.loser_score
+    }
+
+    /// |score₁ − score₂| / 100, where combatant 1 is the meal prepped first.
+    async fn delta(&self) -> f64 {
+        self.row.delta
+    }
+
+    /// The uniform draw in [0, 1): combatant 1 won if `delta > random`, else combatant 2.
+    async fn random(&self) -> f64 {
+        self.row.random
+    }
+
+    /// When the battle was fought.
+    async fn fought_at(&self) -> DateTime<Utc> {
+        self.row.fought_at
+    }
+}
+
+/// Parses a battle id argument.
+pub fn battle_id(field: &str, id: &ID) -> AppResult<i64> {
+    id.parse::<i64>()
+        .ok()
+        .filter(|i| *i > 0)
+        .ok_or_else(|| AppError::invalid(field, format!("`{}` is not a battle id", id.as_str())))
+}
