@@ -3,8 +3,10 @@
 //! No GraphQL derives live here: the server converts models into its own types, so a column
 //! such as a password hash can never reach the schema by accident.
 
+pub mod credential;
 pub mod document;
 pub mod meal;
 pub mod session;
+pub mod spec;
 pub mod user;
 pub mod write_through;

@@ -9,16 +9,18 @@ use async_graphql::{EmptySubscription, MergedObject, Schema};
 
 use crate::app::AppState;
 use crate::config::Settings;
+use crate::credentials::{CredentialMutation, CredentialQuery};
 use crate::meals::{MealMutation, MealQuery};
+use crate::specs::{SpecMutation, SpecQuery};
 use crate::users::{UserMutation, UserQuery};
 
 /// Every query root field.
 #[derive(MergedObject, Default)]
-pub struct Query(UserQuery, MealQuery);
+pub struct Query(UserQuery, MealQuery, SpecQuery, CredentialQuery);
 
 /// Every mutation root field.
 #[derive(MergedObject, Default)]
-pub struct Mutation(UserMutation, MealMutation);
+pub struct Mutation(UserMutation, MealMutation, SpecMutation, CredentialMutation);
 
 /// Every subscription root field.
 pub type Subscription = EmptySubscription;
