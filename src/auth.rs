@@ -100,10 +100,12 @@ async fn resolve(state: &AppState, header: Option<&str>) -> AppResult<Option<Vie
             .map(Some)
             .ok_or_else(|| AppError::Unauthenticated("session is invalid or has expired".into()))
     } else if scheme.eq_ignore_ascii_case("basic") {
-        let _ = (state, value);
-        Err(AppError::Unauthenticated(
-            "API keys are not enabled on this server".into(),
-        ))
+        crate::credentials::service::viewer_by_api_key(state, value)
+            .await?
+            .map(Some)
+            .ok_or_else(|| {
+                AppError::Unauthenticated("API key is invalid, rotated or deleted".into())
+            })
     } else {
         Err(AppError::Unauthenticated(format!(
             "unsupported authorization scheme `{scheme}` (use Bearer or Basic)"

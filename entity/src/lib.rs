@@ -4,8 +4,10 @@
 //! such as a password hash can never reach the schema by accident.
 
 pub mod battle;
+pub mod credential;
 pub mod document;
 pub mod meal;
 pub mod session;
+pub mod spec;
 pub mod user;
 pub mod write_through;

@@ -7,6 +7,8 @@ mod m20261122_000002_create_sessions;
 mod m20261122_000003_create_documents;
 mod m20261122_000004_create_meals;
 mod m20261122_000100_create_battles;
+mod m20261122_000200_create_specs;
+mod m20261122_000201_create_credentials;
 
 /// The migration list.
 pub struct Migrator;
@@ -20,6 +22,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_create_documents::Migration),
             Box::new(m20261122_000004_create_meals::Migration),
             Box::new(m20261122_000100_create_battles::Migration),
+            Box::new(m20261122_000200_create_specs::Migration),
+            Box::new(m20261122_000201_create_credentials::Migration),
         ]
     }
 }

@@ -10,16 +10,30 @@ use async_graphql::{MergedObject, MergedSubscription, Schema};
 use crate::app::AppState;
 use crate::battles::{BattleMutation, BattleQuery, BattleSubscription};
 use crate::config::Settings;
+use crate::credentials::{CredentialMutation, CredentialQuery};
 use crate::meals::{MealMutation, MealQuery};
+use crate::specs::{SpecMutation, SpecQuery};
 use crate::users::{UserMutation, UserQuery};
 
 /// Every query root field.
 #[derive(MergedObject, Default)]
-pub struct Query(UserQuery, MealQuery, BattleQuery);
+pub struct Query(
+    UserQuery,
+    MealQuery,
+    BattleQuery,
+    SpecQuery,
+    CredentialQuery,
+);
 
 /// Every mutation root field.
 #[derive(MergedObject, Default)]
-pub struct Mutation(UserMutation, MealMutation, BattleMutation);
+pub struct Mutation(
+    UserMutation,
+    MealMutation,
+    BattleMutation,
+    SpecMutation,
+    CredentialMutation,
+);
 
 /// Every subscription root field.
 #[derive(MergedSubscription, Default)]

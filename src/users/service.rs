@@ -260,6 +260,8 @@ pub async fn delete_user(state: &AppState, viewer: &Viewer, password: &str) -> A
         .filter(session::Column::UserId.eq(viewer.id))
         .exec(&txn)
         .await?;
+    crate::specs::service::delete_all_specs(&txn, viewer.id).await?;
+    crate::credentials::service::delete_all_credentials(&txn, viewer.id).await?;
     user::Entity::delete_by_id(viewer.id).exec(&txn).await?;
     txn.commit().await?;
     state

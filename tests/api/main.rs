@@ -4,6 +4,8 @@
 mod helpers;
 
 mod backends;
+mod credentials;
 mod meals;
 mod platform;
+mod specs;
 mod users;

@@ -1,0 +1,243 @@
+//! The rules of credentials and of API-key authentication. No GraphQL types here.
+//!
+//! A request's key is always looked up in the database (one query on the unique
+//! `public_key` index, joined to its user), never in a cache: a rotated or deleted key stops
+//! working at once on every replica. What is cached, in this process only, is the outcome of
+//! the expensive PBKDF2 check, keyed by the public key *and* the stored hash it was checked
+//! against: a rotation changes the stored hash, so an old entry can never match again.
+
+use std::num::NonZeroUsize;
+use std::sync::LazyLock;
+
+use base64::Engine;
+use chrono::Utc;
+use entity::{credential, user};
+use lru::LruCache;
+use parking_lot::Mutex;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
+};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::types::CredentialId;
+use crate::app::AppState;
+use crate::auth::{AuthMethod, Viewer};
+use crate::crypto;
+use crate::error::{is_unique_violation, AppError, AppResult};
+
+/// Prefix of every public key, so a key is recognisable in a config file.
+pub const PUBLIC_KEY_PREFIX: &str = "ak_";
+
+/// Random bytes of a secret key (from the OS RNG).
+const SECRET_BYTES: usize = 32;
+
+/// Random bytes of a public key after its prefix.
+const PUBLIC_KEY_BYTES: usize = 18;
+
+/// How often a create is retried when a concurrent create of the same id raced it.
+const CREATE_ATTEMPTS: usize = 5;
+
+/// Keys whose secret was recently verified in this process: public key → the stored hash it
+/// was verified against and the SHA-256 of the secret.
+struct Verified {
+    secret_hash: String,
+    secret_digest: [u8; 32],
+}
+
+static VERIFIED: LazyLock<Mutex<LruCache<String, Verified>>> = LazyLock::new(|| {
+    Mutex::new(LruCache::new(
+        NonZeroUsize::new(10_000).expect("non-zero capacity"),
+    ))
+});
+
+/// Runs a CPU-heavy hash off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AppError::internal(format!("hashing task failed: {e}")))
+}
+
+/// Creates `user_id`'s credential `id`, or rotates it when it exists: a new public key, a new
+/// salt and a new secret. Returns the row and the secret key, which is never stored.
+pub async fn create_credential(
+    state: &AppState,
+    user_id: i64,
+    id: &CredentialId,
+) -> AppResult<(credential::Model, String)> {
+    let secret = crypto::random_token(SECRET_BYTES);
+    let salt = crypto::new_salt();
+    let iterations = state.settings.pbkdf2_iterations;
+    let secret_hash = {
+        let (secret, salt) = (secret.clone(), salt.clone());
+        blocking(move || crypto::hash_secret(&secret, &salt, iterations)).await?
+    };
+    for _ in 0..CREATE_ATTEMPTS {
+        let public_key = format!(
+            "{PUBLIC_KEY_PREFIX}{}",
+            crypto::random_token(PUBLIC_KEY_BYTES)
+        );
+        let now = Utc::now();
+        let txn = state.db.begin().await?;
+        // Rotate first: the write also takes SQLite's write lock before any read.
+        let rotated = credential::Entity::update_many()
+            .col_expr(
+                credential::Column::PublicKey,
+                Expr::value(public_key.clone()),
+            )
+            .col_expr(credential::Column::Salt, Expr::value(salt.clone()))
+            .col_expr(
+                credential::Column::SecretHash,
+                Expr::value(secret_hash.clone()),
+            )
+            .col_expr(credential::Column::CreatedAt, Expr::value(now))
+            .filter(credential::Column::UserId.eq(user_id))
+            .filter(credential::Column::CredentialId.eq(id.as_str()))
+            .exec(&txn)
+            .await;
+        let rotated = match rotated {
+            Ok(r) => r.rows_affected > 0,
+            // A public key taken by another credential: draw another one.
+            Err(e) if is_unique_violation(&e) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let row = if rotated {
+            credential::Entity::find()
+                .filter(credential::Column::UserId.eq(user_id))
+                .filter(credential::Column::CredentialId.eq(id.as_str()))
+                .one(&txn)
+                .await?
+                .ok_or_else(|| AppError::internal("a rotated credential vanished"))?
+        } else {
+            let inserted = credential::ActiveModel {
+                user_id: Set(user_id),
+                credential_id: Set(id.as_str().to_owned()),
+                public_key: Set(public_key),
+                salt: Set(salt.clone()),
+                secret_hash: Set(secret_hash.clone()),
+                created_at: Set(now),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await;
+            match inserted {
+                Ok(row) => row,
+                // A concurrent create of the same id won: rotate it on the next attempt.
+                Err(e) if is_unique_violation(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        txn.commit().await?;
+        return Ok((row, secret));
+    }
+    Err(AppError::Conflict(format!(
+        "id: credential `{}` is being changed by other requests; try again",
+        id.as_str()
+    )))
+}
+
+/// `user_id`'s credentials, by id.
+pub async fn credentials(state: &AppState, user_id: i64) -> AppResult<Vec<credential::Model>> {
+    Ok(credential::Entity::find()
+        .filter(credential::Column::UserId.eq(user_id))
+        .order_by_asc(credential::Column::CredentialId)
+        .all(&state.db)
+        .await?)
+}
+
+/// `user_id`'s credential `id`, if there is one.
+pub async fn credential(
+    state: &AppState,
+    user_id: i64,
+    id: &CredentialId,
+) -> AppResult<Option<credential::Model>> {
+    Ok(credential::Entity::find()
+        .filter(credential::Column::UserId.eq(user_id))
+        .filter(credential::Column::CredentialId.eq(id.as_str()))
+        .one(&state.db)
+        .await?)
+}
+
+/// Deletes `user_id`'s credential `id`; false when there is none (or it is someone else's).
+/// The key stops working at once: every request looks its key up in the database.
+pub async fn delete_credential(
+    state: &AppState,
+    user_id: i64,
+    id: &CredentialId,
+) -> AppResult<bool> {
+    let res = credential::Entity::delete_many()
+        .filter(credential::Column::UserId.eq(user_id))
+        .filter(credential::Column::CredentialId.eq(id.as_str()))
+        .exec(&state.db)
+        .await?;
+    Ok(res.rows_affected > 0)
+}
+
+/// Deletes every credential of `user_id`; returns how many were removed.
+pub async fn delete_all_credentials(conn: &impl ConnectionTrait, user_id: i64) -> AppResult<u64> {
+    let res = credential::Entity::delete_many()
+        .filter(credential::Column::UserId.eq(user_id))
+        .exec(conn)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+fn malformed() -> AppError {
+    AppError::Unauthenticated(
+        "malformed Basic credentials: send base64(publicKey:secretKey)".into(),
+    )
+}
+
+/// The viewer behind `Authorization: Basic <value>`, `value` being
+/// `base64(publicKey:secretKey)`; `None` when the key is unknown, deleted, rotated away or
+/// the secret is wrong. An unknown key costs one PBKDF2 verification, like a wrong secret.
+pub async fn viewer_by_api_key(state: &AppState, value: &str) -> AppResult<Option<Viewer>> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|_| malformed())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (public_key, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+    let iterations = state.settings.pbkdf2_iterations;
+    let found = credential::Entity::find()
+        .filter(credential::Column::PublicKey.eq(public_key))
+        .find_also_related(user::Entity)
+        .one(&state.db)
+        .await?;
+    let Some((cred, Some(owner))) = found else {
+        let secret = secret.to_owned();
+        blocking(move || crypto::burn_verification(&secret, iterations)).await?;
+        return Ok(None);
+    };
+    let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    let remembered = VERIFIED.lock().get(&cred.public_key).is_some_and(|v| {
+        v.secret_hash == cred.secret_hash && bool::from(v.secret_digest.ct_eq(&digest))
+    });
+    if !remembered {
+        let (secret, salt, stored) = (
+            secret.to_owned(),
+            cred.salt.clone(),
+            cred.secret_hash.clone(),
+        );
+        let verified =
+            blocking(move || crypto::verify_secret(&secret, &salt, &stored, iterations)).await?;
+        if !verified.ok {
+            return Ok(None);
+        }
+        VERIFIED.lock().put(
+            cred.public_key.clone(),
+            Verified {
+                secret_hash: cred.secret_hash.clone(),
+                secret_digest: digest,
+            },
+        );
+    }
+    Ok(Some(Viewer {
+        id: owner.id,
+        username: owner.username,
+        via: AuthMethod::ApiKey {
+            public_key: cred.public_key,
+        },
+    }))
+}

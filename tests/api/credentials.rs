@@ -1,0 +1,467 @@
+//! Credentials and API-key authentication over HTTP and WebSocket (SPEC §6 and §2): every
+//! access pattern, per-user isolation, rotation and deletion on every replica, and the secret
+//! key kept out of responses, the database and the log.
+
+use std::time::Duration;
+
+use base64::Engine;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+
+const CREATE: &str = "mutation($id: String!) {
+    createCredential(id: $id) { credential { id publicKey salt createdAt } secretKey }
+}";
+
+/// A key as `createCredential` returned it.
+struct Key {
+    public_key: String,
+    secret: String,
+}
+
+impl Key {
+    fn basic(&self) -> String {
+        basic(&self.public_key, &self.secret)
+    }
+}
+
+fn basic(public_key: &str, secret: &str) -> String {
+    let raw = format!("{public_key}:{secret}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+async fn create(app: &TestApp, token: &str, id: &str) -> Key {
+    let r = app.gql_as(token, CREATE, json!({ "id": id })).await;
+    assert_no_errors(&r);
+    let c = &r["data"]["createCredential"];
+    assert_eq!(c["credential"]["id"], id);
+    Key {
+        public_key: c["credential"]["publicKey"].as_str().unwrap().to_owned(),
+        secret: c["secretKey"].as_str().unwrap().to_owned(),
+    }
+}
+
+async fn query(app: &TestApp, token: &str, q: &str) -> Value {
+    let r = app.gql_as(token, q, json!({})).await;
+    assert_no_errors(&r);
+    r["data"].clone()
+}
+
+/// `me { username }` with a raw `Authorization` value: the username, or the error code.
+async fn me_with(app: &TestApp, auth: String) -> Result<String, String> {
+    let r = app
+        .gql_auth(Some(auth), "{ me { username } }", json!({}))
+        .await;
+    match r["data"]["me"]["username"].as_str() {
+        Some(u) => Ok(u.to_owned()),
+        None => Err(error_code(&r).to_owned()),
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next JSON message, or `Err` when the server closed the connection instead.
+async fn next_json(ws: &mut Ws) -> Result<Value, String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return Ok(serde_json::from_str(&t).unwrap()),
+            Ok(Some(Ok(Message::Close(frame)))) => return Err(format!("closed: {frame:?}")),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => return Err(format!("error: {e}")),
+            Ok(None) => return Err("stream ended".into()),
+            Err(_) => panic!("no answer on the WebSocket within 10 s"),
+        }
+    }
+}
+
+/// Over `graphql-transport-ws`: `connection_init` with `auth`, then `{ me { username } }`.
+/// The username, or `Err` with what the server answered instead.
+async fn me_over_websocket(app: &TestApp, auth: String) -> Result<String, String> {
+    let mut req = app.ws_url().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("WebSocket connects");
+    let send = |v: Value| Message::Text(v.to_string().into());
+    ws.send(send(
+        json!({ "type": "connection_init", "payload": { "authorization": auth } }),
+    ))
+    .await
+    .unwrap();
+    let ack = next_json(&mut ws).await?;
+    if ack["type"] != "connection_ack" {
+        return Err(format!("refused: {ack}"));
+    }
+    ws.send(send(json!({ "id": "1", "type": "subscribe",
+                         "payload": { "query": "{ me { username } }" } })))
+        .await
+        .unwrap();
+    let msg = next_json(&mut ws).await.expect("an answer to the query");
+    assert_eq!(msg["type"], "next", "{msg}");
+    msg["payload"]["data"]["me"]["username"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no viewer: {msg}"))
+}
+
+async fn create_credential_returns_a_public_key_and_a_secret_key_once(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    let r = app.gql_as(&alice, CREATE, json!({ "id": "ci" })).await;
+    assert_no_errors(&r);
+    let c = &r["data"]["createCredential"];
+    let public_key = c["credential"]["publicKey"].as_str().unwrap();
+    let secret = c["secretKey"].as_str().unwrap();
+    assert!(public_key.starts_with("ak_"), "{public_key}");
+    let secret_bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(secret)
+        .expect("the secret key is URL-safe base64");
+    assert!(secret_bytes.len() >= 32, "at least 32 random bytes");
+    assert_eq!(c["credential"]["salt"].as_str().unwrap().len(), 32);
+
+    let other = create(&app, &alice, "deploy").await;
+    assert_ne!(other.public_key, public_key);
+    assert_ne!(other.secret, secret);
+}
+
+async fn credentials_lists_the_viewers_keys_and_credential_reads_one(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    let b = create(&app, &alice, "b-key").await;
+    let a = create(&app, &alice, "a-key").await;
+    let d = query(
+        &app,
+        &alice,
+        "{ credentials { id publicKey salt createdAt } }",
+    )
+    .await;
+    let list = d["credentials"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["id"], "a-key");
+    assert_eq!(list[0]["publicKey"], a.public_key.as_str());
+    assert_eq!(list[1]["publicKey"], b.public_key.as_str());
+    let d = query(
+        &app,
+        &alice,
+        "{ one: credential(id: \"b-key\") { id publicKey } none: credential(id: \"zzz\") { id } }",
+    )
+    .await;
+    assert_eq!(d["one"]["publicKey"], b.public_key.as_str());
+    assert!(d["none"].is_null());
+}
+
+async fn create_credential_again_rotates_the_key_and_the_old_one_stops_working(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    let old = create(&app, &alice, "ci").await;
+    assert_eq!(me_with(&app, old.basic()).await, Ok("alice".into()));
+    let new = create(&app, &alice, "ci").await;
+    assert_ne!(new.public_key, old.public_key);
+    assert_ne!(new.secret, old.secret);
+    assert_eq!(
+        me_with(&app, old.basic()).await,
+        Err("UNAUTHENTICATED".into())
+    );
+    // The old secret with the new public key does not work either.
+    assert_eq!(
+        me_with(&app, basic(&new.public_key, &old.secret)).await,
+        Err("UNAUTHENTICATED".into())
+    );
+    assert_eq!(me_with(&app, new.basic()).await, Ok("alice".into()));
+    let d = query(&app, &alice, "{ credentials { id publicKey } }").await;
+    assert_eq!(
+        d["credentials"],
+        json!([{ "id": "ci", "publicKey": new.public_key }]),
+        "a rotation replaces the credential"
+    );
+}
+
+async fn delete_credential_removes_one_key_and_delete_all_credentials_the_rest(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    let one = create(&app, &alice, "one").await;
+    let two = create(&app, &alice, "two").await;
+    create(&app, &alice, "three").await;
+    let d = query(&app, &alice, "mutation { deleteCredential(id: \"one\") }").await;
+    assert_eq!(d["deleteCredential"], true);
+    let d = query(&app, &alice, "mutation { deleteCredential(id: \"one\") }").await;
+    assert_eq!(d["deleteCredential"], false, "already gone");
+    assert_eq!(
+        me_with(&app, one.basic()).await,
+        Err("UNAUTHENTICATED".into())
+    );
+    assert_eq!(me_with(&app, two.basic()).await, Ok("alice".into()));
+    let d = query(
+        &app,
+        &alice,
+        "{ credential(id: \"one\") { id } credentials { id } }",
+    )
+    .await;
+    assert!(d["credential"].is_null());
+    assert_eq!(
+        d["credentials"],
+        json!([{ "id": "three" }, { "id": "two" }])
+    );
+
+    let d = query(&app, &alice, "mutation { deleteAllCredentials }").await;
+    assert_eq!(d["deleteAllCredentials"], 2);
+    assert_eq!(
+        me_with(&app, two.basic()).await,
+        Err("UNAUTHENTICATED".into())
+    );
+    let d = query(&app, &alice, "{ credentials { id } }").await;
+    assert_eq!(d["credentials"], json!([]));
+}
+
+async fn another_user_can_neither_read_list_nor_delete_someone_elses_credentials(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    let bob = app.login_new_user("bob").await;
+    let key = create(&app, &alice, "ci").await;
+    let d = query(
+        &app,
+        &bob,
+        "{ credential(id: \"ci\") { id } credentials { id } }",
+    )
+    .await;
+    assert!(d["credential"].is_null());
+    assert_eq!(d["credentials"], json!([]));
+    let d = query(
+        &app,
+        &bob,
+        "mutation { deleteCredential(id: \"ci\") deleteAllCredentials }",
+    )
+    .await;
+    assert_eq!(d["deleteCredential"], false);
+    assert_eq!(d["deleteAllCredentials"], 0);
+    // Bob's own "ci" is a different key; Alice's still works and still names Alice.
+    let bobs = create(&app, &bob, "ci").await;
+    assert_ne!(bobs.public_key, key.public_key);
+    assert_eq!(me_with(&app, key.basic()).await, Ok("alice".into()));
+    assert_eq!(me_with(&app, bobs.basic()).await, Ok("bob".into()));
+    let d = query(&app, &alice, "{ credential(id: \"ci\") { publicKey } }").await;
+    assert_eq!(d["credential"]["publicKey"], key.public_key.as_str());
+}
+
+async fn an_api_key_authenticates_requests_over_http(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    let key = create(&app, &alice, "ci").await;
+    assert_eq!(me_with(&app, key.basic()).await, Ok("alice".into()));
+    // The key acts as Alice: it reads and writes her specs.
+    let r = app
+        .gql_auth(
+            Some(key.basic()),
+            "mutation { putSpec(input: { id: \"via-key\", version: \"1\", modelCount: 2 }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let d = query(&app, &alice, "{ specs { id } credentials { id } }").await;
+    assert_eq!(d["specs"], json!([{ "id": "via-key" }]));
+    // An API key cannot log out (there is no session to end).
+    let r = app
+        .gql_auth(Some(key.basic()), "mutation { logout }", json!({}))
+        .await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+}
+
+async fn wrong_unknown_and_malformed_api_keys_are_unauthenticated(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    let key = create(&app, &alice, "ci").await;
+    for auth in [
+        basic(&key.public_key, "wrong-secret"),
+        basic(&key.public_key, ""),
+        basic("ak_unknown", &key.secret),
+        basic("", ""),
+        "Basic not-base64!!".to_owned(),
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("no-colon-here")
+        ),
+    ] {
+        assert_eq!(
+            me_with(&app, auth.clone()).await,
+            Err("UNAUTHENTICATED".into()),
+            "{auth}"
+        );
+    }
+}
+
+async fn an_api_key_authenticates_over_the_websocket(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    let key = create(&app, &alice, "ws").await;
+    assert_eq!(
+        me_over_websocket(&app, key.basic()).await,
+        Ok("alice".into())
+    );
+    let wrong = me_over_websocket(&app, basic(&key.public_key, "wrong")).await;
+    assert!(
+        wrong.is_err(),
+        "a wrong secret is refused at connection_init: {wrong:?}"
+    );
+    create(&app, &alice, "ws").await;
+    let rotated = me_over_websocket(&app, key.basic()).await;
+    assert!(rotated.is_err(), "a rotated key is refused: {rotated:?}");
+}
+
+async fn rotation_and_deletion_take_effect_at_once_on_another_replica(app: TestApp) {
+    let replica = app.spawn_replica().await;
+    let alice = app.login_new_user("alice").await;
+    let old = create(&app, &alice, "ci").await;
+    // Both replicas have verified (and may remember) the old key.
+    assert_eq!(me_with(&app, old.basic()).await, Ok("alice".into()));
+    assert_eq!(me_with(&replica, old.basic()).await, Ok("alice".into()));
+    assert_eq!(
+        me_over_websocket(&replica, old.basic()).await,
+        Ok("alice".into())
+    );
+
+    let new = create(&app, &alice, "ci").await;
+    assert_eq!(
+        me_with(&replica, old.basic()).await,
+        Err("UNAUTHENTICATED".into())
+    );
+    assert!(me_over_websocket(&replica, old.basic()).await.is_err());
+    assert_eq!(me_with(&replica, new.basic()).await, Ok("alice".into()));
+
+    let r = replica
+        .gql_as(
+            &alice,
+            "mutation { deleteCredential(id: \"ci\") }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    assert_eq!(
+        me_with(&app, new.basic()).await,
+        Err("UNAUTHENTICATED".into())
+    );
+    assert_eq!(
+        me_with(&replica, new.basic()).await,
+        Err("UNAUTHENTICATED".into())
+    );
+    replica.stop().await;
+}
+
+async fn the_secret_key_never_appears_in_a_later_response_or_in_the_database(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    let key = create(&app, &alice, "ci").await;
+    for q in [
+        "{ credentials { id publicKey salt createdAt } }",
+        "{ credential(id: \"ci\") { id publicKey salt createdAt } }",
+        "{ me { id username createdAt } }",
+    ] {
+        for auth in [format!("Bearer {alice}"), key.basic()] {
+            let r = app.gql_auth(Some(auth), q, json!({})).await;
+            assert_no_errors(&r);
+            assert!(
+                !r.to_string().contains(&key.secret),
+                "{q} shows the secret: {r}"
+            );
+        }
+    }
+    let r = app
+        .gql_as(
+            &alice,
+            "{ credential(id: \"ci\") { secretKey } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        error_code(&r),
+        "BAD_USER_INPUT",
+        "a credential has no secretKey field"
+    );
+
+    // Every column of the row, and the secret's hash is not a plain SHA-256 of it.
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = &app.state.db;
+    let rows = db
+        .query_all(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT credential_id, public_key, salt, secret_hash FROM credentials",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    for col in ["credential_id", "public_key", "salt", "secret_hash"] {
+        let v: String = rows[0].try_get("", col).unwrap();
+        assert!(!v.contains(&key.secret), "column {col} holds the secret");
+    }
+    let hash: String = rows[0].try_get("", "secret_hash").unwrap();
+    assert!(hash.starts_with("pbkdf2-sha256$"), "{hash}");
+    let salt: String = rows[0].try_get("", "salt").unwrap();
+    assert!(
+        hash.contains(&salt),
+        "the hash is salted with the row's salt"
+    );
+}
+
+async fn deleting_a_user_removes_their_specs_and_credentials(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    let key = create(&app, &alice, "ci").await;
+    let r = app
+        .gql_as(
+            &alice,
+            "mutation { putSpec(input: { id: \"s\", version: \"1\", modelCount: 1 }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let r = app
+        .gql_as(
+            &alice,
+            "mutation { deleteUser(password: \"password123\") }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    assert_eq!(
+        me_with(&app, key.basic()).await,
+        Err("UNAUTHENTICATED".into())
+    );
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    let db = &app.state.db;
+    assert_eq!(
+        entity::credential::Entity::find().count(db).await.unwrap(),
+        0
+    );
+    assert_eq!(entity::spec::Entity::find().count(db).await.unwrap(), 0);
+}
+
+async fn credentials_need_a_signed_in_viewer_and_a_valid_id(app: TestApp) {
+    for q in [
+        "{ credentials { id } }",
+        "mutation { createCredential(id: \"x\") { secretKey } }",
+        "mutation { deleteAllCredentials }",
+    ] {
+        let r = app.gql(q, json!({})).await;
+        assert_eq!(error_code(&r), "UNAUTHENTICATED", "{q}");
+    }
+    let alice = app.login_new_user("alice").await;
+    for id in ["".to_owned(), "k".repeat(129)] {
+        let r = app.gql_as(&alice, CREATE, json!({ "id": id })).await;
+        assert_eq!(error_code(&r), "BAD_USER_INPUT");
+        assert_eq!(r["errors"][0]["extensions"]["field"], "id");
+    }
+}
+
+crate::both_backends!(
+    create_credential_returns_a_public_key_and_a_secret_key_once,
+    credentials_lists_the_viewers_keys_and_credential_reads_one,
+    create_credential_again_rotates_the_key_and_the_old_one_stops_working,
+    delete_credential_removes_one_key_and_delete_all_credentials_the_rest,
+    another_user_can_neither_read_list_nor_delete_someone_elses_credentials,
+    an_api_key_authenticates_requests_over_http,
+    wrong_unknown_and_malformed_api_keys_are_unauthenticated,
+    an_api_key_authenticates_over_the_websocket,
+    rotation_and_deletion_take_effect_at_once_on_another_replica,
+    the_secret_key_never_appears_in_a_later_response_or_in_the_database,
+    deleting_a_user_removes_their_specs_and_credentials,
+    credentials_need_a_signed_in_viewer_and_a_valid_id,
+);
