@@ -83,9 +83,15 @@ pub async fn create_credential(
         let txn = state.db.begin().await?;
         // Rotate first: the write also takes SQLite's write lock before any read.
         let rotated = credential::Entity::update_many()
-            .col_expr(credential::Column::PublicKey, Expr::value(public_key.clone()))
+            .col_expr(
+                credential::Column::PublicKey,
+                Expr::value(public_key.clone()),
+            )
             .col_expr(credential::Column::Salt, Expr::value(salt.clone()))
-            .col_expr(credential::Column::SecretHash, Expr::value(secret_hash.clone()))
+            .col_expr(
+                credential::Column::SecretHash,
+                Expr::value(secret_hash.clone()),
+            )
             .col_expr(credential::Column::CreatedAt, Expr::value(now))
             .filter(credential::Column::UserId.eq(user_id))
             .filter(credential::Column::CredentialId.eq(id.as_str()))
@@ -156,7 +162,11 @@ pub async fn credential(
 
 /// Deletes `user_id`'s credential `id`; false when there is none (or it is someone else's).
 /// The key stops working at once: every request looks its key up in the database.
-pub async fn delete_credential(state: &AppState, user_id: i64, id: &CredentialId) -> AppResult<bool> {
+pub async fn delete_credential(
+    state: &AppState,
+    user_id: i64,
+    id: &CredentialId,
+) -> AppResult<bool> {
     let res = credential::Entity::delete_many()
         .filter(credential::Column::UserId.eq(user_id))
         .filter(credential::Column::CredentialId.eq(id.as_str()))
@@ -198,6 +208,7 @@ pub async fn viewer_by_api_key(state: &AppState, value: &str) -> AppResult<Optio
     let Some((cred, Some(owner))) = found else {
         let secret = secret.to_owned();
         blocking(move || crypto::burn_verification(&secret, iterations)).await?;
+        tracing::debug!(public_key, "API key refused: unknown public key");
         return Ok(None);
     };
     let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
@@ -205,10 +216,15 @@ pub async fn viewer_by_api_key(state: &AppState, value: &str) -> AppResult<Optio
         v.secret_hash == cred.secret_hash && bool::from(v.secret_digest.ct_eq(&digest))
     });
     if !remembered {
-        let (secret, salt, stored) = (secret.to_owned(), cred.salt.clone(), cred.secret_hash.clone());
+        let (secret, salt, stored) = (
+            secret.to_owned(),
+            cred.salt.clone(),
+            cred.secret_hash.clone(),
+        );
         let verified =
             blocking(move || crypto::verify_secret(&secret, &salt, &stored, iterations)).await?;
         if !verified.ok {
+            tracing::debug!(public_key, "API key refused: wrong secret key");
             return Ok(None);
         }
         VERIFIED.lock().put(
@@ -219,6 +235,7 @@ pub async fn viewer_by_api_key(state: &AppState, value: &str) -> AppResult<Optio
             },
         );
     }
+    tracing::debug!(public_key, user_id = owner.id, "API key accepted");
     Ok(Some(Viewer {
         id: owner.id,
         username: owner.username,

@@ -58,7 +58,10 @@ impl CredentialId {
             return Err(AppError::invalid(field, "must not be blank"));
         }
         if raw.chars().any(char::is_control) {
-            return Err(AppError::invalid(field, "must not contain control characters"));
+            return Err(AppError::invalid(
+                field,
+                "must not contain control characters",
+            ));
         }
         Ok(Self(raw.to_owned()))
     }

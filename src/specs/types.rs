@@ -121,7 +121,10 @@ impl SpecId {
     pub fn parse(field: &str, raw: &str) -> AppResult<Self> {
         let raw = bounded(field, raw.to_owned(), 1, 128)?;
         if raw.chars().any(char::is_control) {
-            return Err(AppError::invalid(field, "must not contain control characters"));
+            return Err(AppError::invalid(
+                field,
+                "must not contain control characters",
+            ));
         }
         Ok(Self(raw))
     }

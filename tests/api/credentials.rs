@@ -30,7 +30,10 @@ impl Key {
 
 fn basic(public_key: &str, secret: &str) -> String {
     let raw = format!("{public_key}:{secret}");
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }
 
 async fn create(app: &TestApp, token: &str, id: &str) -> Key {
@@ -52,16 +55,17 @@ async fn query(app: &TestApp, token: &str, q: &str) -> Value {
 
 /// `me { username }` with a raw `Authorization` value: the username, or the error code.
 async fn me_with(app: &TestApp, auth: String) -> Result<String, String> {
-    let r = app.gql_auth(Some(auth), "{ me { username } }", json!({})).await;
+    let r = app
+        .gql_auth(Some(auth), "{ me { username } }", json!({}))
+        .await;
     match r["data"]["me"]["username"].as_str() {
         Some(u) => Ok(u.to_owned()),
         None => Err(error_code(&r).to_owned()),
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The next JSON message, or `Err` when the server closed the connection instead.
 async fn next_json(ws: &mut Ws) -> Result<Value, String> {
@@ -81,13 +85,19 @@ async fn next_json(ws: &mut Ws) -> Result<Value, String> {
 /// The username, or `Err` with what the server answered instead.
 async fn me_over_websocket(app: &TestApp, auth: String) -> Result<String, String> {
     let mut req = app.ws_url().into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("WebSocket connects");
-    let send = |v: Value| Message::Text(v.to_string().into());
-    ws.send(send(json!({ "type": "connection_init", "payload": { "authorization": auth } })))
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
         .await
-        .unwrap();
+        .expect("WebSocket connects");
+    let send = |v: Value| Message::Text(v.to_string().into());
+    ws.send(send(
+        json!({ "type": "connection_init", "payload": { "authorization": auth } }),
+    ))
+    .await
+    .unwrap();
     let ack = next_json(&mut ws).await?;
     if ack["type"] != "connection_ack" {
         return Err(format!("refused: {ack}"));
@@ -127,7 +137,12 @@ async fn credentials_lists_the_viewers_keys_and_credential_reads_one(app: TestAp
     let alice = app.login_new_user("alice").await;
     let b = create(&app, &alice, "b-key").await;
     let a = create(&app, &alice, "a-key").await;
-    let d = query(&app, &alice, "{ credentials { id publicKey salt createdAt } }").await;
+    let d = query(
+        &app,
+        &alice,
+        "{ credentials { id publicKey salt createdAt } }",
+    )
+    .await;
     let list = d["credentials"].as_array().unwrap();
     assert_eq!(list.len(), 2);
     assert_eq!(list[0]["id"], "a-key");
@@ -150,7 +165,10 @@ async fn create_credential_again_rotates_the_key_and_the_old_one_stops_working(a
     let new = create(&app, &alice, "ci").await;
     assert_ne!(new.public_key, old.public_key);
     assert_ne!(new.secret, old.secret);
-    assert_eq!(me_with(&app, old.basic()).await, Err("UNAUTHENTICATED".into()));
+    assert_eq!(
+        me_with(&app, old.basic()).await,
+        Err("UNAUTHENTICATED".into())
+    );
     // The old secret with the new public key does not work either.
     assert_eq!(
         me_with(&app, basic(&new.public_key, &old.secret)).await,
@@ -174,15 +192,29 @@ async fn delete_credential_removes_one_key_and_delete_all_credentials_the_rest(a
     assert_eq!(d["deleteCredential"], true);
     let d = query(&app, &alice, "mutation { deleteCredential(id: \"one\") }").await;
     assert_eq!(d["deleteCredential"], false, "already gone");
-    assert_eq!(me_with(&app, one.basic()).await, Err("UNAUTHENTICATED".into()));
+    assert_eq!(
+        me_with(&app, one.basic()).await,
+        Err("UNAUTHENTICATED".into())
+    );
     assert_eq!(me_with(&app, two.basic()).await, Ok("alice".into()));
-    let d = query(&app, &alice, "{ credential(id: \"one\") { id } credentials { id } }").await;
+    let d = query(
+        &app,
+        &alice,
+        "{ credential(id: \"one\") { id } credentials { id } }",
+    )
+    .await;
     assert!(d["credential"].is_null());
-    assert_eq!(d["credentials"], json!([{ "id": "three" }, { "id": "two" }]));
+    assert_eq!(
+        d["credentials"],
+        json!([{ "id": "three" }, { "id": "two" }])
+    );
 
     let d = query(&app, &alice, "mutation { deleteAllCredentials }").await;
     assert_eq!(d["deleteAllCredentials"], 2);
-    assert_eq!(me_with(&app, two.basic()).await, Err("UNAUTHENTICATED".into()));
+    assert_eq!(
+        me_with(&app, two.basic()).await,
+        Err("UNAUTHENTICATED".into())
+    );
     let d = query(&app, &alice, "{ credentials { id } }").await;
     assert_eq!(d["credentials"], json!([]));
 }
@@ -191,7 +223,12 @@ async fn another_user_can_neither_read_list_nor_delete_someone_elses_credentials
     let alice = app.login_new_user("alice").await;
     let bob = app.login_new_user("bob").await;
     let key = create(&app, &alice, "ci").await;
-    let d = query(&app, &bob, "{ credential(id: \"ci\") { id } credentials { id } }").await;
+    let d = query(
+        &app,
+        &bob,
+        "{ credential(id: \"ci\") { id } credentials { id } }",
+    )
+    .await;
     assert!(d["credential"].is_null());
     assert_eq!(d["credentials"], json!([]));
     let d = query(
@@ -227,7 +264,9 @@ async fn an_api_key_authenticates_requests_over_http(app: TestApp) {
     let d = query(&app, &alice, "{ specs { id } credentials { id } }").await;
     assert_eq!(d["specs"], json!([{ "id": "via-key" }]));
     // An API key cannot log out (there is no session to end).
-    let r = app.gql_auth(Some(key.basic()), "mutation { logout }", json!({})).await;
+    let r = app
+        .gql_auth(Some(key.basic()), "mutation { logout }", json!({}))
+        .await;
     assert_eq!(error_code(&r), "BAD_USER_INPUT");
 }
 
@@ -245,16 +284,26 @@ async fn wrong_unknown_and_malformed_api_keys_are_unauthenticated(app: TestApp) 
             base64::engine::general_purpose::STANDARD.encode("no-colon-here")
         ),
     ] {
-        assert_eq!(me_with(&app, auth.clone()).await, Err("UNAUTHENTICATED".into()), "{auth}");
+        assert_eq!(
+            me_with(&app, auth.clone()).await,
+            Err("UNAUTHENTICATED".into()),
+            "{auth}"
+        );
     }
 }
 
 async fn an_api_key_authenticates_over_the_websocket(app: TestApp) {
     let alice = app.login_new_user("alice").await;
     let key = create(&app, &alice, "ws").await;
-    assert_eq!(me_over_websocket(&app, key.basic()).await, Ok("alice".into()));
+    assert_eq!(
+        me_over_websocket(&app, key.basic()).await,
+        Ok("alice".into())
+    );
     let wrong = me_over_websocket(&app, basic(&key.public_key, "wrong")).await;
-    assert!(wrong.is_err(), "a wrong secret is refused at connection_init: {wrong:?}");
+    assert!(
+        wrong.is_err(),
+        "a wrong secret is refused at connection_init: {wrong:?}"
+    );
     create(&app, &alice, "ws").await;
     let rotated = me_over_websocket(&app, key.basic()).await;
     assert!(rotated.is_err(), "a rotated key is refused: {rotated:?}");
@@ -267,19 +316,35 @@ async fn rotation_and_deletion_take_effect_at_once_on_another_replica(app: TestA
     // Both replicas have verified (and may remember) the old key.
     assert_eq!(me_with(&app, old.basic()).await, Ok("alice".into()));
     assert_eq!(me_with(&replica, old.basic()).await, Ok("alice".into()));
-    assert_eq!(me_over_websocket(&replica, old.basic()).await, Ok("alice".into()));
+    assert_eq!(
+        me_over_websocket(&replica, old.basic()).await,
+        Ok("alice".into())
+    );
 
     let new = create(&app, &alice, "ci").await;
-    assert_eq!(me_with(&replica, old.basic()).await, Err("UNAUTHENTICATED".into()));
+    assert_eq!(
+        me_with(&replica, old.basic()).await,
+        Err("UNAUTHENTICATED".into())
+    );
     assert!(me_over_websocket(&replica, old.basic()).await.is_err());
     assert_eq!(me_with(&replica, new.basic()).await, Ok("alice".into()));
 
     let r = replica
-        .gql_as(&alice, "mutation { deleteCredential(id: \"ci\") }", json!({}))
+        .gql_as(
+            &alice,
+            "mutation { deleteCredential(id: \"ci\") }",
+            json!({}),
+        )
         .await;
     assert_no_errors(&r);
-    assert_eq!(me_with(&app, new.basic()).await, Err("UNAUTHENTICATED".into()));
-    assert_eq!(me_with(&replica, new.basic()).await, Err("UNAUTHENTICATED".into()));
+    assert_eq!(
+        me_with(&app, new.basic()).await,
+        Err("UNAUTHENTICATED".into())
+    );
+    assert_eq!(
+        me_with(&replica, new.basic()).await,
+        Err("UNAUTHENTICATED".into())
+    );
     replica.stop().await;
 }
 
@@ -294,13 +359,24 @@ async fn the_secret_key_never_appears_in_a_later_response_or_in_the_database(app
         for auth in [format!("Bearer {alice}"), key.basic()] {
             let r = app.gql_auth(Some(auth), q, json!({})).await;
             assert_no_errors(&r);
-            assert!(!r.to_string().contains(&key.secret), "{q} shows the secret: {r}");
+            assert!(
+                !r.to_string().contains(&key.secret),
+                "{q} shows the secret: {r}"
+            );
         }
     }
     let r = app
-        .gql_as(&alice, "{ credential(id: \"ci\") { secretKey } }", json!({}))
+        .gql_as(
+            &alice,
+            "{ credential(id: \"ci\") { secretKey } }",
+            json!({}),
+        )
         .await;
-    assert_eq!(error_code(&r), "BAD_USER_INPUT", "a credential has no secretKey field");
+    assert_eq!(
+        error_code(&r),
+        "BAD_USER_INPUT",
+        "a credential has no secretKey field"
+    );
 
     // Every column of the row, and the secret's hash is not a plain SHA-256 of it.
     use sea_orm::{ConnectionTrait, Statement};
@@ -320,7 +396,10 @@ async fn the_secret_key_never_appears_in_a_later_response_or_in_the_database(app
     let hash: String = rows[0].try_get("", "secret_hash").unwrap();
     assert!(hash.starts_with("pbkdf2-sha256$"), "{hash}");
     let salt: String = rows[0].try_get("", "salt").unwrap();
-    assert!(hash.contains(&salt), "the hash is salted with the row's salt");
+    assert!(
+        hash.contains(&salt),
+        "the hash is salted with the row's salt"
+    );
 }
 
 async fn deleting_a_user_removes_their_specs_and_credentials(app: TestApp) {
@@ -335,13 +414,23 @@ async fn deleting_a_user_removes_their_specs_and_credentials(app: TestApp) {
         .await;
     assert_no_errors(&r);
     let r = app
-        .gql_as(&alice, "mutation { deleteUser(password: \"password123\") }", json!({}))
+        .gql_as(
+            &alice,
+            "mutation { deleteUser(password: \"password123\") }",
+            json!({}),
+        )
         .await;
     assert_no_errors(&r);
-    assert_eq!(me_with(&app, key.basic()).await, Err("UNAUTHENTICATED".into()));
+    assert_eq!(
+        me_with(&app, key.basic()).await,
+        Err("UNAUTHENTICATED".into())
+    );
     use sea_orm::{EntityTrait, PaginatorTrait};
     let db = &app.state.db;
-    assert_eq!(entity::credential::Entity::find().count(db).await.unwrap(), 0);
+    assert_eq!(
+        entity::credential::Entity::find().count(db).await.unwrap(),
+        0
+    );
     assert_eq!(entity::spec::Entity::find().count(db).await.unwrap(), 0);
 }
 
@@ -362,6 +451,26 @@ async fn credentials_need_a_signed_in_viewer_and_a_valid_id(app: TestApp) {
     }
 }
 
+async fn every_credential_access_pattern_is_one_index_search(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    for id in ["a", "b", "c"] {
+        create(&app, &alice, id).await;
+    }
+    for sql in [
+        // authentication: the key by its public half, with its owner
+        "SELECT * FROM credentials c LEFT JOIN users u ON c.user_id = u.id WHERE c.public_key = 'ak_x'",
+        // credentials, credential(id)
+        "SELECT * FROM credentials WHERE user_id = 1 ORDER BY credential_id",
+        "SELECT * FROM credentials WHERE user_id = 1 AND credential_id = 'a'",
+        // createCredential (rotation), deleteCredential(id), deleteAllCredentials
+        "UPDATE credentials SET salt = 'x' WHERE user_id = 1 AND credential_id = 'a'",
+        "DELETE FROM credentials WHERE user_id = 1 AND credential_id = 'a'",
+        "DELETE FROM credentials WHERE user_id = 1",
+    ] {
+        crate::specs::assert_indexed(&app, sql).await;
+    }
+}
+
 crate::both_backends!(
     create_credential_returns_a_public_key_and_a_secret_key_once,
     credentials_lists_the_viewers_keys_and_credential_reads_one,
@@ -375,4 +484,179 @@ crate::both_backends!(
     the_secret_key_never_appears_in_a_later_response_or_in_the_database,
     deleting_a_user_removes_their_specs_and_credentials,
     credentials_need_a_signed_in_viewer_and_a_valid_id,
+    every_credential_access_pattern_is_one_index_search,
 );
+
+/// Runs the built `arena` binary with debug logging on a fresh SQLite file, returns its
+/// address and a handle collecting everything it writes to stderr.
+struct LoggedArena {
+    child: std::process::Child,
+    addr: String,
+    log: std::sync::Arc<parking_lot::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn start_logged_arena() -> LoggedArena {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("arena.db").display()
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_arena"))
+        .env_clear()
+        .env("ARENA_ADDR", "127.0.0.1:0")
+        .env("DATABASE_URL", db)
+        .env("ARENA_LOG", "debug")
+        .env("ARENA_PBKDF2_ITERATIONS", "1000")
+        .env("ARENA_SYNC_ENABLED", "false")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the arena binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(parking_lot::Mutex::new(String::new()));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let line = strip_ansi(&line);
+                if line.contains("Arena is serving GraphQL") {
+                    if let Some(addr) = line.split("addr=").nth(1) {
+                        let addr = addr.split_whitespace().next().unwrap_or("").to_owned();
+                        let _ = addr_tx.send(addr);
+                    }
+                }
+                let mut log = log.lock();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("arena did not report its address; log:\n{}", log.lock()));
+    LoggedArena {
+        child,
+        addr,
+        log,
+        reader: Some(reader),
+        _dir: dir,
+    }
+}
+
+impl LoggedArena {
+    /// Stops the process and returns everything it logged.
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.log.lock().clone()
+    }
+}
+
+impl Drop for LoggedArena {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_secret_key_never_appears_in_the_log() {
+    let arena = start_logged_arena();
+    let url = format!("http://{}/graphql", arena.addr);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (key, rotated) = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let gql = |auth: Option<String>, query: &'static str| {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let mut req = client.post(url).json(&json!({ "query": query }));
+                if let Some(a) = auth {
+                    req = req.header("Authorization", a);
+                }
+                req.send().await.unwrap().json::<Value>().await.unwrap()
+            }
+        };
+        let r = gql(
+            None,
+            "mutation { createUser(username: \"alice\", password: \"password123\") { id } }",
+        )
+        .await;
+        assert_no_errors(&r);
+        let r = gql(
+            None,
+            "mutation { login(username: \"alice\", password: \"password123\") { token } }",
+        )
+        .await;
+        let token = format!("Bearer {}", r["data"]["login"]["token"].as_str().unwrap());
+        let created = |r: Value| {
+            assert_no_errors(&r);
+            let c = &r["data"]["createCredential"];
+            Key {
+                public_key: c["credential"]["publicKey"].as_str().unwrap().to_owned(),
+                secret: c["secretKey"].as_str().unwrap().to_owned(),
+            }
+        };
+        const CREATE_CI: &str =
+            "mutation { createCredential(id: \"ci\") { credential { publicKey } secretKey } }";
+        let key = created(gql(Some(token.clone()), CREATE_CI).await);
+        let r = gql(Some(key.basic()), "{ me { username } }").await;
+        assert_eq!(r["data"]["me"]["username"], "alice");
+        let r = gql(
+            Some(basic(&key.public_key, &format!("{}x", key.secret))),
+            "{ me { username } }",
+        )
+        .await;
+        assert!(r["errors"].is_array(), "a wrong secret is refused");
+        let rotated = created(gql(Some(token.clone()), CREATE_CI).await);
+        let r = gql(Some(key.basic()), "{ me { username } }").await;
+        assert!(r["errors"].is_array(), "the rotated key is refused");
+        let r = gql(Some(rotated.basic()), "{ credentials { id publicKey } }").await;
+        assert_no_errors(&r);
+        (key, rotated)
+    });
+    let log = arena.stop();
+    assert!(
+        log.contains("API key accepted") && log.contains(&key.public_key),
+        "the capture holds the request's debug log:\n{log}"
+    );
+    assert!(log.contains("API key refused"), "{log}");
+    for k in [&key, &rotated] {
+        assert!(
+            !log.contains(&k.secret),
+            "the log holds a secret key:\n{log}"
+        );
+        let header = k.basic();
+        let encoded = header.trim_start_matches("Basic ");
+        assert!(
+            !log.contains(encoded),
+            "the log holds an Authorization header:\n{log}"
+        );
+    }
+}

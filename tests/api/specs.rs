@@ -53,7 +53,10 @@ async fn put_spec_creates_a_spec_and_spec_returns_its_latest_version(app: TestAp
     assert_eq!(d["spec"]["version"], "1.1");
     assert_eq!(d["spec"]["modelCount"], 5);
     assert_eq!(d["spec"]["revision"], 2);
-    assert!(d["spec"]["title"].is_null(), "a version carries its own title");
+    assert!(
+        d["spec"]["title"].is_null(),
+        "a version carries its own title"
+    );
 
     let missing = query(&app, &alice, "{ spec(id: \"nope\") { id } }", json!({})).await;
     assert!(missing["spec"].is_null());
@@ -77,7 +80,13 @@ async fn two_versions_put_back_to_back_in_the_same_second_are_both_kept_newest_f
     assert_eq!(versions.len(), 2, "both versions are kept: {d:#}");
     assert_eq!(versions[0]["version"], "b");
     assert_eq!(versions[1]["version"], "a");
-    let latest = query(&app, &alice, "{ spec(id: \"bert\") { version } }", json!({})).await;
+    let latest = query(
+        &app,
+        &alice,
+        "{ spec(id: \"bert\") { version } }",
+        json!({}),
+    )
+    .await;
     assert_eq!(latest["spec"]["version"], "b");
 }
 
@@ -138,7 +147,13 @@ async fn delete_spec_removes_every_version_and_returns_how_many(app: TestApp) {
         put(&app, &alice, "gone", v, 1).await;
     }
     put(&app, &alice, "kept", "1", 2).await;
-    let d = query(&app, &alice, "mutation { deleteSpec(id: \"gone\") }", json!({})).await;
+    let d = query(
+        &app,
+        &alice,
+        "mutation { deleteSpec(id: \"gone\") }",
+        json!({}),
+    )
+    .await;
     assert_eq!(d["deleteSpec"], 3);
     let d = query(
         &app,
@@ -151,7 +166,13 @@ async fn delete_spec_removes_every_version_and_returns_how_many(app: TestApp) {
     assert_eq!(d["specVersions"], json!([]));
     assert_eq!(d["specs"], json!([{ "id": "kept" }]));
     assert_eq!(d["modelCount"], 2);
-    let again = query(&app, &alice, "mutation { deleteSpec(id: \"gone\") }", json!({})).await;
+    let again = query(
+        &app,
+        &alice,
+        "mutation { deleteSpec(id: \"gone\") }",
+        json!({}),
+    )
+    .await;
     assert_eq!(again["deleteSpec"], 0);
     // A deleted spec starts again from its first revision.
     assert_eq!(put(&app, &alice, "gone", "new", 1).await["revision"], 1);
@@ -198,7 +219,10 @@ async fn another_user_can_neither_read_list_count_nor_delete_someone_elses_specs
     assert_eq!(d["deleteAllSpecs"], 0);
 
     // Bob's spec of the same id is his own, and Alice's is untouched.
-    assert_eq!(put(&app, &bob, "secret-spec", "mine", 1).await["revision"], 1);
+    assert_eq!(
+        put(&app, &bob, "secret-spec", "mine", 1).await["revision"],
+        1
+    );
     let d = query(
         &app,
         &alice,
@@ -228,10 +252,22 @@ async fn put_spec_refuses_bad_input_and_names_the_field(app: TestApp) {
     let alice = app.login_new_user("alice").await;
     for (input, field) in [
         (json!({ "id": "", "version": "1", "modelCount": 1 }), "id"),
-        (json!({ "id": "x".repeat(129), "version": "1", "modelCount": 1 }), "id"),
-        (json!({ "id": "ok", "version": "", "modelCount": 1 }), "version"),
-        (json!({ "id": "ok", "version": "1", "modelCount": -1 }), "modelCount"),
-        (json!({ "id": "ok", "version": "1", "modelCount": 1, "title": "t".repeat(300) }), "title"),
+        (
+            json!({ "id": "x".repeat(129), "version": "1", "modelCount": 1 }),
+            "id",
+        ),
+        (
+            json!({ "id": "ok", "version": "", "modelCount": 1 }),
+            "version",
+        ),
+        (
+            json!({ "id": "ok", "version": "1", "modelCount": -1 }),
+            "modelCount",
+        ),
+        (
+            json!({ "id": "ok", "version": "1", "modelCount": 1, "title": "t".repeat(300) }),
+            "title",
+        ),
     ] {
         let r = app.gql_as(&alice, PUT, json!({ "input": input })).await;
         assert_eq!(error_code(&r), "BAD_USER_INPUT", "{input}");
@@ -267,6 +303,67 @@ async fn concurrent_puts_of_one_spec_get_distinct_revisions_and_one_latest(app: 
     assert_eq!(d["specVersions"].as_array().unwrap().len(), 8);
 }
 
+/// Asserts that `sql` (literal values, no parameters) is planned as an index search: no
+/// sequential scan on PostgreSQL (with sequential scans discouraged, as on a big table), no
+/// table scan nor extra sort on SQLite.
+pub async fn assert_indexed(app: &TestApp, sql: &str) {
+    use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
+    let txn = app.state.db.begin().await.unwrap();
+    let backend = txn.get_database_backend();
+    let explain = match backend {
+        DatabaseBackend::Postgres => {
+            txn.execute_unprepared("SET LOCAL enable_seqscan = off")
+                .await
+                .unwrap();
+            format!("EXPLAIN {sql}")
+        }
+        _ => format!("EXPLAIN QUERY PLAN {sql}"),
+    };
+    let rows = txn
+        .query_all(Statement::from_string(backend, explain))
+        .await
+        .unwrap();
+    let plan: Vec<String> = rows
+        .iter()
+        .map(|r| match backend {
+            DatabaseBackend::Postgres => r.try_get_by_index::<String>(0).unwrap(),
+            _ => r.try_get::<String>("", "detail").unwrap(),
+        })
+        .collect();
+    let plan = plan.join("\n");
+    let bad = ["Seq Scan", "SCAN specs", "SCAN credentials", "TEMP B-TREE"];
+    assert!(
+        !bad.iter().any(|b| plan.contains(b)) && plan.to_lowercase().contains("index"),
+        "not an index search: {sql}\n{plan}"
+    );
+    txn.rollback().await.unwrap();
+}
+
+async fn every_spec_access_pattern_is_one_index_search(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    for i in 0..20 {
+        put(&app, &alice, &format!("s{}", i % 3), "v", i).await;
+    }
+    for sql in [
+        // spec(id), and the next revision of putSpec
+        "SELECT * FROM specs WHERE user_id = 1 AND spec_id = 's1' ORDER BY seq DESC LIMIT 1",
+        "SELECT MAX(seq) FROM specs WHERE user_id = 1 AND spec_id = 's1'",
+        // specs
+        "SELECT * FROM specs WHERE user_id = 1 AND latest = true ORDER BY spec_id",
+        // specVersions(id)
+        "SELECT * FROM specs WHERE user_id = 1 AND spec_id = 's1' ORDER BY seq DESC",
+        // modelCount
+        "SELECT SUM(model_count) FROM specs WHERE user_id = 1 AND latest = true",
+        // putSpec: the older versions stop being the latest
+        "UPDATE specs SET latest = false WHERE user_id = 1 AND spec_id = 's1' AND latest = true AND seq < 9",
+        // deleteSpec(id), deleteAllSpecs
+        "DELETE FROM specs WHERE user_id = 1 AND spec_id = 's1'",
+        "DELETE FROM specs WHERE user_id = 1",
+    ] {
+        assert_indexed(&app, sql).await;
+    }
+}
+
 crate::both_backends!(
     put_spec_creates_a_spec_and_spec_returns_its_latest_version,
     two_versions_put_back_to_back_in_the_same_second_are_both_kept_newest_first,
@@ -279,4 +376,5 @@ crate::both_backends!(
     specs_need_a_signed_in_viewer,
     put_spec_refuses_bad_input_and_names_the_field,
     concurrent_puts_of_one_spec_get_distinct_revisions_and_one_latest,
+    every_spec_access_pattern_is_one_index_search,
 );
