@@ -208,6 +208,7 @@ pub async fn viewer_by_api_key(state: &AppState, value: &str) -> AppResult<Optio
     let Some((cred, Some(owner))) = found else {
         let secret = secret.to_owned();
         blocking(move || crypto::burn_verification(&secret, iterations)).await?;
+        tracing::debug!(public_key, "API key refused: unknown public key");
         return Ok(None);
     };
     let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
@@ -223,6 +224,7 @@ pub async fn viewer_by_api_key(state: &AppState, value: &str) -> AppResult<Optio
         let verified =
             blocking(move || crypto::verify_secret(&secret, &salt, &stored, iterations)).await?;
         if !verified.ok {
+            tracing::debug!(public_key, "API key refused: wrong secret key");
             return Ok(None);
         }
         VERIFIED.lock().put(
@@ -233,6 +235,7 @@ pub async fn viewer_by_api_key(state: &AppState, value: &str) -> AppResult<Optio
             },
         );
     }
+    tracing::debug!(public_key, user_id = owner.id, "API key accepted");
     Ok(Some(Viewer {
         id: owner.id,
         username: owner.username,

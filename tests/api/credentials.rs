@@ -451,6 +451,26 @@ async fn credentials_need_a_signed_in_viewer_and_a_valid_id(app: TestApp) {
     }
 }
 
+async fn every_credential_access_pattern_is_one_index_search(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    for id in ["a", "b", "c"] {
+        create(&app, &alice, id).await;
+    }
+    for sql in [
+        // authentication: the key by its public half, with its owner
+        "SELECT * FROM credentials c LEFT JOIN users u ON c.user_id = u.id WHERE c.public_key = 'ak_x'",
+        // credentials, credential(id)
+        "SELECT * FROM credentials WHERE user_id = 1 ORDER BY credential_id",
+        "SELECT * FROM credentials WHERE user_id = 1 AND credential_id = 'a'",
+        // createCredential (rotation), deleteCredential(id), deleteAllCredentials
+        "UPDATE credentials SET salt = 'x' WHERE user_id = 1 AND credential_id = 'a'",
+        "DELETE FROM credentials WHERE user_id = 1 AND credential_id = 'a'",
+        "DELETE FROM credentials WHERE user_id = 1",
+    ] {
+        crate::specs::assert_indexed(&app, sql).await;
+    }
+}
+
 crate::both_backends!(
     create_credential_returns_a_public_key_and_a_secret_key_once,
     credentials_lists_the_viewers_keys_and_credential_reads_one,
@@ -464,4 +484,179 @@ crate::both_backends!(
     the_secret_key_never_appears_in_a_later_response_or_in_the_database,
     deleting_a_user_removes_their_specs_and_credentials,
     credentials_need_a_signed_in_viewer_and_a_valid_id,
+    every_credential_access_pattern_is_one_index_search,
 );
+
+/// Runs the built `arena` binary with debug logging on a fresh SQLite file, returns its
+/// address and a handle collecting everything it writes to stderr.
+struct LoggedArena {
+    child: std::process::Child,
+    addr: String,
+    log: std::sync::Arc<parking_lot::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn start_logged_arena() -> LoggedArena {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("arena.db").display()
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_arena"))
+        .env_clear()
+        .env("ARENA_ADDR", "127.0.0.1:0")
+        .env("DATABASE_URL", db)
+        .env("ARENA_LOG", "debug")
+        .env("ARENA_PBKDF2_ITERATIONS", "1000")
+        .env("ARENA_SYNC_ENABLED", "false")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the arena binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(parking_lot::Mutex::new(String::new()));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let line = strip_ansi(&line);
+                if line.contains("Arena is serving GraphQL") {
+                    if let Some(addr) = line.split("addr=").nth(1) {
+                        let addr = addr.split_whitespace().next().unwrap_or("").to_owned();
+                        let _ = addr_tx.send(addr);
+                    }
+                }
+                let mut log = log.lock();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("arena did not report its address; log:\n{}", log.lock()));
+    LoggedArena {
+        child,
+        addr,
+        log,
+        reader: Some(reader),
+        _dir: dir,
+    }
+}
+
+impl LoggedArena {
+    /// Stops the process and returns everything it logged.
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.log.lock().clone()
+    }
+}
+
+impl Drop for LoggedArena {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_secret_key_never_appears_in_the_log() {
+    let arena = start_logged_arena();
+    let url = format!("http://{}/graphql", arena.addr);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (key, rotated) = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let gql = |auth: Option<String>, query: &'static str| {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let mut req = client.post(url).json(&json!({ "query": query }));
+                if let Some(a) = auth {
+                    req = req.header("Authorization", a);
+                }
+                req.send().await.unwrap().json::<Value>().await.unwrap()
+            }
+        };
+        let r = gql(
+            None,
+            "mutation { createUser(username: \"alice\", password: \"password123\") { id } }",
+        )
+        .await;
+        assert_no_errors(&r);
+        let r = gql(
+            None,
+            "mutation { login(username: \"alice\", password: \"password123\") { token } }",
+        )
+        .await;
+        let token = format!("Bearer {}", r["data"]["login"]["token"].as_str().unwrap());
+        let created = |r: Value| {
+            assert_no_errors(&r);
+            let c = &r["data"]["createCredential"];
+            Key {
+                public_key: c["credential"]["publicKey"].as_str().unwrap().to_owned(),
+                secret: c["secretKey"].as_str().unwrap().to_owned(),
+            }
+        };
+        const CREATE_CI: &str =
+            "mutation { createCredential(id: \"ci\") { credential { publicKey } secretKey } }";
+        let key = created(gql(Some(token.clone()), CREATE_CI).await);
+        let r = gql(Some(key.basic()), "{ me { username } }").await;
+        assert_eq!(r["data"]["me"]["username"], "alice");
+        let r = gql(
+            Some(basic(&key.public_key, &format!("{}x", key.secret))),
+            "{ me { username } }",
+        )
+        .await;
+        assert!(r["errors"].is_array(), "a wrong secret is refused");
+        let rotated = created(gql(Some(token.clone()), CREATE_CI).await);
+        let r = gql(Some(key.basic()), "{ me { username } }").await;
+        assert!(r["errors"].is_array(), "the rotated key is refused");
+        let r = gql(Some(rotated.basic()), "{ credentials { id publicKey } }").await;
+        assert_no_errors(&r);
+        (key, rotated)
+    });
+    let log = arena.stop();
+    assert!(
+        log.contains("API key accepted") && log.contains(&key.public_key),
+        "the capture holds the request's debug log:\n{log}"
+    );
+    assert!(log.contains("API key refused"), "{log}");
+    for k in [&key, &rotated] {
+        assert!(
+            !log.contains(&k.secret),
+            "the log holds a secret key:\n{log}"
+        );
+        let header = k.basic();
+        let encoded = header.trim_start_matches("Basic ");
+        assert!(
+            !log.contains(encoded),
+            "the log holds an Authorization header:\n{log}"
+        );
+    }
+}
