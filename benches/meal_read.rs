@@ -104,6 +104,7 @@ async fn main() {
     settings.sync_enabled = false;
     settings.cache_prefix = format!("bench:{}:", uuid::Uuid::new_v4().simple());
     let dir = tempfile::tempdir().unwrap();
+    let mut scratch_db: Option<(String, String)> = None;
     let backend = match (
         std::env::var("TEST_DATABASE_URL"),
         std::env::var("TEST_REDIS_URL"),
@@ -124,6 +125,7 @@ async fn main() {
                 .to_owned();
             settings.database_url = format!("{base}/{name}");
             settings.redis_url = Some(redis);
+            scratch_db = Some((admin, name));
             "PostgreSQL + Redis"
         }
         _ => {
@@ -200,4 +202,12 @@ async fn main() {
         w.rps / c.rps,
         ms(c.p50) / ms(w.p50),
     );
+    if let Some((admin, name)) = scratch_db {
+        let conn = sea_orm::Database::connect(&admin).await.unwrap();
+        let _ = sea_orm::ConnectionTrait::execute_unprepared(
+            &conn,
+            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        )
+        .await;
+    }
 }
