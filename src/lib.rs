@@ -10,6 +10,8 @@ pub mod graphql;
 pub mod meals;
 pub mod metrics;
 pub mod telemetry;
+pub mod storage;
+pub mod usage;
 pub mod users;
 pub mod workers;
 pub mod write_through;

@@ -10,15 +10,17 @@ use async_graphql::{EmptySubscription, MergedObject, Schema};
 use crate::app::AppState;
 use crate::config::Settings;
 use crate::meals::{MealMutation, MealQuery};
+use crate::storage::{StorageMutation, StorageQuery};
+use crate::usage::{UsageMutation, UsageQuery};
 use crate::users::{UserMutation, UserQuery};
 
 /// Every query root field.
 #[derive(MergedObject, Default)]
-pub struct Query(UserQuery, MealQuery);
+pub struct Query(UserQuery, MealQuery, UsageQuery, StorageQuery);
 
 /// Every mutation root field.
 #[derive(MergedObject, Default)]
-pub struct Mutation(UserMutation, MealMutation);
+pub struct Mutation(UserMutation, MealMutation, UsageMutation, StorageMutation);
 
 /// Every subscription root field.
 pub type Subscription = EmptySubscription;
@@ -36,6 +38,7 @@ pub fn build_schema(settings: &Settings, state: Option<AppState>) -> ArenaSchema
         .extension(extensions::ErrorCodes::new(metrics))
         .extension(extensions::RootFieldLimit::new(settings.max_root_fields));
     if let Some(state) = state {
+        builder = builder.extension(crate::usage::counting::Counting::new(state.clone()));
         builder = builder.data(state);
     }
     builder.finish()
