@@ -54,6 +54,8 @@ pub struct StateInner {
     pub rng: Mutex<StdRng>,
     /// Cache health and the invalidations owed to it after an outage.
     pub cache_health: crate::write_through::CacheHealth,
+    /// Usage counts not yet flushed to the cache tier.
+    pub usage: crate::usage::UsageBuffer,
 }
 
 /// Shared state, cheap to clone.
@@ -126,6 +128,7 @@ impl AppState {
             metrics,
             rng: Mutex::new(rng),
             cache_health: Default::default(),
+            usage: Default::default(),
         })))
     }
 

@@ -58,6 +58,11 @@ impl RequestAuth {
         Self::new(header)
     }
 
+    /// The raw `Authorization` value, if the request carried one.
+    pub fn header(&self) -> Option<&str> {
+        self.header.as_deref()
+    }
+
     /// The viewer, resolving the header on first use.
     pub async fn viewer(&self, state: &AppState) -> AppResult<Option<Viewer>> {
         let res = self

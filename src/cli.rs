@@ -39,7 +39,13 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sync => {
-            anyhow::bail!("the sync worker is not available in this build")
+            let state = AppState::connect(settings).await?;
+            let (stop, rx) = tokio::sync::watch::channel(false);
+            let worker = tokio::spawn(crate::usage::sync::sync_worker(state, rx));
+            crate::app::shutdown_signal().await;
+            let _ = stop.send(true);
+            worker.await.context("the sync worker")?;
+            Ok(())
         }
     }
 }

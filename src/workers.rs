@@ -18,8 +18,13 @@ pub struct Workers {
 }
 
 /// Every worker `serve` runs.
-fn workers(_state: &AppState) -> Vec<Worker> {
-    vec![crate::write_through::health_worker]
+fn workers(state: &AppState) -> Vec<Worker> {
+    let mut w: Vec<Worker> = vec![crate::write_through::health_worker];
+    w.push(crate::usage::counting::flush_worker);
+    if state.settings.sync_enabled {
+        w.push(crate::usage::sync::sync_worker);
+    }
+    w
 }
 
 /// Starts every worker.

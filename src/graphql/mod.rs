@@ -13,6 +13,8 @@ use crate::config::Settings;
 use crate::credentials::{CredentialMutation, CredentialQuery};
 use crate::meals::{MealMutation, MealQuery};
 use crate::specs::{SpecMutation, SpecQuery};
+use crate::storage::{StorageMutation, StorageQuery};
+use crate::usage::{UsageMutation, UsageQuery};
 use crate::users::{UserMutation, UserQuery};
 
 /// Every query root field.
@@ -23,6 +25,8 @@ pub struct Query(
     BattleQuery,
     SpecQuery,
     CredentialQuery,
+    UsageQuery,
+    StorageQuery,
 );
 
 /// Every mutation root field.
@@ -33,6 +37,8 @@ pub struct Mutation(
     BattleMutation,
     SpecMutation,
     CredentialMutation,
+    UsageMutation,
+    StorageMutation,
 );
 
 /// Every subscription root field.
@@ -56,6 +62,7 @@ pub fn build_schema(settings: &Settings, state: Option<AppState>) -> ArenaSchema
     .extension(extensions::ErrorCodes::new(metrics))
     .extension(extensions::RootFieldLimit::new(settings.max_root_fields));
     if let Some(state) = state {
+        builder = builder.extension(crate::usage::counting::Counting::new(state.clone()));
         builder = builder.data(state);
     }
     builder.finish()

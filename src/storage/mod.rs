@@ -1,0 +1,9 @@
+//! Key-value storage (SPEC §9): per-user string values in the cache tier, evicted least
+//! recently used first at the configured capacity (the embedded cache's LRU; with Redis, its
+//! `maxmemory-policy allkeys-lru`).
+
+mod resolvers;
+pub mod service;
+pub mod types;
+
+pub use resolvers::{StorageMutation, StorageQuery};

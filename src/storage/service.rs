@@ -1,0 +1,75 @@
+//! The rules of the key-value storage: validate every entry before writing any, then write
+//! them all in one cache round trip under the viewer's namespace `storage:<userId>:`.
+
+use crate::app::AppState;
+use crate::error::{AppError, AppResult};
+
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+/// Largest value, in bytes.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Most entries in one `storageSet`.
+pub const MAX_ENTRIES: usize = 100;
+
+/// The cache key of a user's storage key.
+pub fn storage_key(user_id: i64, key: &str) -> String {
+    format!("storage:{user_id}:{key}")
+}
+
+fn check_key(field: &str, key: &str) -> AppResult<()> {
+    if key.is_empty() {
+        return Err(AppError::invalid(field, "must not be empty"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(AppError::invalid(
+            field,
+            format!("is {} bytes; the limit is {MAX_KEY_BYTES}", key.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores every entry, or none when any is invalid; returns how many were stored.
+pub async fn set(state: &AppState, user_id: i64, entries: &[(String, String)]) -> AppResult<usize> {
+    if entries.is_empty() {
+        return Err(AppError::invalid("entries", "give at least one entry"));
+    }
+    if entries.len() > MAX_ENTRIES {
+        return Err(AppError::invalid(
+            "entries",
+            format!(
+                "has {} entries; the limit is {MAX_ENTRIES} per call",
+                entries.len()
+            ),
+        ));
+    }
+    for (i, (key, value)) in entries.iter().enumerate() {
+        check_key(&format!("entries[{i}].key"), key)?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(AppError::invalid(
+                format!("entries[{i}].value"),
+                format!("is {} bytes; the limit is {MAX_VALUE_BYTES}", value.len()),
+            ));
+        }
+    }
+    let writes: Vec<(String, String)> = entries
+        .iter()
+        .map(|(k, v)| (storage_key(user_id, k), v.clone()))
+        .collect();
+    state
+        .cache
+        .set_many(&writes, None)
+        .await
+        .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("storing values")))?;
+    Ok(writes.len())
+}
+
+/// The viewer's value at `key`; null when absent or evicted.
+pub async fn get(state: &AppState, user_id: i64, key: &str) -> AppResult<Option<String>> {
+    check_key("key", key)?;
+    state
+        .cache
+        .get(&storage_key(user_id, key))
+        .await
+        .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("reading a value")))
+}

@@ -1,0 +1,280 @@
+//! Counting every command, once for all fields: a schema extension records each executed root
+//! field (`c_<field>`) and the request's viewer (`user_set`) in an in-process buffer, and a
+//! background task flushes the buffer to the cache tier every [`FLUSH_EVERY`].
+//!
+//! Why a buffer: counting must never fail or slow a request. Recording is a map update under
+//! a mutex; the cache round trips (`INCRBY`, `SADD`, the `…:updated_time` stamps) and the one
+//! SQL query that resolving a token may cost happen off the request path. When the cache is
+//! unreachable the increments stay in the buffer and are retried on the next flush, so a cache
+//! outage delays counts but loses none (a command that timed out *after* Redis applied it may
+//! be counted twice; that is the only imprecision).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextResolve, ResolveInfo,
+};
+use async_graphql::{Response, ServerResult, Value};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::app::AppState;
+use crate::auth::RequestAuth;
+use crate::backends::cache::{Cache, CacheResult};
+
+/// How often the buffer is flushed to the cache tier.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// Prefix of the per-field counters.
+pub const COUNTER_PREFIX: &str = "c_";
+/// When the counters last changed (epoch milliseconds), shared by every counter.
+pub const COUNTERS_UPDATED: &str = "c_:updated_time";
+/// The set of user ids that ran at least one command.
+pub const USER_SET: &str = "user_set";
+/// When `user_set` last changed (epoch milliseconds).
+pub const USER_SET_UPDATED: &str = "user_set:updated_time";
+
+/// Increments and viewers not yet written to the cache tier.
+#[derive(Default)]
+pub struct UsageBuffer {
+    pending: Mutex<Pending>,
+    /// One flush at a time, so "flush, then read the cache" sees every earlier increment.
+    flush_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Pending {
+    counts: HashMap<String, i64>,
+    /// Requests whose viewer is still to be resolved, one per distinct `Authorization`.
+    auths: HashMap<String, RequestAuth>,
+    users: HashSet<String>,
+}
+
+impl UsageBuffer {
+    /// Counts one execution of the root field `field`.
+    pub fn record_field(&self, field: &str) {
+        let mut p = self.pending.lock();
+        match p.counts.get_mut(field) {
+            Some(n) => *n += 1,
+            None => {
+                p.counts.insert(field.to_owned(), 1);
+            }
+        }
+    }
+
+    /// Remembers the request's credentials; the viewer is resolved at the next flush.
+    pub fn record_viewer(&self, auth: &RequestAuth) {
+        if let Some(header) = auth.header() {
+            let mut p = self.pending.lock();
+            if !p.auths.contains_key(header) {
+                p.auths.insert(header.to_owned(), auth.clone());
+            }
+        }
+    }
+
+    /// Whether nothing waits to be flushed.
+    pub fn is_empty(&self) -> bool {
+        let p = self.pending.lock();
+        p.counts.is_empty() && p.auths.is_empty() && p.users.is_empty()
+    }
+
+    /// Writes the buffer to the cache tier; what could not be written stays for the next
+    /// flush. Returns whether everything was written.
+    pub async fn flush(&self, state: &AppState) -> bool {
+        let _one_at_a_time = self.flush_lock.lock().await;
+        let (counts, auths, mut users) = {
+            let mut p = self.pending.lock();
+            (
+                std::mem::take(&mut p.counts),
+                std::mem::take(&mut p.auths),
+                std::mem::take(&mut p.users),
+            )
+        };
+        if counts.is_empty() && auths.is_empty() && users.is_empty() {
+            return true;
+        }
+        // Resolving a token is one SQL query unless a resolver already did it.
+        let viewers: Vec<_> = futures::stream::iter(auths.into_values())
+            .map(|auth| async move { auth.viewer(state).await })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        users.extend(
+            viewers
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|v| v.id.to_string()),
+        );
+
+        let cache = &state.cache;
+        let now = chrono::Utc::now().timestamp_millis();
+        let counted = futures::future::join_all(
+            counts
+                .iter()
+                .map(|(field, n)| async move { cache.incr_by(&counter_key(field), *n).await }),
+        )
+        .await;
+        let mut failed_counts = HashMap::new();
+        let mut any_count = false;
+        for ((field, n), r) in counts.into_iter().zip(counted) {
+            match r {
+                Ok(_) => any_count = true,
+                Err(_) => {
+                    failed_counts.insert(field, n);
+                }
+            }
+        }
+        let added = futures::future::join_all(users.iter().map(|u| cache.sadd(USER_SET, u))).await;
+        let mut failed_users = HashSet::new();
+        let mut any_user = false;
+        for (u, r) in users.into_iter().zip(added) {
+            match r {
+                Ok(_) => any_user = true,
+                Err(_) => {
+                    failed_users.insert(u);
+                }
+            }
+        }
+        // Stamps are best effort: a missing stamp only makes the sync copy, never restore.
+        if any_count {
+            let _ = write_time(cache.as_ref(), COUNTERS_UPDATED, now).await;
+        }
+        if any_user {
+            let _ = write_time(cache.as_ref(), USER_SET_UPDATED, now).await;
+        }
+        let all_ok = failed_counts.is_empty() && failed_users.is_empty();
+        if !all_ok {
+            let mut p = self.pending.lock();
+            for (field, n) in failed_counts {
+                *p.counts.entry(field).or_insert(0) += n;
+            }
+            p.users.extend(failed_users);
+        }
+        all_ok
+    }
+}
+
+/// The cache key of a root field's counter.
+pub fn counter_key(field: &str) -> String {
+    format!("{COUNTER_PREFIX}{field}")
+}
+
+/// Reads a counter (0 when absent). `INCRBY 0` reads on every backend: the in-process cache
+/// keeps counters apart from its LRU, where a plain `GET` does not look.
+pub async fn read_counter(cache: &dyn Cache, key: &str) -> CacheResult<i64> {
+    cache.incr_by(key, 0).await
+}
+
+/// Stores an epoch-milliseconds stamp. In Redis a plain `SET`; in the in-process cache the
+/// stamp is kept as a counter (raised to `millis`), so that it is never evicted by the LRU
+/// and never takes a slot the key-value storage counts on.
+pub async fn write_time(cache: &dyn Cache, key: &str, millis: i64) -> CacheResult<()> {
+    if cache.kind() == "memory" {
+        let current = cache.incr_by(key, 0).await?;
+        if millis > current {
+            cache.incr_by(key, millis - current).await?;
+        }
+        Ok(())
+    } else {
+        cache.set(key, &millis.to_string(), None).await
+    }
+}
+
+/// Reads an epoch-milliseconds stamp written by [`write_time`].
+pub async fn read_time(cache: &dyn Cache, key: &str) -> CacheResult<Option<i64>> {
+    if cache.kind() == "memory" {
+        Ok(Some(cache.incr_by(key, 0).await?).filter(|t| *t > 0))
+    } else {
+        Ok(cache.get(key).await?.and_then(|v| v.parse().ok()))
+    }
+}
+
+/// The background flush: every [`FLUSH_EVERY`], and once more on shutdown.
+pub fn flush_worker(
+    state: AppState,
+    mut stop: watch::Receiver<bool>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tokio::time::sleep(FLUSH_EVERY) => {}
+            }
+            state.usage.flush(&state).await;
+        }
+        flush_on_shutdown(&state).await;
+    })
+}
+
+/// Flushes, retrying for a little while if the cache is away (shutdown must not lose counts
+/// it can still deliver).
+pub async fn flush_on_shutdown(state: &AppState) -> bool {
+    for _ in 0..20 {
+        if state.usage.flush(state).await {
+            return true;
+        }
+        tokio::time::sleep(FLUSH_EVERY).await;
+    }
+    tracing::warn!("usage counts could not be flushed to the cache before stopping");
+    false
+}
+
+/// The schema extension that counts root fields and viewers.
+pub struct Counting {
+    state: AppState,
+}
+
+impl Counting {
+    /// Counting into `state.usage`.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+impl ExtensionFactory for Counting {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(CountingExt {
+            state: self.state.clone(),
+        })
+    }
+}
+
+struct CountingExt {
+    state: AppState,
+}
+
+#[async_trait::async_trait]
+impl Extension for CountingExt {
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        if let Some(auth) = ctx.data_opt::<RequestAuth>() {
+            self.state.usage.record_viewer(auth);
+        }
+        next.run(ctx, operation_name).await
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<Value>> {
+        if info.path_node.parent.is_none()
+            && !info.is_for_introspection
+            && !info.name.starts_with("__")
+        {
+            self.state.usage.record_field(info.name);
+        }
+        next.run(ctx, info).await
+    }
+}

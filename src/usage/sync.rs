@@ -1,0 +1,258 @@
+//! The sync worker: copies the usage counters, `user_set` and the user data documents from the
+//! cache tier to the document store every `ARENA_SYNC_INTERVAL`, restores them from the
+//! document store when the cache lost them, and flushes on shutdown. It runs inside `serve`
+//! (unless `ARENA_SYNC_ENABLED=false`) or alone as `arena sync`.
+//!
+//! Documents: collection `usage`, ids `counters` (`{counters: {field: n}, updated_time}`) and
+//! `user_set` (`{members: [...], updated_time}`); collection `user_data`, ids `user_<id>`.
+//!
+//! When to restore. A sentinel counter `usage:restored` lives in the cache next to the
+//! counters; it is set once the cache holds the restored counts.
+//! * Sentinel missing: the cache is new or was emptied (FLUSHDB, a Redis without persistence
+//!   restarted, a new embedded process). Whatever counters it holds were counted since, so the
+//!   stored counts are *added* to them (on an empty cache that is setting them) and the sets
+//!   are united.
+//! * Sentinel present but the cache's `c_:updated_time` older than the document's (Redis came
+//!   back from an older snapshot): each counter is raised to the stored value.
+//! * Otherwise the cache is the newer copy: it is never overwritten, only copied.
+//!
+//! One writer at a time: every pass holds `usage:sync_lock` (`SET NX` with an expiry, released
+//! by compare-and-delete), so replicas and a separate `arena sync` never interleave a restore.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::counting::{
+    self, read_counter, read_time, write_time, COUNTERS_UPDATED, COUNTER_PREFIX, USER_SET,
+    USER_SET_UPDATED,
+};
+use super::service::{is_user_key, UserData, USER_DATA_COLLECTION};
+use crate::app::AppState;
+
+/// The collection of the counters and `user_set` documents.
+pub const USAGE_COLLECTION: &str = "usage";
+/// The lock key one sync pass holds.
+pub const SYNC_LOCK: &str = "usage:sync_lock";
+/// The sentinel that says the cache holds restored counts.
+pub const RESTORED: &str = "usage:restored";
+
+const LOCK_TTL: Duration = Duration::from_secs(60);
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// Another worker held the lock; nothing done.
+    Busy,
+    /// Copied the cache to the documents.
+    Copied,
+    /// Restored the cache from the documents (by adding, the cache having been emptied),
+    /// then copied.
+    RestoredEmpty,
+    /// Raised counters the cache had older than the documents, then copied.
+    RestoredOlder,
+}
+
+/// The worker, as `serve` and `arena sync` run it.
+pub fn sync_worker(
+    state: AppState,
+    mut stop: watch::Receiver<bool>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let every = Duration::from_secs(state.settings.sync_interval_secs.max(1));
+        log_pass("start", sync_once(&state).await);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+            log_pass("interval", sync_once(&state).await);
+        }
+        // Shutdown: every count this instance buffered goes to the cache, then to documents.
+        counting::flush_on_shutdown(&state).await;
+        for _ in 0..50 {
+            match sync_once(&state).await {
+                Ok(SyncOutcome::Busy) => tokio::time::sleep(Duration::from_millis(100)).await,
+                other => {
+                    log_pass("shutdown", other);
+                    return;
+                }
+            }
+        }
+        tracing::warn!("usage sync: the lock stayed busy; another worker will copy the counts");
+    })
+}
+
+fn log_pass(when: &str, r: anyhow::Result<SyncOutcome>) {
+    match r {
+        Ok(outcome) => tracing::debug!(when, ?outcome, "usage sync"),
+        Err(e) => tracing::warn!(when, error = ?e, "usage sync failed; will retry"),
+    }
+}
+
+/// One pass under the lock: restore if needed, then copy cache → documents.
+pub async fn sync_once(state: &AppState) -> anyhow::Result<SyncOutcome> {
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    if !state
+        .cache
+        .set_nx(SYNC_LOCK, &token, LOCK_TTL)
+        .await
+        .context("taking the sync lock")?
+    {
+        return Ok(SyncOutcome::Busy);
+    }
+    let result = sync_locked(state).await;
+    let _ = state.cache.del_if_equals(SYNC_LOCK, &token).await;
+    result
+}
+
+async fn sync_locked(state: &AppState) -> anyhow::Result<SyncOutcome> {
+    let cache = state.cache.as_ref();
+    let docs = state.docs.as_ref();
+    let stored_counters = docs
+        .get(USAGE_COLLECTION, "counters")
+        .await
+        .context("reading the counters document")?;
+    let stored_time = stored_counters
+        .as_ref()
+        .and_then(|d| d.get("updated_time"))
+        .and_then(Value::as_i64);
+    let stored_counts: BTreeMap<String, i64> = stored_counters
+        .as_ref()
+        .and_then(|d| d.get("counters"))
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default();
+    let restored = read_counter(cache, RESTORED).await? > 0;
+    let cache_time = read_time(cache, COUNTERS_UPDATED).await?;
+
+    let outcome = if !restored {
+        for (field, n) in &stored_counts {
+            cache.incr_by(&counting::counter_key(field), *n).await?;
+        }
+        restore_sets_and_users(state, true).await?;
+        if let Some(t) = stored_time {
+            write_time(cache, COUNTERS_UPDATED, t.max(cache_time.unwrap_or(0))).await?;
+        }
+        cache.incr_by(RESTORED, 1).await?;
+        SyncOutcome::RestoredEmpty
+    } else if matches!((cache_time, stored_time), (Some(c), Some(s)) if c < s) {
+        for (field, n) in &stored_counts {
+            let key = counting::counter_key(field);
+            let current = read_counter(cache, &key).await?;
+            if current < *n {
+                cache.incr_by(&key, n - current).await?;
+            }
+        }
+        restore_sets_and_users(state, false).await?;
+        write_time(cache, COUNTERS_UPDATED, stored_time.unwrap_or(0)).await?;
+        SyncOutcome::RestoredOlder
+    } else {
+        SyncOutcome::Copied
+    };
+    copy_to_documents(state, stored_time).await?;
+    Ok(outcome)
+}
+
+/// `user_set` gets the stored members; user data documents the cache lacks (or holds older)
+/// are put back.
+async fn restore_sets_and_users(state: &AppState, emptied: bool) -> anyhow::Result<()> {
+    let cache = state.cache.as_ref();
+    if let Some(doc) = state.docs.get(USAGE_COLLECTION, USER_SET).await? {
+        let members: Vec<String> = doc
+            .get("members")
+            .and_then(|m| serde_json::from_value(m.clone()).ok())
+            .unwrap_or_default();
+        for m in &members {
+            cache.sadd(USER_SET, m).await?;
+        }
+        if let Some(t) = doc.get("updated_time").and_then(Value::as_i64) {
+            write_time(cache, USER_SET_UPDATED, t).await?;
+        }
+    }
+    for (id, doc) in state.docs.list(USER_DATA_COLLECTION).await? {
+        if !is_user_key(&id) {
+            continue;
+        }
+        let stored: UserData = match serde_json::from_value(doc.clone()) {
+            Ok(d) => d,
+            Err(_) => continue,
+        };
+        let cached: Option<UserData> = if emptied {
+            None
+        } else {
+            cache
+                .get(&id)
+                .await?
+                .and_then(|raw| serde_json::from_str(&raw).ok())
+        };
+        if cached.is_none_or(|c| c.updated_time < stored.updated_time) {
+            cache.set(&id, &doc.to_string(), None).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies counters, `user_set` and the user data documents to the document store.
+async fn copy_to_documents(state: &AppState, stored_time: Option<i64>) -> anyhow::Result<()> {
+    let cache = state.cache.as_ref();
+    let docs = state.docs.as_ref();
+    let mut counters = BTreeMap::new();
+    for key in cache.scan_prefix(COUNTER_PREFIX).await? {
+        let Some(field) = key.strip_prefix(COUNTER_PREFIX) else {
+            continue;
+        };
+        if field.is_empty() || field.contains(':') {
+            continue;
+        }
+        counters.insert(field.to_owned(), read_counter(cache, &key).await?);
+    }
+    let cache_time = read_time(cache, COUNTERS_UPDATED).await?;
+    let updated_time = cache_time.max(stored_time).unwrap_or(0);
+    docs.put(
+        USAGE_COLLECTION,
+        "counters",
+        &json!({ "counters": counters, "updated_time": updated_time }),
+    )
+    .await
+    .context("writing the counters document")?;
+
+    let members = cache.smembers(USER_SET).await?;
+    let users_time = read_time(cache, USER_SET_UPDATED).await?.unwrap_or(0);
+    docs.put(
+        USAGE_COLLECTION,
+        USER_SET,
+        &json!({ "members": members, "updated_time": users_time }),
+    )
+    .await
+    .context("writing the user_set document")?;
+
+    for key in cache.scan_prefix("user_").await? {
+        if !is_user_key(&key) {
+            continue;
+        }
+        let Some(raw) = cache.get(&key).await? else {
+            continue;
+        };
+        let Ok(value) = serde_json::from_str::<Value>(&raw) else {
+            continue;
+        };
+        let cached_time = value
+            .get("updated_time")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let stored_time = docs
+            .get(USER_DATA_COLLECTION, &key)
+            .await?
+            .and_then(|d| d.get("updated_time").and_then(Value::as_i64))
+            .unwrap_or(-1);
+        if cached_time > stored_time {
+            docs.put(USER_DATA_COLLECTION, &key, &value).await?;
+        }
+    }
+    Ok(())
+}
