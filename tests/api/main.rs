@@ -4,6 +4,8 @@
 mod helpers;
 
 mod backends;
+mod battles;
 mod meals;
 mod platform;
 mod users;
+mod ws;
