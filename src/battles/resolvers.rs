@@ -46,7 +46,9 @@ impl BattleQuery {
     /// A battle of the history by id; null when there is none.
     async fn battle(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Battle>> {
         let id = battle_id("id", &id)?;
-        Ok(service::battle_by_id(state(ctx), id).await?.map(Battle::from))
+        Ok(service::battle_by_id(state(ctx), id)
+            .await?
+            .map(Battle::from))
     }
 
     /// The history of battles, newest first; only those `mealId` fought in (won or lost)
@@ -74,9 +76,10 @@ impl BattleQuery {
             has_next,
             ConnectionFields { total_count: total },
         );
-        conn.edges.extend(rows.into_iter().map(|b| {
-            Edge::new(encode_cursor("battle", &b.id.to_string()), Battle::from(b))
-        }));
+        conn.edges.extend(
+            rows.into_iter()
+                .map(|b| Edge::new(encode_cursor("battle", &b.id.to_string()), Battle::from(b))),
+        );
         Ok(conn)
     }
 }

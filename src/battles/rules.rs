@@ -101,7 +101,10 @@ mod tests {
 
     #[test]
     fn combatant_two_wins_when_the_draw_reaches_delta() {
-        assert!(!first_wins(0.5, 0.5), "delta equal to the draw is not greater");
+        assert!(
+            !first_wins(0.5, 0.5),
+            "delta equal to the draw is not greater"
+        );
         assert!(!first_wins(0.5, 0.75));
         assert!(!first_wins(0.01, 0.999));
     }
@@ -136,7 +139,10 @@ mod tests {
         let v = decide(175.0, 63.5, 0.999_999_9);
         assert!(v.first_wins);
         let v = decide(63.5, 175.0, 0.999_999_9);
-        assert!(v.first_wins, "combatant 1 wins on a big delta even with the lower score");
+        assert!(
+            v.first_wins,
+            "combatant 1 wins on a big delta even with the lower score"
+        );
     }
 
     #[test]

@@ -19,8 +19,8 @@ use entity::{battle, meal};
 use futures::stream::{BoxStream, StreamExt};
 use rand::Rng;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -81,8 +81,8 @@ fn now_ms() -> i64 {
 }
 
 fn combatant(state: &AppState, meal: meal::Model) -> Combatant {
-    let ttl_ms = i64::try_from(state.settings.combatant_ttl_secs.saturating_mul(1000))
-        .unwrap_or(i64::MAX);
+    let ttl_ms =
+        i64::try_from(state.settings.combatant_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     Combatant {
         meal,
         expires_at_ms: now_ms().saturating_add(ttl_ms),
@@ -334,9 +334,8 @@ async fn fight_locked(state: &AppState, user_id: i64) -> AppResult<BattleOutcome
     }
 
     let (one, two) = (&ring.combatants[0].meal, &ring.combatants[1].meal);
-    let score_of = |m: &meal::Model| {
-        rules::score(m.price, &m.cuisine, Difficulty::from_db(&m.difficulty))
-    };
+    let score_of =
+        |m: &meal::Model| rules::score(m.price, &m.cuisine, Difficulty::from_db(&m.difficulty));
     let random: f64 = state.rng.lock().gen();
     let verdict = rules::decide(score_of(one), score_of(two), random);
     let (winner_id, loser_id, winner_score, loser_score) = if verdict.first_wins {
@@ -407,10 +406,7 @@ async fn fight_locked(state: &AppState, user_id: i64) -> AppResult<BattleOutcome
 
 /// Battles as they are published, all of them or those `meal_id` fought in. Dropping the
 /// stream unsubscribes.
-pub fn battle_results(
-    state: &AppState,
-    meal_id: Option<i64>,
-) -> BoxStream<'static, BattleOutcome> {
+pub fn battle_results(state: &AppState, meal_id: Option<i64>) -> BoxStream<'static, BattleOutcome> {
     state
         .events
         .subscribe(TOPIC)

@@ -19,7 +19,14 @@ const BATTLE_FIELDS: &str =
     "id winner { id name battles wins } loser { id name battles wins } winnerScore loserScore delta random foughtAt";
 
 /// Creates a meal; returns its id.
-async fn meal(app: &TestApp, token: &str, name: &str, cuisine: &str, price: f64, difficulty: &str) -> String {
+async fn meal(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    cuisine: &str,
+    price: f64,
+    difficulty: &str,
+) -> String {
     let r = app
         .gql_as(
             token,
@@ -70,14 +77,20 @@ async fn ring(app: &TestApp, token: &str) -> Vec<String> {
 }
 
 async fn clear(app: &TestApp, token: &str) {
-    let r = app.gql_as(token, "mutation { clearCombatants }", json!({})).await;
+    let r = app
+        .gql_as(token, "mutation { clearCombatants }", json!({}))
+        .await;
     assert_no_errors(&r);
     assert_eq!(r["data"]["clearCombatants"], true);
 }
 
 async fn battle(app: &TestApp, token: &str) -> Value {
-    app.gql_as(token, &format!("mutation {{ battle {{ {BATTLE_FIELDS} }} }}"), json!({}))
-        .await
+    app.gql_as(
+        token,
+        &format!("mutation {{ battle {{ {BATTLE_FIELDS} }} }}"),
+        json!({}),
+    )
+    .await
 }
 
 async fn battle_ok(app: &TestApp, token: &str) -> Value {
@@ -96,7 +109,10 @@ async fn fight(app: &TestApp, token: &str, a: &str, b: &str) -> Value {
 
 async fn meal_stats(app: &TestApp, id: &str) -> Value {
     let r = app
-        .gql(&format!("query($id: ID!) {{ meal(id: $id) {{ {MEAL_FIELDS} }} }}"), json!({ "id": id }))
+        .gql(
+            &format!("query($id: ID!) {{ meal(id: $id) {{ {MEAL_FIELDS} }} }}"),
+            json!({ "id": id }),
+        )
         .await;
     assert_no_errors(&r);
     r["data"]["meal"].clone()
@@ -114,7 +130,10 @@ async fn ring_operations_need_a_signed_in_viewer(app: TestApp) {
     let token = app.login_new_user("alice").await;
     let a = strong(&app, &token, "Lasagne").await;
     for (query, vars) in [
-        ("mutation($m: ID!) { prepCombatant(mealId: $m) { id } }", json!({ "m": a })),
+        (
+            "mutation($m: ID!) { prepCombatant(mealId: $m) { id } }",
+            json!({ "m": a }),
+        ),
         ("mutation { clearCombatants }", json!({})),
         ("mutation { battle { id } }", json!({})),
         ("{ combatants { id } }", json!({})),
@@ -131,10 +150,17 @@ async fn a_ring_holds_two_distinct_live_meals_and_says_why_it_refuses(app: TestA
     let c = weak(&app, &token, "Crackers").await;
     let gone = weak(&app, &token, "Gone").await;
     let r = app
-        .gql_as(&token, "mutation($id: ID!) { deleteMeal(id: $id) }", json!({ "id": gone }))
+        .gql_as(
+            &token,
+            "mutation($id: ID!) { deleteMeal(id: $id) }",
+            json!({ "id": gone }),
+        )
         .await;
     assert_no_errors(&r);
-    assert!(ring(&app, &token).await.is_empty(), "a new user's ring is empty");
+    assert!(
+        ring(&app, &token).await.is_empty(),
+        "a new user's ring is empty"
+    );
 
     let r = prep(&app, &token, &a).await;
     assert_no_errors(&r);
@@ -143,21 +169,36 @@ async fn a_ring_holds_two_distinct_live_meals_and_says_why_it_refuses(app: TestA
 
     let r = prep(&app, &token, &a).await;
     assert_eq!(error_code(&r), "BAD_USER_INPUT");
-    assert!(error_message(&r).contains("mealId") && error_message(&r).contains("already in the ring"), "{r}");
+    assert!(
+        error_message(&r).contains("mealId") && error_message(&r).contains("already in the ring"),
+        "{r}"
+    );
 
     let r = prep(&app, &token, &gone).await;
-    assert_eq!(error_code(&r), "NOT_FOUND", "a deleted meal cannot be prepped: {r}");
+    assert_eq!(
+        error_code(&r),
+        "NOT_FOUND",
+        "a deleted meal cannot be prepped: {r}"
+    );
     assert!(error_message(&r).contains("mealId"), "{r}");
 
     let r = prep(&app, &token, "987654").await;
-    assert_eq!(error_code(&r), "NOT_FOUND", "an unknown meal cannot be prepped: {r}");
+    assert_eq!(
+        error_code(&r),
+        "NOT_FOUND",
+        "an unknown meal cannot be prepped: {r}"
+    );
 
     let r = prep(&app, &token, "not-an-id").await;
     assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r}");
     assert!(error_message(&r).contains("mealId"), "{r}");
 
     let r = battle(&app, &token).await;
-    assert_eq!(error_code(&r), "BAD_USER_INPUT", "one combatant cannot battle: {r}");
+    assert_eq!(
+        error_code(&r),
+        "BAD_USER_INPUT",
+        "one combatant cannot battle: {r}"
+    );
     assert!(error_message(&r).contains("two combatants"), "{r}");
 
     let r = prep(&app, &token, &b).await;
@@ -165,15 +206,27 @@ async fn a_ring_holds_two_distinct_live_meals_and_says_why_it_refuses(app: TestA
     assert_eq!(ids(&r["data"]["prepCombatant"]), vec![a.clone(), b.clone()]);
 
     let r = prep(&app, &token, &c).await;
-    assert_eq!(error_code(&r), "BAD_USER_INPUT", "a third combatant is refused: {r}");
+    assert_eq!(
+        error_code(&r),
+        "BAD_USER_INPUT",
+        "a third combatant is refused: {r}"
+    );
     assert!(error_message(&r).contains("already holds 2"), "{r}");
 
-    assert_eq!(ring(&app, &token).await, vec![a.clone(), b.clone()], "refusals change nothing");
+    assert_eq!(
+        ring(&app, &token).await,
+        vec![a.clone(), b.clone()],
+        "refusals change nothing"
+    );
 
     clear(&app, &token).await;
     assert!(ring(&app, &token).await.is_empty());
     let r = battle(&app, &token).await;
-    assert_eq!(error_code(&r), "BAD_USER_INPUT", "an empty ring cannot battle: {r}");
+    assert_eq!(
+        error_code(&r),
+        "BAD_USER_INPUT",
+        "an empty ring cannot battle: {r}"
+    );
 }
 
 async fn each_user_has_their_own_ring(app: TestApp) {
@@ -183,13 +236,24 @@ async fn each_user_has_their_own_ring(app: TestApp) {
     let b = weak(&app, &alice, "Toast").await;
     prep_ok(&app, &alice, &a).await;
     prep_ok(&app, &alice, &b).await;
-    assert!(ring(&app, &bob).await.is_empty(), "bob never sees alice's ring");
+    assert!(
+        ring(&app, &bob).await.is_empty(),
+        "bob never sees alice's ring"
+    );
     let r = battle(&app, &bob).await;
-    assert_eq!(error_code(&r), "BAD_USER_INPUT", "bob cannot fight alice's ring: {r}");
+    assert_eq!(
+        error_code(&r),
+        "BAD_USER_INPUT",
+        "bob cannot fight alice's ring: {r}"
+    );
     prep_ok(&app, &bob, &b).await;
     assert_eq!(ring(&app, &bob).await, vec![b.clone()]);
     clear(&app, &bob).await;
-    assert_eq!(ring(&app, &alice).await, vec![a, b], "bob's clear leaves alice's ring alone");
+    assert_eq!(
+        ring(&app, &alice).await,
+        vec![a, b],
+        "bob's clear leaves alice's ring alone"
+    );
 }
 
 // ---------------------------------------------------------------- battles
@@ -202,7 +266,11 @@ async fn a_battle_updates_both_meals_stores_the_result_and_sends_the_loser_out(a
     prep_ok(&app, &token, &b).await;
 
     let fought = battle_ok(&app, &token).await;
-    assert_eq!(fought["winner"]["id"], a.as_str(), "combatant 1 wins a delta of 6.97");
+    assert_eq!(
+        fought["winner"]["id"],
+        a.as_str(),
+        "combatant 1 wins a delta of 6.97"
+    );
     assert_eq!(fought["loser"]["id"], b.as_str());
     assert_eq!(fought["winnerScore"], 697.0);
     assert_eq!(fought["loserScore"], 0.0);
@@ -219,13 +287,30 @@ async fn a_battle_updates_both_meals_stores_the_result_and_sends_the_loser_out(a
 
     // Every read (through the cache) sees the new stats.
     let sa = meal_stats(&app, &a).await;
-    assert_eq!((sa["battles"].as_i64(), sa["wins"].as_i64(), sa["winPct"].as_f64()), (Some(1), Some(1), Some(1.0)));
+    assert_eq!(
+        (
+            sa["battles"].as_i64(),
+            sa["wins"].as_i64(),
+            sa["winPct"].as_f64()
+        ),
+        (Some(1), Some(1), Some(1.0))
+    );
     let sb = meal_stats(&app, &b).await;
-    assert_eq!((sb["battles"].as_i64(), sb["wins"].as_i64(), sb["winPct"].as_f64()), (Some(1), Some(0), Some(0.0)));
+    assert_eq!(
+        (
+            sb["battles"].as_i64(),
+            sb["wins"].as_i64(),
+            sb["winPct"].as_f64()
+        ),
+        (Some(1), Some(0), Some(0.0))
+    );
 
     // The history keeps it.
     let r = app
-        .gql(&format!("query($id: ID!) {{ battle(id: $id) {{ {BATTLE_FIELDS} }} }}"), json!({ "id": fought["id"] }))
+        .gql(
+            &format!("query($id: ID!) {{ battle(id: $id) {{ {BATTLE_FIELDS} }} }}"),
+            json!({ "id": fought["id"] }),
+        )
         .await;
     assert_no_errors(&r);
     let stored = &r["data"]["battle"];
@@ -236,7 +321,12 @@ async fn a_battle_updates_both_meals_stores_the_result_and_sends_the_loser_out(a
     assert_eq!(stored["loser"]["name"], "Toast");
 
     // The leaderboard reflects it.
-    let r = app.gql("{ leaderboard(sortBy: WINS) { rank meal { id wins } } }", json!({})).await;
+    let r = app
+        .gql(
+            "{ leaderboard(sortBy: WINS) { rank meal { id wins } } }",
+            json!({}),
+        )
+        .await;
     assert_no_errors(&r);
     let board = r["data"]["leaderboard"].as_array().unwrap();
     assert_eq!(board.len(), 2);
@@ -266,12 +356,23 @@ async fn combatant_one_wins_a_big_delta_and_combatant_two_wins_a_tie(app: TestAp
     for _ in 0..3 {
         let f = fight(&app, &token, &twin_1, &twin_2).await;
         assert_eq!(f["delta"], 0.0);
-        assert_eq!(f["winner"]["id"], twin_2.as_str(), "a tie goes to combatant 2");
+        assert_eq!(
+            f["winner"]["id"],
+            twin_2.as_str(),
+            "a tie goes to combatant 2"
+        );
         let f = fight(&app, &token, &twin_2, &twin_1).await;
-        assert_eq!(f["winner"]["id"], twin_1.as_str(), "a tie goes to combatant 2");
+        assert_eq!(
+            f["winner"]["id"],
+            twin_1.as_str(),
+            "a tie goes to combatant 2"
+        );
     }
     let s = meal_stats(&app, &twin_1).await;
-    assert_eq!((s["battles"].as_i64(), s["wins"].as_i64()), (Some(6), Some(3)));
+    assert_eq!(
+        (s["battles"].as_i64(), s["wins"].as_i64()),
+        (Some(6), Some(3))
+    );
 }
 
 async fn a_combatant_deleted_after_prepping_cannot_fight_and_leaves_the_ring(app: TestApp) {
@@ -281,14 +382,22 @@ async fn a_combatant_deleted_after_prepping_cannot_fight_and_leaves_the_ring(app
     prep_ok(&app, &token, &a).await;
     prep_ok(&app, &token, &b).await;
     let r = app
-        .gql_as(&token, "mutation($id: ID!) { deleteMeal(id: $id) }", json!({ "id": b }))
+        .gql_as(
+            &token,
+            "mutation($id: ID!) { deleteMeal(id: $id) }",
+            json!({ "id": b }),
+        )
         .await;
     assert_no_errors(&r);
     let r = battle(&app, &token).await;
     assert_eq!(error_code(&r), "NOT_FOUND", "{r}");
     assert!(error_message(&r).contains(&b), "{r}");
     assert_eq!(ring(&app, &token).await, vec![a.clone()]);
-    assert_eq!(meal_stats(&app, &a).await["battles"], 0, "nothing was fought");
+    assert_eq!(
+        meal_stats(&app, &a).await["battles"],
+        0,
+        "nothing was fought"
+    );
     let r = app.gql("{ battles { totalCount } }", json!({})).await;
     assert_eq!(r["data"]["battles"]["totalCount"], 0);
 }
@@ -299,7 +408,11 @@ async fn the_history_keeps_naming_a_meal_deleted_after_its_battle(app: TestApp) 
     let b = weak(&app, &token, "Toast").await;
     let f = fight(&app, &token, &a, &b).await;
     let r = app
-        .gql_as(&token, "mutation($id: ID!) { deleteMeal(id: $id) }", json!({ "id": b }))
+        .gql_as(
+            &token,
+            "mutation($id: ID!) { deleteMeal(id: $id) }",
+            json!({ "id": b }),
+        )
         .await;
     assert_no_errors(&r);
     let r = app
@@ -321,10 +434,23 @@ async fn battles_page_newest_first_and_filter_by_meal(app: TestApp) {
     let c = weak(&app, &token, "Crackers").await;
     let mut with_a = Vec::new();
     for _ in 0..3 {
-        with_a.push(fight(&app, &token, &a, &b).await["id"].as_str().unwrap().to_owned());
+        with_a.push(
+            fight(&app, &token, &a, &b).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
-    let bc = fight(&app, &token, &b, &c).await["id"].as_str().unwrap().to_owned();
-    with_a.push(fight(&app, &token, &c, &a).await["id"].as_str().unwrap().to_owned());
+    let bc = fight(&app, &token, &b, &c).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    with_a.push(
+        fight(&app, &token, &c, &a).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
     with_a.reverse(); // newest first
 
     let page = |after: Option<String>| {
@@ -360,14 +486,23 @@ async fn battles_page_newest_first_and_filter_by_meal(app: TestApp) {
     }
     assert_eq!(seen, with_a, "every battle of the meal, newest first, once");
 
-    let r = app.gql("{ battles(first: 100) { totalCount edges { node { id } } } }", json!({})).await;
+    let r = app
+        .gql(
+            "{ battles(first: 100) { totalCount edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
     assert_no_errors(&r);
     assert_eq!(r["data"]["battles"]["totalCount"], 5);
     assert_eq!(r["data"]["battles"]["edges"][1]["node"]["id"], bc.as_str());
 
-    let r = app.gql("{ battles(first: 101) { totalCount } }", json!({})).await;
+    let r = app
+        .gql("{ battles(first: 101) { totalCount } }", json!({}))
+        .await;
     assert_eq!(error_code(&r), "BAD_USER_INPUT", "pages are capped");
-    let r = app.gql("{ battles(after: \"bogus\") { totalCount } }", json!({})).await;
+    let r = app
+        .gql("{ battles(after: \"bogus\") { totalCount } }", json!({}))
+        .await;
     assert_eq!(error_code(&r), "BAD_USER_INPUT");
 }
 
@@ -392,7 +527,10 @@ async fn two_battles_at_once_on_one_ring_count_once(app: TestApp) {
         let (sa, sb) = (meal_stats(&app, &a).await, meal_stats(&app, &b).await);
         assert_eq!(sa["battles"], round, "stats moved once per round");
         assert_eq!(sb["battles"], round);
-        assert_eq!(sa["wins"].as_i64().unwrap() + sb["wins"].as_i64().unwrap(), round);
+        assert_eq!(
+            sa["wins"].as_i64().unwrap() + sb["wins"].as_i64().unwrap(),
+            round
+        );
     }
 }
 
@@ -439,7 +577,9 @@ const VERSIONED_READS: &str = "arena_cache_round_trips_total{op=\"versioned_get_
 /// returns how many versioned cache reads the battle made.
 async fn meal_reads_of_one_battle(app: &TestApp, token: &str) -> f64 {
     let before = app.metric(VERSIONED_READS).await;
-    let r = app.gql_as(token, "mutation { battle { id winnerScore } }", json!({})).await;
+    let r = app
+        .gql_as(token, "mutation { battle { id winnerScore } }", json!({}))
+        .await;
     assert_no_errors(&r);
     app.metric(VERSIONED_READS).await - before
 }
@@ -473,12 +613,28 @@ async fn expired_combatants_are_fetched_again_in_one_round_trip(app: TestApp) {
         .await;
     assert_no_errors(&r);
     let before = app.metric(VERSIONED_READS).await;
-    let r = app.gql_as(&token, "mutation { battle { id winnerScore loserScore } }", json!({})).await;
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { battle { id winnerScore loserScore } }",
+            json!({}),
+        )
+        .await;
     assert_no_errors(&r);
-    assert_eq!(app.metric(VERSIONED_READS).await - before, 1.0, "both expired, one round trip");
+    assert_eq!(
+        app.metric(VERSIONED_READS).await - before,
+        1.0,
+        "both expired, one round trip"
+    );
     // 200 × 1 − 2 = 198 for the re-fetched weak meal.
-    let scores = [r["data"]["battle"]["winnerScore"].as_f64(), r["data"]["battle"]["loserScore"].as_f64()];
-    assert!(scores.contains(&Some(198.0)), "scored from re-fetched data: {r}");
+    let scores = [
+        r["data"]["battle"]["winnerScore"].as_f64(),
+        r["data"]["battle"]["loserScore"].as_f64(),
+    ];
+    assert!(
+        scores.contains(&Some(198.0)),
+        "scored from re-fetched data: {r}"
+    );
 }
 
 async fn a_random_seed_makes_the_draws_reproducible(app: TestApp) {
@@ -514,10 +670,16 @@ const RESULTS: &str = "subscription($m: ID) { battleResults(mealId: $m) { id del
 async fn until_live(app: &TestApp, token: &str, client: &mut ws::WsClient, a: &str, b: &str) {
     let mut fought = HashSet::new();
     for _ in 0..40 {
-        let last = fight(app, token, a, b).await["id"].as_str().unwrap().to_owned();
+        let last = fight(app, token, a, b).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         fought.insert(last.clone());
         if let Some(p) = client.next_data(Duration::from_millis(250)).await {
-            let got = p["data"]["battleResults"]["id"].as_str().unwrap().to_owned();
+            let got = p["data"]["battleResults"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
             assert!(fought.contains(&got), "received a battle never fought: {p}");
             let mut got = got;
             while got != last {
@@ -525,7 +687,10 @@ async fn until_live(app: &TestApp, token: &str, client: &mut ws::WsClient, a: &s
                     .next_data(Duration::from_secs(10))
                     .await
                     .expect("the later battles arrive too");
-                got = p["data"]["battleResults"]["id"].as_str().unwrap().to_owned();
+                got = p["data"]["battleResults"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
                 assert!(fought.contains(&got), "received a battle never fought: {p}");
             }
             return;
@@ -539,7 +704,10 @@ async fn next_battle_id(client: &mut ws::WsClient) -> String {
         .next_data(Duration::from_secs(10))
         .await
         .expect("a battle result arrives");
-    p["data"]["battleResults"]["id"].as_str().unwrap().to_owned()
+    p["data"]["battleResults"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn subscribers_see_every_battle_as_it_is_fought(app: TestApp) {
@@ -553,18 +721,29 @@ async fn subscribers_see_every_battle_as_it_is_fought(app: TestApp) {
 
     let f1 = fight(&app, &token, &b, &c).await;
     let f2 = fight(&app, &token, &c, &a).await;
-    assert_eq!(next_battle_id(&mut client).await, f1["id"].as_str().unwrap());
+    assert_eq!(
+        next_battle_id(&mut client).await,
+        f1["id"].as_str().unwrap()
+    );
     let p = client.next_data(Duration::from_secs(10)).await.unwrap();
     let got = &p["data"]["battleResults"];
     assert_eq!(got["id"], f2["id"]);
-    assert_eq!(got["winner"]["id"], c.as_str(), "combatant 1 wins a big delta");
+    assert_eq!(
+        got["winner"]["id"],
+        c.as_str(),
+        "combatant 1 wins a big delta"
+    );
     assert_eq!(got["loser"]["name"], "Lasagne");
 
     // Once completed, the subscription delivers nothing more.
     client.complete("all").await;
     let f3 = fight(&app, &token, &a, &b).await;
     if let Some(m) = client.next_message(Duration::from_millis(500)).await {
-        assert_ne!(m.kind, "next", "a completed subscription got {:?} after {f3}", m.payload);
+        assert_ne!(
+            m.kind, "next",
+            "a completed subscription got {:?} after {f3}",
+            m.payload
+        );
     }
     client.close().await;
 }
@@ -587,9 +766,16 @@ async fn a_filtered_subscription_sees_only_its_meals_battles(app: TestApp) {
     let as_loser = fight(&app, &token, &c, &a).await;
     let as_winner = fight(&app, &token, &a, &c).await;
     let got = next_battle_id(&mut client).await;
-    assert_ne!(got, unrelated["id"].as_str().unwrap(), "the B–C battle is filtered out");
+    assert_ne!(
+        got,
+        unrelated["id"].as_str().unwrap(),
+        "the B–C battle is filtered out"
+    );
     assert_eq!(got, as_loser["id"].as_str().unwrap());
-    assert_eq!(next_battle_id(&mut client).await, as_winner["id"].as_str().unwrap());
+    assert_eq!(
+        next_battle_id(&mut client).await,
+        as_winner["id"].as_str().unwrap()
+    );
 
     let r = app.gql("{ battles { totalCount } }", json!({})).await;
     assert!(r["data"]["battles"]["totalCount"].as_i64().unwrap() >= 4);
@@ -611,12 +797,18 @@ async fn the_legacy_graphql_ws_protocol_delivers_battles_too(app: TestApp) {
 
 async fn a_malformed_meal_filter_is_refused(app: TestApp) {
     let mut client = ws::connect(&app.ws_url(), ws::TRANSPORT_WS, json!({})).await;
-    client.subscribe("bad", RESULTS, json!({ "m": "nope" })).await;
+    client
+        .subscribe("bad", RESULTS, json!({ "m": "nope" }))
+        .await;
     let m = client
         .next_message(Duration::from_secs(10))
         .await
         .expect("an answer to a bad subscription");
-    let errors = if m.kind == "error" { m.payload.clone() } else { m.payload["errors"].clone() };
+    let errors = if m.kind == "error" {
+        m.payload.clone()
+    } else {
+        m.payload["errors"].clone()
+    };
     assert_eq!(errors[0]["extensions"]["code"], "BAD_USER_INPUT", "{m:?}");
     client.close().await;
 }
@@ -639,7 +831,11 @@ async fn a_battle_fought_on_one_replica_reaches_subscribers_and_rings_on_another
     prep_ok(&replica, &token, &b).await;
     assert_eq!(ring(&app, &token).await, vec![a.clone(), b.clone()]);
     let r = prep(&replica, &token, &a).await;
-    assert_eq!(error_code(&r), "BAD_USER_INPUT", "the replica knows a is already in: {r}");
+    assert_eq!(
+        error_code(&r),
+        "BAD_USER_INPUT",
+        "the replica knows a is already in: {r}"
+    );
     clear(&replica, &token).await;
     assert!(ring(&app, &token).await.is_empty());
 
@@ -648,7 +844,10 @@ async fn a_battle_fought_on_one_replica_reaches_subscribers_and_rings_on_another
     on_b.subscribe("x", RESULTS, json!({})).await;
     until_live(&app, &token, &mut on_b, &a, &b).await;
     let f = fight(&app, &token, &b, &a).await;
-    let p = on_b.next_data(Duration::from_secs(10)).await.expect("replica B hears of it");
+    let p = on_b
+        .next_data(Duration::from_secs(10))
+        .await
+        .expect("replica B hears of it");
     assert_eq!(p["data"]["battleResults"]["id"], f["id"]);
     assert_eq!(p["data"]["battleResults"]["winner"]["id"], b.as_str());
     on_b.close().await;
@@ -695,7 +894,13 @@ async fn logging_out_and_in_again_restores_the_ring(app: TestApp) {
     log_out(&app, &token).await;
 
     // Saved in the session document, gone from the cache tier.
-    let doc = app.state.docs.get("sessions", &user).await.unwrap().expect("a session document");
+    let doc = app
+        .state
+        .docs
+        .get("sessions", &user)
+        .await
+        .unwrap()
+        .expect("a session document");
     let saved: Vec<String> = doc["combatants"]
         .as_array()
         .unwrap()
@@ -703,12 +908,23 @@ async fn logging_out_and_in_again_restores_the_ring(app: TestApp) {
         .map(|c| c["mealId"].to_string())
         .collect();
     assert_eq!(saved, vec![b.clone(), a.clone()]);
-    assert_eq!(app.state.cache.get(&format!("ring:{user}")).await.unwrap(), None);
+    assert_eq!(
+        app.state.cache.get(&format!("ring:{user}")).await.unwrap(),
+        None
+    );
 
     let token = log_in(&app, "alice").await;
-    assert_eq!(ring(&app, &token).await, vec![b.clone(), a.clone()], "restored in order");
+    assert_eq!(
+        ring(&app, &token).await,
+        vec![b.clone(), a.clone()],
+        "restored in order"
+    );
     let f = battle_ok(&app, &token).await;
-    assert_eq!(f["winner"]["id"], b.as_str(), "the restored order decides who is combatant 1");
+    assert_eq!(
+        f["winner"]["id"],
+        b.as_str(),
+        "the restored order decides who is combatant 1"
+    );
 }
 
 async fn a_restored_ring_skips_meals_deleted_while_logged_out(app: TestApp) {
@@ -720,7 +936,11 @@ async fn a_restored_ring_skips_meals_deleted_while_logged_out(app: TestApp) {
     prep_ok(&app, &token, &b).await;
     log_out(&app, &token).await;
     let r = app
-        .gql_as(&other, "mutation($id: ID!) { deleteMeal(id: $id) }", json!({ "id": a }))
+        .gql_as(
+            &other,
+            "mutation($id: ID!) { deleteMeal(id: $id) }",
+            json!({ "id": a }),
+        )
         .await;
     assert_no_errors(&r);
     let token = log_in(&app, "alice").await;
@@ -730,14 +950,23 @@ async fn a_restored_ring_skips_meals_deleted_while_logged_out(app: TestApp) {
 async fn logging_in_replaces_the_ring_with_the_saved_one(app: TestApp) {
     let token = app.login_new_user("alice").await;
     let user = viewer_id(&app, &token).await;
-    let doc = app.state.docs.get("sessions", &user).await.unwrap().expect("created at log in");
+    let doc = app
+        .state
+        .docs
+        .get("sessions", &user)
+        .await
+        .unwrap()
+        .expect("created at log in");
     assert_eq!(doc["combatants"], json!([]));
     let a = strong(&app, &token, "Lasagne").await;
     prep_ok(&app, &token, &a).await;
     // A second log in (another device) restores the saved ring: empty.
     let second = log_in(&app, "alice").await;
     assert!(ring(&app, &second).await.is_empty());
-    assert!(ring(&app, &token).await.is_empty(), "one ring per user, whichever session");
+    assert!(
+        ring(&app, &token).await.is_empty(),
+        "one ring per user, whichever session"
+    );
 }
 
 crate::both_backends!(

@@ -56,10 +56,9 @@ pub async fn try_connect(
     init_payload: Value,
 ) -> Result<WsClient, String> {
     let mut request = url.into_client_request().map_err(|e| e.to_string())?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(protocol),
-    );
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol));
     let (stream, _) = tokio_tungstenite::connect_async(request)
         .await
         .map_err(|e| e.to_string())?;
@@ -111,7 +110,11 @@ impl WsClient {
 
     /// Starts operation `id` (`subscribe`, or `start` on the legacy protocol).
     pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
-        let kind = if self.protocol == LEGACY_WS { "start" } else { "subscribe" };
+        let kind = if self.protocol == LEGACY_WS {
+            "start"
+        } else {
+            "subscribe"
+        };
         self.send(json!({
             "type": kind,
             "id": id,
@@ -122,7 +125,11 @@ impl WsClient {
 
     /// Stops operation `id` (`complete`, or `stop` on the legacy protocol).
     pub async fn complete(&mut self, id: &str) {
-        let kind = if self.protocol == LEGACY_WS { "stop" } else { "complete" };
+        let kind = if self.protocol == LEGACY_WS {
+            "stop"
+        } else {
+            "complete"
+        };
         self.send(json!({ "type": kind, "id": id })).await;
     }
 
