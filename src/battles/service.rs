@@ -304,7 +304,7 @@ async fn fight_locked(state: &AppState, user_id: i64) -> AppResult<BattleOutcome
     let mut ring = read_ring(state, user_id).await?;
     if ring.combatants.len() < RING_SIZE {
         return Err(AppError::bad_input(format!(
-            "a battle needs {RING_SIZE} combatants and the ring holds {}; use prepCombatant",
+            "a battle needs two combatants and the ring holds {}; use prepCombatant",
             ring.combatants.len()
         )));
     }

@@ -4,8 +4,10 @@
 mod helpers;
 
 mod backends;
+mod battles;
 mod credentials;
 mod meals;
 mod platform;
 mod specs;
 mod users;
+mod ws;

@@ -505,12 +505,36 @@ async fn warm_reads_cost_one_cache_round_trip_and_no_sql(app: TestApp) {
     // Warm single meal(id): one round trip in all, no SQL. (Usage counting is batched across
     // requests and flushed in the background with INCRBY/SADD/SET, so those ops are left out.)
     let request_ops = |text: &str| {
-        ["leased_get_many", "leased_fill_many", "versioned_get_many", "versioned_fill_many", "get", "mget", "begin_write", "end_write", "del"]
-            .iter()
-            .map(|op| metric_in(text, &format!("arena_cache_round_trips_total{{op=\"{op}\"}}")))
-            .sum::<f64>()
+        [
+            "leased_get_many",
+            "leased_fill_many",
+            "versioned_get_many",
+            "versioned_fill_many",
+            "get",
+            "mget",
+            "begin_write",
+            "end_write",
+            "del",
+        ]
+        .iter()
+        .map(|op| {
+            metric_in(
+                text,
+                &format!("arena_cache_round_trips_total{{op=\"{op}\"}}"),
+            )
+        })
+        .sum::<f64>()
     };
-    let metrics_text = || async { app.client.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap() };
+    let metrics_text = || async {
+        app.client
+            .get(format!("{}/metrics", app.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
     let (a0, s0) = (request_ops(&metrics_text().await), app.metric(sql).await);
     get_meal(&app, &ids[0]).await;
     let (a1, s1) = (request_ops(&metrics_text().await), app.metric(sql).await);
