@@ -153,6 +153,19 @@ impl TestApp {
         app
     }
 
+    /// Stops this Arena gracefully (workers flush) and starts a new one on the same settings,
+    /// database and document store; an embedded cache, being in-process, starts empty.
+    pub async fn restart(mut self) -> TestApp {
+        let dir = self._dir.take();
+        let drop_db = self.drop_db.take();
+        let (settings, backends) = (self.settings.clone(), self.backends);
+        self.stop().await;
+        let mut app = start(settings, backends).await;
+        app._dir = dir;
+        app.drop_db = drop_db;
+        app
+    }
+
     /// Stops the server gracefully (in-flight requests finish, workers flush) and waits.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -6,4 +6,6 @@ mod helpers;
 mod backends;
 mod meals;
 mod platform;
+mod storage;
+mod usage;
 mod users;
