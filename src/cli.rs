@@ -39,6 +39,11 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sync => {
+            anyhow::ensure!(
+                settings.redis_url.is_some(),
+                "`arena sync` needs REDIS_URL: the embedded cache lives inside `arena serve`, \
+                 whose own sync worker copies it"
+            );
             let state = AppState::connect(settings).await?;
             let (stop, rx) = tokio::sync::watch::channel(false);
             let worker = tokio::spawn(crate::usage::sync::sync_worker(state, rx));

@@ -197,7 +197,7 @@ async fn modify<T>(
         };
         let out = change(&mut doc)?;
         doc.updated_time = Utc::now().timestamp_millis().max(doc.updated_time + 1);
-        let value = serde_json::to_value(&doc).map_err(|e| AppError::internal(e))?;
+        let value = serde_json::to_value(&doc).map_err(AppError::internal)?;
         state.docs.put(USER_DATA_COLLECTION, &key, &value).await?;
         if locked
             && state

@@ -6,15 +6,16 @@
 //! Documents: collection `usage`, ids `counters` (`{counters: {field: n}, updated_time}`) and
 //! `user_set` (`{members: [...], updated_time}`); collection `user_data`, ids `user_<id>`.
 //!
-//! When to restore. A sentinel counter `usage:restored` lives in the cache next to the
-//! counters; it is set once the cache holds the restored counts.
-//! * Sentinel missing: the cache is new or was emptied (FLUSHDB, a Redis without persistence
-//!   restarted, a new embedded process). Whatever counters it holds were counted since, so the
-//!   stored counts are *added* to them (on an empty cache that is setting them) and the sets
-//!   are united.
-//! * Sentinel present but the cache's `c_:updated_time` older than the document's (Redis came
-//!   back from an older snapshot): each counter is raised to the stored value.
-//! * Otherwise the cache is the newer copy: it is never overwritten, only copied.
+//! When to restore: when the marker `usage:restored` is missing (the cache is new, was
+//! emptied by FLUSHDB, or evicted it), or the cache's `c_:updated_time` is missing or older
+//! than the document's (Redis came back from an older snapshot). Otherwise the cache is the
+//! newer copy and is never overwritten, only copied.
+//!
+//! How: counters only grow, so each counter below its stored value is *raised* to it, never
+//! added to. Raising is idempotent: a pass that runs twice, or a marker evicted by
+//! `allkeys-lru`, can never count twice; the price is that counts made between a wipe and the
+//! next pass are absorbed by the stored value. `user_set` is united with the stored members,
+//! and user data documents the cache lacks (or holds older) are put back.
 //!
 //! One writer at a time: every pass holds `usage:sync_lock` (`SET NX` with an expiry, released
 //! by compare-and-delete), so replicas and a separate `arena sync` never interleave a restore.
@@ -39,7 +40,7 @@ use crate::app::AppState;
 pub const USAGE_COLLECTION: &str = "usage";
 /// The lock key one sync pass holds.
 pub const SYNC_LOCK: &str = "usage:sync_lock";
-/// The sentinel that says the cache holds restored counts.
+/// Set once a pass has restored this cache from the documents.
 pub const RESTORED: &str = "usage:restored";
 
 const LOCK_TTL: Duration = Duration::from_secs(60);
@@ -51,11 +52,8 @@ pub enum SyncOutcome {
     Busy,
     /// Copied the cache to the documents.
     Copied,
-    /// Restored the cache from the documents (by adding, the cache having been emptied),
-    /// then copied.
-    RestoredEmpty,
-    /// Raised counters the cache had older than the documents, then copied.
-    RestoredOlder,
+    /// Raised counters the cache had below their stored values, then copied.
+    Restored,
 }
 
 /// The worker, as `serve` and `arena sync` run it.
@@ -127,40 +125,42 @@ async fn sync_locked(state: &AppState) -> anyhow::Result<SyncOutcome> {
         .and_then(|d| d.get("counters"))
         .and_then(|c| serde_json::from_value(c.clone()).ok())
         .unwrap_or_default();
-    let restored = read_counter(cache, RESTORED).await? > 0;
+    let marked = read_counter(cache, RESTORED).await? > 0;
     let cache_time = read_time(cache, COUNTERS_UPDATED).await?;
 
-    let outcome = if !restored {
-        for (field, n) in &stored_counts {
-            cache.incr_by(&counting::counter_key(field), *n).await?;
+    // Counters only grow: one below its stored value lost counts, one at or above it is the
+    // newer copy and is left alone.
+    let older = matches!((cache_time, stored_time), (Some(c), Some(s)) if c < s);
+    let restore = !marked || cache_time.is_none() || older;
+    let mut raised = false;
+    for (field, n) in stored_counts.iter().filter(|_| restore) {
+        let key = counting::counter_key(field);
+        let current = read_counter(cache, &key).await?;
+        if current < *n {
+            cache.incr_by(&key, n - current).await?;
+            raised = true;
         }
-        restore_sets_and_users(state, true).await?;
+    }
+    if restore {
+        restore_sets_and_users(state).await?;
         if let Some(t) = stored_time {
             write_time(cache, COUNTERS_UPDATED, t.max(cache_time.unwrap_or(0))).await?;
         }
+    }
+    if !marked {
         cache.incr_by(RESTORED, 1).await?;
-        SyncOutcome::RestoredEmpty
-    } else if matches!((cache_time, stored_time), (Some(c), Some(s)) if c < s) {
-        for (field, n) in &stored_counts {
-            let key = counting::counter_key(field);
-            let current = read_counter(cache, &key).await?;
-            if current < *n {
-                cache.incr_by(&key, n - current).await?;
-            }
-        }
-        restore_sets_and_users(state, false).await?;
-        write_time(cache, COUNTERS_UPDATED, stored_time.unwrap_or(0)).await?;
-        SyncOutcome::RestoredOlder
+    }
+    copy_to_documents(state, stored_time).await?;
+    Ok(if raised {
+        SyncOutcome::Restored
     } else {
         SyncOutcome::Copied
-    };
-    copy_to_documents(state, stored_time).await?;
-    Ok(outcome)
+    })
 }
 
 /// `user_set` gets the stored members; user data documents the cache lacks (or holds older)
 /// are put back.
-async fn restore_sets_and_users(state: &AppState, emptied: bool) -> anyhow::Result<()> {
+async fn restore_sets_and_users(state: &AppState) -> anyhow::Result<()> {
     let cache = state.cache.as_ref();
     if let Some(doc) = state.docs.get(USAGE_COLLECTION, USER_SET).await? {
         let members: Vec<String> = doc
@@ -182,14 +182,10 @@ async fn restore_sets_and_users(state: &AppState, emptied: bool) -> anyhow::Resu
             Ok(d) => d,
             Err(_) => continue,
         };
-        let cached: Option<UserData> = if emptied {
-            None
-        } else {
-            cache
-                .get(&id)
-                .await?
-                .and_then(|raw| serde_json::from_str(&raw).ok())
-        };
+        let cached: Option<UserData> = cache
+            .get(&id)
+            .await?
+            .and_then(|raw| serde_json::from_str(&raw).ok());
         if cached.is_none_or(|c| c.updated_time < stored.updated_time) {
             cache.set(&id, &doc.to_string(), None).await?;
         }

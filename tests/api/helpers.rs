@@ -170,8 +170,8 @@ impl TestApp {
         app
     }
 
-    /// Stops this instance gracefully and starts a new one on the same settings, database,
-    /// cache prefix and document store (a restart of Arena).
+    /// Stops this Arena gracefully (workers flush) and starts a new one on the same settings,
+    /// database and document store; an embedded cache, being in-process, starts empty.
     pub async fn restart(mut self) -> TestApp {
         let dir = self._dir.take();
         let drop_db = self.drop_db.take();

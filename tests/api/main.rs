@@ -9,5 +9,7 @@ mod credentials;
 mod meals;
 mod platform;
 mod specs;
+mod storage;
+mod usage;
 mod users;
 mod ws;

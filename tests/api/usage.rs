@@ -1,0 +1,431 @@
+//! Usage counters, dice, user data and the cache → document store sync (SPEC §8).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use arena::usage::counting::read_counter;
+use arena::usage::sync::{sync_once, SyncOutcome, RESTORED, USAGE_COLLECTION};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const ROLL: &str = "mutation { roll(expression: \"d6\") { total } }";
+
+struct Stats {
+    counts: HashMap<String, i64>,
+    users: i64,
+    updated_at: Option<String>,
+}
+
+impl Stats {
+    fn count(&self, name: &str) -> i64 {
+        self.counts.get(name).copied().unwrap_or(0)
+    }
+}
+
+async fn stats(app: &TestApp) -> Stats {
+    let r = app
+        .gql(
+            "{ stats { commands { name count } users updatedAt } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let s = &r["data"]["stats"];
+    Stats {
+        counts: s["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_owned(),
+                    c["count"].as_i64().unwrap(),
+                )
+            })
+            .collect(),
+        users: s["users"].as_i64().unwrap(),
+        updated_at: s["updatedAt"].as_str().map(str::to_owned),
+    }
+}
+
+/// Stats once the start-up restore of a fresh Arena has run (it runs in the background).
+async fn stats_once_restored(app: &TestApp) -> Stats {
+    wait_until(Duration::from_secs(10), || async {
+        read_counter(app.state.cache.as_ref(), RESTORED)
+            .await
+            .unwrap()
+            > 0
+    })
+    .await;
+    stats(app).await
+}
+
+async fn rolls(app: &TestApp, n: usize) {
+    for _ in 0..n {
+        assert_no_errors(&app.gql(ROLL, json!({})).await);
+    }
+}
+
+async fn stored_count(app: &TestApp, field: &str) -> Option<i64> {
+    app.state
+        .docs
+        .get(USAGE_COLLECTION, "counters")
+        .await
+        .unwrap()
+        .and_then(|d| d["counters"][field].as_i64())
+}
+
+/// Deletes every key of this test's cache prefix (never FLUSHDB: the Redis server is shared
+/// with tests running in parallel).
+async fn empty_the_cache(app: &TestApp) {
+    assert!(app.state.usage.flush(&app.state).await);
+    let keys = app.state.cache.scan_prefix("").await.unwrap();
+    if !keys.is_empty() {
+        app.state.cache.del(&keys).await.unwrap();
+    }
+}
+
+/// One sync pass now, waiting for the worker's own pass to release the lock if it holds it.
+async fn sync_now(app: &TestApp) -> SyncOutcome {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match sync_once(&app.state).await.unwrap() {
+            SyncOutcome::Busy => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the sync lock stayed busy"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+// ---- counting -------------------------------------------------------------------------
+
+async fn every_root_field_counts_exactly_once_per_operation(app: TestApp) {
+    let before = stats(&app).await;
+    rolls(&app, 5).await;
+    let r = app
+        .gql(
+            "{ a: meal(id: \"1\") { id } b: meal(id: \"2\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    // An operation that fails validation runs no field and counts nothing.
+    let bad = app.gql("{ roll }", json!({})).await;
+    assert_eq!(error_code(&bad), "BAD_USER_INPUT");
+    let after = stats(&app).await;
+    assert_eq!(after.count("roll") - before.count("roll"), 5);
+    assert_eq!(after.count("meal") - before.count("meal"), 2);
+    assert_eq!(after.count("stats") - before.count("stats"), 1);
+}
+
+async fn concurrent_operations_are_all_counted(app: TestApp) {
+    let before = stats(&app).await;
+    let n = 40;
+    let results = futures::future::join_all((0..n).map(|_| app.gql(ROLL, json!({})))).await;
+    for r in &results {
+        assert_no_errors(r);
+    }
+    let after = stats(&app).await;
+    assert_eq!(after.count("roll") - before.count("roll"), n as i64);
+}
+
+async fn the_viewer_joins_user_set_and_updated_time_moves(app: TestApp) {
+    rolls(&app, 1).await;
+    let s0 = stats(&app).await;
+    assert!(s0.updated_at.is_some(), "a count stamps updated_time");
+    rolls(&app, 2).await;
+    assert_eq!(
+        stats(&app).await.users,
+        s0.users,
+        "anonymous requests add no user"
+    );
+
+    let alice = app.login_new_user("alice").await;
+    assert_no_errors(&app.gql_as(&alice, ROLL, json!({})).await);
+    assert_no_errors(&app.gql_as(&alice, ROLL, json!({})).await);
+    assert_eq!(stats(&app).await.users, s0.users + 1);
+    let bob = app.login_new_user("bob").await;
+    assert_no_errors(&app.gql_as(&bob, "{ me { id } }", json!({})).await);
+    assert_eq!(stats(&app).await.users, s0.users + 2);
+
+    let first = s0.updated_at.unwrap();
+    wait_until(Duration::from_secs(10), || async {
+        rolls(&app, 1).await;
+        stats(&app).await.updated_at.is_some_and(|t| t > first)
+    })
+    .await;
+}
+
+crate::both_backends!(
+    every_root_field_counts_exactly_once_per_operation,
+    concurrent_operations_are_all_counted,
+    the_viewer_joins_user_set_and_updated_time_moves,
+    rolls_return_every_die_and_errors_carry_their_position,
+    saved_rolls_belong_to_their_owner,
+    concurrent_saves_are_all_kept,
+);
+
+// ---- dice -----------------------------------------------------------------------------
+
+async fn rolls_return_every_die_and_errors_carry_their_position(app: TestApp) {
+    let q = "mutation($e: String!) { roll(expression: $e) { expression total dice { sides value kept subtracted } } }";
+    for _ in 0..20 {
+        let r = app.gql(q, json!({ "e": "4d6kh3+2" })).await;
+        assert_no_errors(&r);
+        let roll = &r["data"]["roll"];
+        let dice = roll["dice"].as_array().unwrap();
+        assert_eq!(dice.len(), 4);
+        assert_eq!(dice.iter().filter(|d| d["kept"] == true).count(), 3);
+        let kept: i64 = dice
+            .iter()
+            .filter(|d| d["kept"] == true)
+            .map(|d| d["value"].as_i64().unwrap())
+            .sum();
+        assert_eq!(roll["total"].as_i64().unwrap(), kept + 2);
+        assert!((5..=20).contains(&kept.saturating_add(2)));
+    }
+    let r = app.gql(q, json!({ "e": "d%" })).await;
+    assert_eq!(r["data"]["roll"]["dice"][0]["sides"], 100);
+
+    for (expr, position) in [
+        ("3d6+", 4),
+        ("1001d6", 0),
+        ("d1000001", 1),
+        ("4d6kh5", 3),
+        ("2d6 x", 4),
+    ] {
+        let r = app.gql(q, json!({ "e": expr })).await;
+        assert_eq!(error_code(&r), "BAD_USER_INPUT", "{expr}");
+        assert_eq!(
+            r["errors"][0]["extensions"]["position"], position,
+            "{expr}: {r:#}"
+        );
+        assert!(
+            error_message(&r).contains(&format!("position {position}")),
+            "{expr}: {r:#}"
+        );
+    }
+}
+
+// ---- user data ------------------------------------------------------------------------
+
+async fn saved_rolls_belong_to_their_owner(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    let bob = app.login_new_user("bob").await;
+    let save = "mutation($n: String!, $e: String!) { saveRoll(name: $n, expression: $e) { name expression } }";
+    let r = app
+        .gql_as(&alice, save, json!({ "n": "fireball", "e": "8d6" }))
+        .await;
+    assert_no_errors(&r);
+    let r = app
+        .gql_as(&alice, save, json!({ "n": "bad", "e": "8d" }))
+        .await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    assert_eq!(r["errors"][0]["extensions"]["position"], 2);
+    let r = app.gql(save, json!({ "n": "x", "e": "d6" })).await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED");
+
+    let rs = "mutation($n: String!) { rollSaved(name: $n) { total dice { sides } } }";
+    let r = app.gql_as(&alice, rs, json!({ "n": "fireball" })).await;
+    assert_no_errors(&r);
+    assert_eq!(r["data"]["rollSaved"]["dice"].as_array().unwrap().len(), 8);
+    let r = app.gql_as(&bob, rs, json!({ "n": "fireball" })).await;
+    assert_eq!(error_code(&r), "NOT_FOUND");
+
+    let list = "{ savedRolls { name expression } userData }";
+    let r = app.gql_as(&alice, list, json!({})).await;
+    assert_no_errors(&r);
+    assert_eq!(
+        r["data"]["savedRolls"],
+        json!([{ "name": "fireball", "expression": "8d6" }])
+    );
+    assert_eq!(r["data"]["userData"]["savedRolls"][0]["name"], "fireball");
+    let r = app.gql_as(&bob, list, json!({})).await;
+    assert_eq!(r["data"]["savedRolls"], json!([]));
+
+    // Saved rolls live on when the cache forgets them (they are written to documents too).
+    empty_the_cache(&app).await;
+    let r = app.gql_as(&alice, list, json!({})).await;
+    assert_eq!(r["data"]["savedRolls"][0]["name"], "fireball", "{r:#}");
+
+    let del = "mutation($n: String!) { deleteSavedRoll(name: $n) }";
+    let r = app.gql_as(&bob, del, json!({ "n": "fireball" })).await;
+    assert_eq!(r["data"]["deleteSavedRoll"], false);
+    let r = app.gql_as(&alice, del, json!({ "n": "fireball" })).await;
+    assert_eq!(r["data"]["deleteSavedRoll"], true);
+    let r = app.gql_as(&alice, list, json!({})).await;
+    assert_eq!(r["data"]["savedRolls"], json!([]));
+}
+
+async fn concurrent_saves_are_all_kept(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    let save = "mutation($n: String!) { saveRoll(name: $n, expression: \"d20\") { name } }";
+    let results = futures::future::join_all(
+        (0..20).map(|i| app.gql_as(&alice, save, json!({ "n": format!("r{i}") }))),
+    )
+    .await;
+    for r in &results {
+        assert_no_errors(r);
+    }
+    let r = app
+        .gql_as(&alice, "{ savedRolls { name } }", json!({}))
+        .await;
+    assert_eq!(
+        r["data"]["savedRolls"].as_array().unwrap().len(),
+        20,
+        "{r:#}"
+    );
+}
+
+// ---- sync -----------------------------------------------------------------------------
+
+/// Like `both_backends!`, with the sync worker on (interval `$secs`).
+macro_rules! with_sync {
+    ($secs:expr; $($name:ident),* $(,)?) => { $(
+        mod $name {
+            use crate::helpers::{spawn_app_with, Backends};
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn embedded() {
+                let app = spawn_app_with(Backends::Embedded, |s| {
+                    s.sync_enabled = true;
+                    s.sync_interval_secs = $secs;
+                })
+                .await
+                .expect("embedded backends are always available");
+                super::$name(app).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres_redis() {
+                let app = spawn_app_with(Backends::Real, |s| {
+                    s.sync_enabled = true;
+                    s.sync_interval_secs = $secs;
+                })
+                .await;
+                match app {
+                    Some(app) => super::$name(app).await,
+                    None => eprintln!("skipped: TEST_DATABASE_URL / TEST_REDIS_URL not set"),
+                }
+            }
+        }
+    )* };
+}
+
+async fn wait_for_first_sync(app: &TestApp) {
+    wait_until(Duration::from_secs(10), || async {
+        app.state
+            .docs
+            .get(USAGE_COLLECTION, "counters")
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+}
+
+async fn counts_survive_a_restart_of_arena(app: TestApp) {
+    rolls(&app, 7).await;
+    let alice = app.login_new_user("alice").await;
+    assert_no_errors(&app.gql_as(&alice, ROLL, json!({})).await);
+    let before = stats(&app).await;
+    assert_eq!(before.count("roll"), 8);
+    let app = app.restart().await;
+    let after = stats_once_restored(&app).await;
+    assert_eq!(after.count("roll"), 8);
+    assert_eq!(after.users, 1);
+    assert!(after.count("stats") > before.count("stats"));
+    assert!(after.updated_at.is_some());
+}
+
+async fn counts_are_restored_from_documents_after_the_cache_is_emptied(app: TestApp) {
+    wait_for_first_sync(&app).await;
+    rolls(&app, 6).await;
+    let alice = app.login_new_user("alice").await;
+    assert_no_errors(&app.gql_as(&alice, ROLL, json!({})).await);
+    assert!(app.state.usage.flush(&app.state).await);
+    assert_eq!(sync_now(&app).await, SyncOutcome::Copied);
+    assert_eq!(stored_count(&app, "roll").await, Some(7));
+
+    empty_the_cache(&app).await;
+    assert_eq!(sync_now(&app).await, SyncOutcome::Restored);
+    let s = stats(&app).await;
+    assert_eq!(s.count("roll"), 7);
+    assert_eq!(s.users, 1);
+
+    // A restore is idempotent: another pass, even with its marker gone (evicted), never
+    // counts twice.
+    app.state.cache.del(&[RESTORED.to_owned()]).await.unwrap();
+    assert_eq!(sync_now(&app).await, SyncOutcome::Copied);
+    assert_eq!(stats(&app).await.count("roll"), 7);
+
+    // And once more through a restart after emptying it (the shutdown pass restores first).
+    empty_the_cache(&app).await;
+    let app = app.restart().await;
+    assert_eq!(stats_once_restored(&app).await.count("roll"), 7);
+}
+
+async fn a_newer_cache_is_not_overwritten_by_older_documents(app: TestApp) {
+    wait_for_first_sync(&app).await;
+    rolls(&app, 3).await;
+    assert!(app.state.usage.flush(&app.state).await);
+    // An older copy in the document store, with a larger count.
+    app.state
+        .docs
+        .put(
+            USAGE_COLLECTION,
+            "counters",
+            &json!({ "counters": { "roll": 1000 }, "updated_time": 1 }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sync_now(&app).await, SyncOutcome::Copied);
+    assert_eq!(stats(&app).await.count("roll"), 3);
+    assert_eq!(stored_count(&app, "roll").await, Some(3));
+    // A restart keeps the cache's (Redis) or the synced (embedded) count, never 1000.
+    let app = app.restart().await;
+    assert_eq!(stats_once_restored(&app).await.count("roll"), 3);
+}
+
+async fn the_shutdown_flush_loses_nothing_written_just_before_stop(app: TestApp) {
+    let n = 30;
+    let results = futures::future::join_all((0..n).map(|_| app.gql(ROLL, json!({})))).await;
+    for r in &results {
+        assert_no_errors(r);
+    }
+    // No stats query (it would flush): the counts sit in the buffer when stop is asked.
+    let app = app.restart().await;
+    assert_eq!(stored_count(&app, "roll").await, Some(n));
+    assert_eq!(stats_once_restored(&app).await.count("roll"), n);
+}
+
+async fn the_worker_copies_counts_every_interval(app: TestApp) {
+    wait_for_first_sync(&app).await;
+    rolls(&app, 4).await;
+    wait_until(Duration::from_secs(15), || async {
+        stored_count(&app, "roll").await == Some(4)
+    })
+    .await;
+    let users: Value = app
+        .state
+        .docs
+        .get(USAGE_COLLECTION, "user_set")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(users["members"].is_array());
+}
+
+with_sync!(3600;
+    counts_survive_a_restart_of_arena,
+    counts_are_restored_from_documents_after_the_cache_is_emptied,
+    a_newer_cache_is_not_overwritten_by_older_documents,
+    the_shutdown_flush_loses_nothing_written_just_before_stop,
+);
+with_sync!(1; the_worker_copies_counts_every_interval);
