@@ -571,7 +571,7 @@ macro_rules! both_backends_with {
     )* };
 }
 
-const VERSIONED_READS: &str = "arena_cache_round_trips_total{op=\"versioned_get_many\"}";
+const VERSIONED_READS: &str = "arena_cache_round_trips_total{op=\"leased_get_many\"}";
 
 /// Fights the prepped ring, selecting no meal (so the response itself reads no meal), and
 /// returns how many versioned cache reads the battle made.
