@@ -9,6 +9,7 @@ pub mod error;
 pub mod graphql;
 pub mod meals;
 pub mod metrics;
+pub mod pokemon;
 pub mod telemetry;
 pub mod users;
 pub mod workers;

@@ -5,6 +5,10 @@
 
 pub mod document;
 pub mod meal;
+pub mod pokemon;
 pub mod session;
+pub mod trade;
+pub mod trainer;
 pub mod user;
+pub mod versioning;
 pub mod write_through;

@@ -6,6 +6,9 @@ mod m20261122_000001_create_users;
 mod m20261122_000002_create_sessions;
 mod m20261122_000003_create_documents;
 mod m20261122_000004_create_meals;
+mod m20261122_000300_create_trainers;
+mod m20261122_000301_create_pokemons;
+mod m20261122_000302_create_trades;
 
 /// The migration list.
 pub struct Migrator;
@@ -18,6 +21,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_create_sessions::Migration),
             Box::new(m20261122_000003_create_documents::Migration),
             Box::new(m20261122_000004_create_meals::Migration),
+            Box::new(m20261122_000300_create_trainers::Migration),
+            Box::new(m20261122_000301_create_pokemons::Migration),
+            Box::new(m20261122_000302_create_trades::Migration),
         ]
     }
 }

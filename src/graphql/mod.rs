@@ -5,23 +5,25 @@ pub mod http;
 pub mod loaders;
 pub mod pagination;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema};
+use async_graphql::{MergedObject, MergedSubscription, Schema};
 
 use crate::app::AppState;
 use crate::config::Settings;
 use crate::meals::{MealMutation, MealQuery};
+use crate::pokemon::{PokemonMutation, PokemonQuery, TradeSubscription};
 use crate::users::{UserMutation, UserQuery};
 
 /// Every query root field.
 #[derive(MergedObject, Default)]
-pub struct Query(UserQuery, MealQuery);
+pub struct Query(UserQuery, MealQuery, PokemonQuery);
 
 /// Every mutation root field.
 #[derive(MergedObject, Default)]
-pub struct Mutation(UserMutation, MealMutation);
+pub struct Mutation(UserMutation, MealMutation, PokemonMutation);
 
 /// Every subscription root field.
-pub type Subscription = EmptySubscription;
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(TradeSubscription);
 
 /// Arena's schema type.
 pub type ArenaSchema = Schema<Query, Mutation, Subscription>;

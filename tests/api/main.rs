@@ -6,4 +6,5 @@ mod helpers;
 mod backends;
 mod meals;
 mod platform;
+mod pokemon;
 mod users;
