@@ -836,6 +836,40 @@ async fn a_second_import_of_the_same_file_updates_instead_of_duplicating(app: Te
         "Renamed"
     );
     assert_eq!(pokemon_count(&app).await, 7);
+
+    // A Pokémon written through the hooks is cached; an import that changes it invalidates
+    // the cached copy.
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { createPokemon(input: { id: \"solo1\", nickname: \"Before\", species: \"Mew\", level: 7, ownerId: \"trainer1\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let solo = "{ pokemon(id: \"solo1\") { nickname level } }";
+    let hits = "arena_cache_hits_total{entity=\"pokemon\"}";
+    let before = app.metric(hits).await;
+    assert_eq!(
+        app.gql(solo, json!({})).await["data"]["pokemon"]["nickname"],
+        "Before"
+    );
+    assert_eq!(
+        app.metric(hits).await,
+        before + 1.0,
+        "served from the cache"
+    );
+    import_ok(
+        &app,
+        &token,
+        "importPokemons",
+        "id,nickname,species,level,owner,dateOfOwnership\nsolo1,After,Mew,8,trainer2,02-03-2021\n",
+    )
+    .await;
+    assert_eq!(
+        app.gql(solo, json!({})).await["data"]["pokemon"],
+        json!({ "nickname": "After", "level": 8 })
+    );
 }
 
 async fn listing_fifty_trainers_with_their_pokemon_costs_a_constant_number_of_queries(
