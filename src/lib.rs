@@ -11,6 +11,7 @@ pub mod error;
 pub mod graphql;
 pub mod meals;
 pub mod metrics;
+pub mod pokemon;
 pub mod specs;
 pub mod storage;
 pub mod telemetry;

@@ -33,5 +33,8 @@ pub async fn run(state: &AppState) -> anyhow::Result<String> {
             Err(e) => return Err(anyhow::anyhow!("seeding meal {name}: {e:?}")),
         }
     }
-    Ok(format!("seeded {meals} meals"))
+    let (trainers, pokemons) = crate::pokemon::service::seed_samples(state).await?;
+    Ok(format!(
+        "seeded {meals} meals, {trainers} trainers, {pokemons} Pokémon"
+    ))
 }

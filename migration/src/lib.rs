@@ -9,6 +9,9 @@ mod m20261122_000004_create_meals;
 mod m20261122_000100_create_battles;
 mod m20261122_000200_create_specs;
 mod m20261122_000201_create_credentials;
+mod m20261122_000300_create_trainers;
+mod m20261122_000301_create_pokemons;
+mod m20261122_000302_create_trades;
 
 /// The migration list.
 pub struct Migrator;
@@ -24,6 +27,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000100_create_battles::Migration),
             Box::new(m20261122_000200_create_specs::Migration),
             Box::new(m20261122_000201_create_credentials::Migration),
+            Box::new(m20261122_000300_create_trainers::Migration),
+            Box::new(m20261122_000301_create_pokemons::Migration),
+            Box::new(m20261122_000302_create_trades::Migration),
         ]
     }
 }

@@ -8,6 +8,7 @@ use async_graphql::dataloader::DataLoader;
 
 use crate::app::AppState;
 use crate::meals::loaders::MealByIdLoader;
+use crate::pokemon::loaders::{PokemonByIdLoader, PokemonsByOwnerLoader, TrainerByIdLoader};
 
 /// Every loader of one request (cheap to clone: the operations of one batch share them).
 #[derive(Clone)]
@@ -17,6 +18,12 @@ pub struct RequestLoaders(Arc<Loaders>);
 pub struct Loaders {
     /// Meals by id: one cache round trip, then one SQL query for the misses.
     pub meals: DataLoader<MealByIdLoader>,
+    /// Trainers by id: one cache round trip, then one SQL query for the misses.
+    pub trainers: DataLoader<TrainerByIdLoader>,
+    /// Pokémon by id: one cache round trip, then one SQL query for the misses.
+    pub pokemons: DataLoader<PokemonByIdLoader>,
+    /// Each trainer's Pokémon by owner id: one SQL query per batch.
+    pub pokemons_by_owner: DataLoader<PokemonsByOwnerLoader>,
 }
 
 impl Deref for RequestLoaders {
@@ -31,6 +38,12 @@ impl RequestLoaders {
     pub fn new(state: &AppState) -> Self {
         Self(Arc::new(Loaders {
             meals: DataLoader::new(MealByIdLoader::new(state.clone()), tokio::spawn),
+            trainers: DataLoader::new(TrainerByIdLoader::new(state.clone()), tokio::spawn),
+            pokemons: DataLoader::new(PokemonByIdLoader::new(state.clone()), tokio::spawn),
+            pokemons_by_owner: DataLoader::new(
+                PokemonsByOwnerLoader::new(state.clone()),
+                tokio::spawn,
+            ),
         }))
     }
 }

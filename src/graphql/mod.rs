@@ -12,6 +12,7 @@ use crate::battles::{BattleMutation, BattleQuery, BattleSubscription};
 use crate::config::Settings;
 use crate::credentials::{CredentialMutation, CredentialQuery};
 use crate::meals::{MealMutation, MealQuery};
+use crate::pokemon::{PokemonMutation, PokemonQuery, TradeSubscription};
 use crate::specs::{SpecMutation, SpecQuery};
 use crate::storage::{StorageMutation, StorageQuery};
 use crate::usage::{UsageMutation, UsageQuery};
@@ -25,6 +26,7 @@ pub struct Query(
     BattleQuery,
     SpecQuery,
     CredentialQuery,
+    PokemonQuery,
     UsageQuery,
     StorageQuery,
 );
@@ -37,13 +39,14 @@ pub struct Mutation(
     BattleMutation,
     SpecMutation,
     CredentialMutation,
+    PokemonMutation,
     UsageMutation,
     StorageMutation,
 );
 
 /// Every subscription root field.
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(BattleSubscription);
+pub struct Subscription(BattleSubscription, TradeSubscription);
 
 /// Arena's schema type.
 pub type ArenaSchema = Schema<Query, Mutation, Subscription>;

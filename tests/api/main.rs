@@ -8,6 +8,7 @@ mod battles;
 mod credentials;
 mod meals;
 mod platform;
+mod pokemon;
 mod specs;
 mod storage;
 mod usage;

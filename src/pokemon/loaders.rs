@@ -1,0 +1,168 @@
+//! DataLoaders of the Pokémon domain: trainers and Pokémon by id (N ids → one cache round
+//! trip; the misses → one SQL query, then one round trip filling the cache, each fill guarded
+//! by the lookup's lease and its row version), and a trainer's Pokémon by owner id (N owners → one SQL query).
+//!
+//! The per-owner lists are read from SQL, not cached: an owner's list changes with every
+//! trade and import, and one indexed query per batch is cheap.
+
+use std::collections::HashMap;
+
+use async_graphql::dataloader::Loader;
+use entity::{pokemon, trainer};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::write_through::{self, Cached, Lease};
+
+/// Reads trainers by id through the cache.
+pub async fn load_trainers(
+    state: &AppState,
+    ids: &[String],
+) -> Result<HashMap<String, trainer::Model>, AppError> {
+    let (mut found, misses, lease) =
+        cached(state, trainer::CACHE_ENTITY, ids, |m: &trainer::Model| {
+            m.id.clone()
+        })
+        .await;
+    if misses.is_empty() {
+        return Ok(found);
+    }
+    let rows = trainer::Entity::find()
+        .filter(trainer::Column::Id.is_in(misses))
+        .all(&state.db)
+        .await?;
+    let fills = rows
+        .iter()
+        .map(|m| (m.id.clone(), m.version, serde_json::to_value(m).ok()))
+        .collect();
+    write_through::fill_many(state, trainer::CACHE_ENTITY, &lease, fills).await;
+    found.extend(rows.into_iter().map(|m| (m.id.clone(), m)));
+    Ok(found)
+}
+
+/// Reads Pokémon by id through the cache.
+pub async fn load_pokemons(
+    state: &AppState,
+    ids: &[String],
+) -> Result<HashMap<String, pokemon::Model>, AppError> {
+    let (mut found, misses, lease) =
+        cached(state, pokemon::CACHE_ENTITY, ids, |m: &pokemon::Model| {
+            m.id.clone()
+        })
+        .await;
+    if misses.is_empty() {
+        return Ok(found);
+    }
+    let rows = pokemon::Entity::find()
+        .filter(pokemon::Column::Id.is_in(misses))
+        .all(&state.db)
+        .await?;
+    let fills = rows
+        .iter()
+        .map(|m| (m.id.clone(), m.version, serde_json::to_value(m).ok()))
+        .collect();
+    write_through::fill_many(state, pokemon::CACHE_ENTITY, &lease, fills).await;
+    found.extend(rows.into_iter().map(|m| (m.id.clone(), m)));
+    Ok(found)
+}
+
+/// The cache's answers for `ids`: the rows found, the ids to ask the database for, and the
+/// lease that lets the caller fill those misses.
+async fn cached<M: serde::de::DeserializeOwned>(
+    state: &AppState,
+    entity: &'static str,
+    ids: &[String],
+    id_of: impl Fn(&M) -> String,
+) -> (HashMap<String, M>, Vec<String>, Lease) {
+    let (answers, lease) = write_through::read_many(state, entity, ids).await;
+    let mut found = HashMap::with_capacity(ids.len());
+    let mut misses = Vec::new();
+    for (id, c) in ids.iter().zip(answers) {
+        match c {
+            Cached::Row(row) => match serde_json::from_value::<M>(row) {
+                Ok(m) if id_of(&m) == *id => {
+                    found.insert(id.clone(), m);
+                }
+                _ => misses.push(id.clone()),
+            },
+            Cached::Gone => {}
+            Cached::Miss => misses.push(id.clone()),
+        }
+    }
+    (found, misses, lease)
+}
+
+/// Loads trainers by id.
+pub struct TrainerByIdLoader {
+    state: AppState,
+}
+
+impl TrainerByIdLoader {
+    /// A loader over `state`'s cache and database.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+impl Loader<String> for TrainerByIdLoader {
+    type Value = trainer::Model;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+        Ok(load_trainers(&self.state, keys).await?)
+    }
+}
+
+/// Loads Pokémon by id.
+pub struct PokemonByIdLoader {
+    state: AppState,
+}
+
+impl PokemonByIdLoader {
+    /// A loader over `state`'s cache and database.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+impl Loader<String> for PokemonByIdLoader {
+    type Value = pokemon::Model;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+        Ok(load_pokemons(&self.state, keys).await?)
+    }
+}
+
+/// Loads each trainer's Pokémon (ordered by id) by owner id: one SQL query per batch.
+pub struct PokemonsByOwnerLoader {
+    state: AppState,
+}
+
+impl PokemonsByOwnerLoader {
+    /// A loader over `state`'s database.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+impl Loader<String> for PokemonsByOwnerLoader {
+    type Value = Vec<pokemon::Model>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+        let rows = pokemon::Entity::find()
+            .filter(pokemon::Column::OwnerId.is_in(keys.iter().cloned()))
+            .order_by_asc(pokemon::Column::Id)
+            .all(&self.state.db)
+            .await
+            .map_err(AppError::from)?;
+        let mut out: HashMap<String, Vec<pokemon::Model>> =
+            keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+        for p in rows {
+            out.entry(p.owner_id.clone()).or_default().push(p);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,657 @@
+//! The rules of trainers, Pokémon and trades. Every single-row write goes through
+//! [`write_through::write`] and the entity hooks (rows are locked first, so the checks hold at
+//! commit time); only the CSV import writes in bulk, and it invalidates explicitly
+//! (see [`super::import`]).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::Utc;
+use entity::{pokemon, trade, trainer};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, DbErr,
+    EntityTrait, ModelTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr,
+};
+use serde::{Deserialize, Serialize};
+
+use super::types::{
+    self, CreatePokemonInput, CreateTrainerInput, UpdatePokemonInput, UpdateTrainerInput,
+};
+use crate::app::AppState;
+use crate::error::{is_unique_violation, AppError, AppResult};
+use crate::write_through;
+
+/// The event bus topic every completed trade is published on.
+pub const TRADES_TOPIC: &str = "trades";
+
+/// Most Pokémon one side of a trade may give.
+pub const MAX_TRADE_SIDE: usize = 100;
+
+fn is_fk_violation(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(SqlErr::ForeignKeyConstraintViolation(_)))
+}
+
+fn trainer_not_found(id: &str) -> AppError {
+    AppError::NotFound(format!("no trainer with id `{id}`"))
+}
+
+fn pokemon_not_found(id: &str) -> AppError {
+    AppError::NotFound(format!("no Pokémon with id `{id}`"))
+}
+
+/// Locks the trainer row for the rest of `txn` and reads it.
+///
+/// PostgreSQL: `SELECT … FOR UPDATE`. SQLite has no row locks: a no-op `UPDATE` takes the
+/// database's write lock first (it changes no column, so it needs no hook). On SQLite a
+/// transaction that reads before its first write can fail with "database is locked" when
+/// another writer got in between, so every write path here starts with such a lock.
+pub async fn lock_trainer(
+    txn: &DatabaseTransaction,
+    id: &str,
+) -> AppResult<Option<trainer::Model>> {
+    let q = trainer::Entity::find_by_id(id.to_owned());
+    match txn.get_database_backend() {
+        DatabaseBackend::Sqlite => {
+            trainer::Entity::update_many()
+                .col_expr(
+                    trainer::Column::Version,
+                    Expr::col(trainer::Column::Version).into(),
+                )
+                .filter(trainer::Column::Id.eq(id))
+                .exec(txn)
+                .await?;
+            Ok(q.one(txn).await?)
+        }
+        _ => Ok(q.lock_exclusive().one(txn).await?),
+    }
+}
+
+/// Takes SQLite's write lock at the start of a transaction (a no-op `UPDATE` matching no
+/// row); nothing on other databases, whose row locks are taken by the statements themselves.
+pub async fn begin_sqlite_write(txn: &DatabaseTransaction) -> AppResult<()> {
+    if txn.get_database_backend() == DatabaseBackend::Sqlite {
+        trainer::Entity::update_many()
+            .col_expr(
+                trainer::Column::Version,
+                Expr::col(trainer::Column::Version).into(),
+            )
+            .filter(trainer::Column::Id.is_null())
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Locks the Pokémon rows of `ids` (in id order, so concurrent lockers cannot deadlock) for
+/// the rest of `txn` and reads them.
+pub async fn lock_pokemons(
+    txn: &DatabaseTransaction,
+    ids: &[String],
+) -> AppResult<HashMap<String, pokemon::Model>> {
+    let q = pokemon::Entity::find()
+        .filter(pokemon::Column::Id.is_in(ids.iter().cloned()))
+        .order_by_asc(pokemon::Column::Id);
+    let rows = match txn.get_database_backend() {
+        DatabaseBackend::Sqlite => {
+            pokemon::Entity::update_many()
+                .col_expr(
+                    pokemon::Column::Version,
+                    Expr::col(pokemon::Column::Version).into(),
+                )
+                .filter(pokemon::Column::Id.is_in(ids.iter().cloned()))
+                .exec(txn)
+                .await?;
+            q.all(txn).await?
+        }
+        _ => q.lock_exclusive().all(txn).await?,
+    };
+    Ok(rows.into_iter().map(|p| (p.id.clone(), p)).collect())
+}
+
+/// Creates a trainer.
+pub async fn create_trainer(
+    state: &AppState,
+    input: CreateTrainerInput,
+) -> AppResult<trainer::Model> {
+    let id = types::entity_id("id", &input.id)?;
+    let first_name = types::text("firstName", &input.first_name)?;
+    let last_name = types::text("lastName", &input.last_name)?;
+    let dob = types::iso_date("dateOfBirth", &input.date_of_birth)?;
+    write_through::write(state, move |txn| {
+        Box::pin(async move {
+            trainer::ActiveModel {
+                id: Set(id.clone()),
+                first_name: Set(first_name),
+                last_name: Set(last_name),
+                date_of_birth: Set(dob),
+                ..Default::default()
+            }
+            .insert(txn)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    AppError::Conflict(format!("id: a trainer `{id}` already exists"))
+                } else {
+                    e.into()
+                }
+            })
+        })
+    })
+    .await
+}
+
+/// Changes a trainer's names or date of birth.
+pub async fn update_trainer(
+    state: &AppState,
+    id: &str,
+    input: UpdateTrainerInput,
+) -> AppResult<trainer::Model> {
+    let first_name = input
+        .first_name
+        .as_deref()
+        .map(|v| types::text("firstName", v))
+        .transpose()?;
+    let last_name = input
+        .last_name
+        .as_deref()
+        .map(|v| types::text("lastName", v))
+        .transpose()?;
+    let dob = input
+        .date_of_birth
+        .as_deref()
+        .map(|v| types::iso_date("dateOfBirth", v))
+        .transpose()?;
+    let id = id.to_owned();
+    write_through::write(state, move |txn| {
+        Box::pin(async move {
+            let row = lock_trainer(txn, &id)
+                .await?
+                .ok_or_else(|| trainer_not_found(&id))?;
+            let mut am: trainer::ActiveModel = row.into();
+            if let Some(v) = first_name {
+                am.first_name = Set(v);
+            }
+            if let Some(v) = last_name {
+                am.last_name = Set(v);
+            }
+            if let Some(v) = dob {
+                am.date_of_birth = Set(v);
+            }
+            Ok(am.update(txn).await?)
+        })
+    })
+    .await
+}
+
+/// Deletes a trainer. One who owns Pokémon is a `CONFLICT`, unless `cascade`, which deletes
+/// their Pokémon too (in the same transaction).
+pub async fn delete_trainer(state: &AppState, id: &str, cascade: bool) -> AppResult<bool> {
+    let id = id.to_owned();
+    write_through::write(state, move |txn| {
+        Box::pin(async move {
+            let row = lock_trainer(txn, &id)
+                .await?
+                .ok_or_else(|| trainer_not_found(&id))?;
+            let owned = pokemon::Entity::find()
+                .filter(pokemon::Column::OwnerId.eq(id.as_str()))
+                .all(txn)
+                .await?;
+            if !owned.is_empty() && !cascade {
+                return Err(AppError::Conflict(format!(
+                    "id: trainer `{id}` owns {} Pokémon; delete or trade them first, or pass \
+                     cascade: true",
+                    owned.len()
+                )));
+            }
+            for p in owned {
+                p.delete(txn).await?;
+            }
+            row.delete(txn).await?;
+            Ok(true)
+        })
+    })
+    .await
+}
+
+async fn require_trainer(txn: &DatabaseTransaction, field: &str, id: &str) -> AppResult<()> {
+    let exists = trainer::Entity::find_by_id(id.to_owned())
+        .count(txn)
+        .await?
+        > 0;
+    if exists {
+        Ok(())
+    } else {
+        Err(AppError::invalid(
+            field,
+            format!("no trainer with id `{id}`"),
+        ))
+    }
+}
+
+fn owner_error(field: &'static str, owner: String) -> impl Fn(DbErr) -> AppError {
+    move |e| {
+        if is_fk_violation(&e) {
+            AppError::invalid(field, format!("no trainer with id `{owner}`"))
+        } else {
+            e.into()
+        }
+    }
+}
+
+/// Creates a Pokémon owned by an existing trainer.
+pub async fn create_pokemon(
+    state: &AppState,
+    input: CreatePokemonInput,
+) -> AppResult<pokemon::Model> {
+    let id = types::entity_id("id", &input.id)?;
+    let nickname = types::text("nickname", &input.nickname)?;
+    let species = types::text("species", &input.species)?;
+    let level = types::level("level", input.level.into())?;
+    let owner = types::entity_id("ownerId", &input.owner_id)?;
+    let since = match input.date_of_ownership.as_deref() {
+        Some(d) => types::iso_date("dateOfOwnership", d)?,
+        None => Utc::now().date_naive(),
+    };
+    write_through::write(state, move |txn| {
+        Box::pin(async move {
+            // Locking the owner keeps it from being deleted meanwhile (and, on SQLite, starts
+            // the transaction with a write).
+            lock_trainer(txn, &owner).await?.ok_or_else(|| {
+                AppError::invalid("ownerId", format!("no trainer with id `{owner}`"))
+            })?;
+            pokemon::ActiveModel {
+                id: Set(id.clone()),
+                nickname: Set(nickname),
+                species: Set(species),
+                level: Set(level),
+                owner_id: Set(owner.clone()),
+                date_of_ownership: Set(since),
+                ..Default::default()
+            }
+            .insert(txn)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    AppError::Conflict(format!("id: a Pokémon `{id}` already exists"))
+                } else {
+                    owner_error("ownerId", owner.clone())(e)
+                }
+            })
+        })
+    })
+    .await
+}
+
+/// Changes a Pokémon's nickname, species, level, owner or date of ownership.
+pub async fn update_pokemon(
+    state: &AppState,
+    id: &str,
+    input: UpdatePokemonInput,
+) -> AppResult<pokemon::Model> {
+    let nickname = input
+        .nickname
+        .as_deref()
+        .map(|v| types::text("nickname", v))
+        .transpose()?;
+    let species = input
+        .species
+        .as_deref()
+        .map(|v| types::text("species", v))
+        .transpose()?;
+    let level = input
+        .level
+        .map(|v| types::level("level", v.into()))
+        .transpose()?;
+    let owner = input
+        .owner_id
+        .as_deref()
+        .map(|v| types::entity_id("ownerId", v))
+        .transpose()?;
+    let since = input
+        .date_of_ownership
+        .as_deref()
+        .map(|v| types::iso_date("dateOfOwnership", v))
+        .transpose()?;
+    let id = id.to_owned();
+    write_through::write(state, move |txn| {
+        Box::pin(async move {
+            let row = lock_pokemons(txn, std::slice::from_ref(&id))
+                .await?
+                .remove(&id)
+                .ok_or_else(|| pokemon_not_found(&id))?;
+            let mut am: pokemon::ActiveModel = row.into();
+            if let Some(v) = nickname {
+                am.nickname = Set(v);
+            }
+            if let Some(v) = species {
+                am.species = Set(v);
+            }
+            if let Some(v) = level {
+                am.level = Set(v);
+            }
+            if let Some(v) = owner.clone() {
+                require_trainer(txn, "ownerId", &v).await?;
+                am.owner_id = Set(v);
+            }
+            if let Some(v) = since {
+                am.date_of_ownership = Set(v);
+            }
+            am.update(txn)
+                .await
+                .map_err(owner_error("ownerId", owner.unwrap_or_default()))
+        })
+    })
+    .await
+}
+
+/// Deletes a Pokémon.
+pub async fn delete_pokemon(state: &AppState, id: &str) -> AppResult<bool> {
+    let id = id.to_owned();
+    write_through::write(state, move |txn| {
+        Box::pin(async move {
+            let row = lock_pokemons(txn, std::slice::from_ref(&id))
+                .await?
+                .remove(&id)
+                .ok_or_else(|| pokemon_not_found(&id))?;
+            row.delete(txn).await?;
+            Ok(true)
+        })
+    })
+    .await
+}
+
+/// A validated trade request.
+#[derive(Debug, Clone)]
+pub struct TradeRequest {
+    /// Trainer A.
+    pub trainer_a: String,
+    /// Trainer B.
+    pub trainer_b: String,
+    /// A's Pokémon, going to B.
+    pub pokemons_a: Vec<String>,
+    /// B's Pokémon, going to A.
+    pub pokemons_b: Vec<String>,
+}
+
+impl TradeRequest {
+    /// Checks the arguments of `exchangePokemons`: valid ids, two different trainers, at least
+    /// one Pokémon, none listed twice.
+    pub fn parse(
+        trainer_a: &str,
+        trainer_b: &str,
+        pokemons_a: &[String],
+        pokemons_b: &[String],
+    ) -> AppResult<Self> {
+        let trainer_a = types::entity_id("trainerA", trainer_a)?;
+        let trainer_b = types::entity_id("trainerB", trainer_b)?;
+        if trainer_a == trainer_b {
+            return Err(AppError::invalid(
+                "trainerB",
+                "a trainer cannot trade with themselves",
+            ));
+        }
+        if pokemons_a.is_empty() && pokemons_b.is_empty() {
+            return Err(AppError::invalid(
+                "pokemonsA",
+                "a trade moves at least one Pokémon",
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut side = |field: &str, ids: &[String]| -> AppResult<Vec<String>> {
+            if ids.len() > MAX_TRADE_SIDE {
+                return Err(AppError::invalid(
+                    field,
+                    format!("at most {MAX_TRADE_SIDE} Pokémon per side"),
+                ));
+            }
+            ids.iter()
+                .map(|raw| {
+                    let id = types::entity_id(field, raw)?;
+                    if !seen.insert(id.clone()) {
+                        return Err(AppError::invalid(
+                            field,
+                            format!("`{id}` is listed more than once"),
+                        ));
+                    }
+                    Ok(id)
+                })
+                .collect()
+        };
+        let pokemons_a = side("pokemonsA", pokemons_a)?;
+        let pokemons_b = side("pokemonsB", pokemons_b)?;
+        Ok(Self {
+            trainer_a,
+            trainer_b,
+            pokemons_a,
+            pokemons_b,
+        })
+    }
+}
+
+/// What the `trades` topic carries: the recorded trade.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TradeEvent {
+    /// The trade as recorded.
+    pub trade: trade::Model,
+}
+
+/// Exchanges Pokémon: A's listed Pokémon go to B and B's to A, all or nothing.
+///
+/// The listed rows are locked first, so the ownership checked here still holds at commit:
+/// of concurrent trades of one Pokémon, the first to lock it wins and the others see the new
+/// owner and fail. Every move goes through the hooks, so the cache hears of it on commit.
+pub async fn exchange_pokemons(state: &AppState, req: TradeRequest) -> AppResult<trade::Model> {
+    let trade = write_through::write(state, move |txn| {
+        Box::pin(async move {
+            let all: Vec<String> = req
+                .pokemons_a
+                .iter()
+                .chain(&req.pokemons_b)
+                .cloned()
+                .collect();
+            // Lock first: on SQLite the transaction must start with a write (see lock_trainer).
+            let mut rows = lock_pokemons(txn, &all).await?;
+            require_trainer(txn, "trainerA", &req.trainer_a).await?;
+            require_trainer(txn, "trainerB", &req.trainer_b).await?;
+            let mut offenders = Vec::new();
+            for (field, ids, owner) in [
+                ("pokemonsA", &req.pokemons_a, &req.trainer_a),
+                ("pokemonsB", &req.pokemons_b, &req.trainer_b),
+            ] {
+                for id in ids {
+                    match rows.get(id) {
+                        None => offenders.push(format!("{field}: `{id}` does not exist")),
+                        Some(p) if p.owner_id != *owner => {
+                            offenders.push(format!("{field}: `{id}` is not owned by `{owner}`"))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            if !offenders.is_empty() {
+                return Err(AppError::Conflict(format!(
+                    "nothing was traded: {}",
+                    offenders.join("; ")
+                )));
+            }
+            let today = Utc::now().date_naive();
+            for (ids, to) in [
+                (&req.pokemons_a, &req.trainer_b),
+                (&req.pokemons_b, &req.trainer_a),
+            ] {
+                for id in ids {
+                    let row = rows.remove(id).expect("checked above");
+                    let mut am: pokemon::ActiveModel = row.into();
+                    am.owner_id = Set(to.clone());
+                    am.date_of_ownership = Set(today);
+                    am.update(txn).await.map_err(|e| {
+                        if is_fk_violation(&e) {
+                            AppError::Conflict(format!("trainer `{to}` was deleted meanwhile"))
+                        } else {
+                            e.into()
+                        }
+                    })?;
+                }
+            }
+            let json = |ids: &Vec<String>| serde_json::to_string(ids).unwrap_or_default();
+            Ok(trade::ActiveModel {
+                trainer_a: Set(req.trainer_a.clone()),
+                trainer_b: Set(req.trainer_b.clone()),
+                pokemons_a: Set(json(&req.pokemons_a)),
+                pokemons_b: Set(json(&req.pokemons_b)),
+                traded_at: Set(Utc::now()),
+                ..Default::default()
+            }
+            .insert(txn)
+            .await?)
+        })
+    })
+    .await?;
+    let event = TradeEvent {
+        trade: trade.clone(),
+    };
+    match serde_json::to_string(&event) {
+        Ok(payload) => {
+            if let Err(e) = state.events.publish(TRADES_TOPIC, payload).await {
+                // The trade committed; a lost notification must not turn it into an error.
+                tracing::warn!(error = %e, trade = trade.id, "could not publish a trade");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not encode a trade event"),
+    }
+    Ok(trade)
+}
+
+/// A page of trainers by id, with the total count.
+pub async fn list_trainers(
+    state: &AppState,
+    first: u64,
+    after: Option<String>,
+) -> AppResult<(Vec<trainer::Model>, bool, i64)> {
+    let q = trainer::Entity::find();
+    let total = q.clone().count(&state.db).await? as i64;
+    let q = match after {
+        Some(a) => q.filter(trainer::Column::Id.gt(a)),
+        None => q,
+    };
+    let mut rows = q
+        .order_by_asc(trainer::Column::Id)
+        .limit(first + 1)
+        .all(&state.db)
+        .await?;
+    let has_next = rows.len() as u64 > first;
+    rows.truncate(first as usize);
+    Ok((rows, has_next, total))
+}
+
+/// A page of Pokémon by id, optionally of one owner and/or species, with the total count.
+pub async fn list_pokemons(
+    state: &AppState,
+    first: u64,
+    after: Option<String>,
+    owner: Option<String>,
+    species: Option<String>,
+) -> AppResult<(Vec<pokemon::Model>, bool, i64)> {
+    let mut q = pokemon::Entity::find();
+    if let Some(o) = owner {
+        q = q.filter(pokemon::Column::OwnerId.eq(o));
+    }
+    if let Some(s) = species {
+        q = q.filter(pokemon::Column::Species.eq(s));
+    }
+    let total = q.clone().count(&state.db).await? as i64;
+    if let Some(a) = after {
+        q = q.filter(pokemon::Column::Id.gt(a));
+    }
+    let mut rows = q
+        .order_by_asc(pokemon::Column::Id)
+        .limit(first + 1)
+        .all(&state.db)
+        .await?;
+    let has_next = rows.len() as u64 > first;
+    rows.truncate(first as usize);
+    Ok((rows, has_next, total))
+}
+
+/// A page of trades, newest first, optionally those where `trainer` took part.
+pub async fn list_trades(
+    state: &AppState,
+    first: u64,
+    after: Option<i64>,
+    trainer: Option<String>,
+) -> AppResult<(Vec<trade::Model>, bool, i64)> {
+    let mut q = trade::Entity::find();
+    if let Some(t) = trainer {
+        q = q.filter(
+            trade::Column::TrainerA
+                .eq(t.clone())
+                .or(trade::Column::TrainerB.eq(t)),
+        );
+    }
+    let total = q.clone().count(&state.db).await? as i64;
+    if let Some(a) = after {
+        q = q.filter(trade::Column::Id.lt(a));
+    }
+    let mut rows = q
+        .order_by_desc(trade::Column::Id)
+        .limit(first + 1)
+        .all(&state.db)
+        .await?;
+    let has_next = rows.len() as u64 > first;
+    rows.truncate(first as usize);
+    Ok((rows, has_next, total))
+}
+
+/// Sample trainers: (id, first name, last name, date of birth).
+const SAMPLE_TRAINERS: &[(&str, &str, &str, &str)] = &[
+    ("trainer1", "Ash", "Ketchum", "1997-05-22"),
+    ("trainer2", "Misty", "Waterflower", "1996-04-01"),
+    ("trainer3", "Brock", "Harrison", "1994-07-15"),
+    ("trainer4", "Gary", "Oak", "1997-02-11"),
+];
+
+/// Sample Pokémon: (id, nickname, species, level, owner).
+const SAMPLE_POKEMONS: &[(&str, &str, &str, i32, &str)] = &[
+    ("pikachu1", "Sparky", "Pikachu", 25, "trainer1"),
+    ("bulbasaur1", "Bulby", "Bulbasaur", 14, "trainer1"),
+    ("charmander1", "Flame", "Charmander", 18, "trainer1"),
+    ("starmie1", "Star", "Starmie", 30, "trainer2"),
+    ("psyduck1", "Duck", "Psyduck", 12, "trainer2"),
+    ("onix1", "Rocky", "Onix", 28, "trainer3"),
+    ("geodude1", "Pebble", "Geodude", 16, "trainer3"),
+    ("eevee1", "Fluff", "Eevee", 22, "trainer4"),
+];
+
+/// Creates whichever sample trainers and Pokémon are missing; returns how many of each.
+pub async fn seed_samples(state: &AppState) -> anyhow::Result<(usize, usize)> {
+    let (mut trainers, mut pokemons) = (0, 0);
+    for (id, first, last, dob) in SAMPLE_TRAINERS {
+        let input = CreateTrainerInput {
+            id: (*id).into(),
+            first_name: (*first).into(),
+            last_name: (*last).into(),
+            date_of_birth: (*dob).into(),
+        };
+        match create_trainer(state, input).await {
+            Ok(_) => trainers += 1,
+            Err(AppError::Conflict(_)) => {}
+            Err(e) => anyhow::bail!("seeding trainer {id}: {e:?}"),
+        }
+    }
+    for (id, nickname, species, level, owner) in SAMPLE_POKEMONS {
+        let input = CreatePokemonInput {
+            id: (*id).into(),
+            nickname: (*nickname).into(),
+            species: (*species).into(),
+            level: *level,
+            owner_id: (*owner).into(),
+            date_of_ownership: None,
+        };
+        match create_pokemon(state, input).await {
+            Ok(_) => pokemons += 1,
+            Err(AppError::Conflict(_)) => {}
+            Err(e) => anyhow::bail!("seeding Pokémon {id}: {e:?}"),
+        }
+    }
+    Ok((trainers, pokemons))
+}

@@ -1,0 +1,250 @@
+//! GraphQL types of trainers, Pokémon, trades and imports, and the validation shared by the
+//! mutations and the CSV import.
+
+use async_graphql::{InputObject, SimpleObject, ID};
+use chrono::NaiveDate;
+
+use crate::error::{AppError, AppResult};
+
+/// Longest id of a trainer or Pokémon.
+pub const MAX_ID_LEN: usize = 64;
+/// Longest name, nickname or species.
+pub const MAX_TEXT_LEN: usize = 100;
+
+/// A Pokémon trainer.
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(complex)]
+pub struct Trainer {
+    /// The trainer's id, e.g. `trainer1`.
+    pub id: ID,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// Date of birth, ISO 8601 (`YYYY-MM-DD`).
+    pub date_of_birth: String,
+}
+
+impl From<entity::trainer::Model> for Trainer {
+    fn from(m: entity::trainer::Model) -> Self {
+        Self {
+            id: ID(m.id),
+            first_name: m.first_name,
+            last_name: m.last_name,
+            date_of_birth: m.date_of_birth.format("%Y-%m-%d").to_string(),
+        }
+    }
+}
+
+/// A Pokémon.
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(complex)]
+pub struct Pokemon {
+    /// The Pokémon's id, e.g. `pikachu4`.
+    pub id: ID,
+    /// Nickname.
+    pub nickname: String,
+    /// Species, e.g. `Pikachu`.
+    pub species: String,
+    /// Level, 1–100.
+    pub level: i32,
+    /// The id of the trainer who owns it.
+    pub owner_id: ID,
+    /// When the current owner got it, ISO 8601 (`YYYY-MM-DD`).
+    pub date_of_ownership: String,
+}
+
+impl From<entity::pokemon::Model> for Pokemon {
+    fn from(m: entity::pokemon::Model) -> Self {
+        Self {
+            id: ID(m.id),
+            nickname: m.nickname,
+            species: m.species,
+            level: m.level,
+            owner_id: ID(m.owner_id),
+            date_of_ownership: m.date_of_ownership.format("%Y-%m-%d").to_string(),
+        }
+    }
+}
+
+/// A completed exchange of Pokémon between two trainers.
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(complex)]
+pub struct Trade {
+    /// The trade's id.
+    pub id: ID,
+    /// The id of trainer A.
+    pub trainer_a_id: ID,
+    /// The id of trainer B.
+    pub trainer_b_id: ID,
+    /// The ids of the Pokémon A gave to B.
+    pub pokemon_ids_a: Vec<ID>,
+    /// The ids of the Pokémon B gave to A.
+    pub pokemon_ids_b: Vec<ID>,
+    /// When the trade committed.
+    pub traded_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<entity::trade::Model> for Trade {
+    fn from(m: entity::trade::Model) -> Self {
+        let ids = |raw: &str| {
+            serde_json::from_str::<Vec<String>>(raw)
+                .unwrap_or_default()
+                .into_iter()
+                .map(ID)
+                .collect()
+        };
+        Self {
+            id: ID(m.id.to_string()),
+            trainer_a_id: ID(m.trainer_a),
+            trainer_b_id: ID(m.trainer_b),
+            pokemon_ids_a: ids(&m.pokemons_a),
+            pokemon_ids_b: ids(&m.pokemons_b),
+            traded_at: m.traded_at,
+        }
+    }
+}
+
+/// A new trainer.
+#[derive(InputObject, Debug, Clone)]
+pub struct CreateTrainerInput {
+    /// Unique id, 1–64 characters of `A-Z a-z 0-9 _ . -`.
+    pub id: ID,
+    /// First name, 1–100 characters.
+    pub first_name: String,
+    /// Last name, 1–100 characters.
+    pub last_name: String,
+    /// Date of birth, ISO 8601 (`YYYY-MM-DD`).
+    pub date_of_birth: String,
+}
+
+/// Changes to a trainer; omitted fields stay as they are.
+#[derive(InputObject, Debug, Clone, Default)]
+pub struct UpdateTrainerInput {
+    /// New first name.
+    pub first_name: Option<String>,
+    /// New last name.
+    pub last_name: Option<String>,
+    /// New date of birth, ISO 8601.
+    pub date_of_birth: Option<String>,
+}
+
+/// A new Pokémon.
+#[derive(InputObject, Debug, Clone)]
+pub struct CreatePokemonInput {
+    /// Unique id, 1–64 characters of `A-Z a-z 0-9 _ . -`.
+    pub id: ID,
+    /// Nickname, 1–100 characters.
+    pub nickname: String,
+    /// Species, 1–100 characters.
+    pub species: String,
+    /// Level, 1–100.
+    pub level: i32,
+    /// The owner's trainer id.
+    pub owner_id: ID,
+    /// When the owner got it, ISO 8601; today when omitted.
+    pub date_of_ownership: Option<String>,
+}
+
+/// Changes to a Pokémon; omitted fields stay as they are. Ownership changes through
+/// `exchangePokemons`, or here by setting `ownerId`.
+#[derive(InputObject, Debug, Clone, Default)]
+pub struct UpdatePokemonInput {
+    /// New nickname.
+    pub nickname: Option<String>,
+    /// New species.
+    pub species: Option<String>,
+    /// New level, 1–100.
+    pub level: Option<i32>,
+    /// New owner's trainer id.
+    pub owner_id: Option<ID>,
+    /// New date of ownership, ISO 8601.
+    pub date_of_ownership: Option<String>,
+}
+
+/// One bad row of an imported file.
+#[derive(SimpleObject, Debug, Clone, PartialEq)]
+pub struct ImportError {
+    /// The row, 1 for the first row after the header.
+    pub row: i32,
+    /// The column at fault (as named in the header), when there is one.
+    pub column: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The outcome of an import.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct ImportReport {
+    /// The id the rows were staged under.
+    pub import_id: ID,
+    /// Data rows read (the header excluded).
+    pub rows: i32,
+    /// Rows inserted (with `dryRun`: that would be inserted). 0 when there are errors.
+    pub inserted: i32,
+    /// Rows that updated an existing id (with `dryRun`: that would). 0 when there are errors.
+    pub updated: i32,
+    /// Every bad row; when there is any, nothing was written.
+    pub errors: Vec<ImportError>,
+}
+
+/// Checks an id: 1–64 characters of `A-Z a-z 0-9 _ . -`.
+pub fn entity_id(field: &str, raw: &str) -> AppResult<String> {
+    let t = raw.trim();
+    if t.is_empty() {
+        return Err(AppError::invalid(field, "must not be blank"));
+    }
+    if t.len() > MAX_ID_LEN {
+        return Err(AppError::invalid(
+            field,
+            format!("must be at most {MAX_ID_LEN} characters"),
+        ));
+    }
+    if !t
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err(AppError::invalid(
+            field,
+            "may only hold letters, digits, `_`, `.` and `-`",
+        ));
+    }
+    Ok(t.to_owned())
+}
+
+/// Checks a name-like text: not blank, at most 100 characters; returns it trimmed.
+pub fn text(field: &str, raw: &str) -> AppResult<String> {
+    crate::meals::types::text(field, raw, MAX_TEXT_LEN)
+}
+
+/// Checks a level: 1–100.
+pub fn level(field: &str, level: i64) -> AppResult<i32> {
+    if (1..=100).contains(&level) {
+        Ok(level as i32)
+    } else {
+        Err(AppError::invalid(
+            field,
+            format!("must be between 1 and 100 (got {level})"),
+        ))
+    }
+}
+
+/// Parses an ISO 8601 date (`YYYY-MM-DD`), as GraphQL carries them.
+pub fn iso_date(field: &str, raw: &str) -> AppResult<NaiveDate> {
+    NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d").map_err(|_| {
+        AppError::invalid(
+            field,
+            format!("`{raw}` is not a date in the form YYYY-MM-DD"),
+        )
+    })
+}
+
+/// Parses a CSV date (`DD-MM-YYYY`).
+pub fn csv_date(field: &str, raw: &str) -> AppResult<NaiveDate> {
+    NaiveDate::parse_from_str(raw.trim(), "%d-%m-%Y").map_err(|_| {
+        AppError::invalid(
+            field,
+            format!("`{raw}` is not a date in the form DD-MM-YYYY"),
+        )
+    })
+}

@@ -1,0 +1,926 @@
+//! Trainers, Pokémon, trades and CSV imports over HTTP and WebSocket (SPEC §7).
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+
+const TRAINER_FIELDS: &str = "id firstName lastName dateOfBirth";
+const REPORT_FIELDS: &str = "importId rows inserted updated errors { row column message }";
+
+/// POSTs `csv` to `importTrainers` / `importPokemons` as a GraphQL multipart request
+/// (fields `operations`, `map`, `0`).
+async fn import(app: &TestApp, token: &str, field: &str, csv: &str, dry_run: bool) -> Value {
+    let operations = json!({
+        "query": format!(
+            "mutation($file: Upload!, $dry: Boolean) {{ {field}(file: $file, dryRun: $dry) {{ {REPORT_FIELDS} }} }}"
+        ),
+        "variables": { "file": null, "dry": dry_run },
+    });
+    let form = reqwest::multipart::Form::new()
+        .text("operations", operations.to_string())
+        .text("map", json!({ "0": ["variables.file"] }).to_string())
+        .part(
+            "0",
+            reqwest::multipart::Part::bytes(csv.as_bytes().to_vec())
+                .file_name("rows.csv")
+                .mime_str("text/csv")
+                .unwrap(),
+        );
+    app.client
+        .post(format!("{}/graphql", app.url))
+        .header("Authorization", format!("Bearer {token}"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("JSON response")
+}
+
+/// A trainer CSV of `trainer1` … `trainerN`, as the seed's suite uses.
+fn trainers_csv(n: usize) -> String {
+    let mut csv = String::from("id,firstName,lastName,dateOfBirth\n");
+    for i in 1..=n {
+        csv.push_str(&format!(
+            "trainer{i},First{i},Last{i},{:02}-0{}-19{}\n",
+            (i % 28) + 1,
+            (i % 9) + 1,
+            70 + i % 30
+        ));
+    }
+    csv
+}
+
+/// `per_trainer` Pokémon for each of `trainer1` … `trainerN`: `p<trainer>_<k>`.
+fn pokemons_csv(trainers: usize, per_trainer: usize) -> String {
+    let mut csv = String::from("id,nickname,species,level,owner,dateOfOwnership\n");
+    let species = ["Pikachu", "Bulbasaur", "Charmander", "Squirtle"];
+    for t in 1..=trainers {
+        for k in 1..=per_trainer {
+            csv.push_str(&format!(
+                "p{t}_{k},Nick{t}_{k},{},{},trainer{t},15-06-2020\n",
+                species[k % species.len()],
+                (t + k) % 100 + 1
+            ));
+        }
+    }
+    csv
+}
+
+async fn import_ok(app: &TestApp, token: &str, field: &str, csv: &str) -> Value {
+    let r = import(app, token, field, csv, false).await;
+    assert_no_errors(&r);
+    let report = r["data"][field].clone();
+    assert_eq!(report["errors"], json!([]), "{report:#}");
+    report
+}
+
+async fn owner_of(app: &TestApp, pokemon: &str) -> Value {
+    let r = app
+        .gql(
+            "query($id: ID!) { pokemon(id: $id) { owner { id } ownerId dateOfOwnership } }",
+            json!({ "id": pokemon }),
+        )
+        .await;
+    assert_no_errors(&r);
+    r["data"]["pokemon"]["owner"]["id"].clone()
+}
+
+async fn pokemon_count(app: &TestApp) -> i64 {
+    let r = app
+        .gql("{ pokemons(first: 1) { totalCount } }", json!({}))
+        .await;
+    assert_no_errors(&r);
+    r["data"]["pokemons"]["totalCount"].as_i64().unwrap()
+}
+
+async fn trainer_count(app: &TestApp) -> i64 {
+    let r = app
+        .gql("{ trainers(first: 1) { totalCount } }", json!({}))
+        .await;
+    assert_no_errors(&r);
+    r["data"]["trainers"]["totalCount"].as_i64().unwrap()
+}
+
+const TRADE: &str = "mutation($a: ID!, $b: ID!, $pa: [ID!]!, $pb: [ID!]!) {
+    exchangePokemons(trainerA: $a, trainerB: $b, pokemonsA: $pa, pokemonsB: $pb) {
+        id trainerA { id } trainerB { id } pokemonsA { id ownerId } pokemonsB { id ownerId } tradedAt
+    }
+}";
+
+async fn the_trainer_csv_imports_and_pages_five_at_a_time(app: TestApp) {
+    let token = app.login_new_user("ash").await;
+    let report = import_ok(&app, &token, "importTrainers", &trainers_csv(12)).await;
+    assert_eq!(report["rows"], 12);
+    assert_eq!(report["inserted"], 12);
+    assert_eq!(report["updated"], 0);
+    assert!(!report["importId"].as_str().unwrap().is_empty());
+
+    let mut after: Option<String> = None;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let r = app
+            .gql(
+                &format!(
+                    "query($after: String) {{ trainers(first: 5, after: $after) {{
+                        totalCount pageInfo {{ hasNextPage endCursor }} edges {{ node {{ {TRAINER_FIELDS} }} }} }} }}"
+                ),
+                json!({ "after": after }),
+            )
+            .await;
+        assert_no_errors(&r);
+        let conn = &r["data"]["trainers"];
+        assert_eq!(conn["totalCount"], 12);
+        pages += 1;
+        for e in conn["edges"].as_array().unwrap() {
+            seen.push(e["node"]["id"].as_str().unwrap().to_owned());
+        }
+        if !conn["pageInfo"]["hasNextPage"].as_bool().unwrap() {
+            break;
+        }
+        after = conn["pageInfo"]["endCursor"].as_str().map(str::to_owned);
+    }
+    assert_eq!(pages, 3);
+    let mut expected: Vec<String> = (1..=12).map(|i| format!("trainer{i}")).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    // CSV dates are DD-MM-YYYY; GraphQL answers ISO.
+    let r = app
+        .gql(
+            &format!("{{ trainer(id: \"trainer1\") {{ {TRAINER_FIELDS} }} }}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["trainer"],
+        json!({ "id": "trainer1", "firstName": "First1", "lastName": "Last1", "dateOfBirth": "1971-02-02" })
+    );
+}
+
+async fn a_trainer_is_read_with_their_pokemon(app: TestApp) {
+    let token = app.login_new_user("ash").await;
+    import_ok(&app, &token, "importTrainers", &trainers_csv(3)).await;
+    let report = import_ok(&app, &token, "importPokemons", &pokemons_csv(3, 4)).await;
+    assert_eq!(report["inserted"], 12);
+
+    let r = app
+        .gql(
+            "{ trainer(id: \"trainer2\") { id pokemons { id nickname species level dateOfOwnership owner { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let pokemons = r["data"]["trainer"]["pokemons"].as_array().unwrap();
+    let ids: Vec<&str> = pokemons.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["p2_1", "p2_2", "p2_3", "p2_4"]);
+    assert_eq!(pokemons[0]["owner"]["id"], "trainer2");
+    assert_eq!(pokemons[0]["dateOfOwnership"], "2020-06-15");
+    assert_eq!(pokemons[0]["nickname"], "Nick2_1");
+
+    let r = app
+        .gql(
+            "{ pokemons(first: 10, ownerId: \"trainer3\", species: \"Pikachu\") { totalCount edges { node { id species ownerId } } } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    assert_eq!(r["data"]["pokemons"]["totalCount"], 1);
+    assert_eq!(r["data"]["pokemons"]["edges"][0]["node"]["id"], "p3_4");
+
+    let r = app
+        .gql(
+            "{ trainer(id: \"nobody\") { id } pokemon(id: \"nothing\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    assert!(r["data"]["trainer"].is_null());
+    assert!(r["data"]["pokemon"].is_null());
+}
+
+async fn trainers_and_pokemon_are_created_updated_and_deleted(app: TestApp) {
+    let create_trainer = "mutation($input: CreateTrainerInput!) { createTrainer(input: $input) { id firstName dateOfBirth } }";
+    let input = json!({ "id": "misty", "firstName": "Misty", "lastName": "W", "dateOfBirth": "1996-04-01" });
+    let anon = app.gql(create_trainer, json!({ "input": input })).await;
+    assert_eq!(error_code(&anon), "UNAUTHENTICATED");
+
+    let token = app.login_new_user("ash").await;
+    let r = app
+        .gql_as(&token, create_trainer, json!({ "input": input }))
+        .await;
+    assert_no_errors(&r);
+    assert_eq!(r["data"]["createTrainer"]["dateOfBirth"], "1996-04-01");
+    let again = app
+        .gql_as(&token, create_trainer, json!({ "input": input }))
+        .await;
+    assert_eq!(error_code(&again), "CONFLICT");
+    let bad_date = app
+        .gql_as(
+            &token,
+            create_trainer,
+            json!({ "input": { "id": "x", "firstName": "X", "lastName": "Y", "dateOfBirth": "01-04-1996" } }),
+        )
+        .await;
+    assert_eq!(error_code(&bad_date), "BAD_USER_INPUT");
+    assert!(error_message(&bad_date).contains("dateOfBirth"));
+
+    let create_pokemon = "mutation($input: CreatePokemonInput!) { createPokemon(input: $input) { id level owner { id } dateOfOwnership } }";
+    let r = app
+        .gql_as(
+            &token,
+            create_pokemon,
+            json!({ "input": { "id": "starmie4", "nickname": "Star", "species": "Starmie", "level": 30, "ownerId": "misty", "dateOfOwnership": "2020-01-02" } }),
+        )
+        .await;
+    assert_no_errors(&r);
+    assert_eq!(r["data"]["createPokemon"]["owner"]["id"], "misty");
+    for (input, field) in [
+        (
+            json!({ "id": "a1", "nickname": "A", "species": "S", "level": 101, "ownerId": "misty" }),
+            "level",
+        ),
+        (
+            json!({ "id": "a1", "nickname": "A", "species": "S", "level": 5, "ownerId": "ghost" }),
+            "ownerId",
+        ),
+        (
+            json!({ "id": "a b", "nickname": "A", "species": "S", "level": 5, "ownerId": "misty" }),
+            "id",
+        ),
+    ] {
+        let r = app
+            .gql_as(&token, create_pokemon, json!({ "input": input }))
+            .await;
+        assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r:#}");
+        assert!(error_message(&r).contains(field), "{r:#}");
+    }
+
+    // Read (filling the cache), update, read again: the new values, never the cached ones.
+    let read = "{ trainer(id: \"misty\") { firstName pokemons { id level nickname } } pokemon(id: \"starmie4\") { level nickname } }";
+    let before = app.gql(read, json!({})).await;
+    assert_eq!(before["data"]["pokemon"]["level"], 30);
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { updateTrainer(id: \"misty\", input: { firstName: \"Kasumi\" }) { firstName lastName } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    assert_eq!(
+        r["data"]["updateTrainer"],
+        json!({ "firstName": "Kasumi", "lastName": "W" })
+    );
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { updatePokemon(id: \"starmie4\", input: { level: 31, nickname: \"Twinkle\" }) { level nickname } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let after = app.gql(read, json!({})).await;
+    assert_eq!(after["data"]["trainer"]["firstName"], "Kasumi");
+    assert_eq!(
+        after["data"]["pokemon"],
+        json!({ "level": 31, "nickname": "Twinkle" })
+    );
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { updatePokemon(id: \"nope\", input: { level: 3 }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&r), "NOT_FOUND");
+
+    // A trainer who owns Pokémon is not deleted unless asked to cascade.
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { deleteTrainer(id: \"misty\") }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&r), "CONFLICT");
+    assert_eq!(
+        app.gql(read, json!({})).await["data"]["trainer"]["firstName"],
+        "Kasumi"
+    );
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { deleteTrainer(id: \"misty\", cascade: true) }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let gone = app.gql(read, json!({})).await;
+    assert_no_errors(&gone);
+    assert!(gone["data"]["trainer"].is_null());
+    assert!(gone["data"]["pokemon"].is_null());
+
+    // The id can be used again, and the new row is read (not the deleted one's tombstone).
+    let r = app
+        .gql_as(&token, create_trainer, json!({ "input": input }))
+        .await;
+    assert_no_errors(&r);
+    let r = app
+        .gql_as(
+            &token,
+            create_pokemon,
+            json!({ "input": { "id": "psyduck", "nickname": "Duck", "species": "Psyduck", "level": 9, "ownerId": "misty" } }),
+        )
+        .await;
+    assert_no_errors(&r);
+    assert_eq!(
+        app.gql(read, json!({})).await["data"]["trainer"]["firstName"],
+        "Misty"
+    );
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { deletePokemon(id: \"psyduck\") }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    assert!(app
+        .gql("{ pokemon(id: \"psyduck\") { id } }", json!({}))
+        .await["data"]["pokemon"]
+        .is_null());
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { deleteTrainer(id: \"misty\") }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { deleteTrainer(id: \"misty\") }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&r), "NOT_FOUND");
+}
+
+/// Opens a `graphql-transport-ws` subscription and returns the stream of its `next` payloads.
+async fn subscribe(app: &TestApp, query: &str) -> impl futures::Stream<Item = Value> + Unpin {
+    let mut req = app.ws_url().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("ws connects");
+    ws.send(Message::Text(
+        json!({ "type": "connection_init", "payload": {} })
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    loop {
+        let msg = ws.next().await.expect("ack").expect("ws message");
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["type"] == "connection_ack" {
+                break;
+            }
+        }
+    }
+    ws.send(Message::Text(
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": query } })
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    Box::pin(ws.filter_map(|m| async move {
+        match m {
+            Ok(Message::Text(t)) => {
+                let v: Value = serde_json::from_str(&t).ok()?;
+                (v["type"] == "next").then(|| v["payload"].clone())
+            }
+            _ => None,
+        }
+    }))
+}
+
+/// The next event of `stream` about trade `id` (events of other trades are skipped and
+/// returned too, so callers can check what went by).
+async fn event_of(
+    stream: &mut (impl futures::Stream<Item = Value> + Unpin),
+    id: &Value,
+    limit: Duration,
+) -> Option<(Value, Vec<Value>)> {
+    let mut skipped = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let event = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .ok()??;
+        let trade = event["data"]["tradeCompleted"].clone();
+        if trade["id"] == *id {
+            return Some((trade, skipped));
+        }
+        skipped.push(trade);
+    }
+}
+
+/// Trades `p3_3` between trainer3 and trainer2 until `stream` reports one of those trades:
+/// from then on the subscription is certainly live.
+async fn until_live(
+    app: &TestApp,
+    token: &str,
+    stream: &mut (impl futures::Stream<Item = Value> + Unpin),
+) {
+    for _ in 0..50 {
+        let (a, b) = if owner_of(app, "p3_3").await == "trainer3" {
+            ("trainer3", "trainer2")
+        } else {
+            ("trainer2", "trainer3")
+        };
+        let r = app
+            .gql_as(
+                token,
+                TRADE,
+                json!({ "a": a, "b": b, "pa": ["p3_3"], "pb": [] }),
+            )
+            .await;
+        assert_no_errors(&r);
+        let id = r["data"]["exchangePokemons"]["id"].clone();
+        if event_of(stream, &id, Duration::from_millis(200))
+            .await
+            .is_some()
+        {
+            return;
+        }
+    }
+    panic!("the subscription never went live");
+}
+
+async fn three_pokemon_of_trainer1_trade_for_two_of_trainer2(app: TestApp) {
+    let token = app.login_new_user("ash").await;
+    import_ok(&app, &token, "importTrainers", &trainers_csv(3)).await;
+    import_ok(&app, &token, "importPokemons", &pokemons_csv(3, 4)).await;
+    // Fill the cache with the owners before the trade.
+    for p in ["p1_1", "p1_2", "p1_3", "p2_1", "p2_2"] {
+        owner_of(&app, p).await;
+    }
+    let mut events = subscribe(
+        &app,
+        "subscription { tradeCompleted(trainerId: \"trainer2\") { id trainerA { id } pokemonIdsA pokemonIdsB } }",
+    )
+    .await;
+    let mut ignoring = subscribe(
+        &app,
+        "subscription { tradeCompleted(trainerId: \"trainer3\") { id } }",
+    )
+    .await;
+    until_live(&app, &token, &mut events).await;
+    until_live(&app, &token, &mut ignoring).await;
+
+    let r = app
+        .gql_as(
+            &token,
+            TRADE,
+            json!({ "a": "trainer1", "b": "trainer2", "pa": ["p1_1", "p1_2", "p1_3"], "pb": ["p2_1", "p2_2"] }),
+        )
+        .await;
+    assert_no_errors(&r);
+    let trade = r["data"]["exchangePokemons"].clone();
+    assert_eq!(trade["trainerA"]["id"], "trainer1");
+    assert_eq!(trade["pokemonsA"].as_array().unwrap().len(), 3);
+    for p in trade["pokemonsA"].as_array().unwrap() {
+        assert_eq!(p["ownerId"], "trainer2");
+    }
+    for p in ["p1_1", "p1_2", "p1_3"] {
+        assert_eq!(owner_of(&app, p).await, "trainer2", "{p}");
+    }
+    for p in ["p2_1", "p2_2"] {
+        assert_eq!(owner_of(&app, p).await, "trainer1", "{p}");
+    }
+    for p in ["p1_4", "p2_3", "p2_4"] {
+        let expected = &p[1..2];
+        assert_eq!(owner_of(&app, p).await, format!("trainer{expected}"), "{p}");
+    }
+    let today = chrono::Utc::now()
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string();
+    let r = app
+        .gql("{ pokemon(id: \"p1_1\") { dateOfOwnership } }", json!({}))
+        .await;
+    assert_eq!(r["data"]["pokemon"]["dateOfOwnership"], today);
+    let r = app
+        .gql(
+            "{ a: trainer(id: \"trainer1\") { pokemons { id } } b: trainer(id: \"trainer2\") { pokemons { id } } }",
+            json!({}),
+        )
+        .await;
+    // (p3_3 went back and forth while the subscriptions warmed up.)
+    let ids = |v: &Value| -> Vec<String> {
+        v["pokemons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .filter(|id| id != "p3_3")
+            .collect()
+    };
+    assert_eq!(ids(&r["data"]["a"]), ["p1_4", "p2_1", "p2_2"]);
+    assert_eq!(
+        ids(&r["data"]["b"]),
+        ["p1_1", "p1_2", "p1_3", "p2_3", "p2_4"]
+    );
+
+    let r = app
+        .gql(
+            "{ trades(first: 10, trainerId: \"trainer1\") { totalCount edges { node { id pokemonIdsA pokemonsB { id } tradedAt } } } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    assert_eq!(r["data"]["trades"]["totalCount"], 1);
+    let node = &r["data"]["trades"]["edges"][0]["node"];
+    assert_eq!(node["id"], trade["id"]);
+    assert_eq!(node["pokemonIdsA"], json!(["p1_1", "p1_2", "p1_3"]));
+    assert_eq!(
+        node["pokemonsB"],
+        json!([{ "id": "p2_1" }, { "id": "p2_2" }])
+    );
+
+    let (got, _) = event_of(&mut events, &trade["id"], Duration::from_secs(10))
+        .await
+        .expect("a tradeCompleted event for trainer2");
+    assert_eq!(got["trainerA"]["id"], "trainer1");
+    assert_eq!(got["pokemonIdsB"], json!(["p2_1", "p2_2"]));
+    // trainer3's subscription does not see it: the next event it gets is trainer3's trade.
+    let r = app
+        .gql_as(
+            &token,
+            TRADE,
+            json!({ "a": "trainer3", "b": "trainer1", "pa": ["p3_1"], "pb": [] }),
+        )
+        .await;
+    assert_no_errors(&r);
+    let (_, skipped) = event_of(
+        &mut ignoring,
+        &r["data"]["exchangePokemons"]["id"],
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("a tradeCompleted event for trainer3");
+    assert!(
+        skipped.iter().all(|t| t["id"] != trade["id"]),
+        "{skipped:?}"
+    );
+}
+
+async fn a_stale_or_partly_wrong_trade_moves_nothing(app: TestApp) {
+    let token = app.login_new_user("ash").await;
+    import_ok(&app, &token, "importTrainers", &trainers_csv(3)).await;
+    import_ok(&app, &token, "importPokemons", &pokemons_csv(3, 3)).await;
+    // p2_1 belongs to trainer2, not trainer1; `ghost` does not exist; p2_2 is fine.
+    let r = app
+        .gql_as(
+            &token,
+            TRADE,
+            json!({ "a": "trainer1", "b": "trainer2", "pa": ["p1_1", "p2_1", "ghost"], "pb": ["p2_2", "p3_1"] }),
+        )
+        .await;
+    assert_eq!(error_code(&r), "CONFLICT");
+    let msg = error_message(&r);
+    for offender in ["p2_1", "ghost", "p3_1"] {
+        assert!(msg.contains(offender), "{msg}");
+    }
+    assert!(!msg.contains("p1_1") && !msg.contains("p2_2"), "{msg}");
+    assert_eq!(owner_of(&app, "p1_1").await, "trainer1");
+    assert_eq!(owner_of(&app, "p2_2").await, "trainer2");
+
+    // A stale trade: p1_1 moved to trainer3 after the client last looked.
+    let r = app
+        .gql_as(
+            &token,
+            TRADE,
+            json!({ "a": "trainer1", "b": "trainer3", "pa": ["p1_1"], "pb": [] }),
+        )
+        .await;
+    assert_no_errors(&r);
+    let r = app
+        .gql_as(
+            &token,
+            TRADE,
+            json!({ "a": "trainer1", "b": "trainer2", "pa": ["p1_1", "p1_2"], "pb": ["p2_1"] }),
+        )
+        .await;
+    assert_eq!(error_code(&r), "CONFLICT");
+    assert!(error_message(&r).contains("p1_1"));
+    assert_eq!(owner_of(&app, "p1_2").await, "trainer1");
+    assert_eq!(owner_of(&app, "p2_1").await, "trainer2");
+    let r = app.gql("{ trades { totalCount } }", json!({})).await;
+    assert_eq!(r["data"]["trades"]["totalCount"], 1);
+
+    for (vars, field) in [
+        (
+            json!({ "a": "trainer1", "b": "trainer1", "pa": ["p1_2"], "pb": [] }),
+            "trainerB",
+        ),
+        (
+            json!({ "a": "trainer1", "b": "trainer2", "pa": [], "pb": [] }),
+            "pokemonsA",
+        ),
+        (
+            json!({ "a": "trainer1", "b": "trainer2", "pa": ["p1_2", "p1_2"], "pb": [] }),
+            "pokemonsA",
+        ),
+        (
+            json!({ "a": "nobody", "b": "trainer2", "pa": ["p1_2"], "pb": [] }),
+            "trainerA",
+        ),
+    ] {
+        let r = app.gql_as(&token, TRADE, vars).await;
+        assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r:#}");
+        assert!(error_message(&r).contains(field), "{r:#}");
+    }
+}
+
+async fn eight_concurrent_trades_of_one_pokemon_have_exactly_one_winner(app: TestApp) {
+    let token = app.login_new_user("ash").await;
+    import_ok(&app, &token, "importTrainers", &trainers_csv(9)).await;
+    import_ok(&app, &token, "importPokemons", &pokemons_csv(9, 1)).await;
+    // Eight trades each giving trainer1's p1_1 to a different trainer, for their own Pokémon.
+    let trades = (2..=9).map(|t| {
+        let app = &app;
+        let token = &token;
+        async move {
+            app.gql_as(
+                token,
+                TRADE,
+                json!({ "a": "trainer1", "b": format!("trainer{t}"), "pa": ["p1_1"], "pb": [format!("p{t}_1")] }),
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(trades).await;
+    let winners: Vec<&Value> = results
+        .iter()
+        .filter(|r| r.get("errors").is_none_or(|e| e.is_null()))
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:#?}");
+    for r in results
+        .iter()
+        .filter(|r| r.get("errors").is_some_and(|e| !e.is_null()))
+    {
+        assert_eq!(error_code(r), "CONFLICT", "{r:#}");
+    }
+    let winner = winners[0]["data"]["exchangePokemons"]["trainerB"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(owner_of(&app, "p1_1").await, winner.as_str());
+    for t in 2..=9 {
+        let expected = if format!("trainer{t}") == winner {
+            "trainer1".to_owned()
+        } else {
+            format!("trainer{t}")
+        };
+        assert_eq!(owner_of(&app, &format!("p{t}_1")).await, expected.as_str());
+    }
+    let r = app.gql("{ trades { totalCount } }", json!({})).await;
+    assert_eq!(r["data"]["trades"]["totalCount"], 1);
+}
+
+async fn a_csv_with_bad_rows_writes_nothing_and_reports_each(app: TestApp) {
+    let token = app.login_new_user("ash").await;
+    import_ok(&app, &token, "importTrainers", &trainers_csv(2)).await;
+    let csv = "id,nickname,species,level,owner,dateOfOwnership\n\
+               good1,Good,Pikachu,5,trainer1,01-02-2020\n\
+               bad2,,Pikachu,5,trainer1,01-02-2020\n\
+               bad3,Nick,Pikachu,five,trainer1,01-02-2020\n\
+               bad4,Nick,Pikachu,5,trainer1,2020-02-01\n\
+               bad5,Nick,Pikachu,101,trainer1,01-02-2020\n\
+               bad6,Nick,Pikachu,5,ghost,01-02-2020\n\
+               good1,Again,Pikachu,5,trainer2,01-02-2020\n\
+               good8,Fine,Eevee,50,trainer2,31-12-2019\n";
+    let r = import(&app, &token, "importPokemons", csv, false).await;
+    assert_no_errors(&r);
+    let report = &r["data"]["importPokemons"];
+    assert_eq!(report["rows"], 8);
+    assert_eq!(report["inserted"], 0);
+    assert_eq!(report["updated"], 0);
+    let errors: Vec<(i64, String)> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["row"].as_i64().unwrap(),
+                e["column"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (2, "nickname".to_owned()),
+            (3, "level".to_owned()),
+            (4, "dateOfOwnership".to_owned()),
+            (5, "level".to_owned()),
+            (6, "owner".to_owned()),
+            (7, "id".to_owned()),
+        ],
+        "{report:#}"
+    );
+    assert!(report["errors"][5]["message"]
+        .as_str()
+        .unwrap()
+        .contains("row 1"));
+    assert_eq!(pokemon_count(&app).await, 0);
+    assert!(app
+        .gql("{ pokemon(id: \"good8\") { id } }", json!({}))
+        .await["data"]["pokemon"]
+        .is_null());
+
+    // A missing column is refused as a whole.
+    let r = import(
+        &app,
+        &token,
+        "importTrainers",
+        "id,firstName,dateOfBirth\nx,y,01-01-2000\n",
+        false,
+    )
+    .await;
+    assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    assert!(error_message(&r).contains("lastName"));
+    assert_eq!(trainer_count(&app).await, 2);
+
+    // Without a viewer nothing is even read.
+    let anon = import(
+        &app,
+        "not-a-token",
+        "importTrainers",
+        &trainers_csv(3),
+        false,
+    )
+    .await;
+    assert_eq!(error_code(&anon), "UNAUTHENTICATED");
+    assert_eq!(trainer_count(&app).await, 2);
+}
+
+async fn a_dry_run_writes_nothing(app: TestApp) {
+    let token = app.login_new_user("ash").await;
+    import_ok(&app, &token, "importTrainers", &trainers_csv(2)).await;
+    let r = import(&app, &token, "importTrainers", &trainers_csv(5), true).await;
+    assert_no_errors(&r);
+    let report = &r["data"]["importTrainers"];
+    assert_eq!(report["rows"], 5);
+    assert_eq!(report["inserted"], 3);
+    assert_eq!(report["updated"], 2);
+    assert_eq!(report["errors"], json!([]));
+    assert_eq!(trainer_count(&app).await, 2);
+    // The staged rows are gone once the import answered.
+    let staged = app
+        .state
+        .cache
+        .scan_prefix(&format!("import:{}:", report["importId"].as_str().unwrap()))
+        .await
+        .unwrap();
+    assert!(staged.is_empty(), "{staged:?}");
+}
+
+async fn a_second_import_of_the_same_file_updates_instead_of_duplicating(app: TestApp) {
+    let token = app.login_new_user("ash").await;
+    import_ok(&app, &token, "importTrainers", &trainers_csv(3)).await;
+    let csv = pokemons_csv(3, 2);
+    let first = import_ok(&app, &token, "importPokemons", &csv).await;
+    assert_eq!(
+        (first["inserted"].as_i64(), first["updated"].as_i64()),
+        (Some(6), Some(0))
+    );
+    let read = "{ pokemon(id: \"p1_1\") { nickname level } }";
+    assert_eq!(
+        app.gql(read, json!({})).await["data"]["pokemon"]["nickname"],
+        "Nick1_1"
+    );
+
+    let second = import_ok(&app, &token, "importPokemons", &csv).await;
+    assert_eq!(
+        (second["inserted"].as_i64(), second["updated"].as_i64()),
+        (Some(0), Some(6))
+    );
+    assert_eq!(pokemon_count(&app).await, 6);
+
+    // A changed file updates the rows, and the cached copies are not served any more.
+    let changed = csv.replace("Nick1_1", "Renamed") + "p9_9,New,Eevee,3,trainer3,01-01-2021\n";
+    let third = import_ok(&app, &token, "importPokemons", &changed).await;
+    assert_eq!(
+        (third["inserted"].as_i64(), third["updated"].as_i64()),
+        (Some(1), Some(6))
+    );
+    assert_eq!(
+        app.gql(read, json!({})).await["data"]["pokemon"]["nickname"],
+        "Renamed"
+    );
+    assert_eq!(pokemon_count(&app).await, 7);
+
+    // A Pokémon written through the hooks is cached; an import that changes it invalidates
+    // the cached copy.
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { createPokemon(input: { id: \"solo1\", nickname: \"Before\", species: \"Mew\", level: 7, ownerId: \"trainer1\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let solo = "{ pokemon(id: \"solo1\") { nickname level } }";
+    let hits = "arena_cache_hits_total{entity=\"pokemon\"}";
+    let before = app.metric(hits).await;
+    assert_eq!(
+        app.gql(solo, json!({})).await["data"]["pokemon"]["nickname"],
+        "Before"
+    );
+    assert_eq!(
+        app.metric(hits).await,
+        before + 1.0,
+        "served from the cache"
+    );
+    import_ok(
+        &app,
+        &token,
+        "importPokemons",
+        "id,nickname,species,level,owner,dateOfOwnership\nsolo1,After,Mew,8,trainer2,02-03-2021\n",
+    )
+    .await;
+    assert_eq!(
+        app.gql(solo, json!({})).await["data"]["pokemon"],
+        json!({ "nickname": "After", "level": 8 })
+    );
+}
+
+async fn listing_fifty_trainers_with_their_pokemon_costs_a_constant_number_of_queries(
+    app: TestApp,
+) {
+    let token = app.login_new_user("ash").await;
+    import_ok(&app, &token, "importTrainers", &trainers_csv(50)).await;
+    import_ok(&app, &token, "importPokemons", &pokemons_csv(50, 2)).await;
+    let list = "query($n: Int) { trainers(first: $n) { edges { node { id pokemons { id } } } } }";
+    let mut costs = Vec::new();
+    for n in [5, 50] {
+        let before = app.metric("arena_sql_queries_total").await;
+        let r = app.gql(list, json!({ "n": n })).await;
+        assert_no_errors(&r);
+        let edges = r["data"]["trainers"]["edges"].as_array().unwrap();
+        assert_eq!(edges.len(), n);
+        assert!(edges
+            .iter()
+            .all(|e| e["node"]["pokemons"].as_array().unwrap().len() == 2));
+        costs.push(app.metric("arena_sql_queries_total").await - before);
+    }
+    // Count, page, one batch of Pokémon — the same bound for 5 and for 50 trainers (one
+    // spare: a DataLoader batch may split in two on a loaded machine). N+1 would cost 53.
+    assert!(
+        costs.iter().all(|c| *c <= 4.0),
+        "queries for 5 vs 50 trainers: {costs:?}"
+    );
+
+    // With each Pokémon's owner too: the 100 owner lookups are batched (a DataLoader batch
+    // may split in two when the lookups straddle its window), never one query per Pokémon.
+    let before = app.metric("arena_sql_queries_total").await;
+    let r = app
+        .gql(
+            "{ trainers(first: 50) { edges { node { pokemons { owner { id } } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let cost = app.metric("arena_sql_queries_total").await - before;
+    assert!(cost <= 6.0, "{cost} queries");
+}
+
+crate::both_backends!(
+    the_trainer_csv_imports_and_pages_five_at_a_time,
+    a_trainer_is_read_with_their_pokemon,
+    trainers_and_pokemon_are_created_updated_and_deleted,
+    three_pokemon_of_trainer1_trade_for_two_of_trainer2,
+    a_stale_or_partly_wrong_trade_moves_nothing,
+    eight_concurrent_trades_of_one_pokemon_have_exactly_one_winner,
+    a_csv_with_bad_rows_writes_nothing_and_reports_each,
+    a_dry_run_writes_nothing,
+    a_second_import_of_the_same_file_updates_instead_of_duplicating,
+    listing_fifty_trainers_with_their_pokemon_costs_a_constant_number_of_queries,
+);
