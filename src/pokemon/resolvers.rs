@@ -28,6 +28,11 @@ fn loaders<'a>(ctx: &Context<'a>) -> &'a RequestLoaders {
     ctx.data_unchecked::<RequestLoaders>()
 }
 
+/// Whether the connection being resolved selects `field` on its nodes.
+fn wants(ctx: &Context<'_>, field: &str) -> bool {
+    ctx.look_ahead().field("edges").field("node").field(field).exists()
+}
+
 /// Loads a trainer through the request's loader.
 pub async fn load_trainer(ctx: &Context<'_>, id: &str) -> Result<Option<Trainer>> {
     Ok(loaders(ctx)
@@ -59,13 +64,24 @@ fn cursor_key(kind: &str, after: Option<String>) -> Result<Option<String>> {
 impl Trainer {
     /// The trainer's Pokémon, by id (one SQL query for every trainer of the response).
     async fn pokemons(&self, ctx: &Context<'_>) -> Result<Vec<Pokemon>> {
-        Ok(loaders(ctx)
-            .pokemons_by_owner
-            .load_one(self.id.0.clone())
-            .await?
-            .unwrap_or_default()
+        let owner = Box::new(Trainer {
+            pokemons: None,
+            ..self.clone()
+        });
+        let models = match &self.pokemons {
+            Some(prefetched) => prefetched.clone(),
+            None => loaders(ctx)
+                .pokemons_by_owner
+                .load_one(self.id.0.clone())
+                .await?
+                .unwrap_or_default(),
+        };
+        Ok(models
             .into_iter()
-            .map(Pokemon::from)
+            .map(|m| Pokemon {
+                known_owner: Some(owner.clone()),
+                ..Pokemon::from(m)
+            })
             .collect())
     }
 }
@@ -74,6 +90,9 @@ impl Trainer {
 impl Pokemon {
     /// The trainer who owns it.
     async fn owner(&self, ctx: &Context<'_>) -> Result<Trainer> {
+        if let Some(owner) = &self.known_owner {
+            return Ok((**owner).clone());
+        }
         load_trainer(ctx, &self.owner_id).await?.ok_or_else(|| {
             AppError::NotFound(format!("owner: no trainer `{}`", *self.owner_id)).into()
         })
@@ -130,10 +149,21 @@ impl PokemonQuery {
             has_next,
             ConnectionFields { total_count: total },
         );
-        conn.edges.extend(
-            rows.into_iter()
-                .map(|t| Edge::new(encode_cursor("trainer", &t.id), Trainer::from(t))),
-        );
+        // The page's Pokémon, when asked for, in one batch for every trainer of the page
+        // (rather than one per trainer, which a DataLoader window might split).
+        let mut owned = if wants(ctx, "pokemons") {
+            let ids = rows.iter().map(|t| t.id.clone());
+            Some(loaders(ctx).pokemons_by_owner.load_many(ids).await?)
+        } else {
+            None
+        };
+        conn.edges.extend(rows.into_iter().map(|t| {
+            let pokemons = owned
+                .as_mut()
+                .map(|o| o.remove(&t.id).unwrap_or_default());
+            let cursor = encode_cursor("trainer", &t.id);
+            Edge::new(cursor, Trainer { pokemons, ..Trainer::from(t) })
+        }));
         Ok(conn)
     }
 
@@ -166,10 +196,21 @@ impl PokemonQuery {
             has_next,
             ConnectionFields { total_count: total },
         );
-        conn.edges.extend(
-            rows.into_iter()
-                .map(|p| Edge::new(encode_cursor("pokemon", &p.id), Pokemon::from(p))),
-        );
+        // The owners, when asked for, in one batch for the whole page.
+        let owners = if wants(ctx, "owner") {
+            let ids = rows.iter().map(|p| p.owner_id.clone());
+            Some(loaders(ctx).trainers.load_many(ids).await?)
+        } else {
+            None
+        };
+        conn.edges.extend(rows.into_iter().map(|p| {
+            let known_owner = owners
+                .as_ref()
+                .and_then(|o| o.get(&p.owner_id))
+                .map(|t| Box::new(Trainer::from(t.clone())));
+            let cursor = encode_cursor("pokemon", &p.id);
+            Edge::new(cursor, Pokemon { known_owner, ..Pokemon::from(p) })
+        }));
         Ok(conn)
     }
 

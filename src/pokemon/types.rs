@@ -23,6 +23,9 @@ pub struct Trainer {
     pub last_name: String,
     /// Date of birth, ISO 8601 (`YYYY-MM-DD`).
     pub date_of_birth: String,
+    /// The trainer's Pokémon, when a listing loaded them for its whole page at once.
+    #[graphql(skip)]
+    pub pokemons: Option<Vec<entity::pokemon::Model>>,
 }
 
 impl From<entity::trainer::Model> for Trainer {
@@ -32,6 +35,7 @@ impl From<entity::trainer::Model> for Trainer {
             first_name: m.first_name,
             last_name: m.last_name,
             date_of_birth: m.date_of_birth.format("%Y-%m-%d").to_string(),
+            pokemons: None,
         }
     }
 }
@@ -52,6 +56,10 @@ pub struct Pokemon {
     pub owner_id: ID,
     /// When the current owner got it, ISO 8601 (`YYYY-MM-DD`).
     pub date_of_ownership: String,
+    /// The owner, when this Pokémon was reached through them (`Trainer.pokemons`): `owner`
+    /// then answers without another lookup.
+    #[graphql(skip)]
+    pub known_owner: Option<Box<Trainer>>,
 }
 
 impl From<entity::pokemon::Model> for Pokemon {
@@ -63,6 +71,7 @@ impl From<entity::pokemon::Model> for Pokemon {
             level: m.level,
             owner_id: ID(m.owner_id),
             date_of_ownership: m.date_of_ownership.format("%Y-%m-%d").to_string(),
+            known_owner: None,
         }
     }
 }
