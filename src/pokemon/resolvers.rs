@@ -30,7 +30,11 @@ fn loaders<'a>(ctx: &Context<'a>) -> &'a RequestLoaders {
 
 /// Whether the connection being resolved selects `field` on its nodes.
 fn wants(ctx: &Context<'_>, field: &str) -> bool {
-    ctx.look_ahead().field("edges").field("node").field(field).exists()
+    ctx.look_ahead()
+        .field("edges")
+        .field("node")
+        .field(field)
+        .exists()
 }
 
 /// Loads a trainer through the request's loader.
@@ -158,11 +162,15 @@ impl PokemonQuery {
             None
         };
         conn.edges.extend(rows.into_iter().map(|t| {
-            let pokemons = owned
-                .as_mut()
-                .map(|o| o.remove(&t.id).unwrap_or_default());
+            let pokemons = owned.as_mut().map(|o| o.remove(&t.id).unwrap_or_default());
             let cursor = encode_cursor("trainer", &t.id);
-            Edge::new(cursor, Trainer { pokemons, ..Trainer::from(t) })
+            Edge::new(
+                cursor,
+                Trainer {
+                    pokemons,
+                    ..Trainer::from(t)
+                },
+            )
         }));
         Ok(conn)
     }
@@ -209,7 +217,13 @@ impl PokemonQuery {
                 .and_then(|o| o.get(&p.owner_id))
                 .map(|t| Box::new(Trainer::from(t.clone())));
             let cursor = encode_cursor("pokemon", &p.id);
-            Edge::new(cursor, Pokemon { known_owner, ..Pokemon::from(p) })
+            Edge::new(
+                cursor,
+                Pokemon {
+                    known_owner,
+                    ..Pokemon::from(p)
+                },
+            )
         }));
         Ok(conn)
     }

@@ -31,7 +31,7 @@ fn redis_url() -> Option<String> {
         .ok()
         .filter(|u| !u.is_empty());
     if url.is_none() {
-        eprintln!("skipped: TEST_REDIS_URL not set");
+        crate::helpers::skipped("TEST_REDIS_URL not set");
     }
     url
 }
@@ -714,8 +714,8 @@ async fn sqlite_documents_conform() {
 #[tokio::test]
 async fn postgres_documents_conform() {
     let Some(app) = crate::helpers::spawn_app(crate::helpers::Backends::Real).await else {
-        eprintln!(
-            "skipped: TEST_DATABASE_URL not set (SQL document store on PostgreSQL not tested)"
+        crate::helpers::skipped(
+            "TEST_DATABASE_URL not set (SQL document store on PostgreSQL not tested)",
         );
         return;
     };
@@ -731,7 +731,7 @@ async fn mongo_documents_conform() {
         .ok()
         .filter(|u| !u.is_empty())
     else {
-        eprintln!("skipped: TEST_MONGODB_URL not set (MongoDB document store not tested)");
+        crate::helpers::skipped("TEST_MONGODB_URL not set (MongoDB document store not tested)");
         return;
     };
     let database = format!("arena_test_{}", uuid::Uuid::new_v4().simple());

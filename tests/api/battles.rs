@@ -564,7 +564,7 @@ macro_rules! both_backends_with {
             async fn postgres_redis() {
                 match crate::helpers::spawn_app_with(crate::helpers::Backends::Real, $tweak).await {
                     Some(app) => super::$name(app).await,
-                    None => eprintln!("skipped: TEST_DATABASE_URL / TEST_REDIS_URL not set"),
+                    None => crate::helpers::skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set"),
                 }
             }
         }
@@ -816,7 +816,7 @@ async fn a_malformed_meal_filter_is_refused(app: TestApp) {
 async fn a_battle_fought_on_one_replica_reaches_subscribers_and_rings_on_another(app: TestApp) {
     if app.backends != Backends::Real {
         // Embedded replicas share the SQLite file but not the in-process cache and events.
-        eprintln!("skipped: replicas share state only on PostgreSQL + Redis");
+        crate::helpers::skipped("replicas share state only on PostgreSQL + Redis");
         return;
     }
     let replica = app.spawn_replica().await;

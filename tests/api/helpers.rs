@@ -39,11 +39,20 @@ macro_rules! both_backends {
             async fn postgres_redis() {
                 match $crate::helpers::spawn_app($crate::helpers::Backends::Real).await {
                     Some(app) => super::$name(app).await,
-                    None => eprintln!("skipped: TEST_DATABASE_URL / TEST_REDIS_URL not set"),
+                    None => $crate::helpers::skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set"),
                 }
             }
         }
     )* };
+}
+
+/// Says that the running test was skipped and why, on the terminal itself: libtest captures
+/// `eprintln!` of a passing test, but not writes to the stderr handle.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 /// A running Arena and a client for it.

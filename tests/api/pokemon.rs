@@ -911,7 +911,10 @@ async fn listing_fifty_trainers_with_their_pokemon_costs_a_constant_number_of_qu
         }
     }
     let cost = app.metric("arena_sql_queries_total").await - before;
-    assert_eq!(cost, 3.0, "queries for 50 trainers with their Pokémon and owners");
+    assert_eq!(
+        cost, 3.0,
+        "queries for 50 trainers with their Pokémon and owners"
+    );
 
     // Listing 100 Pokémon with their owners: the 100 owner lookups are one batch (50 distinct
     // trainers), never one query per Pokémon.
@@ -927,7 +930,10 @@ async fn listing_fifty_trainers_with_their_pokemon_costs_a_constant_number_of_qu
     assert_eq!(edges.len(), 100);
     // Count, page, one batch of owners (read through the cache; on a miss from SQL).
     let cost = app.metric("arena_sql_queries_total").await - before;
-    assert!(cost <= 3.0, "{cost} queries for 100 Pokémon with their owners");
+    assert!(
+        cost <= 3.0,
+        "{cost} queries for 100 Pokémon with their owners"
+    );
 }
 
 crate::both_backends!(

@@ -311,7 +311,7 @@ macro_rules! with_sync {
                 .await;
                 match app {
                     Some(app) => super::$name(app).await,
-                    None => eprintln!("skipped: TEST_DATABASE_URL / TEST_REDIS_URL not set"),
+                    None => crate::helpers::skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set"),
                 }
             }
         }
