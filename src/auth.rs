@@ -58,6 +58,13 @@ impl RequestAuth {
         Self::new(header)
     }
 
+    /// The same credential, not yet resolved: each operation of a WebSocket connection checks
+    /// it again, so a rotated or deleted API key (or a revoked session) stops working at the
+    /// connection's next operation.
+    pub fn unresolved(&self) -> Self {
+        Self::new(self.header.clone())
+    }
+
     /// The raw `Authorization` value, if the request carried one.
     pub fn header(&self) -> Option<&str> {
         self.header.as_deref()

@@ -4,12 +4,45 @@
 use std::sync::Arc;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest,
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest,
 };
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{Response, ServerError, ServerResult, Variables};
+use async_graphql::{Request, Response, ServerError, ServerResult, Variables};
+
+use crate::auth::RequestAuth;
 
 use crate::metrics::Metrics;
+
+/// Gives each operation of a WebSocket connection its own, unresolved [`RequestAuth`]: the
+/// credential of `connection_init` is checked again for every operation, never remembered
+/// from an earlier one. HTTP requests carry their own already and are left as they are.
+pub struct PerOperationAuth;
+
+impl ExtensionFactory for PerOperationAuth {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(PerOperationAuth)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for PerOperationAuth {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        mut request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        if !request
+            .data
+            .contains_key(&std::any::TypeId::of::<RequestAuth>())
+        {
+            if let Some(connection) = ctx.data_opt::<RequestAuth>() {
+                request = request.data(connection.unresolved());
+            }
+        }
+        next.run(ctx, request).await
+    }
+}
 
 /// Gives every error without a code `BAD_USER_INPUT` (parse, validation, depth, complexity,
 /// argument coercion: all of them the client's input) and counts errors by code.

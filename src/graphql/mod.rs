@@ -62,6 +62,7 @@ pub fn build_schema(settings: &Settings, state: Option<AppState>) -> ArenaSchema
     .limit_depth(settings.max_depth)
     .limit_complexity(settings.max_complexity)
     .limit_recursive_depth(64)
+    .extension(extensions::PerOperationAuth)
     .extension(extensions::ErrorCodes::new(metrics))
     .extension(extensions::RootFieldLimit::new(settings.max_root_fields));
     if let Some(state) = state {

@@ -309,6 +309,68 @@ async fn an_api_key_authenticates_over_the_websocket(app: TestApp) {
     assert!(rotated.is_err(), "a rotated key is refused: {rotated:?}");
 }
 
+/// The `me` answer to operation `id` on an open connection: the username, or the error code.
+async fn me_on(ws: &mut crate::ws::WsClient, id: &str) -> Result<String, String> {
+    ws.subscribe(id, "{ me { username } }", json!({})).await;
+    let m = loop {
+        let m = ws
+            .next_message(Duration::from_secs(10))
+            .await
+            .expect("an answer to the operation");
+        if m.id == id && m.kind != "complete" {
+            break m;
+        }
+    };
+    if let Some(name) = m.payload["data"]["me"]["username"].as_str() {
+        return Ok(name.to_owned());
+    }
+    let errors = if m.payload.is_array() {
+        m.payload.clone()
+    } else {
+        m.payload["errors"].clone()
+    };
+    Err(errors[0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("no code")
+        .to_owned())
+}
+
+async fn an_open_websocket_checks_its_key_again_at_every_operation(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    let key = create(&app, &alice, "ws").await;
+    let mut ws = crate::ws::connect(
+        &app.ws_url(),
+        "graphql-transport-ws",
+        json!({ "authorization": key.basic() }),
+    )
+    .await;
+    assert_eq!(me_on(&mut ws, "1").await, Ok("alice".into()));
+    // Rotated over HTTP: the connection's next operation is refused.
+    create(&app, &alice, "ws").await;
+    assert_eq!(me_on(&mut ws, "2").await, Err("UNAUTHENTICATED".into()));
+    ws.close().await;
+
+    // Deleted: likewise.
+    let key = create(&app, &alice, "ws").await;
+    let mut ws = crate::ws::connect(
+        &app.ws_url(),
+        "graphql-transport-ws",
+        json!({ "authorization": key.basic() }),
+    )
+    .await;
+    assert_eq!(me_on(&mut ws, "1").await, Ok("alice".into()));
+    let r = app
+        .gql_as(
+            &alice,
+            "mutation { deleteCredential(id: \"ws\") }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    assert_eq!(me_on(&mut ws, "2").await, Err("UNAUTHENTICATED".into()));
+    ws.close().await;
+}
+
 async fn rotation_and_deletion_take_effect_at_once_on_another_replica(app: TestApp) {
     let replica = app.spawn_replica().await;
     let alice = app.login_new_user("alice").await;
@@ -480,6 +542,7 @@ crate::both_backends!(
     an_api_key_authenticates_requests_over_http,
     wrong_unknown_and_malformed_api_keys_are_unauthenticated,
     an_api_key_authenticates_over_the_websocket,
+    an_open_websocket_checks_its_key_again_at_every_operation,
     rotation_and_deletion_take_effect_at_once_on_another_replica,
     the_secret_key_never_appears_in_a_later_response_or_in_the_database,
     deleting_a_user_removes_their_specs_and_credentials,
