@@ -575,47 +575,6 @@ async fn a_write_on_one_replica_is_seen_by_the_very_next_read_on_another(app: Te
     b.stop().await;
 }
 
-/// A TCP proxy in front of Redis that the test can cut and restore: a real outage for
-/// this app only, without touching the Redis server other tests share.
-struct Proxy {
-    port: u16,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Proxy {
-    async fn start(port: u16) -> Proxy {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    break;
-                };
-                conns.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:6379").await
-                    {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Proxy {
-            port,
-            task: Some(task),
-        }
-    }
-
-    /// Cuts every connection and stops listening (dropping the JoinSet aborts the copies).
-    fn cut(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
-
 async fn a_cache_outage_degrades_to_the_database_and_serves_nothing_stale_after(app: TestApp) {
     if app.backends == Backends::Embedded {
         return; // the in-process cache cannot be unreachable

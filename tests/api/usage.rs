@@ -429,3 +429,64 @@ with_sync!(3600;
     the_shutdown_flush_loses_nothing_written_just_before_stop,
 );
 with_sync!(1; the_worker_copies_counts_every_interval);
+
+// ---- a cache outage ---------------------------------------------------------------------
+
+/// With Redis unreachable, operations keep succeeding and their counts wait in the buffer;
+/// once Redis is back every one of them is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cache_outage_delays_counts_but_loses_none() {
+    let Ok(redis) = std::env::var("TEST_REDIS_URL") else {
+        return skipped("TEST_REDIS_URL not set (the in-process cache cannot be unreachable)");
+    };
+    assert!(
+        redis.contains("127.0.0.1:6379") || redis.contains("localhost:6379"),
+        "the proxy forwards to the local Redis"
+    );
+    let mut proxy = Proxy::start(0).await;
+    let port = proxy.port;
+    let app = spawn_app_with(Backends::Real, |s| {
+        s.redis_url = Some(format!("redis://127.0.0.1:{port}"))
+    })
+    .await
+    .expect("TEST_DATABASE_URL and TEST_REDIS_URL are set");
+    rolls(&app, 2).await;
+    wait_until(Duration::from_secs(10), || async {
+        stats(&app).await.count("roll") == 2
+    })
+    .await;
+
+    proxy.cut();
+    // Every operation still succeeds; their counts wait in this replica's buffer.
+    rolls(&app, 5).await;
+    assert!(
+        !app.state.usage.flush(&app.state).await,
+        "nothing can be flushed while the cache is unreachable"
+    );
+    // `stats` cannot read the counters, and says so with a code instead of hanging.
+    let r = app
+        .gql("{ stats { commands { name count } } }", json!({}))
+        .await;
+    assert!(r["data"].is_null() || r["data"]["stats"].is_null(), "{r}");
+    assert_eq!(r["errors"][0]["extensions"]["code"], "INTERNAL", "{r}");
+
+    let _back = Proxy::start(port).await;
+    wait_until(Duration::from_secs(20), || async {
+        stats_now(&app).await == Some(7)
+    })
+    .await;
+    drop(proxy);
+}
+
+/// The `roll` count, or `None` when `stats` cannot answer.
+async fn stats_now(app: &TestApp) -> Option<i64> {
+    let r = app
+        .gql("{ stats { commands { name count } } }", json!({}))
+        .await;
+    r["data"]["stats"]["commands"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == "roll")
+        .and_then(|c| c["count"].as_i64())
+        .or(Some(0))
+}

@@ -788,18 +788,27 @@ impl Cache for RedisCache {
             format!("{}{}*", glob_escape(&self.prefix), glob_escape(prefix))
         };
         let client = self.pool.next_connected();
-        let keys: Vec<fred::types::Key> = if self.clustered {
-            client
-                .scan_cluster_buffered(pattern, Some(SCAN_PAGE), None)
-                .try_collect()
-                .await
+        // fred's scanning streams take no per-command options, and while the server is away
+        // they wait for a reconnection: each page gets the command timeout here instead.
+        let mut pages: std::pin::Pin<Box<dyn futures::Stream<Item = _> + Send>> = if self.clustered
+        {
+            Box::pin(client.scan_cluster_buffered(pattern, Some(SCAN_PAGE), None))
         } else {
-            client
-                .scan_buffered(pattern, Some(SCAN_PAGE), None)
-                .try_collect()
-                .await
+            Box::pin(client.scan_buffered(pattern, Some(SCAN_PAGE), None))
+        };
+        let mut keys: Vec<fred::types::Key> = Vec::new();
+        loop {
+            let next = match self.options.timeout {
+                Some(t) => tokio::time::timeout(t, pages.try_next())
+                    .await
+                    .map_err(|_| CacheError::Unavailable("SCAN timed out".into()))?,
+                None => pages.try_next().await,
+            };
+            match next.map_err(map_err)? {
+                Some(key) => keys.push(key),
+                None => break,
+            }
         }
-        .map_err(map_err)?;
         let mut out: Vec<String> = keys
             .iter()
             .filter_map(|k| k.as_str())
