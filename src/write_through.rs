@@ -30,7 +30,7 @@ use sea_orm::{DatabaseTransaction, TransactionTrait};
 use tokio::sync::watch;
 
 use crate::app::AppState;
-use crate::backends::cache::{Versioned, WriteOutcome};
+use crate::backends::cache::{CacheError, Versioned, WriteOutcome};
 use crate::error::{AppError, AppResult};
 
 /// How long a write mark protects a key if its writer never clears it (a crash).
@@ -179,8 +179,15 @@ async fn commit_and_publish(
     let use_cache = state.cache_health.usable();
     let marked = use_cache && {
         let r = state.cache.begin_write(&keys, mark_ttl(state)).await;
-        if r.is_err() {
+        if let Err(e) = &r {
             state.cache_health.failed(keys.iter().cloned());
+            if matches!(e, CacheError::Protocol(_)) {
+                // The server answered but refused the marks (a full Redis under `noeviction`
+                // refuses every write but DEL): remove the entries before COMMIT, so that no
+                // replica serves them after it. Fills need a lease, which a full server
+                // refuses too.
+                let _ = state.cache.del(&keys).await;
+            }
         }
         r.is_ok()
     };

@@ -575,6 +575,56 @@ async fn a_write_on_one_replica_is_seen_by_the_very_next_read_on_another(app: Te
     b.stop().await;
 }
 
+/// A Redis that is full under `noeviction` refuses every write but `DEL`, yet still answers
+/// reads: a replica would keep serving its old entries. A write whose marks are refused
+/// removes the entries before `COMMIT`, so the other replica's very next read is fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_cache_that_refuses_writes_serves_nothing_stale() {
+    if std::env::var("TEST_DATABASE_URL").is_err() || std::env::var("TEST_REDIS_URL").is_err() {
+        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
+    }
+    let Some(redis) = PrivateRedis::start().await else {
+        return skipped("redis-server is not installed (a Redis of the test's own is needed)");
+    };
+    let url = redis.url();
+    let a = spawn_app_with(Backends::Real, |s| s.redis_url = Some(url))
+        .await
+        .expect("TEST_DATABASE_URL and TEST_REDIS_URL are set");
+    let b = a.spawn_replica().await;
+    let t = a.login_new_user("chef").await;
+    let m = create_meal(&a, &t, "Full", "x", 1.0, "LOW").await;
+    let id = m["id"].as_str().unwrap().to_owned();
+    assert_eq!(get_meal(&b, &id).await["price"], 1.0);
+    assert!(cached_entry(&b, &id).await.is_some(), "warm on B");
+
+    assert_eq!(
+        redis.cli(&["config", "set", "maxmemory-policy", "noeviction"]),
+        "OK"
+    );
+    assert_eq!(redis.cli(&["config", "set", "maxmemory", "1"]), "OK");
+    assert!(
+        redis.cli(&["set", "probe", "x"]).contains("OOM"),
+        "the server refuses writes"
+    );
+    for price in [2.0, 3.0] {
+        assert_no_errors(&update_price(&a, &t, &id, price).await);
+        assert_eq!(
+            get_meal(&b, &id).await["price"],
+            price,
+            "B's very next read sees A's write"
+        );
+    }
+
+    assert_eq!(redis.cli(&["config", "set", "maxmemory", "0"]), "OK");
+    wait_until(Duration::from_secs(20), || async {
+        !a.state.cache_health.degraded() && !b.state.cache_health.degraded()
+    })
+    .await;
+    assert_eq!(get_meal(&b, &id).await["price"], 3.0);
+    assert_eq!(get_meal(&a, &id).await["price"], 3.0);
+    b.stop().await;
+}
+
 async fn a_cache_outage_degrades_to_the_database_and_serves_nothing_stale_after(app: TestApp) {
     if app.backends == Backends::Embedded {
         return; // the in-process cache cannot be unreachable
