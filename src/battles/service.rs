@@ -41,7 +41,8 @@ pub const TOPIC: &str = "battles";
 /// A ring holds at most this many combatants.
 pub const RING_SIZE: usize = 2;
 
-fn ring_key(user_id: i64) -> String {
+/// The cache key of a user's battle ring.
+pub fn ring_key(user_id: i64) -> String {
     format!("ring:{user_id}")
 }
 

@@ -264,11 +264,39 @@ pub async fn delete_user(state: &AppState, viewer: &Viewer, password: &str) -> A
     crate::credentials::service::delete_all_credentials(&txn, viewer.id).await?;
     user::Entity::delete_by_id(viewer.id).exec(&txn).await?;
     txn.commit().await?;
-    state
-        .docs
-        .delete(SESSION_DOCS, &viewer.id.to_string())
-        .await?;
+    forget_user(state, viewer.id).await;
     Ok(true)
+}
+
+/// Removes what a deleted account kept outside SQL: its session document, battle ring, user
+/// data (cache and document store) and key-value storage. The account is already gone and
+/// user ids are never reused, so anything left over (the cache being unreachable) can no
+/// longer be read by anyone; it is logged and left to expire or be evicted.
+async fn forget_user(state: &AppState, user_id: i64) {
+    let data = crate::usage::service::user_key(user_id);
+    let ring = crate::battles::service::ring_key(user_id);
+    let results =
+        [
+            state
+                .docs
+                .delete(SESSION_DOCS, &user_id.to_string())
+                .await
+                .map(drop)
+                .map_err(AppError::from),
+            state
+                .docs
+                .delete(crate::usage::service::USER_DATA_COLLECTION, &data)
+                .await
+                .map(drop)
+                .map_err(AppError::from),
+            state.cache.del(&[data, ring]).await.map(drop).map_err(|e| {
+                AppError::Internal(anyhow::Error::new(e).context("removing user data"))
+            }),
+            crate::storage::service::forget_user(state, user_id).await,
+        ];
+    for e in results.into_iter().filter_map(Result::err) {
+        tracing::warn!(error = ?e, user = user_id, "a deleted account's data was left behind");
+    }
 }
 
 /// The viewer's account.

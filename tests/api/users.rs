@@ -165,10 +165,63 @@ async fn changing_the_password_keeps_this_session_and_revokes_the_others(app: Te
 
 async fn deleting_the_account_needs_the_password_and_removes_everything(app: TestApp) {
     let token = app.login_new_user("jack").await;
+    let me = app.gql_as(&token, "{ me { id } }", json!({})).await;
+    let id: i64 = me["data"]["me"]["id"].as_str().unwrap().parse().unwrap();
+    // Data kept outside SQL: user data (saved rolls), key-value storage, the session document.
+    assert_no_errors(
+        &app.gql_as(
+            &token,
+            "mutation { saveRoll(name: \"attack\", expression: \"d20\") { name } }",
+            json!({}),
+        )
+        .await,
+    );
+    assert_no_errors(
+        &app.gql_as(
+            &token,
+            "mutation { storageSet(entries: [{ key: \"k\", value: \"v\" }]) }",
+            json!({}),
+        )
+        .await,
+    );
+    let storage_key = arena::storage::service::storage_key(id, "k");
+    let data_key = arena::usage::service::user_key(id);
+    assert!(app.state.storage.get(&storage_key).await.unwrap().is_some());
+    assert!(app.state.cache.get(&data_key).await.unwrap().is_some());
+    assert!(app
+        .state
+        .docs
+        .get("sessions", &id.to_string())
+        .await
+        .unwrap()
+        .is_some());
+
     let q = "mutation($p: String!) { deleteUser(password: $p) }";
     let r = app.gql_as(&token, q, json!({ "p": "nope-nope" })).await;
     assert_eq!(error_code(&r), "BAD_USER_INPUT");
+    assert!(
+        app.state.storage.get(&storage_key).await.unwrap().is_some(),
+        "a refused delete removes nothing"
+    );
     assert_no_errors(&app.gql_as(&token, q, json!({ "p": "password123" })).await);
+    assert_eq!(app.state.storage.get(&storage_key).await.unwrap(), None);
+    assert_eq!(app.state.cache.get(&data_key).await.unwrap(), None);
+    assert_eq!(
+        app.state
+            .docs
+            .get(arena::usage::service::USER_DATA_COLLECTION, &data_key)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        app.state
+            .docs
+            .get("sessions", &id.to_string())
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(
         error_code(&app.gql_as(&token, "{ me { id } }", json!({})).await),
         "UNAUTHENTICATED"
