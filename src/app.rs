@@ -44,6 +44,10 @@ pub struct StateInner {
     pub db: DatabaseConnection,
     /// The cache tier (instrumented).
     pub cache: Arc<dyn Cache>,
+    /// The key-value storage's tier (instrumented): the cache tier, or a Redis of its own
+    /// (`ARENA_STORAGE_REDIS_URL`) whose LRU eviction cannot touch the cache's entries,
+    /// write marks and counters.
+    pub storage: Arc<dyn Cache>,
     /// The document store.
     pub docs: Arc<dyn DocumentStore>,
     /// The event bus.
@@ -107,6 +111,17 @@ impl AppState {
             ),
         };
         let cache: Arc<dyn Cache> = Arc::new(InstrumentedCache::new(cache, metrics.clone()));
+        let storage: Arc<dyn Cache> = match &settings.storage_redis_url {
+            Some(url) => Arc::new(InstrumentedCache::new(
+                Arc::new(
+                    RedisCache::connect(url, &settings.cache_prefix, timeout)
+                        .await
+                        .context("connecting to Redis (key-value storage)")?,
+                ),
+                metrics.clone(),
+            )),
+            None => cache.clone(),
+        };
         let docs: Arc<dyn DocumentStore> = match &settings.mongodb_url {
             Some(url) => Arc::new(
                 MongoDocuments::connect(url, &settings.mongodb_database)
@@ -123,6 +138,7 @@ impl AppState {
             settings,
             db,
             cache,
+            storage,
             docs,
             events,
             metrics,
@@ -140,7 +156,7 @@ impl AppState {
             ok: r.is_ok(),
             error: r.err(),
         };
-        vec![
+        let mut backends = vec![
             status(
                 "sql",
                 sql::kind(&self.db),
@@ -161,7 +177,15 @@ impl AppState {
                 self.events.kind(),
                 self.events.ping().await.map_err(|e| e.to_string()),
             ),
-        ]
+        ];
+        if self.settings.storage_redis_url.is_some() {
+            backends.push(status(
+                "storage",
+                self.storage.kind(),
+                self.storage.ping().await.map_err(|e| e.to_string()),
+            ));
+        }
+        backends
     }
 }
 

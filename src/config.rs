@@ -71,6 +71,11 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL", global = true)]
     pub redis_url: Option<String>,
 
+    /// A Redis of its own for the key-value storage (`storageSet` / `storageGet`), run with
+    /// `maxmemory` and `maxmemory-policy allkeys-lru`; the cache tier when unset.
+    #[arg(long, env = "ARENA_STORAGE_REDIS_URL", global = true)]
+    pub storage_redis_url: Option<String>,
+
     /// MongoDB (`mongodb://…`) for documents; a table in the SQL database when unset.
     #[arg(long, env = "MONGODB_URL", global = true)]
     pub mongodb_url: Option<String>,

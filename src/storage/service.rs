@@ -13,7 +13,29 @@ pub const MAX_ENTRIES: usize = 100;
 
 /// The cache key of a user's storage key.
 pub fn storage_key(user_id: i64, key: &str) -> String {
-    format!("storage:{user_id}:{key}")
+    format!("{}{key}", user_prefix(user_id))
+}
+
+/// The prefix of every storage key of a user.
+pub fn user_prefix(user_id: i64) -> String {
+    format!("storage:{user_id}:")
+}
+
+/// Removes every value of a user (their account is being deleted).
+pub async fn forget_user(state: &AppState, user_id: i64) -> AppResult<()> {
+    let keys = state
+        .storage
+        .scan_prefix(&user_prefix(user_id))
+        .await
+        .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("listing values")))?;
+    for part in keys.chunks(500) {
+        state
+            .storage
+            .del(part)
+            .await
+            .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("removing values")))?;
+    }
+    Ok(())
 }
 
 fn check_key(field: &str, key: &str) -> AppResult<()> {
@@ -57,7 +79,7 @@ pub async fn set(state: &AppState, user_id: i64, entries: &[(String, String)]) -
         .map(|(k, v)| (storage_key(user_id, k), v.clone()))
         .collect();
     state
-        .cache
+        .storage
         .set_many(&writes, None)
         .await
         .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("storing values")))?;
@@ -68,7 +90,7 @@ pub async fn set(state: &AppState, user_id: i64, entries: &[(String, String)]) -
 pub async fn get(state: &AppState, user_id: i64, key: &str) -> AppResult<Option<String>> {
     check_key("key", key)?;
     state
-        .cache
+        .storage
         .get(&storage_key(user_id, key))
         .await
         .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("reading a value")))

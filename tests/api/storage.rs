@@ -1,5 +1,7 @@
 //! Key-value storage (SPEC §9): per user, size limits, least-recently-used eviction.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::helpers::*;
@@ -95,9 +97,8 @@ crate::both_backends!(
 );
 
 /// LRU eviction at a capacity, on the embedded cache (`ARENA_CACHE_CAPACITY`). With Redis the
-/// eviction is the server's `maxmemory-policy allkeys-lru`, which cannot be forced for one test
-/// on the shared server without evicting other tests' keys; isolation and limits are tested
-/// on Redis above.
+/// eviction is the server's `maxmemory-policy allkeys-lru`: the test after this one gives the
+/// storage a Redis of its own to fill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_least_recently_used_key_is_evicted_at_capacity() {
     let app = spawn_app_with(Backends::Embedded, |s| s.cache_capacity = 3)
@@ -123,4 +124,152 @@ async fn the_least_recently_used_key_is_evicted_at_capacity() {
     assert_eq!(get(&app, &alice, "a").await, "1");
     assert_eq!(get(&app, &alice, "c").await, "3");
     assert_eq!(get(&app, &alice, "d").await, "4");
+}
+
+/// With `ARENA_STORAGE_REDIS_URL` the values live in a Redis of their own (here logical
+/// database 1 of the test server), never in the cache tier whose entries, write marks and
+/// counters must not be evicted; `/readyz` reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_separate_storage_redis_holds_the_values_apart_from_the_cache() {
+    let Ok(redis) = std::env::var("TEST_REDIS_URL") else {
+        return skipped("TEST_REDIS_URL not set (no second Redis to keep storage in)");
+    };
+    let storage_url = format!("{}/1", redis.trim_end_matches('/'));
+    let app = spawn_app_with(Backends::Real, |s| {
+        s.storage_redis_url = Some(storage_url);
+    })
+    .await
+    .expect("TEST_DATABASE_URL and TEST_REDIS_URL are set");
+    let alice = app.login_new_user("alice").await;
+    assert_no_errors(&set(&app, &alice, json!([{ "key": "colour", "value": "red" }])).await);
+    assert_eq!(get(&app, &alice, "colour").await, "red");
+
+    let me = app.gql_as(&alice, "{ me { id } }", json!({})).await;
+    let id = me["data"]["me"]["id"].as_str().unwrap().to_owned();
+    let key = arena::storage::service::storage_key(id.parse().unwrap(), "colour");
+    assert_eq!(
+        app.state.storage.get(&key).await.unwrap().as_deref(),
+        Some("red")
+    );
+    assert_eq!(app.state.cache.get(&key).await.unwrap(), None);
+
+    let ready: serde_json::Value = app
+        .client
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let storage = ready["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["tier"] == "storage")
+        .cloned()
+        .unwrap_or_else(|| panic!("no storage tier in {ready}"));
+    assert_eq!(storage["kind"], "redis", "{ready}");
+    assert_eq!(storage["ok"], true, "{ready}");
+    // Clean up database 1 (its keys are not under a key the other tests remove).
+    app.state.storage.del(&[key]).await.unwrap();
+}
+
+/// The same rule on Redis: a storage Redis of the test's own runs `allkeys-lru` at a
+/// `maxmemory` just above what the first 20 values take. Once they have been idle for two
+/// seconds (Redis's LRU clock counts seconds), `k1` is read; 10 more values then force
+/// evictions. Every write succeeds, only unread old values are evicted, and `k1` survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_evicts_the_least_recently_used_values_and_keeps_a_recently_read_one() {
+    if std::env::var("TEST_DATABASE_URL").is_err() || std::env::var("TEST_REDIS_URL").is_err() {
+        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
+    }
+    let Some(redis) = PrivateRedis::start().await else {
+        return skipped("redis-server is not installed (a Redis of the test's own is needed)");
+    };
+    assert_eq!(
+        redis.cli(&["config", "set", "maxmemory-policy", "allkeys-lru"]),
+        "OK"
+    );
+    assert_eq!(
+        redis.cli(&["config", "set", "maxmemory-samples", "10"]),
+        "OK"
+    );
+    let url = redis.url();
+    let app = spawn_app_with(Backends::Real, |s| s.storage_redis_url = Some(url))
+        .await
+        .expect("TEST_DATABASE_URL and TEST_REDIS_URL are set");
+    let alice = app.login_new_user("alice").await;
+    let me = app.gql_as(&alice, "{ me { id } }", json!({})).await;
+    let id: i64 = me["data"]["me"]["id"].as_str().unwrap().parse().unwrap();
+    let stored = |key: &str| {
+        format!(
+            "{}{}",
+            app.settings.cache_prefix,
+            arena::storage::service::storage_key(id, key)
+        )
+    };
+    let value = "v".repeat(4096);
+    let entries = |from: usize, to: usize| {
+        json!((from..to)
+            .map(|i| json!({ "key": format!("k{i}"), "value": value }))
+            .collect::<Vec<_>>())
+    };
+    assert_no_errors(&set(&app, &alice, entries(1, 21)).await);
+
+    // Let the first values grow old by Redis's clock, then read k1.
+    wait_until(Duration::from_secs(10), || async {
+        redis
+            .cli(&["object", "idletime", &stored("k2")])
+            .parse::<u64>()
+            .unwrap_or(0)
+            >= 2
+    })
+    .await;
+    assert_eq!(get(&app, &alice, "k1").await, value.as_str());
+    assert_eq!(redis.cli(&["object", "idletime", &stored("k1")]), "0");
+
+    let used: u64 = redis
+        .cli(&["info", "memory"])
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let limit = (used + 16 * 1024).to_string();
+    assert_eq!(redis.cli(&["config", "set", "maxmemory", &limit]), "OK");
+    for i in 21..31 {
+        assert_no_errors(&set(&app, &alice, entries(i, i + 1)).await);
+    }
+
+    let evicted: u64 = redis
+        .cli(&["info", "stats"])
+        .lines()
+        .find_map(|l| l.strip_prefix("evicted_keys:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(evicted > 0, "the new values forced evictions");
+    assert_eq!(
+        get(&app, &alice, "k1").await,
+        value.as_str(),
+        "k1 was read recently ({evicted} evicted)"
+    );
+    let mut gone = 0;
+    for i in 2..21 {
+        if get(&app, &alice, &format!("k{i}")).await.is_null() {
+            gone += 1;
+        }
+    }
+    assert!(gone > 0, "old unread values were evicted");
+    // Every new value is there: evictions took old ones to make room.
+    for i in 21..31 {
+        assert_eq!(
+            get(&app, &alice, &format!("k{i}")).await,
+            value.as_str(),
+            "k{i} is newer than every evicted value ({evicted} evicted)"
+        );
+    }
 }
