@@ -6,18 +6,20 @@
 //!    duplicates, and the owners for the unknown-owner check) stay in memory, never the rows.
 //! 2. When the file has no bad row and this is not a dry run, the chunks are read back one by
 //!    one and written in ONE database transaction, as batched inserts that update on an id
-//!    conflict ("insert or update by id"); which ids already exist is read per chunk first, to
-//!    count inserted against updated.
+//!    conflict ("insert or update by id"). On PostgreSQL each staged chunk (JSON) is handed to
+//!    the database as it is — one parameter, expanded by `jsonb_to_recordset` — and the
+//!    statement itself returns how many rows it inserted (`xmax = 0`); on SQLite the chunk is
+//!    decoded, which ids already exist is read first, and sea-orm's `insert_many` writes it.
 //! 3. The staged keys are removed, whatever the outcome.
 //!
 //! Cache invalidation: the batched upserts bypass the entity hooks (recording a change per row
 //! of a 100 000-row file would hold every row in memory until commit). Instead, right before
 //! `COMMIT` every imported id's entry key is *marked* (`begin_write`, in chunks): readers treat
-//! it as a miss and may not fill it. After `COMMIT` the entries are deleted (in chunks). The
-//! marks are left to expire by themselves (`write_through::mark_ttl`, longer than any request):
-//! a reader that read a row before the commit cannot fill its older copy afterwards, since any
-//! such reader finishes while the mark still stands. Deleted rows never leave a tombstone with
-//! a huge version, so later writes and fills of these ids work as usual.
+//! it as a miss and may not fill it, and marking revokes every reader's fill lease. After
+//! `COMMIT` the entries are deleted while still marked, then this import's marks are cleared
+//! (several chunks at a time). A reader that read a row before the commit cannot fill its
+//! older copy afterwards: its lease was revoked. Deleted entries leave no tombstone with a
+//! huge version, so later writes and fills of these ids work as usual.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -26,10 +28,11 @@ use crate::backends::cache::WriteOutcome;
 use chrono::NaiveDate;
 use entity::{pokemon, trainer};
 use futures::future::BoxFuture;
+use futures::StreamExt;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    QuerySelect, Set, SqlErr, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QuerySelect, Set, SqlErr, Statement, TransactionTrait,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -42,6 +45,8 @@ use crate::write_through;
 
 /// Rows per staged cache entry and per batched insert.
 pub const CHUNK_ROWS: usize = 1000;
+/// Chunks of keys marked or cleared at the same time.
+const CACHE_CALLS_AT_ONCE: usize = 8;
 
 /// Which file is imported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +195,9 @@ trait Importable: Serialize + DeserializeOwned + Send + 'static {
         db: &'a C,
         ids: &'a [String],
     ) -> BoxFuture<'a, AppResult<HashSet<String>>>;
+    /// PostgreSQL: insert-or-update every row of a staged chunk (`$1`, the chunk's JSON),
+    /// inserted rows at version `$2`; returns `(inserted, total)`.
+    const PG_UPSERT: &'static str;
     /// One batched insert-or-update. Inserted rows get `version`; updated ones their version
     /// + 1 (versions only grow, see `entity::versioning`).
     fn upsert(
@@ -201,6 +209,19 @@ trait Importable: Serialize + DeserializeOwned + Send + 'static {
 
 impl Importable for trainer::Model {
     const CACHE_ENTITY: &'static str = trainer::CACHE_ENTITY;
+    const PG_UPSERT: &'static str = "WITH up AS (
+        INSERT INTO trainers AS t (id, first_name, last_name, date_of_birth, version)
+        SELECT id, first_name, last_name, date_of_birth, $2
+        FROM jsonb_to_recordset($1::jsonb)
+            AS r(id text, first_name text, last_name text, date_of_birth date)
+        ON CONFLICT (id) DO UPDATE SET
+            first_name = EXCLUDED.first_name,
+            last_name = EXCLUDED.last_name,
+            date_of_birth = EXCLUDED.date_of_birth,
+            version = t.version + 1
+        RETURNING (xmax = 0) AS inserted
+    )
+    SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) AS total FROM up";
     fn parse(row: &mut Row<'_>) -> Option<Self> {
         parse_trainer(row)
     }
@@ -250,6 +271,23 @@ impl Importable for trainer::Model {
 
 impl Importable for pokemon::Model {
     const CACHE_ENTITY: &'static str = pokemon::CACHE_ENTITY;
+    const PG_UPSERT: &'static str = "WITH up AS (
+        INSERT INTO pokemons AS p
+            (id, nickname, species, level, owner_id, date_of_ownership, version)
+        SELECT id, nickname, species, level, owner_id, date_of_ownership, $2
+        FROM jsonb_to_recordset($1::jsonb)
+            AS r(id text, nickname text, species text, level integer, owner_id text,
+                 date_of_ownership date)
+        ON CONFLICT (id) DO UPDATE SET
+            nickname = EXCLUDED.nickname,
+            species = EXCLUDED.species,
+            level = EXCLUDED.level,
+            owner_id = EXCLUDED.owner_id,
+            date_of_ownership = EXCLUDED.date_of_ownership,
+            version = p.version + 1
+        RETURNING (xmax = 0) AS inserted
+    )
+    SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) AS total FROM up";
     fn parse(row: &mut Row<'_>) -> Option<Self> {
         parse_pokemon(row)
     }
@@ -586,6 +624,22 @@ async fn write_staged<M: Importable>(
                         .into(),
                 )
             })?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            let counts = txn
+                .query_one(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    M::PG_UPSERT,
+                    [raw.into(), version.into()],
+                ))
+                .await
+                .map_err(write_error)?
+                .ok_or_else(|| AppError::internal("the import's upsert returned no counts"))?;
+            let chunk_inserted: i64 = counts.try_get("", "inserted")?;
+            let chunk_total: i64 = counts.try_get("", "total")?;
+            inserted += chunk_inserted as usize;
+            updated += (chunk_total - chunk_inserted) as usize;
+            continue;
+        }
         let rows: Vec<M> = serde_json::from_str(&raw)
             .map_err(|e| AppError::internal(format!("decoding a staged chunk: {e}")))?;
         let chunk_ids: Vec<String> = rows.iter().map(|r| r.id().to_owned()).collect();
@@ -600,37 +654,50 @@ async fn write_staged<M: Importable>(
         .map(|id| write_through::entry_key(M::CACHE_ENTITY, id))
         .collect();
     let mark_ttl = write_through::mark_ttl(state);
-    let mut marked = state.cache_health.usable();
-    if marked {
+    let cache = state.cache.as_ref();
+    // Each stream below is made from a Vec of calls: a stream that borrows through a closure
+    // trips the compiler's `Send` check of the resolver's future.
+    let usable = state.cache_health.usable();
+    let marked = usable && {
+        let marks: Vec<_> = keys
+            .chunks(CHUNK_ROWS)
+            .map(|part| cache.begin_write(part, mark_ttl))
+            .collect();
+        futures::stream::iter(marks)
+            .buffer_unordered(CACHE_CALLS_AT_ONCE)
+            .all(|r| std::future::ready(r.is_ok()))
+            .await
+    };
+    if usable && !marked {
+        // As for any write (see `write_through`): a server that refuses the marks may still
+        // take DEL (a full one does); with the entries gone no replica serves them after
+        // COMMIT. Best effort: what stays is owed below.
         for part in keys.chunks(CHUNK_ROWS) {
-            if state.cache.begin_write(part, mark_ttl).await.is_err() {
-                marked = false;
+            if cache.del(part).await.is_err() {
                 break;
             }
         }
     }
     txn.commit().await.map_err(write_error)?;
-    let mut delivered = marked;
-    if marked {
-        for part in keys.chunks(CHUNK_ROWS) {
-            // Delete the entries while still marked, then clear only our own marks (a
-            // concurrent writer's mark on the same key stays until that writer ends).
-            let unmark: Vec<(String, WriteOutcome)> = part
-                .iter()
-                .map(|k| (k.clone(), WriteOutcome::Aborted))
-                .collect();
-            if state.cache.del(part).await.is_err()
-                || state
-                    .cache
-                    .end_write(&unmark, state.settings.cache_ttl())
-                    .await
-                    .is_err()
-            {
-                delivered = false;
-                break;
-            }
-        }
-    }
+    let cache_ttl = state.settings.cache_ttl();
+    let delivered = marked && {
+        let clears: Vec<_> = keys
+            .chunks(CHUNK_ROWS)
+            .map(|part| async move {
+                // Delete the entries while still marked, then clear only our own marks (a
+                // concurrent writer's mark on the same key stays until that writer ends).
+                let unmark: Vec<(String, WriteOutcome)> = part
+                    .iter()
+                    .map(|k| (k.clone(), WriteOutcome::Aborted))
+                    .collect();
+                cache.del(part).await.is_ok() && cache.end_write(&unmark, cache_ttl).await.is_ok()
+            })
+            .collect();
+        futures::stream::iter(clears)
+            .buffer_unordered(CACHE_CALLS_AT_ONCE)
+            .all(std::future::ready)
+            .await
+    };
     if !delivered {
         // The cache may still hold older entries: it is owed their invalidation, and reads
         // stay on the database until it has been delivered.
