@@ -1,13 +1,14 @@
 //! Schema extensions: every error gets an `extensions.code`, and operations with too many root
 //! fields (aliases included) are refused before they run.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest,
+    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextRequest,
 };
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{Request, Response, ServerError, ServerResult, Variables};
+use async_graphql::{Request, Response, ServerError, ServerResult};
 
 use crate::auth::RequestAuth;
 
@@ -95,72 +96,123 @@ impl Extension for ErrorCodesExt {
     }
 }
 
-/// Refuses operations with more than `max` root fields.
+/// Refuses operations with more than `max` root fields, and documents whose fragments expand
+/// to more than `max_expanded` field selections. Both are measured in linear time before
+/// anything else walks the document: async-graphql's own recursion-depth check and its
+/// validation walk a fragment again at every spread, which a few KiB of fragments spreading
+/// each other turn into billions of steps.
 pub struct RootFieldLimit {
     max: usize,
+    max_expanded: usize,
 }
 
 impl RootFieldLimit {
-    /// At most `max` root fields per operation.
-    pub fn new(max: usize) -> Self {
-        Self { max }
+    /// At most `max` root fields per operation and `max_expanded` selections in all.
+    pub fn new(max: usize, max_expanded: usize) -> Self {
+        Self { max, max_expanded }
     }
 }
 
 impl ExtensionFactory for RootFieldLimit {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(RootFieldLimitExt { max: self.max })
+        Arc::new(RootFieldLimitExt {
+            max: self.max,
+            max_expanded: self.max_expanded,
+        })
     }
 }
 
 struct RootFieldLimitExt {
     max: usize,
+    max_expanded: usize,
 }
 
-fn count_fields(doc: &ExecutableDocument, set: &SelectionSet, depth: usize) -> usize {
-    if depth > 8 {
-        return 0;
+/// Measures an operation through its fragments: how many root fields it has and how many
+/// field selections it expands to. Each fragment is measured once (memoized by name), so a
+/// document of fragments that spread each other many times costs time linear in its size,
+/// not exponential; a fragment that spreads itself (invalid, refused by validation later)
+/// counts as empty.
+struct FieldCounter<'a> {
+    doc: &'a ExecutableDocument,
+    /// Per fragment: (fields at its top level, fields in all).
+    measured: HashMap<&'a str, (usize, usize)>,
+    visiting: HashSet<&'a str>,
+}
+
+impl<'a> FieldCounter<'a> {
+    fn new(doc: &'a ExecutableDocument) -> Self {
+        Self {
+            doc,
+            measured: HashMap::new(),
+            visiting: HashSet::new(),
+        }
     }
-    set.items
-        .iter()
-        .map(|sel| match &sel.node {
-            Selection::Field(_) => 1,
-            Selection::InlineFragment(f) => {
-                count_fields(doc, &f.node.selection_set.node, depth + 1)
-            }
-            Selection::FragmentSpread(s) => doc
-                .fragments
-                .get(&s.node.fragment_name.node)
-                .map(|f| count_fields(doc, &f.node.selection_set.node, depth + 1))
-                .unwrap_or(0),
-        })
-        .sum()
+
+    /// (fields at the top level of `set`, fields selected in all), both saturating.
+    fn measure(&mut self, set: &'a SelectionSet) -> (usize, usize) {
+        let (mut top, mut all) = (0usize, 0usize);
+        for sel in &set.items {
+            let (t, a) = match &sel.node {
+                Selection::Field(f) => {
+                    let (_, inner) = self.measure(&f.node.selection_set.node);
+                    (1, inner.saturating_add(1))
+                }
+                Selection::InlineFragment(f) => self.measure(&f.node.selection_set.node),
+                Selection::FragmentSpread(s) => {
+                    let name = s.node.fragment_name.node.as_str();
+                    if let Some(&m) = self.measured.get(name) {
+                        m
+                    } else if !self.visiting.insert(name) {
+                        (0, 0)
+                    } else {
+                        let m = match self.doc.fragments.get(&s.node.fragment_name.node) {
+                            Some(f) => self.measure(&f.node.selection_set.node),
+                            None => (0, 0),
+                        };
+                        self.visiting.remove(name);
+                        self.measured.insert(name, m);
+                        m
+                    }
+                }
+            };
+            top = top.saturating_add(t);
+            all = all.saturating_add(a);
+        }
+        (top, all)
+    }
 }
 
 #[async_trait::async_trait]
 impl Extension for RootFieldLimitExt {
-    async fn parse_query(
+    async fn prepare_request(
         &self,
         ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let doc = next.run(ctx, query, variables).await?;
+        mut request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        // Parsed here once; async-graphql takes the parsed document from the request.
+        let doc = request.parsed_query()?;
+        let mut counter = FieldCounter::new(doc);
         for (_, op) in doc.operations.iter() {
-            let n = count_fields(&doc, &op.node.selection_set.node, 0);
-            if n > self.max {
-                let mut err = ServerError::new(
-                    format!(
-                        "operation has {n} root fields (aliases included); the limit is {}",
-                        self.max
-                    ),
-                    None,
-                );
-                ensure_code(&mut err, "BAD_USER_INPUT");
-                return Err(err);
-            }
+            let (n, expanded) = counter.measure(&op.node.selection_set.node);
+            let message = if n > self.max {
+                format!(
+                    "operation has {n} root fields (aliases included); the limit is {}",
+                    self.max
+                )
+            } else if expanded > self.max_expanded {
+                format!(
+                    "operation selects {expanded} fields once its fragments are expanded; the \
+                     limit is {}",
+                    self.max_expanded
+                )
+            } else {
+                continue;
+            };
+            let mut err = ServerError::new(message, None);
+            ensure_code(&mut err, "BAD_USER_INPUT");
+            return Err(err);
         }
-        Ok(doc)
+        next.run(ctx, request).await
     }
 }

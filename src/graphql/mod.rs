@@ -64,7 +64,12 @@ pub fn build_schema(settings: &Settings, state: Option<AppState>) -> ArenaSchema
     .limit_recursive_depth(64)
     .extension(extensions::PerOperationAuth)
     .extension(extensions::ErrorCodes::new(metrics))
-    .extension(extensions::RootFieldLimit::new(settings.max_root_fields));
+    .extension(extensions::RootFieldLimit::new(
+        settings.max_root_fields,
+        // Every field costs at least 1 of complexity: more selections than 10× the limit
+        // could never pass it, whatever the fragments' type conditions.
+        settings.max_complexity.saturating_mul(10),
+    ));
     if let Some(state) = state {
         builder = builder.extension(crate::usage::counting::Counting::new(state.clone()));
         builder = builder.data(state);

@@ -187,6 +187,57 @@ async fn too_many_aliased_root_fields_are_refused(app: TestApp) {
     still_answers(&app).await;
 }
 
+/// Fragments that spread the next one 50 times, nine deep: 50^8 selections if each spread
+/// were walked again, a few KiB of text. Refused at once — whether the bomb sits at the root
+/// or below one field — and the server keeps answering.
+async fn a_fragment_bomb_is_refused_and_the_server_keeps_answering(app: TestApp) {
+    let bomb = |root: &str, on: &str, leaf: &str| {
+        let names: Vec<String> = (0..9).map(|i| format!("F{i}")).collect();
+        let mut query = format!("query {{ {} }}\n", root.replace("SPREAD", "...F0"));
+        for (i, name) in names.iter().enumerate() {
+            let body = match names.get(i + 1) {
+                Some(next) => std::iter::repeat_n(format!("...{next} "), 50).collect::<String>(),
+                None => leaf.to_owned(),
+            };
+            query.push_str(&format!("fragment {name} on {on} {{ {body} }}\n"));
+        }
+        assert!(query.len() < 32 * 1024);
+        query
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
+    for (query, says) in [
+        (bomb("SPREAD", "Query", "__typename"), "root fields"),
+        (
+            bomb("meals(first: 1) { SPREAD }", "MealConnection", "totalCount"),
+            "once its fragments are expanded",
+        ),
+    ] {
+        let r: Value = client
+            .post(format!("{}/graphql", app.url))
+            .json(&json!({ "query": query }))
+            .send()
+            .await
+            .expect("the server answers the fragment bomb")
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r}");
+        assert!(error_message(&r).contains(says), "{r}");
+    }
+    // A fragment used normally still works.
+    let r = app
+        .gql(
+            "query { meals(first: 2) { ...C } } fragment C on MealConnection { totalCount }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    still_answers(&app).await;
+}
+
 async fn batches_are_capped(app: TestApp) {
     let post = |body: Value| {
         app.client
@@ -369,6 +420,7 @@ crate::both_backends!(
     a_too_deep_query_is_refused,
     a_too_complex_query_is_refused,
     too_many_aliased_root_fields_are_refused,
+    a_fragment_bomb_is_refused_and_the_server_keeps_answering,
     batches_are_capped,
     an_oversized_body_is_refused,
     an_oversized_upload_is_refused,
