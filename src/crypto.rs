@@ -72,6 +72,10 @@ pub fn verify_secret(secret: &str, salt: &str, stored: &str, iterations: u32) ->
                 };
             };
             let computed = pbkdf2_hex(secret, salt_in_hash, iters);
+            if iters < iterations {
+                // A cheaper (older) hash must not answer sooner than an unknown user does.
+                burn_verification(secret, iterations - iters);
+            }
             Verified {
                 ok: bool::from(computed.as_bytes().ct_eq(hash.as_bytes())),
                 needs_rehash: iters != iterations,
@@ -80,6 +84,8 @@ pub fn verify_secret(secret: &str, salt: &str, stored: &str, iterations: u32) ->
         [legacy] => {
             let computed = legacy_hash(secret, salt);
             let ok = bool::from(computed.as_bytes().ct_eq(legacy.as_bytes()));
+            // One SHA-256 would tell a legacy hash (and an existing account) by its speed.
+            burn_verification(secret, iterations);
             Verified {
                 ok,
                 needs_rehash: true,

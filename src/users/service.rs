@@ -104,40 +104,57 @@ pub struct NewSession {
     pub user: user::Model,
 }
 
-/// Logs in: throttled per username (slowed, then refused with `RATE_LIMITED`), then opens a
-/// session and the user's session document.
-pub async fn login(state: &AppState, username: &str, password: &str) -> AppResult<NewSession> {
+/// Counts a password attempt against `username` *before* the password is checked, so that
+/// concurrent attempts (parallel requests, a batch) each take their own number: once more
+/// than `ARENA_LOGIN_MAX_FAILURES` are counted within the lockout window, further attempts are
+/// refused with `RATE_LIMITED` without being checked; from the third on they are slowed.
+/// A successful check resets the count ([`attempt_succeeded`]).
+async fn password_attempt(state: &AppState, username: &str) -> AppResult<()> {
     let settings = &state.settings;
-    let key = failures_key(username);
-    let failures = match state.cache.get(&key).await {
-        Ok(v) => v.and_then(|v| v.parse::<u32>().ok()).unwrap_or(0),
-        Err(_) => 0, // a cache outage degrades throttling, not logging in
+    let window = Duration::from_secs(settings.login_lockout_secs);
+    let attempt = match state
+        .cache
+        .incr_with_ttl(&failures_key(username), window)
+        .await
+    {
+        Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
+        Err(_) => 1, // a cache outage degrades throttling, not logging in
     };
-    if failures >= settings.login_max_failures {
+    if attempt > settings.login_max_failures {
         return Err(AppError::RateLimited(format!(
-            "too many failed logins for `{username}`; try again in {} s",
+            "too many failed password attempts for `{username}`; try again in {} s",
             settings.login_lockout_secs
         )));
     }
-    if failures >= 2 {
-        tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(10)))).await;
+    let earlier = attempt - 1;
+    if earlier >= 2 {
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(earlier.min(10)))).await;
     }
+    Ok(())
+}
+
+/// The password was right: the attempts counted against `username` start again.
+async fn attempt_succeeded(state: &AppState, username: &str) {
+    let _ = state.cache.del(&[failures_key(username)]).await;
+}
+
+/// Logs in: throttled per username (slowed, then refused with `RATE_LIMITED`), then opens the
+/// user's session document, restores their ring, and only then the session.
+pub async fn login(state: &AppState, username: &str, password: &str) -> AppResult<NewSession> {
+    let settings = &state.settings;
+    password_attempt(state, username).await?;
     let found = user::Entity::find()
         .filter(user::Column::Username.eq(username))
         .one(&state.db)
         .await?;
     let Some(user) = check_password(state, found, password).await? else {
-        let _ = state
-            .cache
-            .incr_with_ttl(&key, Duration::from_secs(settings.login_lockout_secs))
-            .await;
         return Err(AppError::Unauthenticated(
             "wrong username or password".into(),
         ));
     };
-    if failures > 0 {
-        let _ = state.cache.del(&[key]).await;
-    }
+    attempt_succeeded(state, username).await;
+    open_session_document(state, &user).await?;
+    crate::battles::service::restore_ring(state, user.id).await?;
     let token = crypto::random_token(32);
     let now = Utc::now();
     let ttl = chrono::Duration::seconds(settings.session_ttl_secs as i64);
@@ -149,8 +166,6 @@ pub async fn login(state: &AppState, username: &str, password: &str) -> AppResul
     }
     .insert(&state.db)
     .await?;
-    open_session_document(state, &user).await?;
-    crate::battles::service::restore_ring(state, user.id).await?;
     Ok(NewSession { token, row, user })
 }
 
@@ -226,9 +241,13 @@ pub async fn change_password(
 ) -> AppResult<bool> {
     let new = NewPassword::parse("newPassword", new)?;
     let row = viewer_row(state, viewer).await?;
+    let username = row.username.clone();
+    // A stolen token must not buy unlimited guesses at the password.
+    password_attempt(state, &username).await?;
     let Some(row) = check_password(state, Some(row), current).await? else {
         return Err(AppError::invalid("currentPassword", "is wrong"));
     };
+    attempt_succeeded(state, &username).await;
     let iterations = state.settings.pbkdf2_iterations;
     let salt = crypto::new_salt();
     let hash = {
@@ -252,9 +271,12 @@ pub async fn change_password(
 /// Deletes the viewer's account, sessions and documents, after checking the password.
 pub async fn delete_user(state: &AppState, viewer: &Viewer, password: &str) -> AppResult<bool> {
     let row = viewer_row(state, viewer).await?;
+    let username = row.username.clone();
+    password_attempt(state, &username).await?;
     if check_password(state, Some(row), password).await?.is_none() {
         return Err(AppError::invalid("password", "is wrong"));
     }
+    attempt_succeeded(state, &username).await;
     let txn = state.db.begin().await?;
     session::Entity::delete_many()
         .filter(session::Column::UserId.eq(viewer.id))

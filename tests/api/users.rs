@@ -3,7 +3,7 @@
 use arena::crypto;
 use entity::user;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::*;
 
@@ -81,6 +81,70 @@ async fn repeated_failed_logins_are_refused_then_other_users_are_unaffected(app:
     assert_eq!(error_code(&r), "RATE_LIMITED");
     // Another username is not throttled.
     assert_no_errors(&login(&app, "frank", "password123").await);
+}
+
+/// Twenty wrong passwords at once (parallel requests and one batch): each attempt is counted
+/// before it is checked, so no more than the limit are ever checked.
+async fn concurrent_wrong_passwords_are_all_counted(app: TestApp) {
+    app.login_new_user("gina").await;
+    let max = app.settings.login_max_failures as usize;
+    let attempts = futures::future::join_all(
+        (0..10)
+            .map(|_| async { error_code(&login(&app, "gina", "wrongpassword").await).to_owned() }),
+    )
+    .await;
+    let batch: Vec<Value> = (0..10)
+        .map(|_| {
+            json!({ "query": "mutation { login(username: \"gina\", password: \"wrongpassword\") { token } }" })
+        })
+        .collect();
+    let batched: Vec<Value> = app
+        .client
+        .post(format!("{}/graphql", app.url))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let codes: Vec<String> = attempts
+        .into_iter()
+        .chain(batched.iter().map(|r| error_code(r).to_owned()))
+        .collect();
+    let checked = codes.iter().filter(|c| *c == "UNAUTHENTICATED").count();
+    let refused = codes.iter().filter(|c| *c == "RATE_LIMITED").count();
+    assert_eq!(checked + refused, 20, "{codes:?}");
+    assert!(
+        checked <= max,
+        "{checked} passwords were checked: {codes:?}"
+    );
+    assert_eq!(
+        error_code(&login(&app, "gina", "password123").await),
+        "RATE_LIMITED"
+    );
+}
+
+/// Someone holding a session cannot guess the password without limit through
+/// `changePassword` (or `deleteUser`): the same per-user count applies.
+async fn password_guesses_through_change_password_are_limited(app: TestApp) {
+    let token = app.login_new_user("hank").await;
+    let q = "mutation($c: String!) { changePassword(currentPassword: $c, newPassword: \"another-password\") }";
+    let max = app.settings.login_max_failures;
+    for _ in 0..max {
+        let r = app.gql_as(&token, q, json!({ "c": "wrong-guess" })).await;
+        assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r}");
+    }
+    let r = app.gql_as(&token, q, json!({ "c": "password123" })).await;
+    assert_eq!(error_code(&r), "RATE_LIMITED", "{r}");
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { deleteUser(password: \"password123\") }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&r), "RATE_LIMITED", "{r}");
 }
 
 async fn a_legacy_sha256_hash_verifies_and_is_rehashed_on_login(app: TestApp) {
@@ -276,6 +340,8 @@ crate::both_backends!(
     passwords_are_stored_as_salted_pbkdf2_never_in_clear,
     a_wrong_password_and_an_unknown_user_get_the_same_answer,
     repeated_failed_logins_are_refused_then_other_users_are_unaffected,
+    concurrent_wrong_passwords_are_all_counted,
+    password_guesses_through_change_password_are_limited,
     a_legacy_sha256_hash_verifies_and_is_rehashed_on_login,
     logout_revokes_the_token_at_once,
     login_opens_the_users_session_document,
