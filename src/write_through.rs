@@ -192,19 +192,22 @@ async fn commit_and_publish(
         r.is_ok()
     };
     if let Err(e) = txn.commit().await {
-        if marked {
-            let aborted: Vec<_> = keys
-                .iter()
-                .map(|k| (k.clone(), WriteOutcome::Aborted))
-                .collect();
-            if state
+        // A failed COMMIT does not prove nothing was committed (the connection may have
+        // dropped after the server committed): the entries are removed while still marked,
+        // so the next read goes to the database, then the marks are cleared.
+        let removed = marked && state.cache.del(&keys).await.is_ok();
+        let aborted: Vec<_> = keys
+            .iter()
+            .map(|k| (k.clone(), WriteOutcome::Aborted))
+            .collect();
+        let cleared = removed
+            && state
                 .cache
                 .end_write(&aborted, state.settings.cache_ttl())
                 .await
-                .is_err()
-            {
-                state.cache_health.failed(std::iter::empty());
-            }
+                .is_ok();
+        if !cleared {
+            state.cache_health.failed(keys);
         }
         return Err(e.into());
     }

@@ -113,8 +113,9 @@ pub async fn graphql_post(
                 StatusCode::OK,
                 "TIMEOUT",
                 format!(
-                    "the request ran longer than the {} ms limit and was cancelled; nothing it \
-                     started was committed",
+                    "the request ran longer than the {} ms limit and was cancelled; a write \
+                     that had not reached its commit was rolled back, one already committing \
+                     completed (read the data again to know which)",
                     settings.request_timeout_ms
                 ),
             )

@@ -648,11 +648,27 @@ async fn write_staged<M: Importable>(
         inserted += chunk_ids.len() - exists.len();
         M::upsert(&txn, rows, version).await.map_err(write_error)?;
     }
-    // Mark every imported entry right before COMMIT (see the module docs), then delete them.
+    // From here on nothing may be cancelled half-way (a request timeout or a disconnect drops
+    // the request's future): a commit whose entries were never invalidated would leave them
+    // stale once the marks expire. The task runs to completion even if nobody awaits it.
     let keys: Vec<String> = ids
         .iter()
         .map(|id| write_through::entry_key(M::CACHE_ENTITY, id))
         .collect();
+    let state = state.clone();
+    tokio::spawn(async move { commit_and_invalidate(&state, txn, keys).await })
+        .await
+        .map_err(|e| AppError::internal(format!("the import's commit task failed: {e}")))??;
+    Ok((inserted, updated))
+}
+
+/// Marks every imported entry right before COMMIT (see the module docs), commits, then deletes
+/// the entries and clears the marks; what could not be delivered is owed to the cache.
+async fn commit_and_invalidate(
+    state: &AppState,
+    txn: DatabaseTransaction,
+    keys: Vec<String>,
+) -> AppResult<()> {
     let mark_ttl = write_through::mark_ttl(state);
     let cache = state.cache.as_ref();
     // Each stream below is made from a Vec of calls: a stream that borrows through a closure
@@ -678,7 +694,12 @@ async fn write_staged<M: Importable>(
             }
         }
     }
-    txn.commit().await.map_err(write_error)?;
+    if let Err(e) = txn.commit().await {
+        // A failed COMMIT does not prove nothing was committed: the imported ids are owed an
+        // invalidation (reads stay on the database until it is delivered).
+        state.cache_health.failed(keys);
+        return Err(write_error(e));
+    }
     let cache_ttl = state.settings.cache_ttl();
     let delivered = marked && {
         let clears: Vec<_> = keys
@@ -703,5 +724,5 @@ async fn write_staged<M: Importable>(
         // stay on the database until it has been delivered.
         state.cache_health.failed(keys);
     }
-    Ok((inserted, updated))
+    Ok(())
 }

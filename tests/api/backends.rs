@@ -527,6 +527,51 @@ async fn redis_cache_conforms() {
     }
 }
 
+/// A full Redis (`maxmemory` reached, `noeviction`) refuses a script's first write but lets
+/// later ones through. A leased fill that released one key's lease before storing another
+/// would therefore store a row the writer could not mark: the fill must store nothing.
+#[tokio::test]
+async fn a_full_redis_refuses_every_leased_fill() {
+    if redis_url().is_none() {
+        return;
+    }
+    let Some(server) = crate::helpers::PrivateRedis::start().await else {
+        return crate::helpers::skipped("redis-server is not installed");
+    };
+    let c = RedisCache::connect(&server.url(), &unique_prefix(), COMMAND_TIMEOUT)
+        .await
+        .expect("connect to the private Redis");
+    let k = keys(&["full:a", "full:b"]);
+    assert_eq!(
+        c.leased_get_many(&k, "r1", TTL).await.unwrap(),
+        vec![None, None]
+    );
+    // `a` meanwhile got a newer entry: the fill will only release a's lease.
+    assert!(c
+        .versioned_fill("full:a", &ver(5, "newer"), TTL)
+        .await
+        .unwrap());
+    assert_eq!(
+        server.cli(&["config", "set", "maxmemory-policy", "noeviction"]),
+        "OK"
+    );
+    assert_eq!(server.cli(&["config", "set", "maxmemory", "1"]), "OK");
+
+    let filled = c
+        .leased_fill_many(
+            &[(k[0].clone(), ver(1, "old")), (k[1].clone(), ver(1, "old"))],
+            "r1",
+            TTL,
+        )
+        .await;
+    assert!(
+        !matches!(filled.as_deref(), Ok([_, true])),
+        "b was stored on a full server: {filled:?}"
+    );
+    assert_eq!(read_one(&c, "full:b").await, None);
+    assert_eq!(read_one(&c, "full:a").await, Some(ver(5, "newer")));
+}
+
 #[tokio::test]
 async fn redis_cache_reports_an_unreachable_server_as_unavailable() {
     // Nothing listens on port 1; the connect must fail promptly with a clear error.
