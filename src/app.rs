@@ -111,8 +111,8 @@ impl AppState {
             ),
         };
         let cache: Arc<dyn Cache> = Arc::new(InstrumentedCache::new(cache, metrics.clone()));
-        let storage: Arc<dyn Cache> = match &settings.storage_redis_url {
-            Some(url) => Arc::new(InstrumentedCache::new(
+        let storage: Arc<dyn Cache> = match (&settings.storage_redis_url, &settings.redis_url) {
+            (Some(url), _) => Arc::new(InstrumentedCache::new(
                 Arc::new(
                     RedisCache::connect(url, &settings.cache_prefix, timeout)
                         .await
@@ -120,7 +120,16 @@ impl AppState {
                 ),
                 metrics.clone(),
             )),
-            None => cache.clone(),
+            (None, Some(_)) => cache.clone(),
+            // Embedded: an LRU of its own, so that stored values evict one another, never the
+            // cache tier's rows.
+            (None, None) => Arc::new(InstrumentedCache::new(
+                Arc::new(MemoryCache::evicting(
+                    settings.cache_capacity,
+                    &settings.cache_prefix,
+                )),
+                metrics.clone(),
+            )),
         };
         let docs: Arc<dyn DocumentStore> = match &settings.mongodb_url {
             Some(url) => Arc::new(

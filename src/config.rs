@@ -98,7 +98,8 @@ pub struct Settings {
     )]
     pub cache_prefix: String,
 
-    /// Entries the in-process cache holds before evicting the least recently used.
+    /// Embedded: cached rows the in-process cache holds before evicting the least recently
+    /// used, and (in an LRU of its own) key-value storage values.
     #[arg(
         long,
         env = "ARENA_CACHE_CAPACITY",

@@ -274,8 +274,18 @@ pub struct BattleOutcome {
 /// entries re-fetched), the winner rule with a draw from the app's random generator, both
 /// meals' stats updated from their locked rows in one transaction, the battle stored, the
 /// loser out of the ring, the result published on [`TOPIC`].
+///
+/// The battle runs as a task of its own, awaited here: a request cancelled half-way (its time
+/// limit, a disconnect) must not free the ring's lock between the commit and the ring's
+/// update, or a retry would fight the same two meals again.
 pub async fn fight(state: &AppState, user_id: i64) -> AppResult<BattleOutcome> {
-    let outcome = with_ring_lock(state, user_id, fight_locked(state, user_id)).await?;
+    let task_state = state.clone();
+    let outcome = tokio::spawn(async move {
+        let state = &task_state;
+        with_ring_lock(state, user_id, fight_locked(state, user_id)).await
+    })
+    .await
+    .map_err(|e| AppError::internal(format!("the battle task failed: {e}")))??;
     match serde_json::to_string(&outcome) {
         Ok(payload) => {
             if let Err(e) = state.events.publish(TOPIC, payload).await {
