@@ -97,6 +97,28 @@ impl RequestAuth {
     }
 }
 
+impl RequestAuth {
+    /// For usage counting: the viewer if it is known already or cheap to find (a session
+    /// token: one indexed query). An API key no resolver asked for stays unchecked: checking
+    /// it costs a full PBKDF2 verification, which counting must never spend on a request's
+    /// behalf (a stream of made-up keys would otherwise keep the CPU busy).
+    pub async fn viewer_for_counting(&self, state: &AppState) -> Option<Viewer> {
+        if let Some(resolved) = self.resolved.get() {
+            return resolved.clone().ok().flatten();
+        }
+        let bearer = self
+            .header
+            .as_deref()
+            .and_then(|h| h.trim().split_once(' '))
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
+        if bearer {
+            self.viewer(state).await.ok().flatten()
+        } else {
+            None
+        }
+    }
+}
+
 async fn resolve(state: &AppState, header: Option<&str>) -> AppResult<Option<Viewer>> {
     let Some(header) = header else {
         return Ok(None);

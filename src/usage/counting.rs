@@ -27,6 +27,9 @@ use crate::app::AppState;
 use crate::auth::RequestAuth;
 use crate::backends::cache::{Cache, CacheResult};
 
+/// Most distinct credentials remembered between two flushes.
+pub const MAX_PENDING_CREDENTIALS: usize = 10_000;
+
 /// How often the buffer is flushed to the cache tier.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
@@ -67,11 +70,13 @@ impl UsageBuffer {
         }
     }
 
-    /// Remembers the request's credentials; the viewer is resolved at the next flush.
+    /// Remembers the request's credentials; the viewer is found at the next flush (see
+    /// [`RequestAuth::viewer_for_counting`]). At most [`MAX_PENDING_CREDENTIALS`] distinct
+    /// credentials wait between flushes; beyond that a request's viewer is not counted.
     pub fn record_viewer(&self, auth: &RequestAuth) {
         if let Some(header) = auth.header() {
             let mut p = self.pending.lock();
-            if !p.auths.contains_key(header) {
+            if !p.auths.contains_key(header) && p.auths.len() < MAX_PENDING_CREDENTIALS {
                 p.auths.insert(header.to_owned(), auth.clone());
             }
         }
@@ -100,17 +105,11 @@ impl UsageBuffer {
         }
         // Resolving a token is one SQL query unless a resolver already did it.
         let viewers: Vec<_> = futures::stream::iter(auths.into_values())
-            .map(|auth| async move { auth.viewer(state).await })
+            .map(|auth| async move { auth.viewer_for_counting(state).await })
             .buffer_unordered(8)
             .collect()
             .await;
-        users.extend(
-            viewers
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|v| v.id.to_string()),
-        );
+        users.extend(viewers.into_iter().flatten().map(|v| v.id.to_string()));
 
         let cache = &state.cache;
         let now = chrono::Utc::now().timestamp_millis();
