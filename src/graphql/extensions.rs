@@ -5,10 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextRequest,
+    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextRequest, NextSubscribe,
 };
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{Request, Response, ServerError, ServerResult};
+use futures::stream::{BoxStream, StreamExt};
 
 use crate::auth::RequestAuth;
 
@@ -82,17 +83,40 @@ pub fn ensure_code(err: &mut ServerError, default: &str) -> String {
     }
 }
 
+impl ErrorCodesExt {
+    fn code_errors(metrics: Option<&Metrics>, resp: &mut Response) {
+        for err in &mut resp.errors {
+            let code = ensure_code(err, "BAD_USER_INPUT");
+            if let Some(m) = metrics {
+                m.graphql_errors.with_label_values(&[code.as_str()]).inc();
+            }
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Extension for ErrorCodesExt {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let mut resp = next.run(ctx).await;
-        for err in &mut resp.errors {
-            let code = ensure_code(err, "BAD_USER_INPUT");
-            if let Some(m) = &self.metrics {
-                m.graphql_errors.with_label_values(&[code.as_str()]).inc();
-            }
-        }
+        Self::code_errors(self.metrics.as_ref(), &mut resp);
         resp
+    }
+
+    /// Every operation over the WebSocket (queries and mutations too) runs as a stream that
+    /// never passes through [`Extension::request`]: its responses get their codes here.
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        let metrics = self.metrics.clone();
+        next.run(ctx, stream)
+            .map(move |mut resp| {
+                Self::code_errors(metrics.as_ref(), &mut resp);
+                resp
+            })
+            .boxed()
     }
 }
 

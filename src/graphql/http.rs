@@ -140,7 +140,11 @@ pub async fn graphql_ws(
 ) -> Response {
     let schema = http.schema.clone();
     let app = http.app.clone();
+    // A message is an operation: it gets the HTTP body's size limit.
+    let limit = app.settings.max_body_bytes;
     upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
             GraphQLWebSocket::new(stream, schema, protocol)

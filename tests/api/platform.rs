@@ -384,6 +384,72 @@ async fn websocket_speaks_both_protocols_and_reads_the_token_from_connection_ini
     still_answers(&app).await;
 }
 
+/// Over the WebSocket too, every error has a code (parse, validation and limit errors never
+/// pass through the HTTP path), and a message over the body limit is refused without
+/// harming the server.
+async fn websocket_errors_carry_codes_and_messages_are_size_limited(app: TestApp) {
+    use crate::ws;
+    for protocol in [ws::TRANSPORT_WS, ws::LEGACY_WS] {
+        let mut client = ws::connect(&app.ws_url(), protocol, json!({})).await;
+        for (id, query) in [
+            ("parse", "{ meals("),
+            ("validation", "{ nope }"),
+            ("depth", "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }"),
+        ] {
+            client.subscribe(id, query, json!({})).await;
+            let m = loop {
+                let m = client
+                    .next_message(std::time::Duration::from_secs(10))
+                    .await
+                    .unwrap_or_else(|| panic!("{protocol}: no answer to {id}"));
+                if m.id == id && m.kind != "complete" {
+                    break m;
+                }
+            };
+            let errors = if m.payload.is_array() {
+                m.payload.clone()
+            } else {
+                m.payload["errors"].clone()
+            };
+            let first = &errors[0];
+            assert!(
+                first["extensions"]["code"].is_string(),
+                "{protocol} {id}: {}",
+                m.payload
+            );
+        }
+        client.close().await;
+    }
+    // A message larger than the body limit closes that connection only.
+    let mut req = app.ws_url().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let huge = "x".repeat(app.settings.max_body_bytes + 1);
+    let _ = socket
+        .send(Message::Text(
+            json!({ "type": "connection_init", "payload": { "pad": huge } })
+                .to_string()
+                .into(),
+        ))
+        .await;
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(Message::Text(t))) if t.contains("connection_ack") => return false,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the server reacts to the oversized message");
+    assert!(closed, "an oversized message was accepted");
+    still_answers(&app).await;
+}
+
 async fn a_websocket_with_a_bad_token_is_closed(app: TestApp) {
     let mut req = app.ws_url().into_client_request().unwrap();
     req.headers_mut().insert(
@@ -427,6 +493,7 @@ crate::both_backends!(
     pages_larger_than_the_limit_are_refused,
     a_request_over_the_time_limit_is_cancelled_and_nothing_is_written,
     websocket_speaks_both_protocols_and_reads_the_token_from_connection_init,
+    websocket_errors_carry_codes_and_messages_are_size_limited,
     a_websocket_with_a_bad_token_is_closed,
 );
 
