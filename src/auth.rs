@@ -65,6 +65,11 @@ impl RequestAuth {
         Self::new(self.header.clone())
     }
 
+    /// Whether the viewer has been looked up already (by a resolver).
+    pub fn is_resolved(&self) -> bool {
+        self.resolved.initialized()
+    }
+
     /// The raw `Authorization` value, if the request carried one.
     pub fn header(&self) -> Option<&str> {
         self.header.as_deref()

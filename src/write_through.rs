@@ -194,8 +194,14 @@ async fn commit_and_publish(
     if let Err(e) = txn.commit().await {
         // A failed COMMIT does not prove nothing was committed (the connection may have
         // dropped after the server committed): the entries are removed while still marked,
-        // so the next read goes to the database, then the marks are cleared.
-        let removed = marked && state.cache.del(&keys).await.is_ok();
+        // so the next read goes to the database, then the marks are cleared. Keys a committed
+        // change would have removed (a deleted meal's name pair) go too.
+        let removable: Vec<String> = keys
+            .iter()
+            .cloned()
+            .chain(changes.iter().flat_map(|c| c.also_remove.iter().cloned()))
+            .collect();
+        let removed = marked && state.cache.del(&removable).await.is_ok();
         let aborted: Vec<_> = keys
             .iter()
             .map(|k| (k.clone(), WriteOutcome::Aborted))
@@ -207,7 +213,7 @@ async fn commit_and_publish(
                 .await
                 .is_ok();
         if !cleared {
-            state.cache_health.failed(keys);
+            state.cache_health.failed(removable);
         }
         return Err(e.into());
     }

@@ -161,7 +161,14 @@ struct FieldCounter<'a> {
     /// Per fragment: (fields at its top level, fields in all).
     measured: HashMap<&'a str, (usize, usize)>,
     visiting: HashSet<&'a str>,
+    /// Set when the nesting (fields, inline fragments and spreads) went past
+    /// [`MAX_NESTING`]: the walk stopped there instead of overflowing the stack.
+    too_deep: bool,
 }
+
+/// Deepest nesting of selections and fragment spreads walked (async-graphql's own recursion
+/// limit, checked after this walk, is the same).
+const MAX_NESTING: usize = 64;
 
 impl<'a> FieldCounter<'a> {
     fn new(doc: &'a ExecutableDocument) -> Self {
@@ -169,19 +176,27 @@ impl<'a> FieldCounter<'a> {
             doc,
             measured: HashMap::new(),
             visiting: HashSet::new(),
+            too_deep: false,
         }
     }
 
     /// (fields at the top level of `set`, fields selected in all), both saturating.
-    fn measure(&mut self, set: &'a SelectionSet) -> (usize, usize) {
+    fn measure(&mut self, set: &'a SelectionSet, depth: usize) -> (usize, usize) {
+        if depth > MAX_NESTING {
+            self.too_deep = true;
+            return (0, 0);
+        }
         let (mut top, mut all) = (0usize, 0usize);
         for sel in &set.items {
+            if self.too_deep {
+                break;
+            }
             let (t, a) = match &sel.node {
                 Selection::Field(f) => {
-                    let (_, inner) = self.measure(&f.node.selection_set.node);
+                    let (_, inner) = self.measure(&f.node.selection_set.node, depth + 1);
                     (1, inner.saturating_add(1))
                 }
-                Selection::InlineFragment(f) => self.measure(&f.node.selection_set.node),
+                Selection::InlineFragment(f) => self.measure(&f.node.selection_set.node, depth + 1),
                 Selection::FragmentSpread(s) => {
                     let name = s.node.fragment_name.node.as_str();
                     if let Some(&m) = self.measured.get(name) {
@@ -190,9 +205,14 @@ impl<'a> FieldCounter<'a> {
                         (0, 0)
                     } else {
                         let m = match self.doc.fragments.get(&s.node.fragment_name.node) {
-                            Some(f) => self.measure(&f.node.selection_set.node),
+                            Some(f) => self.measure(&f.node.selection_set.node, depth + 1),
                             None => (0, 0),
                         };
+                        if self.too_deep {
+                            // Measured only down to the limit: not a result to remember.
+                            self.visiting.remove(name);
+                            break;
+                        }
                         self.visiting.remove(name);
                         self.measured.insert(name, m);
                         m
@@ -218,8 +238,10 @@ impl Extension for RootFieldLimitExt {
         let doc = request.parsed_query()?;
         let mut counter = FieldCounter::new(doc);
         for (_, op) in doc.operations.iter() {
-            let (n, expanded) = counter.measure(&op.node.selection_set.node);
-            let message = if n > self.max {
+            let (n, expanded) = counter.measure(&op.node.selection_set.node, 0);
+            let message = if counter.too_deep {
+                format!("operation nests selections and fragments deeper than {MAX_NESTING} levels")
+            } else if n > self.max {
                 format!(
                     "operation has {n} root fields (aliases included); the limit is {}",
                     self.max

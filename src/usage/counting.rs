@@ -76,8 +76,19 @@ impl UsageBuffer {
     pub fn record_viewer(&self, auth: &RequestAuth) {
         if let Some(header) = auth.header() {
             let mut p = self.pending.lock();
-            if !p.auths.contains_key(header) && p.auths.len() < MAX_PENDING_CREDENTIALS {
-                p.auths.insert(header.to_owned(), auth.clone());
+            let room = p.auths.len() < MAX_PENDING_CREDENTIALS;
+            match p.auths.get_mut(header) {
+                // Keep the one that knows its viewer: an API key is only ever checked by a
+                // resolver that asked for it (see `viewer_for_counting`).
+                Some(known) => {
+                    if !known.is_resolved() && auth.is_resolved() {
+                        *known = auth.clone();
+                    }
+                }
+                None if room => {
+                    p.auths.insert(header.to_owned(), auth.clone());
+                }
+                None => {}
             }
         }
     }
@@ -256,10 +267,12 @@ impl Extension for CountingExt {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
+        let resp = next.run(ctx, operation_name).await;
+        // After the operation: a viewer its resolvers looked up is known by now.
         if let Some(auth) = ctx.data_opt::<RequestAuth>() {
             self.state.usage.record_viewer(auth);
         }
-        next.run(ctx, operation_name).await
+        resp
     }
 
     async fn resolve(

@@ -227,6 +227,25 @@ async fn a_fragment_bomb_is_refused_and_the_server_keeps_answering(app: TestApp)
         assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r}");
         assert!(error_message(&r).contains(says), "{r}");
     }
+    // A chain of 20 000 fragments, each spreading the next: refused at the nesting limit
+    // (walking it to the end would overflow the stack).
+    let mut chain = String::from("query { ...C0 }\n");
+    for i in 0..20_000 {
+        chain.push_str(&format!("fragment C{i} on Query {{ ...C{} }}\n", i + 1));
+    }
+    chain.push_str("fragment C20000 on Query { __typename }\n");
+    assert!(chain.len() < app.settings.max_body_bytes);
+    let r: Value = client
+        .post(format!("{}/graphql", app.url))
+        .json(&json!({ "query": chain }))
+        .send()
+        .await
+        .expect("the server answers the fragment chain")
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r}");
+    assert!(error_message(&r).contains("deeper than"), "{r}");
     // A fragment used normally still works.
     let r = app
         .gql(

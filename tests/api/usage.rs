@@ -154,6 +154,43 @@ async fn the_viewer_joins_user_set_and_updated_time_moves(app: TestApp) {
     assert_no_errors(&app.gql_as(&bob, "{ me { id } }", json!({})).await);
     assert_eq!(stats(&app).await.users, s0.users + 2);
 
+    // A viewer signed in by API key joins too, once a resolver has checked the key; a made-up
+    // key on a public field is counted as a command but never checked for user_set.
+    let carol = app.login_new_user("carol").await;
+    let r = app
+        .gql_as(
+            &carol,
+            "mutation { createCredential(id: \"k\") { credential { publicKey } secretKey } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let c = &r["data"]["createCredential"];
+    use base64::Engine as _;
+    let encode = |raw: String| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    };
+    let key = encode(format!(
+        "{}:{}",
+        c["credential"]["publicKey"].as_str().unwrap(),
+        c["secretKey"].as_str().unwrap()
+    ));
+    // Start user_set afresh (after the buffer is flushed), so only what follows counts.
+    assert!(app.state.usage.flush(&app.state).await);
+    app.state
+        .cache
+        .del(&[arena::usage::counting::USER_SET.to_owned()])
+        .await
+        .unwrap();
+    let fake = encode("ak_madeup:secret".to_owned());
+    assert_no_errors(&app.gql_auth(Some(fake), ROLL, json!({})).await);
+    assert_eq!(stats(&app).await.users, 0, "a made-up key adds no user");
+    assert_no_errors(&app.gql_auth(Some(key), "{ me { id } }", json!({})).await);
+    assert_eq!(stats(&app).await.users, 1, "carol, by her API key");
+
     let first = s0.updated_at.unwrap();
     wait_until(Duration::from_secs(10), || async {
         rolls(&app, 1).await;
