@@ -80,11 +80,10 @@ impl UsageBuffer {
             match p.auths.get_mut(header) {
                 // Keep the one that knows its viewer: an API key is only ever checked by a
                 // resolver that asked for it (see `viewer_for_counting`).
-                Some(known) => {
-                    if !known.is_resolved() && auth.is_resolved() {
-                        *known = auth.clone();
-                    }
+                Some(known) if !known.is_resolved() && auth.is_resolved() => {
+                    *known = auth.clone();
                 }
+                Some(_) => {}
                 None if room => {
                     p.auths.insert(header.to_owned(), auth.clone());
                 }
