@@ -118,12 +118,6 @@ async fn meal_stats(app: &TestApp, id: &str) -> Value {
     r["data"]["meal"].clone()
 }
 
-async fn viewer_id(app: &TestApp, token: &str) -> String {
-    let r = app.gql_as(token, "{ me { id } }", json!({})).await;
-    assert_no_errors(&r);
-    r["data"]["me"]["id"].as_str().unwrap().to_owned()
-}
-
 // ---------------------------------------------------------------- the ring
 
 async fn ring_operations_need_a_signed_in_viewer(app: TestApp) {
@@ -886,7 +880,7 @@ async fn log_out(app: &TestApp, token: &str) {
 
 async fn logging_out_and_in_again_restores_the_ring(app: TestApp) {
     let token = app.login_new_user("alice").await;
-    let user = viewer_id(&app, &token).await;
+    let user = app.viewer_id(&token).await.to_string();
     let a = strong(&app, &token, "Lasagne").await;
     let b = weak(&app, &token, "Toast").await;
     prep_ok(&app, &token, &b).await;
@@ -949,7 +943,7 @@ async fn a_restored_ring_skips_meals_deleted_while_logged_out(app: TestApp) {
 
 async fn logging_in_replaces_the_ring_with_the_saved_one(app: TestApp) {
     let token = app.login_new_user("alice").await;
-    let user = viewer_id(&app, &token).await;
+    let user = app.viewer_id(&token).await.to_string();
     let doc = app
         .state
         .docs

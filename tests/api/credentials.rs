@@ -28,14 +28,6 @@ impl Key {
     }
 }
 
-fn basic(public_key: &str, secret: &str) -> String {
-    let raw = format!("{public_key}:{secret}");
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(raw)
-    )
-}
-
 async fn create(app: &TestApp, token: &str, id: &str) -> Key {
     let r = app.gql_as(token, CREATE, json!({ "id": id })).await;
     assert_no_errors(&r);

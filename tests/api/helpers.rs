@@ -249,6 +249,13 @@ impl TestApp {
         r["data"]["login"]["token"].as_str().unwrap().to_owned()
     }
 
+    /// The id of the user `token` signs in.
+    pub async fn viewer_id(&self, token: &str) -> i64 {
+        let r = self.gql_as(token, "{ me { id } }", json!({})).await;
+        assert_no_errors(&r);
+        r["data"]["me"]["id"].as_str().unwrap().parse().unwrap()
+    }
+
     /// The value of one metric sample from `/metrics`, e.g.
     /// `arena_cache_round_trips_total{op="versioned_get_many"}`; 0 when absent.
     pub async fn metric(&self, sample: &str) -> f64 {
@@ -362,6 +369,34 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An `Authorization` value for an API key: `Basic base64(publicKey:secretKey)`.
+pub fn basic(public_key: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    let raw = format!("{public_key}:{secret}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+/// Arena on PostgreSQL and a Redis reached through a [`Proxy`] (to the local Redis) that the
+/// test can cut; `None` when `TEST_REDIS_URL` is not set.
+pub async fn spawn_behind_proxy() -> Option<(TestApp, Proxy)> {
+    let redis = std::env::var("TEST_REDIS_URL").ok()?;
+    assert!(
+        redis.contains("127.0.0.1:6379") || redis.contains("localhost:6379"),
+        "the proxy forwards to the local Redis"
+    );
+    let proxy = Proxy::start(0).await;
+    let port = proxy.port;
+    let app = spawn_app_with(Backends::Real, |s| {
+        s.redis_url = Some(format!("redis://127.0.0.1:{port}"))
+    })
+    .await
+    .expect("TEST_DATABASE_URL and TEST_REDIS_URL are set");
+    Some((app, proxy))
 }
 
 /// A TCP proxy in front of Redis that the test can cut and restore: a real outage for

@@ -629,18 +629,8 @@ async fn a_cache_outage_degrades_to_the_database_and_serves_nothing_stale_after(
     if app.backends == Backends::Embedded {
         return; // the in-process cache cannot be unreachable
     }
-    let redis = std::env::var("TEST_REDIS_URL").unwrap();
-    assert!(
-        redis.contains("127.0.0.1:6379") || redis.contains("localhost:6379"),
-        "the proxy forwards to the local Redis"
-    );
-    let mut proxy = Proxy::start(0).await;
+    let (app, mut proxy) = spawn_behind_proxy().await.expect("TEST_REDIS_URL is set");
     let port = proxy.port;
-    let app = spawn_app_with(Backends::Real, |s| {
-        s.redis_url = Some(format!("redis://127.0.0.1:{port}"))
-    })
-    .await
-    .unwrap();
     let t = app.login_new_user("chef").await;
     let m = create_meal(&app, &t, "Outage", "x", 1.0, "LOW").await;
     let id = m["id"].as_str().unwrap().to_owned();

@@ -187,6 +187,19 @@ async fn too_many_aliased_root_fields_are_refused(app: TestApp) {
     still_answers(&app).await;
 }
 
+/// Posts `query` with `client` (whose timeout turns a hung server into a failure).
+async fn post_query(client: &reqwest::Client, app: &TestApp, query: &str) -> Value {
+    client
+        .post(format!("{}/graphql", app.url))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .expect("the server answers")
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Fragments that spread the next one 50 times, nine deep: 50^8 selections if each spread
 /// were walked again, a few KiB of text. Refused at once — whether the bomb sits at the root
 /// or below one field — and the server keeps answering.
@@ -215,15 +228,7 @@ async fn a_fragment_bomb_is_refused_and_the_server_keeps_answering(app: TestApp)
             "once its fragments are expanded",
         ),
     ] {
-        let r: Value = client
-            .post(format!("{}/graphql", app.url))
-            .json(&json!({ "query": query }))
-            .send()
-            .await
-            .expect("the server answers the fragment bomb")
-            .json()
-            .await
-            .unwrap();
+        let r = post_query(&client, &app, &query).await;
         assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r}");
         assert!(error_message(&r).contains(says), "{r}");
     }
@@ -235,15 +240,7 @@ async fn a_fragment_bomb_is_refused_and_the_server_keeps_answering(app: TestApp)
     }
     chain.push_str("fragment C20000 on Query { __typename }\n");
     assert!(chain.len() < app.settings.max_body_bytes);
-    let r: Value = client
-        .post(format!("{}/graphql", app.url))
-        .json(&json!({ "query": chain }))
-        .send()
-        .await
-        .expect("the server answers the fragment chain")
-        .json()
-        .await
-        .unwrap();
+    let r = post_query(&client, &app, &chain).await;
     assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r}");
     assert!(error_message(&r).contains("deeper than"), "{r}");
     // A fragment used normally still works.

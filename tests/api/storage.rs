@@ -144,9 +144,7 @@ async fn a_separate_storage_redis_holds_the_values_apart_from_the_cache() {
     assert_no_errors(&set(&app, &alice, json!([{ "key": "colour", "value": "red" }])).await);
     assert_eq!(get(&app, &alice, "colour").await, "red");
 
-    let me = app.gql_as(&alice, "{ me { id } }", json!({})).await;
-    let id = me["data"]["me"]["id"].as_str().unwrap().to_owned();
-    let key = arena::storage::service::storage_key(id.parse().unwrap(), "colour");
+    let key = arena::storage::service::storage_key(app.viewer_id(&alice).await, "colour");
     assert_eq!(
         app.state.storage.get(&key).await.unwrap().as_deref(),
         Some("red")
@@ -200,8 +198,7 @@ async fn redis_evicts_the_least_recently_used_values_and_keeps_a_recently_read_o
         .await
         .expect("TEST_DATABASE_URL and TEST_REDIS_URL are set");
     let alice = app.login_new_user("alice").await;
-    let me = app.gql_as(&alice, "{ me { id } }", json!({})).await;
-    let id: i64 = me["data"]["me"]["id"].as_str().unwrap().parse().unwrap();
+    let id = app.viewer_id(&alice).await;
     let stored = |key: &str| {
         format!(
             "{}{}",

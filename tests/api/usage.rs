@@ -166,18 +166,10 @@ async fn the_viewer_joins_user_set_and_updated_time_moves(app: TestApp) {
         .await;
     assert_no_errors(&r);
     let c = &r["data"]["createCredential"];
-    use base64::Engine as _;
-    let encode = |raw: String| {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )
-    };
-    let key = encode(format!(
-        "{}:{}",
+    let key = basic(
         c["credential"]["publicKey"].as_str().unwrap(),
-        c["secretKey"].as_str().unwrap()
-    ));
+        c["secretKey"].as_str().unwrap(),
+    );
     // Start user_set afresh (after the buffer is flushed), so only what follows counts.
     assert!(app.state.usage.flush(&app.state).await);
     app.state
@@ -185,7 +177,7 @@ async fn the_viewer_joins_user_set_and_updated_time_moves(app: TestApp) {
         .del(&[arena::usage::counting::USER_SET.to_owned()])
         .await
         .unwrap();
-    let fake = encode("ak_madeup:secret".to_owned());
+    let fake = basic("ak_madeup", "secret");
     assert_no_errors(&app.gql_auth(Some(fake), ROLL, json!({})).await);
     assert_eq!(stats(&app).await.users, 0, "a made-up key adds no user");
     assert_no_errors(&app.gql_auth(Some(key), "{ me { id } }", json!({})).await);
@@ -473,20 +465,10 @@ with_sync!(1; the_worker_copies_counts_every_interval);
 /// once Redis is back every one of them is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cache_outage_delays_counts_but_loses_none() {
-    let Ok(redis) = std::env::var("TEST_REDIS_URL") else {
+    let Some((app, mut proxy)) = spawn_behind_proxy().await else {
         return skipped("TEST_REDIS_URL not set (the in-process cache cannot be unreachable)");
     };
-    assert!(
-        redis.contains("127.0.0.1:6379") || redis.contains("localhost:6379"),
-        "the proxy forwards to the local Redis"
-    );
-    let mut proxy = Proxy::start(0).await;
     let port = proxy.port;
-    let app = spawn_app_with(Backends::Real, |s| {
-        s.redis_url = Some(format!("redis://127.0.0.1:{port}"))
-    })
-    .await
-    .expect("TEST_DATABASE_URL and TEST_REDIS_URL are set");
     rolls(&app, 2).await;
     wait_until(Duration::from_secs(10), || async {
         stats(&app).await.count("roll") == 2

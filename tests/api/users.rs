@@ -229,8 +229,7 @@ async fn changing_the_password_keeps_this_session_and_revokes_the_others(app: Te
 
 async fn deleting_the_account_needs_the_password_and_removes_everything(app: TestApp) {
     let token = app.login_new_user("jack").await;
-    let me = app.gql_as(&token, "{ me { id } }", json!({})).await;
-    let id: i64 = me["data"]["me"]["id"].as_str().unwrap().parse().unwrap();
+    let id = app.viewer_id(&token).await;
     // Data kept outside SQL: user data (saved rolls), key-value storage, the session document.
     assert_no_errors(
         &app.gql_as(
