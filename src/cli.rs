@@ -3,9 +3,10 @@
 use anyhow::Context as _;
 use migration::MigratorTrait;
 
+use crate::app::Application;
 use crate::config::{Command, Settings};
 use crate::metrics::Metrics;
-use crate::{AppState, Application};
+use crate::state::AppState;
 
 /// Runs one command to completion.
 pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
@@ -45,11 +46,14 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                  whose own sync worker copies it"
             );
             let state = AppState::connect(settings).await?;
-            let (stop, rx) = tokio::sync::watch::channel(false);
-            let worker = tokio::spawn(crate::usage::sync::sync_worker(state, rx));
+            let mut workers = crate::workers::Workers::new();
+            workers.spawn(crate::usage::sync::sync_worker(
+                state,
+                None,
+                workers.stop_signal(),
+            ));
             crate::app::shutdown_signal().await;
-            let _ = stop.send(true);
-            worker.await.context("the sync worker")?;
+            workers.stop().await;
             Ok(())
         }
     }

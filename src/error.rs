@@ -1,4 +1,9 @@
 //! One error type for the whole server, mapped to GraphQL `extensions.code` in one place.
+//! Failures of the backends keep their cause: `From` turns each backend's error into an
+//! `INTERNAL` one whose chain the log prints, and [`OrInternal`] adds the context of what was
+//! being done.
+
+use std::sync::Arc;
 
 use async_graphql::ErrorExtensions;
 
@@ -6,7 +11,9 @@ use async_graphql::ErrorExtensions;
 /// [`AppError::message`] is what the client reads, and `Internal` says nothing of internals.
 ///
 /// It deliberately does not implement `Display`: async-graphql converts any `Display` error
-/// into a GraphQL error *without* a code, and every error of ours must carry one.
+/// into a GraphQL error *without* a code, and every error of ours must carry one. It is cheap
+/// to clone (a batch's loader hands one error to every lookup that shared it).
+#[derive(Clone)]
 pub enum AppError {
     /// The input is wrong; `field` names the argument or input field when there is one.
     BadInput {
@@ -28,7 +35,7 @@ pub enum AppError {
     /// The request ran past its time limit.
     Timeout(String),
     /// Anything else: logged with its cause chain, reported as `INTERNAL` without details.
-    Internal(anyhow::Error),
+    Internal(Arc<anyhow::Error>),
 }
 
 impl std::fmt::Debug for AppError {
@@ -58,9 +65,18 @@ impl AppError {
         }
     }
 
-    /// An `INTERNAL` error with context for the log.
-    pub fn internal(context: impl std::fmt::Display + Send + Sync + 'static) -> Self {
-        AppError::Internal(anyhow::anyhow!("{context}"))
+    /// An `INTERNAL` error that has no cause of its own (a broken invariant), with what went
+    /// wrong for the log.
+    pub fn internal(what: impl std::fmt::Display + Send + Sync + 'static) -> Self {
+        AppError::Internal(Arc::new(anyhow::anyhow!("{what}")))
+    }
+
+    /// An `INTERNAL` error caused by `cause`, with what was being done for the log.
+    pub fn caused_by<E>(context: &'static str, cause: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        AppError::Internal(Arc::new(anyhow::Error::new(cause).context(context)))
     }
 
     /// What the client reads.
@@ -78,29 +94,106 @@ impl AppError {
     }
 
     /// The `extensions.code` of this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            AppError::BadInput { .. } => "BAD_USER_INPUT",
-            AppError::Unauthenticated(_) => "UNAUTHENTICATED",
-            AppError::Forbidden(_) => "FORBIDDEN",
-            AppError::NotFound(_) => "NOT_FOUND",
-            AppError::Conflict(_) => "CONFLICT",
-            AppError::RateLimited(_) => "RATE_LIMITED",
-            AppError::Timeout(_) => "TIMEOUT",
-            AppError::Internal(_) => "INTERNAL",
+            AppError::BadInput { .. } => ErrorCode::BadUserInput,
+            AppError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            AppError::Forbidden(_) => ErrorCode::Forbidden,
+            AppError::NotFound(_) => ErrorCode::NotFound,
+            AppError::Conflict(_) => ErrorCode::Conflict,
+            AppError::RateLimited(_) => ErrorCode::RateLimited,
+            AppError::Timeout(_) => ErrorCode::Timeout,
+            AppError::Internal(_) => ErrorCode::Internal,
         }
+    }
+
+    /// An error of `code` saying `message` (an `INTERNAL` one keeps `message` for the log
+    /// only). The inverse of [`AppError::code`] and [`AppError::message`], for errors that
+    /// were remembered as their code and text.
+    pub fn from_code(code: ErrorCode, message: String) -> Self {
+        match code {
+            ErrorCode::BadUserInput => AppError::bad_input(message),
+            ErrorCode::Unauthenticated => AppError::Unauthenticated(message),
+            ErrorCode::Forbidden => AppError::Forbidden(message),
+            ErrorCode::NotFound => AppError::NotFound(message),
+            ErrorCode::Conflict => AppError::Conflict(message),
+            ErrorCode::RateLimited => AppError::RateLimited(message),
+            ErrorCode::Timeout => AppError::Timeout(message),
+            ErrorCode::Internal => AppError::internal(message),
+        }
+    }
+}
+
+/// The `extensions.code` values of SPEC §2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The input is wrong (parse, validation, a bad argument).
+    BadUserInput,
+    /// No viewer, or bad credentials.
+    Unauthenticated,
+    /// A viewer who may not do this.
+    Forbidden,
+    /// Nothing with that id.
+    NotFound,
+    /// The write clashes with the current state.
+    Conflict,
+    /// Too many attempts.
+    RateLimited,
+    /// The request hit its time limit.
+    Timeout,
+    /// Anything else.
+    Internal,
+}
+
+impl ErrorCode {
+    /// As written in `extensions.code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadUserInput => "BAD_USER_INPUT",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
 impl From<anyhow::Error> for AppError {
     fn from(e: anyhow::Error) -> Self {
-        AppError::Internal(e)
+        AppError::Internal(Arc::new(e))
     }
 }
 
 impl From<sea_orm::DbErr> for AppError {
     fn from(e: sea_orm::DbErr) -> Self {
-        AppError::Internal(anyhow::Error::new(e).context("database"))
+        AppError::caused_by("database", e)
+    }
+}
+
+impl From<crate::backends::cache::CacheError> for AppError {
+    fn from(e: crate::backends::cache::CacheError) -> Self {
+        AppError::caused_by("cache tier", e)
+    }
+}
+
+impl From<crate::backends::events::EventError> for AppError {
+    fn from(e: crate::backends::events::EventError) -> Self {
+        AppError::caused_by("event bus", e)
+    }
+}
+
+impl From<tokio::task::JoinError> for AppError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        AppError::caused_by("a task of the request failed", e)
     }
 }
 
@@ -115,7 +208,22 @@ impl From<sea_orm::TransactionError<AppError>> for AppError {
 
 impl From<crate::backends::documents::DocumentError> for AppError {
     fn from(e: crate::backends::documents::DocumentError) -> Self {
-        AppError::Internal(anyhow::Error::new(e).context("document store"))
+        AppError::caused_by("document store", e)
+    }
+}
+
+/// Adds what was being done to a failure that becomes `INTERNAL`, keeping it as the cause.
+pub trait OrInternal<T> {
+    /// `INTERNAL`, caused by the error, while doing `context`.
+    fn or_internal(self, context: &'static str) -> AppResult<T>;
+}
+
+impl<T, E> OrInternal<T> for Result<T, E>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn or_internal(self, context: &'static str) -> AppResult<T> {
+        self.map_err(|e| AppError::caused_by(context, e))
     }
 }
 
@@ -130,7 +238,7 @@ impl From<AppError> for async_graphql::Error {
             _ => None,
         };
         async_graphql::Error::new(e.message()).extend_with(|_, ext| {
-            ext.set("code", code);
+            ext.set("code", code.as_str());
             if let Some(field) = field {
                 ext.set("field", field);
             }

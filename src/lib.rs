@@ -1,7 +1,6 @@
 //! Arena: a GraphQL API server whose write-through cache is never wrong.
 
 pub mod app;
-pub mod auth;
 pub mod backends;
 pub mod battles;
 pub mod config;
@@ -11,16 +10,20 @@ pub mod error;
 pub mod graphql;
 pub mod meals;
 pub mod metrics;
+pub mod pagination;
 pub mod pokemon;
 pub mod specs;
+pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod usage;
 pub mod users;
+pub mod viewer;
 pub mod workers;
 pub mod write_through;
 
-pub use app::{AppState, Application};
+pub use app::Application;
 pub use config::Settings;
+pub use state::AppState;
 pub mod cli;
 pub mod seed;

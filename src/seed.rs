@@ -1,8 +1,8 @@
 //! `arena seed`: sample data so a new user has something to play with. Idempotent.
 
-use crate::app::AppState;
 use crate::error::AppError;
 use crate::meals::types::{CreateMealInput, Difficulty};
+use crate::state::AppState;
 
 const MEALS: &[(&str, &str, f64, Difficulty)] = &[
     ("Margherita", "Italian", 9.5, Difficulty::Low),

@@ -18,20 +18,16 @@
 //! the database alone, the keys whose invalidation could not be delivered are remembered, and
 //! the cache is used again only once they have all been deleted from it.
 
-use std::collections::HashSet;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use entity::write_through::{self as scope, Change};
 use futures::future::BoxFuture;
-use parking_lot::Mutex;
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 use tokio::sync::watch;
 
-use crate::app::AppState;
 use crate::backends::cache::{CacheError, Versioned, WriteOutcome};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppResult, OrInternal};
+use crate::state::AppState;
 
 /// How long a write mark protects a key if its writer never clears it (a crash).
 pub fn mark_ttl(state: &AppState) -> Duration {
@@ -46,47 +42,10 @@ pub fn entry_key(entity: &str, id: &str) -> String {
 /// The payload stored for a row that is gone.
 pub const TOMBSTONE: &str = "null";
 
-/// Whether the cache may be used, and which keys it owes an invalidation.
-#[derive(Default)]
-pub struct CacheHealth {
-    inner: Mutex<HealthInner>,
-}
-
-#[derive(Default)]
-struct HealthInner {
-    degraded: bool,
-    pending: HashSet<String>,
-}
-
-impl CacheHealth {
-    /// Whether reads may use the cache now.
-    pub fn usable(&self) -> bool {
-        !self.inner.lock().degraded
-    }
-
-    /// A cache call failed; `owed` are keys whose new state the cache did not receive.
-    pub fn failed(&self, owed: impl IntoIterator<Item = String>) {
-        let mut h = self.inner.lock();
-        if !h.degraded {
-            tracing::warn!("cache unreachable: serving from the database until it is back");
-        }
-        h.degraded = true;
-        h.pending.extend(owed);
-    }
-
-    /// Whether the instance is in degraded mode (for tests and `/readyz`).
-    pub fn degraded(&self) -> bool {
-        self.inner.lock().degraded
-    }
-}
-
 /// Background task: probes the cache, and once it answers again deletes every key it owes
 /// an invalidation before letting reads use it.
-pub fn health_worker(
-    state: AppState,
-    mut stop: watch::Receiver<bool>,
-) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(async move {
+pub async fn health_worker(state: AppState, mut stop: watch::Receiver<bool>) {
+    {
         loop {
             let degraded = state.cache_health.degraded();
             let pause = if degraded {
@@ -104,36 +63,19 @@ pub fn health_worker(
                 state.cache_health.failed(std::iter::empty());
             }
         }
-    })
+    }
 }
 
 /// One recovery attempt: delete the owed keys, then leave degraded mode if nothing new is owed.
 pub async fn recover(state: &AppState) -> bool {
-    let owed: Vec<String> = state
-        .cache_health
-        .inner
-        .lock()
-        .pending
-        .iter()
-        .cloned()
-        .collect();
+    let owed = state.cache_health.owed();
     if state.cache.ping().await.is_err() {
         return false;
     }
     if !owed.is_empty() && state.cache.del(&owed).await.is_err() {
         return false;
     }
-    let mut h = state.cache_health.inner.lock();
-    for k in &owed {
-        h.pending.remove(k);
-    }
-    if h.pending.is_empty() {
-        h.degraded = false;
-        tracing::info!(invalidated = owed.len(), "cache is back");
-        true
-    } else {
-        false
-    }
+    state.cache_health.delivered(&owed)
 }
 
 /// Runs `f` in a transaction whose hooked writes reach the cache only once committed.
@@ -162,7 +104,7 @@ where
     let state = state.clone();
     tokio::spawn(async move { commit_and_publish(&state, txn, changes).await })
         .await
-        .map_err(|e| AppError::internal(format!("commit task failed: {e}")))??;
+        .or_internal("commit task failed")??;
     Ok(out)
 }
 

@@ -1,28 +1,23 @@
 //! Thin resolvers of the battle ring, battles and live battle results.
 
-use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, Object, Result, Subscription, ID};
 use futures::{Stream, StreamExt};
 
 use super::service;
 use super::types::{battle_id, Battle};
-use crate::app::state;
-use crate::auth::require_viewer;
-use crate::error::AppError;
-use crate::graphql::loaders::RequestLoaders;
-use crate::graphql::pagination::{decode_cursor, encode_cursor, page_size, ConnectionFields};
+use crate::meals::loaders::MealLoader;
 use crate::meals::types::{meal_id as parse_meal_id, Meal};
+use crate::pagination::{decode_numeric_cursor, page_size, PageConnection};
+use crate::state::state;
+use crate::viewer::require_viewer;
 
 /// A page of battles.
-pub type BattleConnection = Connection<String, Battle, ConnectionFields, EmptyFields>;
+pub type BattleConnection = PageConnection<Battle>;
 
 /// The ring's meals, in ring order, through the request's loader (one round trip); a meal
 /// deleted meanwhile is left out.
 async fn ring_meals(ctx: &Context<'_>, ids: Vec<i64>) -> Result<Vec<Meal>> {
-    let mut found = match ctx.data_opt::<RequestLoaders>() {
-        Some(loaders) => loaders.meals.load_many(ids.iter().copied()).await?,
-        None => crate::meals::loaders::load_meals(state(ctx), &ids).await?,
-    };
+    let mut found = MealLoader::load_many(ctx, ids.iter().copied()).await?;
     Ok(ids
         .iter()
         .filter_map(|id| found.remove(id))
@@ -62,25 +57,11 @@ impl BattleQuery {
     ) -> Result<BattleConnection> {
         let first = page_size(ctx, first)?;
         let after = after
-            .map(|c| {
-                decode_cursor("battle", &c)?
-                    .parse::<i64>()
-                    .map_err(|_| AppError::invalid("after", "is not a battle cursor"))
-            })
+            .map(|c| decode_numeric_cursor("battle", &c))
             .transpose()?;
         let meal_id = meal_id.map(|m| parse_meal_id("mealId", &m)).transpose()?;
-        let (rows, has_next, total) =
-            service::list_battles(state(ctx), first, after, meal_id).await?;
-        let mut conn = Connection::with_additional_fields(
-            after.is_some(),
-            has_next,
-            ConnectionFields { total_count: total },
-        );
-        conn.edges.extend(
-            rows.into_iter()
-                .map(|b| Edge::new(encode_cursor("battle", &b.id.to_string()), Battle::from(b))),
-        );
-        Ok(conn)
+        let page = service::list_battles(state(ctx), first, after, meal_id).await?;
+        Ok(page.into_connection("battle", |b| b.id.to_string(), Battle::from))
     }
 }
 

@@ -18,22 +18,24 @@ use chrono::Utc;
 use entity::{battle, meal};
 use futures::stream::{BoxStream, StreamExt};
 use rand::Rng;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, Order, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::rules;
-use crate::app::AppState;
 use crate::backends::cache::CacheError;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, OrInternal};
 use crate::meals::loaders::load_meals;
 use crate::meals::service::lock_meal;
 use crate::meals::types::Difficulty;
-use crate::users::service::SESSION_DOCS;
+use crate::pagination::{keyset_page, Page};
+use crate::state::AppState;
+use crate::users::hooks::AccountHook;
 use crate::write_through;
+
+/// The document-store collection of per-user session documents: each keeps the combatants
+/// of the user's ring between a log out and the next log in.
+pub const SESSION_DOCS: &str = "sessions";
 
 /// The event-bus topic every battle is published on.
 pub const TOPIC: &str = "battles";
@@ -91,11 +93,7 @@ fn combatant(state: &AppState, meal: meal::Model) -> Combatant {
 }
 
 fn cache_error(e: CacheError) -> AppError {
-    AppError::Internal(anyhow::Error::new(e).context("battle ring (cache tier)"))
-}
-
-fn loader_error(e: async_graphql::Error) -> AppError {
-    AppError::Internal(anyhow::anyhow!("loading meals: {}", e.message))
+    AppError::caused_by("battle ring (cache tier)", e)
 }
 
 /// Reads the ring; an empty ring when there is none.
@@ -121,8 +119,7 @@ async fn write_ring(state: &AppState, user_id: i64, ring: &Ring) -> AppResult<()
         state.cache.del(&[key]).await.map_err(cache_error)?;
         return Ok(());
     }
-    let raw = serde_json::to_string(ring)
-        .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("encoding the ring")))?;
+    let raw = serde_json::to_string(ring).or_internal("encoding the ring")?;
     let ttl = Duration::from_secs(state.settings.session_ttl_secs.max(1));
     state
         .cache
@@ -235,8 +232,7 @@ pub async fn prep_combatant(state: &AppState, user_id: i64, meal_id: i64) -> App
             ));
         }
         let meal = load_meals(state, &[meal_id])
-            .await
-            .map_err(loader_error)?
+            .await?
             .remove(&meal_id)
             .ok_or_else(|| {
                 AppError::NotFound(format!(
@@ -285,7 +281,7 @@ pub async fn fight(state: &AppState, user_id: i64) -> AppResult<BattleOutcome> {
         with_ring_lock(state, user_id, fight_locked(state, user_id)).await
     })
     .await
-    .map_err(|e| AppError::internal(format!("the battle task failed: {e}")))??;
+    .or_internal("the battle task failed")??;
     match serde_json::to_string(&outcome) {
         Ok(payload) => {
             if let Err(e) = state.events.publish(TOPIC, payload).await {
@@ -328,7 +324,7 @@ async fn fight_locked(state: &AppState, user_id: i64) -> AppResult<BattleOutcome
         .map(|c| c.meal.id)
         .collect();
     if !expired.is_empty() {
-        let mut fresh = load_meals(state, &expired).await.map_err(loader_error)?;
+        let mut fresh = load_meals(state, &expired).await?;
         let gone: Vec<i64> = expired
             .iter()
             .copied()
@@ -448,7 +444,7 @@ pub async fn list_battles(
     first: u64,
     after: Option<i64>,
     meal_id: Option<i64>,
-) -> AppResult<(Vec<battle::Model>, bool, i64)> {
+) -> AppResult<Page<battle::Model>> {
     let mut q = battle::Entity::find();
     if let Some(m) = meal_id {
         q = q.filter(
@@ -457,18 +453,8 @@ pub async fn list_battles(
                 .add(battle::Column::LoserId.eq(m)),
         );
     }
-    let total = q.clone().count(&state.db).await? as i64;
-    if let Some(a) = after {
-        q = q.filter(battle::Column::Id.lt(a));
-    }
-    let mut rows = q
-        .order_by_desc(battle::Column::Id)
-        .limit(first + 1)
-        .all(&state.db)
-        .await?;
-    let has_next = rows.len() as u64 > first;
-    rows.truncate(first as usize);
-    Ok((rows, has_next, total))
+    let after = after.map(Into::into);
+    keyset_page(&state.db, q, battle::Column::Id, Order::Desc, first, after).await
 }
 
 /// A meal row whether deleted or not: the history still names meals deleted since.
@@ -506,7 +492,7 @@ pub async fn restore_ring(state: &AppState, user_id: i64) -> AppResult<()> {
     let restored = with_ring_lock(state, user_id, async {
         let mut ring = Ring::default();
         if !stored.is_empty() {
-            let mut found = load_meals(state, &stored).await.map_err(loader_error)?;
+            let mut found = load_meals(state, &stored).await?;
             for id in stored {
                 if ring.combatants.len() >= RING_SIZE || ring.contains(id) {
                     continue;
@@ -575,4 +561,44 @@ pub async fn save_ring(state: &AppState, user_id: i64) -> AppResult<()> {
         lock.release().await;
     }
     saved
+}
+
+/// The battle ring's part in an account's life: the seed's session document is opened (or
+/// created) and the ring restored from it at log in, saved to it at log out, and both go
+/// with the account.
+pub struct BattleAccountHook;
+
+#[async_trait::async_trait]
+impl AccountHook for BattleAccountHook {
+    async fn logged_in(&self, state: &AppState, user_id: i64) -> AppResult<()> {
+        let id = user_id.to_string();
+        if state.docs.get(SESSION_DOCS, &id).await?.is_none() {
+            state
+                .docs
+                .put(
+                    SESSION_DOCS,
+                    &id,
+                    &json!({ "userId": user_id, "combatants": [] }),
+                )
+                .await?;
+        }
+        restore_ring(state, user_id).await
+    }
+
+    async fn logging_out(&self, state: &AppState, user_id: i64) -> AppResult<()> {
+        save_ring(state, user_id).await
+    }
+
+    async fn forget(&self, state: &AppState, user_id: i64) -> AppResult<()> {
+        state
+            .docs
+            .delete(SESSION_DOCS, &user_id.to_string())
+            .await?;
+        state
+            .cache
+            .del(&[ring_key(user_id)])
+            .await
+            .map_err(cache_error)?;
+        Ok(())
+    }
 }

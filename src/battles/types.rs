@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 use entity::{battle, meal};
 
 use super::service::{self, BattleOutcome};
-use crate::app::state;
 use crate::error::{AppError, AppResult};
-use crate::graphql::loaders::RequestLoaders;
+use crate::meals::loaders::MealLoader;
 use crate::meals::types::Meal;
+use crate::state::state;
 
 /// A fought battle, kept in the history.
 pub struct Battle {
@@ -43,12 +43,7 @@ impl From<BattleOutcome> for Battle {
 /// the database (the history keeps naming it).
 async fn history_meal(ctx: &Context<'_>, id: i64) -> Result<Meal> {
     let state = state(ctx);
-    let live = match ctx.data_opt::<RequestLoaders>() {
-        Some(loaders) => loaders.meals.load_one(id).await?,
-        None => crate::meals::loaders::load_meals(state, &[id])
-            .await?
-            .remove(&id),
-    };
+    let live = MealLoader::load_one(ctx, id).await?;
     if let Some(m) = live {
         return Ok(m.into());
     }

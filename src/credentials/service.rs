@@ -23,10 +23,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::types::CredentialId;
-use crate::app::AppState;
-use crate::auth::{AuthMethod, Viewer};
 use crate::crypto;
-use crate::error::{is_unique_violation, AppError, AppResult};
+use crate::error::{is_unique_violation, AppError, AppResult, OrInternal};
+use crate::state::AppState;
+use crate::viewer::{AuthMethod, Viewer};
 
 /// Prefix of every public key, so a key is recognisable in a config file.
 pub const PUBLIC_KEY_PREFIX: &str = "ak_";
@@ -57,7 +57,7 @@ static VERIFIED: LazyLock<Mutex<LruCache<String, Verified>>> = LazyLock::new(|| 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| AppError::internal(format!("hashing task failed: {e}")))
+        .or_internal("hashing task failed")
 }
 
 /// Creates `user_id`'s credential `id`, or rotates it when it exists: a new public key, a new
@@ -243,4 +243,14 @@ pub async fn viewer_by_api_key(state: &AppState, value: &str) -> AppResult<Optio
             public_key: cred.public_key,
         },
     }))
+}
+
+/// Credentials go with their owner's account (in the same transaction).
+pub struct CredentialAccountHook;
+
+#[async_trait::async_trait]
+impl crate::users::hooks::AccountHook for CredentialAccountHook {
+    async fn delete_rows(&self, txn: &sea_orm::DatabaseTransaction, user_id: i64) -> AppResult<()> {
+        delete_all_credentials(txn, user_id).await.map(drop)
+    }
 }

@@ -11,7 +11,7 @@ use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{Request, Response, ServerError, ServerResult};
 use futures::stream::{BoxStream, StreamExt};
 
-use crate::auth::RequestAuth;
+use crate::viewer::RequestAuth;
 
 use crate::metrics::Metrics;
 

@@ -10,9 +10,22 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use futures::TryStreamExt;
 
-use crate::app::HttpState;
-use crate::auth::RequestAuth;
-use crate::graphql::loaders::RequestLoaders;
+use crate::graphql::auth::request_auth;
+use crate::graphql::ArenaSchema;
+use crate::state::AppState;
+use crate::viewer::{Authenticator, RequestAuth};
+use std::sync::Arc;
+
+/// What the HTTP handlers share: the app state, the schema and the authenticator.
+#[derive(Clone)]
+pub struct HttpState {
+    /// Shared state.
+    pub app: AppState,
+    /// The schema, built with the state.
+    pub schema: ArenaSchema,
+    /// Turns a request's credential into its viewer.
+    pub auth: Arc<dyn Authenticator>,
+}
 
 /// `GET /` and `GET /graphql`: the GraphiQL playground, subscriptions wired to the WS path.
 pub async fn graphiql() -> impl IntoResponse {
@@ -98,9 +111,8 @@ pub async fn graphql_post(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let batch = batch
-        .data(RequestAuth::new(auth))
-        .data(RequestLoaders::new(&http.app));
+    let batch = batch.data(request_auth(&http.auth, auth));
+    let batch = crate::graphql::loaders::attach(batch, &http.app);
     match tokio::time::timeout(settings.request_timeout(), http.schema.execute_batch(batch)).await {
         Ok(resp) => GraphQLResponse::from(resp).into_response(),
         Err(_) => {
@@ -140,6 +152,7 @@ pub async fn graphql_ws(
 ) -> Response {
     let schema = http.schema.clone();
     let app = http.app.clone();
+    let authenticator = http.auth.clone();
     // A message is an operation: it gets the HTTP body's size limit.
     let limit = app.settings.max_body_bytes;
     upgrade
@@ -149,13 +162,13 @@ pub async fn graphql_ws(
         .on_upgrade(move |stream| {
             GraphQLWebSocket::new(stream, schema, protocol)
                 .on_connection_init(move |payload| async move {
-                    let auth = RequestAuth::from_init_payload(&payload);
-                    auth.viewer(&app)
+                    let auth = RequestAuth::from_init_payload(&payload, authenticator);
+                    auth.viewer()
                         .await
                         .map_err(|e| async_graphql::Error::new(e.message()))?;
                     let mut data = Data::default();
                     data.insert(auth);
-                    data.insert(RequestLoaders::new(&app));
+                    crate::graphql::loaders::insert(&mut data, &app);
                     Ok(data)
                 })
                 .serve()

@@ -1,21 +1,25 @@
 //! The GraphQL schema: merged roots of every domain, limits and extensions.
 
+pub mod auth;
 pub mod extensions;
 pub mod http;
 pub mod loaders;
-pub mod pagination;
+
+use std::sync::Arc;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
 
-use crate::app::AppState;
 use crate::battles::{BattleMutation, BattleQuery, BattleSubscription};
 use crate::config::Settings;
 use crate::credentials::{CredentialMutation, CredentialQuery};
 use crate::meals::{MealMutation, MealQuery};
 use crate::pokemon::{PokemonMutation, PokemonQuery, TradeSubscription};
 use crate::specs::{SpecMutation, SpecQuery};
+use crate::state::AppState;
 use crate::storage::{StorageMutation, StorageQuery};
+use crate::usage::counting::UsageBuffer;
 use crate::usage::{UsageMutation, UsageQuery};
+use crate::users::hooks::AccountHooks;
 use crate::users::{UserMutation, UserQuery};
 
 /// Every query root field.
@@ -51,9 +55,17 @@ pub struct Subscription(BattleSubscription, TradeSubscription);
 /// Arena's schema type.
 pub type ArenaSchema = Schema<Query, Mutation, Subscription>;
 
+/// What the schema runs with: the state, and the buffer usage counts go to.
+pub struct SchemaState {
+    /// Shared state.
+    pub state: AppState,
+    /// Where root fields and viewers are counted.
+    pub usage: Arc<UsageBuffer>,
+}
+
 /// Builds the schema with the configured limits; `state` is absent only for exporting SDL.
-pub fn build_schema(settings: &Settings, state: Option<AppState>) -> ArenaSchema {
-    let metrics = state.as_ref().map(|s| s.metrics.clone());
+pub fn build_schema(settings: &Settings, state: Option<SchemaState>) -> ArenaSchema {
+    let metrics = state.as_ref().map(|s| s.state.metrics.clone());
     let mut builder = Schema::build(
         Query::default(),
         Mutation::default(),
@@ -70,11 +82,25 @@ pub fn build_schema(settings: &Settings, state: Option<AppState>) -> ArenaSchema
         // could never pass it, whatever the fragments' type conditions.
         settings.max_complexity.saturating_mul(10),
     ));
-    if let Some(state) = state {
-        builder = builder.extension(crate::usage::counting::Counting::new(state.clone()));
-        builder = builder.data(state);
+    if let Some(SchemaState { state, usage }) = state {
+        builder = builder
+            .extension(crate::usage::counting::Counting::new(usage.clone()))
+            .data(usage)
+            .data(account_hooks())
+            .data(state);
     }
     builder.finish()
+}
+
+/// What each per-user domain does when an account logs in, logs out or is deleted.
+pub fn account_hooks() -> AccountHooks {
+    AccountHooks::new(vec![
+        Arc::new(crate::battles::service::BattleAccountHook),
+        Arc::new(crate::specs::service::SpecAccountHook),
+        Arc::new(crate::credentials::service::CredentialAccountHook),
+        Arc::new(crate::usage::service::UsageAccountHook),
+        Arc::new(crate::storage::service::StorageAccountHook),
+    ])
 }
 
 /// The SDL of the schema, as `arena export-schema` prints it.

@@ -2,12 +2,15 @@
 //! query, then one round trip filling the cache (each fill guarded by its lease and version).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use async_graphql::dataloader::Loader;
+use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::Context;
 use entity::meal;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
-use crate::app::AppState;
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
 use crate::write_through::{self, Cached};
 
 /// Loads live (not deleted) meals by id.
@@ -24,10 +27,7 @@ impl MealByIdLoader {
 
 /// Reads meals by id through the cache: the batch behind [`MealByIdLoader`], also used by
 /// services that need fresh-as-committed meals outside a request.
-pub async fn load_meals(
-    state: &AppState,
-    ids: &[i64],
-) -> Result<HashMap<i64, meal::Model>, async_graphql::Error> {
+pub async fn load_meals(state: &AppState, ids: &[i64]) -> AppResult<HashMap<i64, meal::Model>> {
     let keys: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
     let (cached, lease) = write_through::read_many(state, meal::CACHE_ENTITY, &keys).await;
     let mut found = HashMap::with_capacity(ids.len());
@@ -50,8 +50,7 @@ pub async fn load_meals(
     let rows = meal::Entity::find()
         .filter(meal::Column::Id.is_in(misses))
         .all(&state.db)
-        .await
-        .map_err(crate::error::AppError::from)?;
+        .await?;
     let mut fills = Vec::with_capacity(rows.len());
     for m in rows {
         let row = if m.deleted {
@@ -70,9 +69,43 @@ pub async fn load_meals(
 
 impl Loader<i64> for MealByIdLoader {
     type Value = meal::Model;
-    type Error = async_graphql::Error;
+    type Error = AppError;
 
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
         load_meals(&self.state, keys).await
+    }
+}
+
+/// The meal loader of one request (or WebSocket connection): its lookups batch together.
+#[derive(Clone)]
+pub struct MealLoader(Arc<DataLoader<MealByIdLoader>>);
+
+impl MealLoader {
+    /// A fresh loader over `state`.
+    pub fn new(state: &AppState) -> Self {
+        Self(Arc::new(DataLoader::new(
+            MealByIdLoader::new(state.clone()),
+            tokio::spawn,
+        )))
+    }
+
+    /// Live meals by id, through the request's loader when it has one, else in one batch of
+    /// their own.
+    pub async fn load_many(
+        ctx: &Context<'_>,
+        ids: impl IntoIterator<Item = i64>,
+    ) -> AppResult<HashMap<i64, meal::Model>> {
+        match ctx.data_opt::<MealLoader>() {
+            Some(loader) => loader.0.load_many(ids).await,
+            None => {
+                let ids: Vec<i64> = ids.into_iter().collect();
+                load_meals(crate::state::state(ctx), &ids).await
+            }
+        }
+    }
+
+    /// A live meal by id (see [`MealLoader::load_many`]).
+    pub async fn load_one(ctx: &Context<'_>, id: i64) -> AppResult<Option<meal::Model>> {
+        Ok(Self::load_many(ctx, [id]).await?.remove(&id))
     }
 }

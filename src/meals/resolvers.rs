@@ -1,24 +1,22 @@
 //! Thin resolvers of the catalogue.
 
-use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, Object, Result, ID};
 
+use super::loaders::MealLoader;
 use super::service;
 use super::types::{
     meal_id, CreateMealInput, Difficulty, LeaderboardEntry, LeaderboardSort, Meal, UpdateMealInput,
 };
-use crate::app::state;
-use crate::auth::require_viewer;
-use crate::graphql::loaders::RequestLoaders;
-use crate::graphql::pagination::{decode_cursor, encode_cursor, page_size, ConnectionFields};
+use crate::pagination::{decode_numeric_cursor, page_size, PageConnection};
+use crate::state::state;
+use crate::viewer::require_viewer;
 
 /// A page of meals.
-pub type MealConnection = Connection<String, Meal, ConnectionFields, EmptyFields>;
+pub type MealConnection = PageConnection<Meal>;
 
 /// Loads a live meal through the request's loader (one cache round trip per batch).
 pub async fn load_meal(ctx: &Context<'_>, id: i64) -> Result<Option<Meal>> {
-    let loaders = ctx.data_unchecked::<RequestLoaders>();
-    Ok(loaders.meals.load_one(id).await?.map(Meal::from))
+    Ok(MealLoader::load_one(ctx, id).await?.map(Meal::from))
 }
 
 /// Catalogue queries; all public.
@@ -51,24 +49,10 @@ impl MealQuery {
     ) -> Result<MealConnection> {
         let first = page_size(ctx, first)?;
         let after = after
-            .map(|c| {
-                decode_cursor("meal", &c)?
-                    .parse::<i64>()
-                    .map_err(|_| crate::error::AppError::invalid("after", "is not a meal cursor"))
-            })
+            .map(|c| decode_numeric_cursor("meal", &c))
             .transpose()?;
-        let (rows, has_next, total) =
-            service::list_meals(state(ctx), first, after, cuisine, difficulty).await?;
-        let mut conn = Connection::with_additional_fields(
-            after.is_some(),
-            has_next,
-            ConnectionFields { total_count: total },
-        );
-        conn.edges.extend(
-            rows.into_iter()
-                .map(|m| Edge::new(encode_cursor("meal", &m.id.to_string()), Meal::from(m))),
-        );
-        Ok(conn)
+        let page = service::list_meals(state(ctx), first, after, cuisine, difficulty).await?;
+        Ok(page.into_connection("meal", |m| m.id.to_string(), Meal::from))
     }
 
     /// Meals with at least one battle, ranked by wins or by win percentage.

@@ -4,12 +4,13 @@
 use entity::meal;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
+    EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
 };
 
 use super::types::{self, CreateMealInput, Difficulty, LeaderboardSort, UpdateMealInput};
-use crate::app::AppState;
 use crate::error::{is_unique_violation, AppError, AppResult};
+use crate::pagination::{keyset_page, Page};
+use crate::state::AppState;
 use crate::write_through;
 
 /// Locks the meal row for the rest of `txn` and reads it.
@@ -170,7 +171,7 @@ pub async fn list_meals(
     after: Option<i64>,
     cuisine: Option<String>,
     difficulty: Option<Difficulty>,
-) -> AppResult<(Vec<meal::Model>, bool, i64)> {
+) -> AppResult<Page<meal::Model>> {
     let mut q = meal::Entity::find().filter(meal::Column::Deleted.eq(false));
     if let Some(c) = cuisine {
         q = q.filter(meal::Column::Cuisine.eq(c));
@@ -178,18 +179,8 @@ pub async fn list_meals(
     if let Some(d) = difficulty {
         q = q.filter(meal::Column::Difficulty.eq(d.as_db()));
     }
-    let total = q.clone().count(&state.db).await? as i64;
-    if let Some(a) = after {
-        q = q.filter(meal::Column::Id.gt(a));
-    }
-    let mut rows = q
-        .order_by_asc(meal::Column::Id)
-        .limit(first + 1)
-        .all(&state.db)
-        .await?;
-    let has_next = rows.len() as u64 > first;
-    rows.truncate(first as usize);
-    Ok((rows, has_next, total))
+    let after = after.map(Into::into);
+    keyset_page(&state.db, q, meal::Column::Id, Order::Asc, first, after).await
 }
 
 /// Meals with at least one battle, best first.

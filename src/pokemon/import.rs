@@ -39,8 +39,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::types::{self, ImportError, ImportReport};
-use crate::app::AppState;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, OrInternal};
+use crate::state::AppState;
 use crate::write_through;
 
 /// Rows per staged cache entry and per batched insert.
@@ -491,7 +491,7 @@ async fn run<M: Importable>(
                 .cache
                 .set_many(&[(key, json)], Some(ttl))
                 .await
-                .map_err(|e| AppError::internal(format!("staging the import in the cache: {e}"))),
+                .or_internal("staging the import in the cache"),
             Err(e) => Err(AppError::internal(format!("encoding a staged chunk: {e}"))),
         };
         if staging.is_err() {
@@ -499,9 +499,7 @@ async fn run<M: Importable>(
             rx.close();
         }
     }
-    let parsed = parser
-        .await
-        .map_err(|e| AppError::internal(format!("the CSV parser panicked: {e}")));
+    let parsed = parser.await.or_internal("the CSV parser panicked");
     let outcome = match (staging, parsed) {
         (Err(e), _) | (_, Err(e)) => Err(e),
         (Ok(()), Ok(Err(e))) => Err(e),
@@ -616,7 +614,7 @@ async fn write_staged<M: Importable>(
             .cache
             .get(&chunk_key(import_id, c))
             .await
-            .map_err(|e| AppError::internal(format!("reading a staged chunk: {e}")))?
+            .or_internal("reading a staged chunk")?
             .ok_or_else(|| {
                 AppError::Conflict(
                     "file: the staged rows expired before they were written; nothing was \
@@ -640,8 +638,7 @@ async fn write_staged<M: Importable>(
             updated += (chunk_total - chunk_inserted) as usize;
             continue;
         }
-        let rows: Vec<M> = serde_json::from_str(&raw)
-            .map_err(|e| AppError::internal(format!("decoding a staged chunk: {e}")))?;
+        let rows: Vec<M> = serde_json::from_str(&raw).or_internal("decoding a staged chunk")?;
         let chunk_ids: Vec<String> = rows.iter().map(|r| r.id().to_owned()).collect();
         let exists = M::existing(&txn, &chunk_ids).await?;
         updated += exists.len();
@@ -658,7 +655,7 @@ async fn write_staged<M: Importable>(
     let state = state.clone();
     tokio::spawn(async move { commit_and_invalidate(&state, txn, keys).await })
         .await
-        .map_err(|e| AppError::internal(format!("the import's commit task failed: {e}")))??;
+        .or_internal("the import's commit task failed")??;
     Ok((inserted, updated))
 }
 

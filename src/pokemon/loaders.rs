@@ -6,13 +6,15 @@
 //! trade and import, and one indexed query per batch is cheap.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use async_graphql::dataloader::Loader;
+use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::Context;
 use entity::{pokemon, trainer};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
-use crate::app::AppState;
 use crate::error::AppError;
+use crate::state::AppState;
 use crate::write_through::{self, Cached, Lease};
 
 /// Reads trainers by id through the cache.
@@ -107,10 +109,10 @@ impl TrainerByIdLoader {
 
 impl Loader<String> for TrainerByIdLoader {
     type Value = trainer::Model;
-    type Error = async_graphql::Error;
+    type Error = AppError;
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
-        Ok(load_trainers(&self.state, keys).await?)
+        load_trainers(&self.state, keys).await
     }
 }
 
@@ -128,10 +130,10 @@ impl PokemonByIdLoader {
 
 impl Loader<String> for PokemonByIdLoader {
     type Value = pokemon::Model;
-    type Error = async_graphql::Error;
+    type Error = AppError;
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
-        Ok(load_pokemons(&self.state, keys).await?)
+        load_pokemons(&self.state, keys).await
     }
 }
 
@@ -149,20 +151,52 @@ impl PokemonsByOwnerLoader {
 
 impl Loader<String> for PokemonsByOwnerLoader {
     type Value = Vec<pokemon::Model>;
-    type Error = async_graphql::Error;
+    type Error = AppError;
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
         let rows = pokemon::Entity::find()
             .filter(pokemon::Column::OwnerId.is_in(keys.iter().cloned()))
             .order_by_asc(pokemon::Column::Id)
             .all(&self.state.db)
-            .await
-            .map_err(AppError::from)?;
+            .await?;
         let mut out: HashMap<String, Vec<pokemon::Model>> =
             keys.iter().map(|k| (k.clone(), Vec::new())).collect();
         for p in rows {
             out.entry(p.owner_id.clone()).or_default().push(p);
         }
         Ok(out)
+    }
+}
+
+/// The Pokémon domain's loaders of one request (or WebSocket connection).
+#[derive(Clone)]
+pub struct PokemonLoaders(Arc<Loaders>);
+
+/// The loaders themselves.
+pub struct Loaders {
+    /// Trainers by id: one cache round trip, then one SQL query for the misses.
+    pub trainers: DataLoader<TrainerByIdLoader>,
+    /// Pokémon by id: one cache round trip, then one SQL query for the misses.
+    pub pokemons: DataLoader<PokemonByIdLoader>,
+    /// Each trainer's Pokémon by owner id: one SQL query per batch.
+    pub pokemons_by_owner: DataLoader<PokemonsByOwnerLoader>,
+}
+
+impl PokemonLoaders {
+    /// A fresh set over `state`.
+    pub fn new(state: &AppState) -> Self {
+        Self(Arc::new(Loaders {
+            trainers: DataLoader::new(TrainerByIdLoader::new(state.clone()), tokio::spawn),
+            pokemons: DataLoader::new(PokemonByIdLoader::new(state.clone()), tokio::spawn),
+            pokemons_by_owner: DataLoader::new(
+                PokemonsByOwnerLoader::new(state.clone()),
+                tokio::spawn,
+            ),
+        }))
+    }
+
+    /// The request's loaders (every request and WebSocket connection gets a set).
+    pub fn of<'a>(ctx: &Context<'a>) -> &'a Loaders {
+        &ctx.data_unchecked::<PokemonLoaders>().0
     }
 }

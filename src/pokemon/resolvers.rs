@@ -1,31 +1,30 @@
 //! Thin resolvers of trainers, Pokémon, trades and imports, and the `tradeCompleted`
 //! subscription.
 
-use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{ComplexObject, Context, Object, Result, Subscription, Upload, ID};
 use futures::{Stream, StreamExt};
 
 use super::import;
+use super::loaders::{Loaders, PokemonLoaders};
 use super::service::{self, TradeEvent, TradeRequest, TRADES_TOPIC};
 use super::types::{
     entity_id, CreatePokemonInput, CreateTrainerInput, ImportReport, Pokemon, Trade, Trainer,
     UpdatePokemonInput, UpdateTrainerInput,
 };
-use crate::app::state;
-use crate::auth::require_viewer;
 use crate::error::AppError;
-use crate::graphql::loaders::RequestLoaders;
-use crate::graphql::pagination::{decode_cursor, encode_cursor, page_size, ConnectionFields};
+use crate::pagination::{decode_cursor, decode_numeric_cursor, page_size, PageConnection};
+use crate::state::state;
+use crate::viewer::require_viewer;
 
 /// A page of trainers.
-pub type TrainerConnection = Connection<String, Trainer, ConnectionFields, EmptyFields>;
+pub type TrainerConnection = PageConnection<Trainer>;
 /// A page of Pokémon.
-pub type PokemonConnection = Connection<String, Pokemon, ConnectionFields, EmptyFields>;
+pub type PokemonConnection = PageConnection<Pokemon>;
 /// A page of trades.
-pub type TradeConnection = Connection<String, Trade, ConnectionFields, EmptyFields>;
+pub type TradeConnection = PageConnection<Trade>;
 
-fn loaders<'a>(ctx: &Context<'a>) -> &'a RequestLoaders {
-    ctx.data_unchecked::<RequestLoaders>()
+fn loaders<'a>(ctx: &Context<'a>) -> &'a Loaders {
+    PokemonLoaders::of(ctx)
 }
 
 /// Whether the connection being resolved selects `field` on its nodes.
@@ -146,33 +145,26 @@ impl PokemonQuery {
     ) -> Result<TrainerConnection> {
         let first = page_size(ctx, first)?;
         let after = cursor_key("trainer", after)?;
-        let has_prev = after.is_some();
-        let (rows, has_next, total) = service::list_trainers(state(ctx), first, after).await?;
-        let mut conn = Connection::with_additional_fields(
-            has_prev,
-            has_next,
-            ConnectionFields { total_count: total },
-        );
+        let page = service::list_trainers(state(ctx), first, after).await?;
         // The page's Pokémon, when asked for, in one batch for every trainer of the page
         // (rather than one per trainer, which a DataLoader window might split).
         let mut owned = if wants(ctx, "pokemons") {
-            let ids = rows.iter().map(|t| t.id.clone());
+            let ids = page.items.iter().map(|t| t.id.clone());
             Some(loaders(ctx).pokemons_by_owner.load_many(ids).await?)
         } else {
             None
         };
-        conn.edges.extend(rows.into_iter().map(|t| {
-            let pokemons = owned.as_mut().map(|o| o.remove(&t.id).unwrap_or_default());
-            let cursor = encode_cursor("trainer", &t.id);
-            Edge::new(
-                cursor,
+        Ok(page.into_connection(
+            "trainer",
+            |t| t.id.clone(),
+            |t| {
+                let pokemons = owned.as_mut().map(|o| o.remove(&t.id).unwrap_or_default());
                 Trainer {
                     pokemons,
                     ..Trainer::from(t)
-                },
-            )
-        }));
-        Ok(conn)
+                }
+            },
+        ))
     }
 
     /// A Pokémon by id; null when there is none.
@@ -195,37 +187,29 @@ impl PokemonQuery {
     ) -> Result<PokemonConnection> {
         let first = page_size(ctx, first)?;
         let after = cursor_key("pokemon", after)?;
-        let has_prev = after.is_some();
         let owner = owner_id.map(|o| entity_id("ownerId", &o)).transpose()?;
-        let (rows, has_next, total) =
-            service::list_pokemons(state(ctx), first, after, owner, species).await?;
-        let mut conn = Connection::with_additional_fields(
-            has_prev,
-            has_next,
-            ConnectionFields { total_count: total },
-        );
+        let page = service::list_pokemons(state(ctx), first, after, owner, species).await?;
         // The owners, when asked for, in one batch for the whole page.
         let owners = if wants(ctx, "owner") {
-            let ids = rows.iter().map(|p| p.owner_id.clone());
+            let ids = page.items.iter().map(|p| p.owner_id.clone());
             Some(loaders(ctx).trainers.load_many(ids).await?)
         } else {
             None
         };
-        conn.edges.extend(rows.into_iter().map(|p| {
-            let known_owner = owners
-                .as_ref()
-                .and_then(|o| o.get(&p.owner_id))
-                .map(|t| Box::new(Trainer::from(t.clone())));
-            let cursor = encode_cursor("pokemon", &p.id);
-            Edge::new(
-                cursor,
+        Ok(page.into_connection(
+            "pokemon",
+            |p| p.id.clone(),
+            |p| {
+                let known_owner = owners
+                    .as_ref()
+                    .and_then(|o| o.get(&p.owner_id))
+                    .map(|t| Box::new(Trainer::from(t.clone())));
                 Pokemon {
                     known_owner,
                     ..Pokemon::from(p)
-                },
-            )
-        }));
-        Ok(conn)
+                }
+            },
+        ))
     }
 
     /// Completed trades, newest first, optionally those a trainer took part in.
@@ -237,25 +221,12 @@ impl PokemonQuery {
         trainer_id: Option<ID>,
     ) -> Result<TradeConnection> {
         let first = page_size(ctx, first)?;
-        let after = cursor_key("trade", after)?
-            .map(|a| {
-                a.parse::<i64>()
-                    .map_err(|_| AppError::invalid("after", "is not a trade cursor"))
-            })
+        let after = after
+            .map(|c| decode_numeric_cursor("trade", &c))
             .transpose()?;
         let trainer = trainer_id.map(|t| entity_id("trainerId", &t)).transpose()?;
-        let (rows, has_next, total) =
-            service::list_trades(state(ctx), first, after, trainer).await?;
-        let mut conn = Connection::with_additional_fields(
-            after.is_some(),
-            has_next,
-            ConnectionFields { total_count: total },
-        );
-        conn.edges.extend(
-            rows.into_iter()
-                .map(|t| Edge::new(encode_cursor("trade", &t.id.to_string()), Trade::from(t))),
-        );
-        Ok(conn)
+        let page = service::list_trades(state(ctx), first, after, trainer).await?;
+        Ok(page.into_connection("trade", |t| t.id.to_string(), Trade::from))
     }
 }
 

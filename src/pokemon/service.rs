@@ -10,15 +10,17 @@ use entity::{pokemon, trade, trainer};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, DbErr,
-    EntityTrait, ModelTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr,
+    EntityTrait, ModelTrait, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    SqlErr,
 };
 use serde::{Deserialize, Serialize};
 
 use super::types::{
     self, CreatePokemonInput, CreateTrainerInput, UpdatePokemonInput, UpdateTrainerInput,
 };
-use crate::app::AppState;
 use crate::error::{is_unique_violation, AppError, AppResult};
+use crate::pagination::{keyset_page, Page};
+use crate::state::AppState;
 use crate::write_through;
 
 /// The event bus topic every completed trade is published on.
@@ -527,21 +529,10 @@ pub async fn list_trainers(
     state: &AppState,
     first: u64,
     after: Option<String>,
-) -> AppResult<(Vec<trainer::Model>, bool, i64)> {
+) -> AppResult<Page<trainer::Model>> {
     let q = trainer::Entity::find();
-    let total = q.clone().count(&state.db).await? as i64;
-    let q = match after {
-        Some(a) => q.filter(trainer::Column::Id.gt(a)),
-        None => q,
-    };
-    let mut rows = q
-        .order_by_asc(trainer::Column::Id)
-        .limit(first + 1)
-        .all(&state.db)
-        .await?;
-    let has_next = rows.len() as u64 > first;
-    rows.truncate(first as usize);
-    Ok((rows, has_next, total))
+    let after = after.map(Into::into);
+    keyset_page(&state.db, q, trainer::Column::Id, Order::Asc, first, after).await
 }
 
 /// A page of Pokémon by id, optionally of one owner and/or species, with the total count.
@@ -551,7 +542,7 @@ pub async fn list_pokemons(
     after: Option<String>,
     owner: Option<String>,
     species: Option<String>,
-) -> AppResult<(Vec<pokemon::Model>, bool, i64)> {
+) -> AppResult<Page<pokemon::Model>> {
     let mut q = pokemon::Entity::find();
     if let Some(o) = owner {
         q = q.filter(pokemon::Column::OwnerId.eq(o));
@@ -559,18 +550,8 @@ pub async fn list_pokemons(
     if let Some(s) = species {
         q = q.filter(pokemon::Column::Species.eq(s));
     }
-    let total = q.clone().count(&state.db).await? as i64;
-    if let Some(a) = after {
-        q = q.filter(pokemon::Column::Id.gt(a));
-    }
-    let mut rows = q
-        .order_by_asc(pokemon::Column::Id)
-        .limit(first + 1)
-        .all(&state.db)
-        .await?;
-    let has_next = rows.len() as u64 > first;
-    rows.truncate(first as usize);
-    Ok((rows, has_next, total))
+    let after = after.map(Into::into);
+    keyset_page(&state.db, q, pokemon::Column::Id, Order::Asc, first, after).await
 }
 
 /// A page of trades, newest first, optionally those where `trainer` took part.
@@ -579,7 +560,7 @@ pub async fn list_trades(
     first: u64,
     after: Option<i64>,
     trainer: Option<String>,
-) -> AppResult<(Vec<trade::Model>, bool, i64)> {
+) -> AppResult<Page<trade::Model>> {
     let mut q = trade::Entity::find();
     if let Some(t) = trainer {
         q = q.filter(
@@ -588,18 +569,8 @@ pub async fn list_trades(
                 .or(trade::Column::TrainerB.eq(t)),
         );
     }
-    let total = q.clone().count(&state.db).await? as i64;
-    if let Some(a) = after {
-        q = q.filter(trade::Column::Id.lt(a));
-    }
-    let mut rows = q
-        .order_by_desc(trade::Column::Id)
-        .limit(first + 1)
-        .all(&state.db)
-        .await?;
-    let has_next = rows.len() as u64 > first;
-    rows.truncate(first as usize);
-    Ok((rows, has_next, total))
+    let after = after.map(Into::into);
+    keyset_page(&state.db, q, trade::Column::Id, Order::Desc, first, after).await
 }
 
 /// Sample trainers: (id, first name, last name, date of birth).

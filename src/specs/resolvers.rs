@@ -4,9 +4,9 @@ use async_graphql::{Context, Object, Result};
 
 use super::service;
 use super::types::{NewSpecVersion, PutSpecInput, Spec, SpecId};
-use crate::app::state;
-use crate::auth::require_viewer;
-use crate::graphql::pagination::page_size;
+use crate::pagination::page_size;
+use crate::state::state;
+use crate::viewer::require_viewer;
 
 /// Spec queries; each needs a viewer and sees only the viewer's specs.
 #[derive(Default)]

@@ -10,8 +10,8 @@ use sea_orm::{
 };
 
 use super::types::{NewSpecVersion, SpecId};
-use crate::app::AppState;
-use crate::error::{is_unique_violation, AppError, AppResult};
+use crate::error::{is_unique_violation, AppError, AppResult, OrInternal};
+use crate::state::AppState;
 
 /// How often a put is retried when a concurrent put of the same spec took its sequence number.
 const PUT_ATTEMPTS: usize = 10;
@@ -81,7 +81,7 @@ async fn try_put_spec(
             spec::Column::UpdatedAt,
         ])
         .select_from(select)
-        .map_err(|e| AppError::internal(format!("building the spec insert: {e}")))?
+        .or_internal("building the spec insert")?
         .returning(Query::returning().columns([spec::Column::Id, spec::Column::Seq]))
         .to_owned();
     let row = match txn.query_one(backend.build(&insert)).await {
@@ -193,4 +193,14 @@ pub async fn delete_all_specs(conn: &impl ConnectionTrait, user_id: i64) -> AppR
         .exec(conn)
         .await?;
     Ok(res.rows_affected)
+}
+
+/// Specs go with their owner's account (in the same transaction).
+pub struct SpecAccountHook;
+
+#[async_trait::async_trait]
+impl crate::users::hooks::AccountHook for SpecAccountHook {
+    async fn delete_rows(&self, txn: &sea_orm::DatabaseTransaction, user_id: i64) -> AppResult<()> {
+        delete_all_specs(txn, user_id).await.map(drop)
+    }
 }

@@ -4,8 +4,8 @@ use async_graphql::{Context, Object, Result};
 
 use super::service;
 use super::types::StorageEntryInput;
-use crate::app::state;
-use crate::auth::require_viewer;
+use crate::state::state;
+use crate::viewer::require_viewer;
 
 /// Storage reads.
 #[derive(Default)]

@@ -1,8 +1,8 @@
 //! The rules of the key-value storage: validate every entry before writing any, then write
 //! them all in one cache round trip under the viewer's namespace `storage:<userId>:`.
 
-use crate::app::AppState;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, OrInternal};
+use crate::state::AppState;
 
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
@@ -27,13 +27,13 @@ pub async fn forget_user(state: &AppState, user_id: i64) -> AppResult<()> {
         .storage
         .scan_prefix(&user_prefix(user_id))
         .await
-        .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("listing values")))?;
+        .or_internal("listing values")?;
     for part in keys.chunks(500) {
         state
             .storage
             .del(part)
             .await
-            .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("removing values")))?;
+            .or_internal("removing values")?;
     }
     Ok(())
 }
@@ -82,7 +82,7 @@ pub async fn set(state: &AppState, user_id: i64, entries: &[(String, String)]) -
         .storage
         .set_many(&writes, None)
         .await
-        .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("storing values")))?;
+        .or_internal("storing values")?;
     Ok(writes.len())
 }
 
@@ -93,5 +93,15 @@ pub async fn get(state: &AppState, user_id: i64, key: &str) -> AppResult<Option<
         .storage
         .get(&storage_key(user_id, key))
         .await
-        .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("reading a value")))
+        .or_internal("reading a value")
+}
+
+/// Stored values go with their owner's account.
+pub struct StorageAccountHook;
+
+#[async_trait::async_trait]
+impl crate::users::hooks::AccountHook for StorageAccountHook {
+    async fn forget(&self, state: &AppState, user_id: i64) -> AppResult<()> {
+        forget_user(state, user_id).await
+    }
 }

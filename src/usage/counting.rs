@@ -10,8 +10,6 @@
 //! be counted twice; that is the only imprecision).
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,9 +21,9 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::app::AppState;
-use crate::auth::RequestAuth;
 use crate::backends::cache::{Cache, CacheResult};
+use crate::state::AppState;
+use crate::viewer::RequestAuth;
 
 /// Most distinct credentials remembered between two flushes.
 pub const MAX_PENDING_CREDENTIALS: usize = 10_000;
@@ -115,7 +113,7 @@ impl UsageBuffer {
         }
         // Resolving a token is one SQL query unless a resolver already did it.
         let viewers: Vec<_> = futures::stream::iter(auths.into_values())
-            .map(|auth| async move { auth.viewer_for_counting(state).await })
+            .map(|auth| async move { auth.viewer_for_counting().await })
             .buffer_unordered(8)
             .collect()
             .await;
@@ -205,27 +203,26 @@ pub async fn read_time(cache: &dyn Cache, key: &str) -> CacheResult<Option<i64>>
 }
 
 /// The background flush: every [`FLUSH_EVERY`], and once more on shutdown.
-pub fn flush_worker(
+pub async fn flush_worker(
     state: AppState,
+    usage: Arc<UsageBuffer>,
     mut stop: watch::Receiver<bool>,
-) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(async move {
-        loop {
-            tokio::select! {
-                _ = stop.changed() => break,
-                _ = tokio::time::sleep(FLUSH_EVERY) => {}
-            }
-            state.usage.flush(&state).await;
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(FLUSH_EVERY) => {}
         }
-        flush_on_shutdown(&state).await;
-    })
+        usage.flush(&state).await;
+    }
+    flush_on_shutdown(&state, &usage).await;
 }
 
 /// Flushes, retrying for a little while if the cache is away (shutdown must not lose counts
 /// it can still deliver).
-pub async fn flush_on_shutdown(state: &AppState) -> bool {
+pub async fn flush_on_shutdown(state: &AppState, usage: &UsageBuffer) -> bool {
     for _ in 0..20 {
-        if state.usage.flush(state).await {
+        if usage.flush(state).await {
             return true;
         }
         tokio::time::sleep(FLUSH_EVERY).await;
@@ -236,26 +233,26 @@ pub async fn flush_on_shutdown(state: &AppState) -> bool {
 
 /// The schema extension that counts root fields and viewers.
 pub struct Counting {
-    state: AppState,
+    usage: Arc<UsageBuffer>,
 }
 
 impl Counting {
-    /// Counting into `state.usage`.
-    pub fn new(state: AppState) -> Self {
-        Self { state }
+    /// Counting into `usage`.
+    pub fn new(usage: Arc<UsageBuffer>) -> Self {
+        Self { usage }
     }
 }
 
 impl ExtensionFactory for Counting {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(CountingExt {
-            state: self.state.clone(),
+            usage: self.usage.clone(),
         })
     }
 }
 
 struct CountingExt {
-    state: AppState,
+    usage: Arc<UsageBuffer>,
 }
 
 #[async_trait::async_trait]
@@ -269,7 +266,7 @@ impl Extension for CountingExt {
         let resp = next.run(ctx, operation_name).await;
         // After the operation: a viewer its resolvers looked up is known by now.
         if let Some(auth) = ctx.data_opt::<RequestAuth>() {
-            self.state.usage.record_viewer(auth);
+            self.usage.record_viewer(auth);
         }
         resp
     }
@@ -284,7 +281,7 @@ impl Extension for CountingExt {
             && !info.is_for_introspection
             && !info.name.starts_with("__")
         {
-            self.state.usage.record_field(info.name);
+            self.usage.record_field(info.name);
         }
         next.run(ctx, info).await
     }

@@ -2,10 +2,13 @@
 
 use async_graphql::{Context, ErrorExtensions, Json, Object, Result};
 
+use std::sync::Arc;
+
+use super::counting::UsageBuffer;
 use super::service;
 use super::types::{Roll, SavedRoll, UsageStats};
-use crate::app::state;
-use crate::auth::require_viewer;
+use crate::state::state;
+use crate::viewer::require_viewer;
 
 /// Usage and user data queries.
 #[derive(Default)]
@@ -16,7 +19,8 @@ impl UsageQuery {
     /// How many times each root field ran and how many users ran commands, across every
     /// replica (this instance's buffered counts are flushed first).
     async fn stats(&self, ctx: &Context<'_>) -> Result<UsageStats> {
-        Ok(service::stats(state(ctx)).await?)
+        let usage = ctx.data_opt::<Arc<UsageBuffer>>().map(|u| u.as_ref());
+        Ok(service::stats(state(ctx), usage).await?)
     }
 
     /// The viewer's saved dice expressions.

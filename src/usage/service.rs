@@ -14,12 +14,14 @@ use chrono::{TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::counting::{self, read_counter, read_time, COUNTERS_UPDATED, COUNTER_PREFIX, USER_SET};
+use super::counting::{
+    self, read_counter, read_time, UsageBuffer, COUNTERS_UPDATED, COUNTER_PREFIX, USER_SET,
+};
 use super::dice::{self, DiceError};
 use super::types::{CommandCount, Roll, SavedRoll, UsageStats};
-use crate::app::AppState;
 use crate::backends::cache::CacheError;
 use crate::error::{AppError, AppResult};
+use crate::state::AppState;
 
 /// The document store collection of user data documents (`user_<id>`).
 pub const USER_DATA_COLLECTION: &str = "user_data";
@@ -32,12 +34,15 @@ const LOCK_TTL: Duration = Duration::from_secs(5);
 const LOCK_WAIT: Duration = Duration::from_secs(3);
 
 fn cache_err(context: &'static str) -> impl FnOnce(CacheError) -> AppError {
-    move |e| AppError::Internal(anyhow::Error::new(e).context(context))
+    move |e| AppError::caused_by(context, e)
 }
 
-/// Flushes this instance's buffered counts, then reads every counter and `user_set`.
-pub async fn stats(state: &AppState) -> AppResult<UsageStats> {
-    state.usage.flush(state).await;
+/// Flushes this instance's buffered counts (`usage`), then reads every counter and
+/// `user_set`.
+pub async fn stats(state: &AppState, usage: Option<&UsageBuffer>) -> AppResult<UsageStats> {
+    if let Some(usage) = usage {
+        usage.flush(state).await;
+    }
     let cache = state.cache.as_ref();
     let keys = cache
         .scan_prefix(COUNTER_PREFIX)
@@ -293,4 +298,22 @@ pub async fn roll_saved(state: &AppState, user_id: i64, name: &str) -> AppResult
         .find(|r| r.name == name)
         .ok_or_else(|| AppError::NotFound(format!("name: you have no saved roll `{name}`")))?;
     roll(state, &saved.expression).map_err(|e| dice_error("expression", &e))
+}
+
+/// User data (`user_<id>`, in the cache tier and the document store) goes with its owner's
+/// account.
+pub struct UsageAccountHook;
+
+#[async_trait::async_trait]
+impl crate::users::hooks::AccountHook for UsageAccountHook {
+    async fn forget(&self, state: &AppState, user_id: i64) -> AppResult<()> {
+        let key = user_key(user_id);
+        state.docs.delete(USER_DATA_COLLECTION, &key).await?;
+        state
+            .cache
+            .del(std::slice::from_ref(&key))
+            .await
+            .map_err(cache_err("removing user data"))?;
+        Ok(())
+    }
 }

@@ -21,8 +21,7 @@
 //! by compare-and-delete), so replicas and a separate `arena sync` never interleave a restore.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -30,11 +29,11 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::counting::{
-    self, read_counter, read_time, write_time, COUNTERS_UPDATED, COUNTER_PREFIX, USER_SET,
-    USER_SET_UPDATED,
+    self, read_counter, read_time, write_time, UsageBuffer, COUNTERS_UPDATED, COUNTER_PREFIX,
+    USER_SET, USER_SET_UPDATED,
 };
 use super::service::{is_user_key, UserData, USER_DATA_COLLECTION};
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The collection of the counters and `user_set` documents.
 pub const USAGE_COLLECTION: &str = "usage";
@@ -57,11 +56,13 @@ pub enum SyncOutcome {
 }
 
 /// The worker, as `serve` and `arena sync` run it.
-pub fn sync_worker(
+/// `usage` is the instance's count buffer (none for `arena sync` alone, which counts nothing).
+pub async fn sync_worker(
     state: AppState,
+    usage: Option<Arc<UsageBuffer>>,
     mut stop: watch::Receiver<bool>,
-) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(async move {
+) {
+    {
         let every = Duration::from_secs(state.settings.sync_interval_secs.max(1));
         log_pass("start", sync_once(&state).await);
         loop {
@@ -72,7 +73,9 @@ pub fn sync_worker(
             log_pass("interval", sync_once(&state).await);
         }
         // Shutdown: every count this instance buffered goes to the cache, then to documents.
-        counting::flush_on_shutdown(&state).await;
+        if let Some(usage) = &usage {
+            counting::flush_on_shutdown(&state, usage).await;
+        }
         for _ in 0..50 {
             match sync_once(&state).await {
                 Ok(SyncOutcome::Busy) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -83,7 +86,7 @@ pub fn sync_worker(
             }
         }
         tracing::warn!("usage sync: the lock stayed busy; another worker will copy the counts");
-    })
+    }
 }
 
 fn log_pass(when: &str, r: anyhow::Result<SyncOutcome>) {

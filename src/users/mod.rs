@@ -1,5 +1,6 @@
 //! Users and sessions (SPEC §3): sign up, log in and out, change password, delete account.
 
+pub mod hooks;
 mod resolvers;
 pub mod service;
 pub mod types;

@@ -2,10 +2,18 @@
 
 use async_graphql::{Context, Object, Result};
 
+use super::hooks::AccountHooks;
 use super::service;
 use super::types::{Session, User};
-use crate::app::state;
-use crate::auth::{require_viewer, viewer};
+use crate::state::state;
+use crate::viewer::{require_viewer, viewer};
+
+/// Every domain's account hooks, given to the schema with its data (none when absent).
+fn hooks<'a>(ctx: &Context<'a>) -> &'a AccountHooks {
+    static NONE: std::sync::LazyLock<AccountHooks> =
+        std::sync::LazyLock::new(AccountHooks::default);
+    ctx.data_opt::<AccountHooks>().unwrap_or(&NONE)
+}
 
 /// Account queries.
 #[derive(Default)]
@@ -48,7 +56,7 @@ impl UserMutation {
         username: String,
         password: String,
     ) -> Result<Session> {
-        let s = service::login(state(ctx), &username, &password).await?;
+        let s = service::login(state(ctx), hooks(ctx), &username, &password).await?;
         Ok(Session {
             token: s.token,
             expires_at: s.row.expires_at,
@@ -59,7 +67,7 @@ impl UserMutation {
     /// Logs out: saves the battle ring to the session document and revokes the token.
     async fn logout(&self, ctx: &Context<'_>) -> Result<bool> {
         let v = require_viewer(ctx).await?;
-        Ok(service::logout(state(ctx), &v).await?)
+        Ok(service::logout(state(ctx), hooks(ctx), &v).await?)
     }
 
     /// Changes the password; every other session of the user is revoked.
@@ -76,6 +84,6 @@ impl UserMutation {
     /// Deletes the signed-in account (the password confirms it).
     async fn delete_user(&self, ctx: &Context<'_>, password: String) -> Result<bool> {
         let v = require_viewer(ctx).await?;
-        Ok(service::delete_user(state(ctx), &v, &password).await?)
+        Ok(service::delete_user(state(ctx), hooks(ctx), &v, &password).await?)
     }
 }

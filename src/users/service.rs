@@ -5,22 +5,19 @@ use std::time::Duration;
 use chrono::Utc;
 use entity::{session, user};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
-use serde_json::json;
 
+use super::hooks::AccountHooks;
 use super::types::{NewPassword, Username};
-use crate::app::AppState;
-use crate::auth::{AuthMethod, Viewer};
 use crate::crypto;
-use crate::error::{is_unique_violation, AppError, AppResult};
-
-/// The document-store collection of per-user session documents (the battle ring).
-pub const SESSION_DOCS: &str = "sessions";
+use crate::error::{is_unique_violation, AppError, AppResult, OrInternal};
+use crate::state::AppState;
+use crate::viewer::{AuthMethod, Viewer};
 
 /// Runs a CPU-heavy hash off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| AppError::internal(format!("hashing task failed: {e}")))
+        .or_internal("hashing task failed")
 }
 
 /// Creates a user; the insert is one transaction, rolled back on any failure.
@@ -138,9 +135,15 @@ async fn attempt_succeeded(state: &AppState, username: &str) {
     let _ = state.cache.del(&[failures_key(username)]).await;
 }
 
-/// Logs in: throttled per username (slowed, then refused with `RATE_LIMITED`), then opens the
-/// user's session document, restores their ring, and only then the session.
-pub async fn login(state: &AppState, username: &str, password: &str) -> AppResult<NewSession> {
+/// Logs in: throttled per username (slowed, then refused with `RATE_LIMITED`), then runs
+/// every domain's log-in hook (the battle ring is restored from the session document), and
+/// only then opens the session.
+pub async fn login(
+    state: &AppState,
+    hooks: &AccountHooks,
+    username: &str,
+    password: &str,
+) -> AppResult<NewSession> {
     let settings = &state.settings;
     password_attempt(state, username).await?;
     let found = user::Entity::find()
@@ -153,8 +156,9 @@ pub async fn login(state: &AppState, username: &str, password: &str) -> AppResul
         ));
     };
     attempt_succeeded(state, username).await;
-    open_session_document(state, &user).await?;
-    crate::battles::service::restore_ring(state, user.id).await?;
+    for hook in hooks.iter() {
+        hook.logged_in(state, user.id).await?;
+    }
     let token = crypto::random_token(32);
     let now = Utc::now();
     let ttl = chrono::Duration::seconds(settings.session_ttl_secs as i64);
@@ -167,22 +171,6 @@ pub async fn login(state: &AppState, username: &str, password: &str) -> AppResul
     .insert(&state.db)
     .await?;
     Ok(NewSession { token, row, user })
-}
-
-/// Log in (seed): finds the user's session document, or creates it with no combatants.
-async fn open_session_document(state: &AppState, user: &user::Model) -> AppResult<()> {
-    let id = user.id.to_string();
-    if state.docs.get(SESSION_DOCS, &id).await?.is_none() {
-        state
-            .docs
-            .put(
-                SESSION_DOCS,
-                &id,
-                &json!({ "userId": user.id, "combatants": [] }),
-            )
-            .await?;
-    }
-    Ok(())
 }
 
 /// The viewer behind a bearer token, if the session exists and has not expired.
@@ -210,14 +198,17 @@ pub async fn viewer_by_session(state: &AppState, token: &str) -> AppResult<Optio
     }))
 }
 
-/// Log out (seed): writes the session document, then revokes the token at once.
-pub async fn logout(state: &AppState, viewer: &Viewer) -> AppResult<bool> {
+/// Log out: runs every domain's log-out hook (the battle ring is saved to the session
+/// document), then revokes the token at once.
+pub async fn logout(state: &AppState, hooks: &AccountHooks, viewer: &Viewer) -> AppResult<bool> {
     let AuthMethod::Session { token_hash } = &viewer.via else {
         return Err(AppError::bad_input(
             "logout ends a session; this request used an API key",
         ));
     };
-    crate::battles::service::save_ring(state, viewer.id).await?;
+    for hook in hooks.iter() {
+        hook.logging_out(state, viewer.id).await?;
+    }
     let res = session::Entity::delete_by_id(token_hash.clone())
         .exec(&state.db)
         .await?;
@@ -268,8 +259,14 @@ pub async fn change_password(
     Ok(true)
 }
 
-/// Deletes the viewer's account, sessions and documents, after checking the password.
-pub async fn delete_user(state: &AppState, viewer: &Viewer, password: &str) -> AppResult<bool> {
+/// Deletes the viewer's account and sessions, and every domain's data of theirs (their rows in
+/// the same transaction, the rest once it committed), after checking the password.
+pub async fn delete_user(
+    state: &AppState,
+    hooks: &AccountHooks,
+    viewer: &Viewer,
+    password: &str,
+) -> AppResult<bool> {
     let row = viewer_row(state, viewer).await?;
     let username = row.username.clone();
     password_attempt(state, &username).await?;
@@ -282,43 +279,17 @@ pub async fn delete_user(state: &AppState, viewer: &Viewer, password: &str) -> A
         .filter(session::Column::UserId.eq(viewer.id))
         .exec(&txn)
         .await?;
-    crate::specs::service::delete_all_specs(&txn, viewer.id).await?;
-    crate::credentials::service::delete_all_credentials(&txn, viewer.id).await?;
+    for hook in hooks.iter() {
+        hook.delete_rows(&txn, viewer.id).await?;
+    }
     user::Entity::delete_by_id(viewer.id).exec(&txn).await?;
     txn.commit().await?;
-    forget_user(state, viewer.id).await;
-    Ok(true)
-}
-
-/// Removes what a deleted account kept outside SQL: its session document, battle ring, user
-/// data (cache and document store) and key-value storage. The account is already gone and
-/// user ids are never reused, so anything left over (the cache being unreachable) can no
-/// longer be read by anyone; it is logged and left to expire or be evicted.
-async fn forget_user(state: &AppState, user_id: i64) {
-    let data = crate::usage::service::user_key(user_id);
-    let ring = crate::battles::service::ring_key(user_id);
-    let results =
-        [
-            state
-                .docs
-                .delete(SESSION_DOCS, &user_id.to_string())
-                .await
-                .map(drop)
-                .map_err(AppError::from),
-            state
-                .docs
-                .delete(crate::usage::service::USER_DATA_COLLECTION, &data)
-                .await
-                .map(drop)
-                .map_err(AppError::from),
-            state.cache.del(&[data, ring]).await.map(drop).map_err(|e| {
-                AppError::Internal(anyhow::Error::new(e).context("removing user data"))
-            }),
-            crate::storage::service::forget_user(state, user_id).await,
-        ];
-    for e in results.into_iter().filter_map(Result::err) {
-        tracing::warn!(error = ?e, user = user_id, "a deleted account's data was left behind");
+    for hook in hooks.iter() {
+        if let Err(e) = hook.forget(state, viewer.id).await {
+            tracing::warn!(error = ?e, user = viewer.id, "a deleted account's data was left behind");
+        }
     }
+    Ok(true)
 }
 
 /// The viewer's account.

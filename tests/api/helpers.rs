@@ -65,6 +65,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The app's shared state (database, cache, metrics).
     pub state: AppState,
+    /// Where the app counts commands before flushing them to the cache tier.
+    pub usage: std::sync::Arc<arena::usage::counting::UsageBuffer>,
     /// The settings it runs with.
     pub settings: Settings,
     /// Which backends.
@@ -153,6 +155,7 @@ pub async fn start(settings: Settings, backends: Backends) -> TestApp {
         .expect("Arena starts");
     let addr = app.local_addr();
     let state = app.state().clone();
+    let usage = app.usage().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
@@ -162,6 +165,7 @@ pub async fn start(settings: Settings, backends: Backends) -> TestApp {
         url: format!("http://{addr}"),
         client: reqwest::Client::new(),
         state,
+        usage,
         settings,
         backends,
         shutdown: Some(tx),

@@ -3,6 +3,8 @@
 
 mod helpers;
 
+mod architecture;
+
 mod backends;
 mod battles;
 mod credentials;

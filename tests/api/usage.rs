@@ -79,7 +79,7 @@ async fn stored_count(app: &TestApp, field: &str) -> Option<i64> {
 /// Deletes every key of this test's cache prefix (never FLUSHDB: the Redis server is shared
 /// with tests running in parallel).
 async fn empty_the_cache(app: &TestApp) {
-    assert!(app.state.usage.flush(&app.state).await);
+    assert!(app.usage.flush(&app.state).await);
     let keys = app.state.cache.scan_prefix("").await.unwrap();
     if !keys.is_empty() {
         app.state.cache.del(&keys).await.unwrap();
@@ -171,7 +171,7 @@ async fn the_viewer_joins_user_set_and_updated_time_moves(app: TestApp) {
         c["secretKey"].as_str().unwrap(),
     );
     // Start user_set afresh (after the buffer is flushed), so only what follows counts.
-    assert!(app.state.usage.flush(&app.state).await);
+    assert!(app.usage.flush(&app.state).await);
     app.state
         .cache
         .del(&[arena::usage::counting::USER_SET.to_owned()])
@@ -378,7 +378,7 @@ async fn counts_are_restored_from_documents_after_the_cache_is_emptied(app: Test
     rolls(&app, 6).await;
     let alice = app.login_new_user("alice").await;
     assert_no_errors(&app.gql_as(&alice, ROLL, json!({})).await);
-    assert!(app.state.usage.flush(&app.state).await);
+    assert!(app.usage.flush(&app.state).await);
     assert_eq!(sync_now(&app).await, SyncOutcome::Copied);
     assert_eq!(stored_count(&app, "roll").await, Some(7));
 
@@ -403,7 +403,7 @@ async fn counts_are_restored_from_documents_after_the_cache_is_emptied(app: Test
 async fn a_newer_cache_is_not_overwritten_by_older_documents(app: TestApp) {
     wait_for_first_sync(&app).await;
     rolls(&app, 3).await;
-    assert!(app.state.usage.flush(&app.state).await);
+    assert!(app.usage.flush(&app.state).await);
     // An older copy in the document store, with a larger count.
     app.state
         .docs
@@ -479,7 +479,7 @@ async fn a_cache_outage_delays_counts_but_loses_none() {
     // Every operation still succeeds; their counts wait in this replica's buffer.
     rolls(&app, 5).await;
     assert!(
-        !app.state.usage.flush(&app.state).await,
+        !app.usage.flush(&app.state).await,
         "nothing can be flushed while the cache is unreachable"
     );
     // `stats` cannot read the counters, and says so with a code instead of hanging.

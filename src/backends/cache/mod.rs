@@ -20,6 +20,7 @@
 //!
 //! Every implementation performs each method as one atomic step and (for Redis) one round trip.
 
+pub mod health;
 pub mod instrumented;
 pub mod memory;
 pub mod redis;

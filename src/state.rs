@@ -1,0 +1,187 @@
+//! The state every domain stands on: the settings, the four backends and the metrics,
+//! connected once by [`AppState::connect`] and shared (cheaply cloned) by every request,
+//! worker and command. It sits below the domains: nothing here knows a GraphQL root or a
+//! route.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use migration::MigratorTrait;
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use sea_orm::DatabaseConnection;
+
+use crate::backends::cache::instrumented::InstrumentedCache;
+use crate::backends::cache::memory::MemoryCache;
+use crate::backends::cache::redis::RedisCache;
+use crate::backends::cache::Cache;
+use crate::backends::documents::mongo::MongoDocuments;
+use crate::backends::documents::sql::SqlDocuments;
+use crate::backends::documents::DocumentStore;
+use crate::backends::events::local::LocalEvents;
+use crate::backends::events::redis::RedisEvents;
+use crate::backends::events::EventBus;
+use crate::backends::{sql, BackendStatus};
+use crate::config::Settings;
+use crate::metrics::Metrics;
+
+/// What every resolver and service reaches: settings and the four backends.
+pub struct StateInner {
+    /// The settings the instance runs with.
+    pub settings: Settings,
+    /// The SQL database.
+    pub db: DatabaseConnection,
+    /// The cache tier (instrumented).
+    pub cache: Arc<dyn Cache>,
+    /// The key-value storage's tier (instrumented): the cache tier, or a Redis of its own
+    /// (`ARENA_STORAGE_REDIS_URL`) whose LRU eviction cannot touch the cache's entries,
+    /// write marks and counters.
+    pub storage: Arc<dyn Cache>,
+    /// The document store.
+    pub docs: Arc<dyn DocumentStore>,
+    /// The event bus.
+    pub events: Arc<dyn EventBus>,
+    /// This instance's metrics.
+    pub metrics: Metrics,
+    /// Random draws (battles, dice); seeded by `ARENA_RANDOM_SEED` when set.
+    pub rng: Mutex<StdRng>,
+    /// Cache health and the invalidations owed to it after an outage.
+    pub cache_health: crate::backends::cache::health::CacheHealth,
+}
+
+/// Shared state, cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<StateInner>);
+
+impl Deref for AppState {
+    type Target = StateInner;
+    fn deref(&self) -> &StateInner {
+        &self.0
+    }
+}
+
+/// The state of the current GraphQL request. Always present: the schema is built with it.
+pub fn state<'a>(ctx: &async_graphql::Context<'a>) -> &'a AppState {
+    ctx.data_unchecked::<AppState>()
+}
+
+impl AppState {
+    /// Connects every backend named by `settings` (embedded ones when unset) and migrates.
+    pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
+        let metrics = Metrics::new();
+        let db = sql::connect(&settings.database_url, settings.db_pool, &metrics)
+            .await
+            .with_context(|| "connecting to the SQL database")?;
+        migration::Migrator::up(&db, None)
+            .await
+            .context("running migrations")?;
+        let timeout = std::time::Duration::from_millis(settings.redis_timeout_ms);
+        let (cache, events): (Arc<dyn Cache>, Arc<dyn EventBus>) = match &settings.redis_url {
+            Some(url) => (
+                Arc::new(
+                    RedisCache::connect(url, &settings.cache_prefix, timeout)
+                        .await
+                        .context("connecting to Redis (cache)")?,
+                ),
+                Arc::new(
+                    RedisEvents::connect(url, &settings.cache_prefix, timeout)
+                        .await
+                        .context("connecting to Redis (events)")?,
+                ),
+            ),
+            None => (
+                Arc::new(MemoryCache::new(
+                    settings.cache_capacity,
+                    &settings.cache_prefix,
+                )),
+                Arc::new(LocalEvents::new()),
+            ),
+        };
+        let cache: Arc<dyn Cache> = Arc::new(InstrumentedCache::new(cache, metrics.clone()));
+        let storage: Arc<dyn Cache> = match (&settings.storage_redis_url, &settings.redis_url) {
+            (Some(url), _) => Arc::new(InstrumentedCache::new(
+                Arc::new(
+                    RedisCache::connect(url, &settings.cache_prefix, timeout)
+                        .await
+                        .context("connecting to Redis (key-value storage)")?,
+                ),
+                metrics.clone(),
+            )),
+            (None, Some(_)) => cache.clone(),
+            // Embedded: an LRU of its own, so that stored values evict one another, never the
+            // cache tier's rows.
+            (None, None) => Arc::new(InstrumentedCache::new(
+                Arc::new(MemoryCache::evicting(
+                    settings.cache_capacity,
+                    &settings.cache_prefix,
+                )),
+                metrics.clone(),
+            )),
+        };
+        let docs: Arc<dyn DocumentStore> = match &settings.mongodb_url {
+            Some(url) => Arc::new(
+                MongoDocuments::connect(url, &settings.mongodb_database)
+                    .await
+                    .context("connecting to MongoDB")?,
+            ),
+            None => Arc::new(SqlDocuments::new(db.clone())),
+        };
+        let rng = match settings.random_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_entropy(),
+        };
+        Ok(Self(Arc::new(StateInner {
+            settings,
+            db,
+            cache,
+            storage,
+            docs,
+            events,
+            metrics,
+            rng: Mutex::new(rng),
+            cache_health: Default::default(),
+        })))
+    }
+
+    /// Probes each backend, for `/readyz`.
+    pub async fn readiness(&self) -> Vec<BackendStatus> {
+        let status = |tier, kind, r: Result<(), String>| BackendStatus {
+            tier,
+            kind,
+            ok: r.is_ok(),
+            error: r.err(),
+        };
+        let mut backends = vec![
+            status(
+                "sql",
+                sql::kind(&self.db),
+                sql::ping(&self.db).await.map_err(|e| e.to_string()),
+            ),
+            status(
+                "cache",
+                self.cache.kind(),
+                self.cache.ping().await.map_err(|e| e.to_string()),
+            ),
+            status(
+                "documents",
+                self.docs.kind(),
+                self.docs.ping().await.map_err(|e| e.to_string()),
+            ),
+            status(
+                "events",
+                self.events.kind(),
+                self.events.ping().await.map_err(|e| e.to_string()),
+            ),
+        ];
+        if self.settings.storage_redis_url.is_some() {
+            backends.push(status(
+                "storage",
+                self.storage.kind(),
+                self.storage.ping().await.map_err(|e| e.to_string()),
+            ));
+        }
+        backends
+    }
+}
