@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arena::meals::types::{CreateMealInput, Difficulty};
+use arena::meals::service::NewMeal;
 use arena::{Application, Settings};
 use clap::Parser;
+use entity::meal::Difficulty;
 use serde_json::json;
 
 struct Stats {
@@ -147,7 +148,7 @@ async fn main() {
     for i in 0..cold_n {
         let m = arena::meals::service::create_meal(
             &state,
-            CreateMealInput {
+            NewMeal {
                 name: format!("bench meal {i}"),
                 cuisine: "Bench".into(),
                 price: 1.0 + i as f64,
@@ -174,7 +175,7 @@ async fn main() {
     // Cold: every request reads a meal whose cache entry was just removed.
     let keys: Vec<String> = ids.iter().map(|i| format!("meal:{i}")).collect();
     for chunk in keys.chunks(500) {
-        state.cache.del(chunk).await.unwrap();
+        state.cache.invalidate(chunk).await.unwrap();
     }
     let cold_bodies = Arc::new(ids.iter().map(|&i| body(i)).collect::<Vec<_>>());
     let c = load(&url, cold_bodies, cold_n, concurrency).await;

@@ -5,16 +5,20 @@
 //! with the salt in its own column, still verifies and is reported as needing a rehash.
 //! Every comparison is constant-time.
 
+use std::time::Duration;
+
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::error::{AppResult, OrInternal};
 
 const SCHEME: &str = "pbkdf2-sha256";
 
 /// A new random 16-byte salt, as 32 hex characters.
 pub fn new_salt() -> String {
     let mut bytes = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
 }
 
@@ -22,7 +26,7 @@ pub fn new_salt() -> String {
 pub fn random_token(n: usize) -> String {
     use base64::Engine;
     let mut bytes = vec![0u8; n];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -95,6 +99,51 @@ pub fn verify_secret(secret: &str, salt: &str, stored: &str, iterations: u32) ->
             ok: false,
             needs_rehash: false,
         },
+    }
+}
+
+/// Runs a CPU-heavy hash off the async worker threads.
+pub async fn off_the_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> AppResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .or_internal("a hashing task failed")
+}
+
+/// Secrets recently verified by this instance: a key's id → the stored hash it was verified
+/// against and the SHA-256 of the secret. A later request with the same secret against the
+/// same stored hash skips the expensive check; a rotation changes the stored hash, so an old
+/// entry never matches again. Bounded in size and age, and owned by one instance's state.
+pub struct VerifiedSecrets {
+    cache: moka::sync::Cache<String, (String, [u8; 32])>,
+}
+
+impl VerifiedSecrets {
+    /// At most `capacity` keys, each remembered for at most `ttl`.
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
+        Self {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    /// Whether `secret` was verified against `stored_hash` for `key` (constant time in the
+    /// secret).
+    pub fn verified(&self, key: &str, stored_hash: &str, secret: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        self.cache.get(key).is_some_and(|(hash, remembered)| {
+            hash == stored_hash && bool::from(remembered.ct_eq(&digest))
+        })
+    }
+
+    /// Remembers that `secret` matched `stored_hash` for `key`.
+    pub fn remember(&self, key: &str, stored_hash: &str, secret: &str) {
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        self.cache
+            .insert(key.to_owned(), (stored_hash.to_owned(), digest));
     }
 }
 

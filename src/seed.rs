@@ -1,7 +1,9 @@
 //! `arena seed`: sample data so a new user has something to play with. Idempotent.
 
 use crate::error::AppError;
-use crate::meals::types::{CreateMealInput, Difficulty};
+use entity::meal::Difficulty;
+
+use crate::meals::service::NewMeal;
 use crate::state::AppState;
 
 const MEALS: &[(&str, &str, f64, Difficulty)] = &[
@@ -21,7 +23,7 @@ const MEALS: &[(&str, &str, f64, Difficulty)] = &[
 pub async fn run(state: &AppState) -> anyhow::Result<String> {
     let mut meals = 0;
     for (name, cuisine, price, difficulty) in MEALS {
-        let input = CreateMealInput {
+        let input = NewMeal {
             name: (*name).into(),
             cuisine: (*cuisine).into(),
             price: *price,

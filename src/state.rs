@@ -13,10 +13,10 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sea_orm::DatabaseConnection;
 
-use crate::backends::cache::instrumented::InstrumentedCache;
-use crate::backends::cache::memory::MemoryCache;
+use crate::backends::cache::instrumented::Instrumented;
+use crate::backends::cache::memory::{MemoryKv, MemoryVersioned};
 use crate::backends::cache::redis::RedisCache;
-use crate::backends::cache::Cache;
+use crate::backends::cache::{KeyValue, VersionedCache};
 use crate::backends::documents::mongo::MongoDocuments;
 use crate::backends::documents::sql::SqlDocuments;
 use crate::backends::documents::DocumentStore;
@@ -33,12 +33,15 @@ pub struct StateInner {
     pub settings: Settings,
     /// The SQL database.
     pub db: DatabaseConnection,
-    /// The cache tier (instrumented).
-    pub cache: Arc<dyn Cache>,
+    /// The cache tier's plain keys (instrumented): rings, user data, counters, locks,
+    /// staged imports, rate limits.
+    pub kv: Arc<dyn KeyValue>,
+    /// The cache tier's write-through entries (instrumented).
+    pub cache: Arc<dyn VersionedCache>,
     /// The key-value storage's tier (instrumented): the cache tier, or a Redis of its own
     /// (`ARENA_STORAGE_REDIS_URL`) whose LRU eviction cannot touch the cache's entries,
     /// write marks and counters.
-    pub storage: Arc<dyn Cache>,
+    pub storage: Arc<dyn KeyValue>,
     /// The document store.
     pub docs: Arc<dyn DocumentStore>,
     /// The event bus.
@@ -47,6 +50,8 @@ pub struct StateInner {
     pub metrics: Metrics,
     /// Random draws (battles, dice); seeded by `ARENA_RANDOM_SEED` when set.
     pub rng: Mutex<StdRng>,
+    /// API secrets this instance verified recently (the PBKDF2 check is expensive).
+    pub verified_secrets: crate::crypto::VerifiedSecrets,
     /// Cache health and the invalidations owed to it after an outage.
     pub cache_health: crate::backends::cache::health::CacheHealth,
 }
@@ -78,48 +83,42 @@ impl AppState {
             .await
             .context("running migrations")?;
         let timeout = std::time::Duration::from_millis(settings.redis_timeout_ms);
-        let (cache, events): (Arc<dyn Cache>, Arc<dyn EventBus>) = match &settings.redis_url {
-            Some(url) => (
-                Arc::new(
+        let (kv, cache, events): (
+            Arc<dyn KeyValue>,
+            Arc<dyn VersionedCache>,
+            Arc<dyn EventBus>,
+        ) = match &settings.redis_url {
+            Some(url) => {
+                let redis = Arc::new(
                     RedisCache::connect(url, &settings.cache_prefix, timeout)
                         .await
                         .context("connecting to Redis (cache)")?,
-                ),
-                Arc::new(
-                    RedisEvents::connect(url, &settings.cache_prefix, timeout)
-                        .await
-                        .context("connecting to Redis (events)")?,
-                ),
-            ),
+                );
+                let events = RedisEvents::connect(url, &settings.cache_prefix, timeout)
+                    .await
+                    .context("connecting to Redis (events)")?;
+                (redis.clone(), redis, Arc::new(events))
+            }
             None => (
-                Arc::new(MemoryCache::new(
-                    settings.cache_capacity,
-                    &settings.cache_prefix,
-                )),
+                Arc::new(MemoryKv::new()),
+                Arc::new(MemoryVersioned::new(settings.cache_capacity)),
                 Arc::new(LocalEvents::new()),
             ),
         };
-        let cache: Arc<dyn Cache> = Arc::new(InstrumentedCache::new(cache, metrics.clone()));
-        let storage: Arc<dyn Cache> = match (&settings.storage_redis_url, &settings.redis_url) {
-            (Some(url), _) => Arc::new(InstrumentedCache::new(
-                Arc::new(
-                    RedisCache::connect(url, &settings.cache_prefix, timeout)
-                        .await
-                        .context("connecting to Redis (key-value storage)")?,
-                ),
-                metrics.clone(),
-            )),
-            (None, Some(_)) => cache.clone(),
+        let storage: Arc<dyn KeyValue> = match (&settings.storage_redis_url, &settings.redis_url) {
+            (Some(url), _) => Arc::new(
+                RedisCache::connect(url, &settings.cache_prefix, timeout)
+                    .await
+                    .context("connecting to Redis (key-value storage)")?,
+            ),
+            (None, Some(_)) => kv.clone(),
             // Embedded: an LRU of its own, so that stored values evict one another, never the
-            // cache tier's rows.
-            (None, None) => Arc::new(InstrumentedCache::new(
-                Arc::new(MemoryCache::evicting(
-                    settings.cache_capacity,
-                    &settings.cache_prefix,
-                )),
-                metrics.clone(),
-            )),
+            // cache tier's values.
+            (None, None) => Arc::new(MemoryKv::lru(settings.cache_capacity)),
         };
+        let kv: Arc<dyn KeyValue> = Arc::new(Instrumented::new(kv, &metrics));
+        let cache: Arc<dyn VersionedCache> = Arc::new(Instrumented::new(cache, &metrics));
+        let storage: Arc<dyn KeyValue> = Arc::new(Instrumented::new(storage, &metrics));
         let docs: Arc<dyn DocumentStore> = match &settings.mongodb_url {
             Some(url) => Arc::new(
                 MongoDocuments::connect(url, &settings.mongodb_database)
@@ -130,17 +129,22 @@ impl AppState {
         };
         let rng = match settings.random_seed {
             Some(seed) => StdRng::seed_from_u64(seed),
-            None => StdRng::from_entropy(),
+            None => StdRng::from_os_rng(),
         };
         Ok(Self(Arc::new(StateInner {
             settings,
             db,
+            kv,
             cache,
             storage,
             docs,
             events,
             metrics,
             rng: Mutex::new(rng),
+            verified_secrets: crate::crypto::VerifiedSecrets::new(
+                10_000,
+                std::time::Duration::from_secs(600),
+            ),
             cache_health: Default::default(),
         })))
     }

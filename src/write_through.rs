@@ -2,13 +2,16 @@
 //! described in `docs/cache-consistency.md`; in short:
 //!
 //! 1. the service writes inside a transaction opened by [`write`]; entity hooks record each
-//!    row change in the task's write scope (`entity::write_through`);
+//!    row change in the task's write scope (`entity::write_through`), and a bulk statement
+//!    (an import, a cascade) declares the ids it writes first ([`bulk`]); a statement that
+//!    writes a cached table any other way makes [`write`] roll back;
 //! 2. if the transaction fails, the changes are dropped: the cache never hears of them;
 //! 3. before `COMMIT`, every changed key is *marked* in the cache: readers treat a marked key
 //!    as a miss and may not fill it, so no read that starts after the commit can be answered
 //!    from the older entry;
-//! 4. after `COMMIT`, the new versions are stored (each only if newer than what is there) and
-//!    the marks cleared; after a failed `COMMIT` only the marks are cleared;
+//! 4. after `COMMIT`, the new versions are stored (each only if newer than what is there),
+//!    a bulk write's entries are deleted, and the marks cleared; after a failed `COMMIT` the
+//!    entries are deleted while still marked, then the marks cleared;
 //! 5. a reader's miss takes a *lease* on the key (same round trip); it fills only while the
 //!    lease is still its own and with a version newer than the entry present. A write revokes
 //!    the leases of its keys before committing, so a slow reader can never put back an older
@@ -22,11 +25,12 @@ use std::time::Duration;
 
 use entity::write_through::{self as scope, Change};
 use futures::future::BoxFuture;
+use futures::StreamExt;
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 use tokio::sync::watch;
 
-use crate::backends::cache::{CacheError, Versioned, WriteOutcome};
-use crate::error::{AppResult, OrInternal};
+use crate::backends::cache::{Versioned, WriteOutcome};
+use crate::error::{AppError, AppResult, OrInternal};
 use crate::state::AppState;
 
 /// How long a write mark protects a key if its writer never clears it (a crash).
@@ -72,20 +76,30 @@ pub async fn recover(state: &AppState) -> bool {
     if state.cache.ping().await.is_err() {
         return false;
     }
-    if !owed.is_empty() && state.cache.del(&owed).await.is_err() {
+    if !owed.entries.is_empty() && state.cache.invalidate(&owed.entries).await.is_err() {
+        return false;
+    }
+    if !owed.plain.is_empty() && state.kv.del(&owed.plain).await.is_err() {
         return false;
     }
     state.cache_health.delivered(&owed)
 }
 
-/// Runs `f` in a transaction whose hooked writes reach the cache only once committed.
+/// Keys marked or cleared in one cache call.
+const KEYS_PER_CALL: usize = 1000;
+/// Cache calls of one write in flight at the same time.
+const CALLS_AT_ONCE: usize = 8;
+
+/// Runs `f` in a transaction whose writes to cached entities reach the cache only once
+/// committed: single-row writes through the entity hooks, bulk statements through
+/// [`bulk`]. A write to a cached table that went around both rolls the transaction back.
 pub async fn write<T, F>(state: &AppState, f: F) -> AppResult<T>
 where
     T: Send,
     F: for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>> + Send,
 {
     let db = &state.db;
-    let (res, changes) = scope::scope(async move {
+    let (res, recorded) = scope::scope(async move {
         let txn = db.begin().await?;
         match f(&txn).await {
             Ok(v) => Ok((txn, v)),
@@ -98,112 +112,165 @@ where
     })
     .await;
     let (txn, out) = res?;
+    if let Some(bypass) = recorded.bypass {
+        let _ = txn.rollback().await;
+        return Err(AppError::internal(bypass));
+    }
     // From here on nothing may be cancelled half-way (a request timeout drops the request's
     // future): a commit whose cache effects were never applied would leave a stale entry
     // once its mark expires. The task runs to completion even if nobody awaits it.
+    let effects = Effects::of(recorded.changes, recorded.bulk);
     let state = state.clone();
-    tokio::spawn(async move { commit_and_publish(&state, txn, changes).await })
+    tokio::spawn(async move { commit_and_publish(&state, txn, effects).await })
         .await
-        .or_internal("commit task failed")??;
+        .or_internal("the commit task failed")??;
     Ok(out)
+}
+
+/// Declares, inside [`write`], that the bulk statements that follow write the rows of
+/// `entity` with these ids: the statements may run, and the ids' entries are marked before
+/// `COMMIT` and deleted after it (a bulk write leaves no entry to update, only ones to drop).
+pub fn bulk(entity: &'static str, ids: impl IntoIterator<Item = String>) -> AppResult<()> {
+    Ok(scope::declare_bulk(entity, ids)?)
+}
+
+/// What a committed write does to the cache: entries to store (hooked writes) and entries
+/// to delete (bulk writes), each marked before `COMMIT`.
+struct Effects {
+    stores: Vec<(String, WriteOutcome)>,
+    drops: Vec<String>,
+}
+
+impl Effects {
+    fn of(changes: Vec<Change>, bulk: Vec<(&'static str, String)>) -> Self {
+        let stores = changes
+            .into_iter()
+            .map(|c| {
+                let payload = c
+                    .row
+                    .as_ref()
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| TOMBSTONE.to_owned());
+                (
+                    entry_key(c.entity, &c.id),
+                    WriteOutcome::Committed(Versioned {
+                        version: c.version,
+                        payload,
+                    }),
+                )
+            })
+            .collect();
+        let drops = bulk.iter().map(|(e, id)| entry_key(e, id)).collect();
+        Self { stores, drops }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        self.stores.iter().map(|(k, _)| k).chain(&self.drops)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.stores.is_empty() && self.drops.is_empty()
+    }
+}
+
+/// Runs cache calls, [`CALLS_AT_ONCE`] at a time; whether every one succeeded.
+async fn all_ok<F>(calls: Vec<F>) -> bool
+where
+    F: std::future::Future<Output = bool>,
+{
+    futures::stream::iter(calls)
+        .buffer_unordered(CALLS_AT_ONCE)
+        .all(std::future::ready)
+        .await
 }
 
 async fn commit_and_publish(
     state: &AppState,
     txn: DatabaseTransaction,
-    changes: Vec<Change>,
+    effects: Effects,
 ) -> AppResult<()> {
-    if changes.is_empty() {
+    if effects.is_empty() {
         txn.commit().await?;
         return Ok(());
     }
-    let keys: Vec<String> = changes.iter().map(|c| entry_key(c.entity, &c.id)).collect();
-    let use_cache = state.cache_health.usable();
-    let marked = use_cache && {
-        let r = state.cache.begin_write(&keys, mark_ttl(state)).await;
-        if let Err(e) = &r {
-            state.cache_health.failed(keys.iter().cloned());
-            if matches!(e, CacheError::Protocol(_)) {
-                // The server answered but refused the marks (a full Redis under `noeviction`
-                // refuses every write but DEL): remove the entries before COMMIT, so that no
-                // replica serves them after it. Fills need a lease, which a full server
-                // refuses too.
-                let _ = state.cache.del(&keys).await;
-            }
-        }
-        r.is_ok()
+    let keys: Vec<String> = effects.keys().cloned().collect();
+    let cache = state.cache.as_ref();
+    let marked = state.cache_health.usable() && {
+        let ttl = mark_ttl(state);
+        let marks = keys
+            .chunks(KEYS_PER_CALL)
+            .map(|part| async move {
+                match cache.begin_write(part, ttl).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        if e.is_refusal() {
+                            // The server answered but refused the marks (a full Redis under
+                            // `noeviction` refuses every write but DEL): remove the entries
+                            // before COMMIT, so that no replica serves them after it. Fills
+                            // need a lease, which a full server refuses too.
+                            let _ = cache.invalidate(part).await;
+                        }
+                        false
+                    }
+                }
+            })
+            .collect();
+        all_ok(marks).await
     };
+    if !marked {
+        // The marks could not all be set (or the cache is degraded): the cache still holds
+        // whatever it had; it owes these keys an invalidation.
+        state.cache_health.failed(keys.iter().cloned());
+    }
     if let Err(e) = txn.commit().await {
         // A failed COMMIT does not prove nothing was committed (the connection may have
         // dropped after the server committed): the entries are removed while still marked,
-        // so the next read goes to the database, then the marks are cleared. Keys a committed
-        // change would have removed (a deleted meal's name pair) go too.
-        let removable: Vec<String> = keys
-            .iter()
-            .cloned()
-            .chain(changes.iter().flat_map(|c| c.also_remove.iter().cloned()))
-            .collect();
-        let removed = marked && state.cache.del(&removable).await.is_ok();
-        let aborted: Vec<_> = keys
-            .iter()
-            .map(|k| (k.clone(), WriteOutcome::Aborted))
-            .collect();
-        let cleared = removed
-            && state
-                .cache
-                .end_write(&aborted, state.settings.cache_ttl())
-                .await
-                .is_ok();
+        // so the next read goes to the database, then the marks are cleared.
+        let cleared = marked && {
+            let calls = keys
+                .chunks(KEYS_PER_CALL)
+                .map(|part| drop_entries(state, part))
+                .collect();
+            all_ok(calls).await
+        };
         if !cleared {
-            state.cache_health.failed(removable);
+            state.cache_health.failed(keys);
         }
         return Err(e.into());
     }
-    publish_committed(state, &changes, marked).await;
+    if !marked {
+        return Ok(());
+    }
+    let ttl = state.settings.cache_ttl();
+    let stored = effects
+        .stores
+        .chunks(KEYS_PER_CALL)
+        .map(|part| async move { cache.end_write(part, ttl).await.is_ok() })
+        .collect();
+    let dropped = effects
+        .drops
+        .chunks(KEYS_PER_CALL)
+        .map(|part| drop_entries(state, part))
+        .collect();
+    if !(all_ok(stored).await && all_ok(dropped).await) {
+        state.cache_health.failed(keys);
+    }
     Ok(())
 }
 
-async fn publish_committed(state: &AppState, changes: &[Change], marked: bool) {
-    let mut writes: Vec<(String, WriteOutcome)> = Vec::with_capacity(changes.len());
-    let mut also_remove = Vec::new();
-    for c in changes {
-        let payload = c
-            .row
-            .as_ref()
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| TOMBSTONE.to_owned());
-        writes.push((
-            entry_key(c.entity, &c.id),
-            WriteOutcome::Committed(Versioned {
-                version: c.version,
-                payload,
-            }),
-        ));
-        also_remove.extend(c.also_remove.iter().cloned());
-    }
-    let keys: Vec<String> = writes.iter().map(|(k, _)| k.clone()).collect();
-    if !marked {
-        // The mark could not be set (or the cache is degraded): the cache still holds
-        // whatever it had; it owes these keys an invalidation.
-        state
-            .cache_health
-            .failed(keys.into_iter().chain(also_remove));
-        return;
-    }
-    if state
-        .cache
-        .end_write(&writes, state.settings.cache_ttl())
-        .await
-        .is_err()
-    {
-        state
-            .cache_health
-            .failed(keys.into_iter().chain(also_remove));
-        return;
-    }
-    if !also_remove.is_empty() && state.cache.del(&also_remove).await.is_err() {
-        state.cache_health.failed(also_remove);
-    }
+/// Deletes entries while they are still marked, then clears only this write's marks (a
+/// concurrent writer's mark on the same key stays until that writer ends).
+async fn drop_entries(state: &AppState, keys: &[String]) -> bool {
+    let cache = state.cache.as_ref();
+    let unmark: Vec<(String, WriteOutcome)> = keys
+        .iter()
+        .map(|k| (k.clone(), WriteOutcome::Aborted))
+        .collect();
+    cache.invalidate(keys).await.is_ok()
+        && cache
+            .end_write(&unmark, state.settings.cache_ttl())
+            .await
+            .is_ok()
 }
 
 /// A cache lookup's answer for one id.

@@ -15,3 +15,11 @@ pub mod trainer;
 pub mod user;
 pub mod versioning;
 pub mod write_through;
+
+/// The value an active model holds for a column, if it holds one.
+pub fn value_of<T: Clone + Into<sea_orm::Value>>(v: &sea_orm::ActiveValue<T>) -> Option<T> {
+    match v {
+        sea_orm::ActiveValue::Set(x) | sea_orm::ActiveValue::Unchanged(x) => Some(x.clone()),
+        sea_orm::ActiveValue::NotSet => None,
+    }
+}

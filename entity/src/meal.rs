@@ -1,18 +1,39 @@
 //! `meals`: the catalogue. Every write goes through the hooks below, which bump the row
-//! version, keep `win_pct` derived, and record the change for the write-through cache.
+//! version, keep `win_pct` derived, and record the change for the write-through cache: the
+//! meal's entry, and on deletion its name → id pair.
 
 use sea_orm::entity::prelude::*;
-use sea_orm::ActiveValue::{self, NotSet, Set, Unchanged};
+use sea_orm::ActiveValue::Set;
 use serde::{Deserialize, Serialize};
 
+use crate::value_of;
 use crate::write_through::{self, Change};
 
 /// The cache namespace of meals.
 pub const CACHE_ENTITY: &str = "meal";
 
-/// The cache key of the name → id pair of `name`.
-pub fn name_key(name: &str) -> String {
-    format!("meal_name:{name}")
+/// The cache namespace of the name → id pairs of meals.
+pub const NAME_ENTITY: &str = "meal_name";
+
+/// How hard a meal is to cook, stored as `LOW`, `MED` or `HIGH`. Any other stored value is
+/// an error when the row is read, never a silent default.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(4))")]
+pub enum Difficulty {
+    /// Easy.
+    #[sea_orm(string_value = "LOW")]
+    #[serde(rename = "LOW")]
+    Low,
+    /// Medium.
+    #[sea_orm(string_value = "MED")]
+    #[serde(rename = "MED")]
+    Med,
+    /// Hard.
+    #[sea_orm(string_value = "HIGH")]
+    #[serde(rename = "HIGH")]
+    High,
 }
 
 /// A meal row. `deleted` is a soft delete: the row (and its name) stays.
@@ -25,8 +46,7 @@ pub struct Model {
     pub name: String,
     pub cuisine: String,
     pub price: f64,
-    /// `LOW`, `MED` or `HIGH`.
-    pub difficulty: String,
+    pub difficulty: Difficulty,
     pub battles: i32,
     pub wins: i32,
     /// wins / battles, 0 without battles; kept by the hooks.
@@ -41,11 +61,29 @@ pub struct Model {
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {}
 
-fn value<T: Clone + Into<sea_orm::Value>>(v: &ActiveValue<T>) -> Option<T> {
-    match v {
-        Set(x) | Unchanged(x) => Some(x.clone()),
-        NotSet => None,
+/// The changes a meal's write makes to the cache: its entry, and once it is gone the
+/// tombstone of its name → id pair (names never change, so only a deletion touches it).
+fn changes(id: i64, name: Option<String>, version: i64, row: Option<&Model>) -> Result<(), DbErr> {
+    let value = row
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| DbErr::Custom(format!("a meal row cannot be cached: {e}")))?;
+    let gone = value.is_none();
+    write_through::record(Change {
+        entity: CACHE_ENTITY,
+        id: id.to_string(),
+        version,
+        row: value,
+    })?;
+    if let (true, Some(name)) = (gone, name) {
+        write_through::record(Change {
+            entity: NAME_ENTITY,
+            id: name,
+            version,
+            row: None,
+        })?;
     }
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -54,16 +92,16 @@ impl ActiveModelBehavior for ActiveModel {
     where
         C: ConnectionTrait,
     {
-        write_through::require_scope("meal")?;
+        write_through::before_write(CACHE_ENTITY)?;
         let version = if insert {
             1
         } else {
-            value(&self.version).ok_or_else(|| {
+            value_of(&self.version).ok_or_else(|| {
                 DbErr::Custom("a meal update must start from the row it changes".into())
             })? + 1
         };
         self.version = Set(version);
-        if let (Some(battles), Some(wins)) = (value(&self.battles), value(&self.wins)) {
+        if let (Some(battles), Some(wins)) = (value_of(&self.battles), value_of(&self.wins)) {
             let pct = if battles > 0 {
                 f64::from(wins) / f64::from(battles)
             } else {
@@ -83,23 +121,8 @@ impl ActiveModelBehavior for ActiveModel {
     where
         C: ConnectionTrait,
     {
-        let row = if model.deleted {
-            None
-        } else {
-            Some(serde_json::to_value(&model).map_err(|e| DbErr::Custom(e.to_string()))?)
-        };
-        let also_remove = if model.deleted {
-            vec![name_key(&model.name)]
-        } else {
-            Vec::new()
-        };
-        write_through::record(Change {
-            entity: CACHE_ENTITY,
-            id: model.id.to_string(),
-            version: model.version,
-            row,
-            also_remove,
-        })?;
+        let row = (!model.deleted).then_some(&model);
+        changes(model.id, Some(model.name.clone()), model.version, row)?;
         Ok(model)
     }
 
@@ -107,7 +130,7 @@ impl ActiveModelBehavior for ActiveModel {
     where
         C: ConnectionTrait,
     {
-        write_through::require_scope("meal")?;
+        write_through::before_write(CACHE_ENTITY)?;
         Ok(self)
     }
 
@@ -116,17 +139,8 @@ impl ActiveModelBehavior for ActiveModel {
         C: ConnectionTrait,
     {
         // A hard delete outranks every version the row ever had.
-        let id = value(&self.id).map(|i| i.to_string()).unwrap_or_default();
-        let also_remove = value::<String>(&self.name)
-            .map(|n| vec![name_key(&n)])
-            .unwrap_or_default();
-        write_through::record(Change {
-            entity: CACHE_ENTITY,
-            id,
-            version: i64::MAX,
-            row: None,
-            also_remove,
-        })?;
+        let id = value_of(&self.id).unwrap_or_default();
+        changes(id, value_of(&self.name), i64::MAX, None)?;
         Ok(self)
     }
 }

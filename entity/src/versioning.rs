@@ -13,3 +13,66 @@ pub fn next_version(prev: Option<i64>) -> i64 {
         None => now,
     }
 }
+
+/// The hooks of an entity versioned by time (see [`next_version`]), written once for
+/// trainers and Pokémon: every write bumps the version and records the row (or, when it is
+/// deleted, a tombstone newer than the row ever was and older than a re-creation) for the
+/// write-through cache. The module must define `CACHE_ENTITY` and a `version` column, and the
+/// model must be `Serialize` with an `id: String`.
+#[macro_export]
+macro_rules! time_versioned_hooks {
+    () => {
+        #[async_trait::async_trait]
+        impl ActiveModelBehavior for ActiveModel {
+            async fn before_save<C>(mut self, _db: &C, insert: bool) -> Result<Self, DbErr>
+            where
+                C: ConnectionTrait,
+            {
+                $crate::write_through::before_write(CACHE_ENTITY)?;
+                let prev = if insert {
+                    None
+                } else {
+                    $crate::value_of(&self.version)
+                };
+                self.version = sea_orm::ActiveValue::Set($crate::versioning::next_version(prev));
+                Ok(self)
+            }
+
+            async fn after_save<C>(model: Model, _db: &C, _insert: bool) -> Result<Model, DbErr>
+            where
+                C: ConnectionTrait,
+            {
+                let row = serde_json::to_value(&model)
+                    .map_err(|e| DbErr::Custom(format!("a row cannot be cached: {e}")))?;
+                $crate::write_through::record($crate::write_through::Change {
+                    entity: CACHE_ENTITY,
+                    id: model.id.clone(),
+                    version: model.version,
+                    row: Some(row),
+                })?;
+                Ok(model)
+            }
+
+            async fn before_delete<C>(self, _db: &C) -> Result<Self, DbErr>
+            where
+                C: ConnectionTrait,
+            {
+                $crate::write_through::before_write(CACHE_ENTITY)?;
+                Ok(self)
+            }
+
+            async fn after_delete<C>(self, _db: &C) -> Result<Self, DbErr>
+            where
+                C: ConnectionTrait,
+            {
+                $crate::write_through::record($crate::write_through::Change {
+                    entity: CACHE_ENTITY,
+                    id: $crate::value_of(&self.id).unwrap_or_default(),
+                    version: $crate::versioning::next_version($crate::value_of(&self.version)),
+                    row: None,
+                })?;
+                Ok(self)
+            }
+        }
+    };
+}

@@ -1,76 +1,286 @@
-//! Carries the cache effects of hooked writes out of their transaction.
+//! Carries the cache effects of writes to cached tables out of their transaction, and makes
+//! sure no write to a cached table goes unseen.
 //!
-//! Entity hooks (`after_save`, `after_delete`) run inside the database transaction, before it
-//! commits, so they must not touch the cache themselves: a rollback would leave a trace. They
-//! [`record`] a [`Change`] in the *write scope* of the current task instead; the service that
-//! opened the scope with [`scope`] applies the changes to the cache once the transaction has
-//! committed, and drops them when it rolls back.
+//! Entity hooks (`before_save`, `after_save`, …) run inside the database transaction, before
+//! it commits, so they must not touch the cache themselves: a rollback would leave a trace.
+//! They [`record`] a [`Change`] in the *write scope* of the current task instead; the server's
+//! write path opened the scope with [`scope`], and applies the changes to the cache once the
+//! transaction has committed (it drops them when it rolls back).
 //!
-//! A hooked write outside a scope is refused with a `DbErr`, so no write can bypass the
-//! write-through by accident. The scope is a task-local, not a global: two Arena instances in
-//! one process never see each other's changes.
+//! Writes that skip the hooks are held to the same rule:
+//!
+//! * a hooked write outside a scope is refused with a `DbErr` ([`before_write`]);
+//! * a bulk statement (`update_many`, `delete_many`, `insert_many`, raw SQL) may write a
+//!   cached table only after [`declare_bulk`] named the ids it changes: the write path then
+//!   marks those entries before `COMMIT` and deletes them after it;
+//! * every statement is shown to [`observe_statement`] (the server's SQL connection calls it
+//!   for each one it runs): a write to a cached table inside a scope that neither a hook
+//!   announced nor a bulk declaration covers poisons the scope, and the write path rolls the
+//!   transaction back instead of committing it. One outside any scope is reported to the
+//!   caller, which logs it: it has already run, on a connection the write path does not own.
+//!
+//! The scope is a task-local, not a global: two Arena instances in one process never see
+//! each other's changes.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
 
 use sea_orm::DbErr;
 
-/// One row write, as the cache needs to know it.
+/// The tables whose rows are cached, with the cache namespace of each.
+pub const CACHED_TABLES: &[(&str, &str)] = &[
+    ("meals", crate::meal::CACHE_ENTITY),
+    ("trainers", crate::trainer::CACHE_ENTITY),
+    ("pokemons", crate::pokemon::CACHE_ENTITY),
+];
+
+fn table_of(entity: &str) -> Option<&'static str> {
+    CACHED_TABLES
+        .iter()
+        .find(|(_, e)| *e == entity)
+        .map(|(t, _)| *t)
+}
+
+/// One cache entry a write changes, as the cache needs to know it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
-    /// The entity's cache namespace, e.g. `meal`.
+    /// The entry's cache namespace, e.g. `meal`.
     pub entity: &'static str,
-    /// The row's id, as text.
+    /// The entry's id within it, as text.
     pub id: String,
-    /// The row version after the write (strictly increasing per row).
+    /// The entry's version after the write (strictly increasing per entry).
     pub version: i64,
-    /// The row after the write, or `None` when it is gone (deleted, soft or not).
+    /// The entry's value after the write, or `None` when it is gone (deleted, soft or not).
     pub row: Option<serde_json::Value>,
-    /// Further cache keys the write invalidates (e.g. a name → id pair).
-    pub also_remove: Vec<String>,
+}
+
+/// What a write scope saw: the changes recorded by hooks, the entries of bulk statements,
+/// and the first write that went around both.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// Changes recorded by hooks, in order.
+    pub changes: Vec<Change>,
+    /// Entries changed by declared bulk statements: `(entity, id)`; they are invalidated.
+    pub bulk: Vec<(&'static str, String)>,
+    /// Set when a statement wrote a cached table without a hook or a bulk declaration: the
+    /// transaction must not commit.
+    pub bypass: Option<String>,
+}
+
+#[derive(Default)]
+struct Scope {
+    recorded: Recorded,
+    /// Row writes announced by hooks and row locks, per table, not yet seen run.
+    announced: HashMap<&'static str, usize>,
+    /// Tables declared bulk statements may write.
+    bulk_tables: Vec<&'static str>,
 }
 
 tokio::task_local! {
-    static WRITES: RefCell<Vec<Change>>;
+    static SCOPE: RefCell<Scope>;
 }
 
-/// Runs `fut` in a write scope and returns its output with every change recorded meanwhile,
-/// in order.
-pub async fn scope<F: Future>(fut: F) -> (F::Output, Vec<Change>) {
-    WRITES
-        .scope(RefCell::new(Vec::new()), async move {
+/// Runs `fut` in a write scope and returns its output with what the scope recorded.
+pub async fn scope<F: Future>(fut: F) -> (F::Output, Recorded) {
+    SCOPE
+        .scope(RefCell::new(Scope::default()), async move {
             let out = fut.await;
-            let changes = WRITES.with(|w| w.take());
-            (out, changes)
+            let recorded = SCOPE.with(|s| std::mem::take(&mut s.borrow_mut().recorded));
+            (out, recorded)
         })
         .await
 }
 
 /// Whether the current task is inside a write scope.
 pub fn in_scope() -> bool {
-    WRITES.try_with(|_| ()).is_ok()
+    SCOPE.try_with(|_| ()).is_ok()
+}
+
+fn outside_scope(what: &str) -> DbErr {
+    DbErr::Custom(format!(
+        "{what} was written outside a write-through scope; use the service's write path"
+    ))
 }
 
 /// Records a change in the current write scope; an error outside any scope.
 pub fn record(change: Change) -> Result<(), DbErr> {
-    WRITES
-        .try_with(|w| w.borrow_mut().push(change))
-        .map_err(|_| {
-            DbErr::Custom(
-                "a cached entity was written outside a write-through scope; \
-                 use the service's write path"
-                    .into(),
-            )
-        })
+    SCOPE
+        .try_with(|s| s.borrow_mut().recorded.changes.push(change))
+        .map_err(|_| outside_scope("a cached entity"))
 }
 
-/// Refuses the write up front when no scope is open.
-pub fn require_scope(entity: &str) -> Result<(), DbErr> {
-    if in_scope() {
-        Ok(())
-    } else {
-        Err(DbErr::Custom(format!(
-            "{entity} was written outside a write-through scope"
-        )))
+/// A hook's first step before writing one row of `entity`: refuses the write outside a
+/// scope, and announces the one statement the write runs.
+pub fn before_write(entity: &'static str) -> Result<(), DbErr> {
+    let table = table_of(entity).ok_or_else(|| DbErr::Custom(format!("{entity} is not cached")))?;
+    SCOPE
+        .try_with(|s| *s.borrow_mut().announced.entry(table).or_default() += 1)
+        .map_err(|_| outside_scope(entity))
+}
+
+/// Announces one statement that writes rows of `table` without changing them (a row lock
+/// taken with a no-op `UPDATE`). Outside a scope, or for a table that is not cached, it
+/// announces nothing.
+pub fn announce_row_lock(table: &str) {
+    let Some((table, _)) = CACHED_TABLES.iter().find(|(t, _)| *t == table) else {
+        return;
+    };
+    let _ = SCOPE.try_with(|s| *s.borrow_mut().announced.entry(table).or_default() += 1);
+}
+
+/// Declares that bulk statements of this scope write the rows of `entity` with these ids:
+/// the statements are allowed, and the entries are marked before `COMMIT` and deleted after
+/// it. Outside a scope it is an error.
+pub fn declare_bulk(
+    entity: &'static str,
+    ids: impl IntoIterator<Item = String>,
+) -> Result<(), DbErr> {
+    let table = table_of(entity).ok_or_else(|| DbErr::Custom(format!("{entity} is not cached")))?;
+    SCOPE
+        .try_with(|s| {
+            let mut s = s.borrow_mut();
+            if !s.bulk_tables.contains(&table) {
+                s.bulk_tables.push(table);
+            }
+            s.recorded
+                .bulk
+                .extend(ids.into_iter().map(|id| (entity, id)));
+        })
+        .map_err(|_| outside_scope(entity))
+}
+
+/// Shown every statement the server runs. Inside a scope, a write to a cached table that no
+/// hook announced and no bulk declaration covers poisons the scope. Outside a scope such a
+/// write is returned, to be logged.
+pub fn observe_statement(sql: &str) -> Option<String> {
+    let targets = written_tables(sql);
+    if targets.is_empty() {
+        return None;
+    }
+    let outside = SCOPE
+        .try_with(|s| {
+            let mut s = s.borrow_mut();
+            for table in &targets {
+                if s.bulk_tables.contains(table) {
+                    continue;
+                }
+                match s.announced.get_mut(table) {
+                    Some(n) if *n > 0 => *n -= 1,
+                    _ => {
+                        if s.recorded.bypass.is_none() {
+                            s.recorded.bypass = Some(format!(
+                                "a statement wrote `{table}` without its hooks or a bulk \
+                                 declaration (see entity::write_through): {}",
+                                abbreviate(sql)
+                            ));
+                        }
+                    }
+                }
+            }
+        })
+        .is_err();
+    outside.then(|| {
+        format!(
+            "a statement wrote cached table(s) {targets:?} outside the write path; their cache \
+             entries may be stale until they expire: {}",
+            abbreviate(sql)
+        )
+    })
+}
+
+fn abbreviate(sql: &str) -> String {
+    let one_line: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(160) {
+        Some((i, _)) => format!("{}…", &one_line[..i]),
+        None => one_line,
+    }
+}
+
+/// The cached tables a statement writes: the targets of `INSERT INTO`, `UPDATE` and
+/// `DELETE FROM`, wherever they stand (a `WITH … INSERT` too).
+pub fn written_tables(sql: &str) -> Vec<&'static str> {
+    let normalized: String = sql
+        .chars()
+        .map(|c| match c {
+            '"' | '`' | '[' | ']' | '(' | ')' | ',' | ';' => ' ',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect();
+    let words: Vec<&str> = normalized.split_whitespace().collect();
+    let mut out = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        let target = match *w {
+            "insert" if words.get(i + 1) == Some(&"into") => words.get(i + 2),
+            "update" => match words.get(i + 1) {
+                Some(&"only") => words.get(i + 2),
+                next => next,
+            },
+            "delete" if words.get(i + 1) == Some(&"from") => match words.get(i + 2) {
+                Some(&"only") => words.get(i + 3),
+                next => next,
+            },
+            _ => None,
+        };
+        let Some(target) = target else { continue };
+        let name = target.rsplit('.').next().unwrap_or(target);
+        if let Some((table, _)) = CACHED_TABLES.iter().find(|(t, _)| *t == name) {
+            if !out.contains(table) {
+                out.push(*table);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_tables_of_a_statement_are_found_wherever_they_stand() {
+        assert_eq!(
+            written_tables(r#"UPDATE "meals" SET "price" = $1 WHERE "meals"."id" = $2"#),
+            vec!["meals"]
+        );
+        assert_eq!(
+            written_tables("WITH up AS (INSERT INTO pokemons AS p (id) SELECT 1 ON CONFLICT (id) DO UPDATE SET version = 2) SELECT 1"),
+            vec!["pokemons"]
+        );
+        assert_eq!(
+            written_tables(r#"DELETE FROM "trainers" WHERE 1 = 1"#),
+            vec!["trainers"]
+        );
+        assert!(written_tables(r#"SELECT * FROM "meals" WHERE id = 1 FOR UPDATE"#).is_empty());
+        assert!(written_tables(r#"UPDATE "credentials" SET x = 1"#).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unannounced_write_to_a_cached_table_poisons_the_scope() {
+        let ((), rec) = scope(async {
+            before_write("meal").unwrap();
+            assert!(observe_statement(r#"UPDATE "meals" SET price = 1 WHERE id = 1"#).is_none());
+            // A second statement nobody announced: an update_many.
+            observe_statement(r#"UPDATE "meals" SET price = 2"#);
+        })
+        .await;
+        assert!(rec.bypass.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_declared_bulk_write_is_allowed_and_its_ids_recorded() {
+        let ((), rec) = scope(async {
+            declare_bulk("pokemon", ["p1".to_owned(), "p2".to_owned()]).unwrap();
+            observe_statement(r#"DELETE FROM "pokemons" WHERE owner_id = 't1'"#);
+        })
+        .await;
+        assert!(rec.bypass.is_none());
+        assert_eq!(rec.bulk.len(), 2);
+    }
+
+    #[test]
+    fn a_write_outside_any_scope_is_reported() {
+        assert!(observe_statement(r#"UPDATE "meals" SET price = 2"#).is_some());
+        assert!(observe_statement(r#"UPDATE "users" SET x = 2"#).is_none());
     }
 }

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod documents;
 pub mod events;
+pub mod redis_client;
 pub mod sql;
 
 /// What a backend reports to `/readyz`.

@@ -1,7 +1,7 @@
 //! The pure rules of a battle (SPEC §4): each combatant's score, the delta between them and
 //! the winner rule. No I/O here, so every case is unit-tested with fixed draws.
 
-use crate::meals::types::Difficulty;
+use entity::meal::Difficulty;
 
 /// What a difficulty costs a meal's score: HIGH 1, MED 2, LOW 3.
 pub fn difficulty_penalty(difficulty: Difficulty) -> f64 {

@@ -23,11 +23,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::rules;
+use crate::backends::cache::lock::{CacheLock, Wait};
 use crate::backends::cache::CacheError;
 use crate::error::{AppError, AppResult, OrInternal};
 use crate::meals::loaders::load_meals;
 use crate::meals::service::lock_meal;
-use crate::meals::types::Difficulty;
 use crate::pagination::{keyset_page, Page};
 use crate::state::AppState;
 use crate::users::hooks::AccountHook;
@@ -99,7 +99,7 @@ fn cache_error(e: CacheError) -> AppError {
 /// Reads the ring; an empty ring when there is none.
 async fn read_ring(state: &AppState, user_id: i64) -> AppResult<Ring> {
     let raw = state
-        .cache
+        .kv
         .get(&ring_key(user_id))
         .await
         .map_err(cache_error)?;
@@ -116,83 +116,29 @@ async fn read_ring(state: &AppState, user_id: i64) -> AppResult<Ring> {
 async fn write_ring(state: &AppState, user_id: i64, ring: &Ring) -> AppResult<()> {
     let key = ring_key(user_id);
     if ring.combatants.is_empty() {
-        state.cache.del(&[key]).await.map_err(cache_error)?;
+        state.kv.del(&[key]).await.map_err(cache_error)?;
         return Ok(());
     }
     let raw = serde_json::to_string(ring).or_internal("encoding the ring")?;
     let ttl = Duration::from_secs(state.settings.session_ttl_secs.max(1));
     state
-        .cache
+        .kv
         .set(&key, &raw, Some(ttl))
         .await
         .map_err(cache_error)
 }
 
-/// The lock of one user's ring, held by a random token so only its owner releases it. It
-/// expires on its own if its owner dies; dropped unreleased (a cancelled request), it is
-/// released in the background.
-struct RingLock {
-    state: AppState,
-    key: String,
-    token: String,
-    released: bool,
-}
-
-impl RingLock {
-    /// Takes the lock, waiting (with backoff) while another request holds it; `CONFLICT` if
-    /// it stays busy for too long.
-    async fn acquire(state: &AppState, user_id: i64) -> AppResult<RingLock> {
-        let key = ring_lock_key(user_id);
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let hold = state.settings.request_timeout() + Duration::from_secs(5);
-        let wait = (state.settings.request_timeout() / 2).min(Duration::from_secs(10));
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut pause = Duration::from_millis(5);
-        loop {
-            if state
-                .cache
-                .set_nx(&key, &token, hold)
-                .await
-                .map_err(cache_error)?
-            {
-                return Ok(RingLock {
-                    state: state.clone(),
-                    key,
-                    token,
-                    released: false,
-                });
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(AppError::Conflict(
-                    "the battle ring is busy with another request; try again".into(),
-                ));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
-        }
-    }
-
-    async fn release(mut self) {
-        self.released = true;
-        if let Err(e) = self.state.cache.del_if_equals(&self.key, &self.token).await {
-            // It expires on its own.
-            tracing::warn!(error = %e, key = %self.key, "could not release the ring lock");
-        }
-    }
-}
-
-impl Drop for RingLock {
-    fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        let (state, key, token) = (self.state.clone(), self.key.clone(), self.token.clone());
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = state.cache.del_if_equals(&key, &token).await;
-            });
-        }
-    }
+/// Takes the lock of one user's ring, waiting while another request holds it; `CONFLICT`
+/// if it stays busy for too long.
+async fn lock_ring(state: &AppState, user_id: i64) -> AppResult<CacheLock> {
+    let hold = state.settings.request_timeout() + Duration::from_secs(5);
+    let wait = (state.settings.request_timeout() / 2).min(Duration::from_secs(10));
+    CacheLock::acquire(&state.kv, ring_lock_key(user_id), hold, Wait::up_to(wait))
+        .await
+        .map_err(cache_error)?
+        .ok_or_else(|| {
+            AppError::Conflict("the battle ring is busy with another request; try again".into())
+        })
 }
 
 /// Runs `work` holding the ring's lock.
@@ -201,7 +147,7 @@ async fn with_ring_lock<T>(
     user_id: i64,
     work: impl Future<Output = AppResult<T>>,
 ) -> AppResult<T> {
-    let lock = RingLock::acquire(state, user_id).await?;
+    let lock = lock_ring(state, user_id).await?;
     let out = work.await;
     lock.release().await;
     out
@@ -341,9 +287,8 @@ async fn fight_locked(state: &AppState, user_id: i64) -> AppResult<BattleOutcome
     }
 
     let (one, two) = (&ring.combatants[0].meal, &ring.combatants[1].meal);
-    let score_of =
-        |m: &meal::Model| rules::score(m.price, &m.cuisine, Difficulty::from_db(&m.difficulty));
-    let random: f64 = state.rng.lock().gen();
+    let score_of = |m: &meal::Model| rules::score(m.price, &m.cuisine, m.difficulty);
+    let random: f64 = state.rng.lock().random();
     let verdict = rules::decide(score_of(one), score_of(two), random);
     let (winner_id, loser_id, winner_score, loser_score) = if verdict.first_wins {
         (one.id, two.id, verdict.score_1, verdict.score_2)
@@ -515,7 +460,7 @@ pub async fn restore_ring(state: &AppState, user_id: i64) -> AppResult<()> {
 /// if needed), then clears the ring. If the ring cannot be read (cache outage) the document
 /// keeps what it had.
 pub async fn save_ring(state: &AppState, user_id: i64) -> AppResult<()> {
-    let lock = match RingLock::acquire(state, user_id).await {
+    let lock = match lock_ring(state, user_id).await {
         Ok(lock) => Some(lock),
         Err(e) => {
             tracing::warn!(user_id, error = ?e, "could not lock the battle ring at log out");
@@ -595,7 +540,7 @@ impl AccountHook for BattleAccountHook {
             .delete(SESSION_DOCS, &user_id.to_string())
             .await?;
         state
-            .cache
+            .kv
             .del(&[ring_key(user_id)])
             .await
             .map_err(cache_error)?;

@@ -6,25 +6,18 @@
 //! the expensive PBKDF2 check, keyed by the public key *and* the stored hash it was checked
 //! against: a rotation changes the stored hash, so an old entry can never match again.
 
-use std::num::NonZeroUsize;
-use std::sync::LazyLock;
-
 use base64::Engine;
 use chrono::Utc;
 use entity::{credential, user};
-use lru::LruCache;
-use parking_lot::Mutex;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
     TransactionTrait,
 };
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::types::CredentialId;
 use crate::crypto;
-use crate::error::{is_unique_violation, AppError, AppResult, OrInternal};
+use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::state::AppState;
 use crate::viewer::{AuthMethod, Viewer};
 
@@ -40,26 +33,6 @@ const PUBLIC_KEY_BYTES: usize = 18;
 /// How often a create is retried when a concurrent create of the same id raced it.
 const CREATE_ATTEMPTS: usize = 5;
 
-/// Keys whose secret was recently verified in this process: public key → the stored hash it
-/// was verified against and the SHA-256 of the secret.
-struct Verified {
-    secret_hash: String,
-    secret_digest: [u8; 32],
-}
-
-static VERIFIED: LazyLock<Mutex<LruCache<String, Verified>>> = LazyLock::new(|| {
-    Mutex::new(LruCache::new(
-        NonZeroUsize::new(10_000).expect("non-zero capacity"),
-    ))
-});
-
-/// Runs a CPU-heavy hash off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .or_internal("hashing task failed")
-}
-
 /// Creates `user_id`'s credential `id`, or rotates it when it exists: a new public key, a new
 /// salt and a new secret. Returns the row and the secret key, which is never stored.
 pub async fn create_credential(
@@ -72,7 +45,7 @@ pub async fn create_credential(
     let iterations = state.settings.pbkdf2_iterations;
     let secret_hash = {
         let (secret, salt) = (secret.clone(), salt.clone());
-        blocking(move || crypto::hash_secret(&secret, &salt, iterations)).await?
+        crypto::off_the_runtime(move || crypto::hash_secret(&secret, &salt, iterations)).await?
     };
     for _ in 0..CREATE_ATTEMPTS {
         let public_key = format!(
@@ -207,33 +180,30 @@ pub async fn viewer_by_api_key(state: &AppState, value: &str) -> AppResult<Optio
         .await?;
     let Some((cred, Some(owner))) = found else {
         let secret = secret.to_owned();
-        blocking(move || crypto::burn_verification(&secret, iterations)).await?;
+        crypto::off_the_runtime(move || crypto::burn_verification(&secret, iterations)).await?;
         tracing::debug!(public_key, "API key refused: unknown public key");
         return Ok(None);
     };
-    let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-    let remembered = VERIFIED.lock().get(&cred.public_key).is_some_and(|v| {
-        v.secret_hash == cred.secret_hash && bool::from(v.secret_digest.ct_eq(&digest))
-    });
+    let remembered = state
+        .verified_secrets
+        .verified(&cred.public_key, &cred.secret_hash, secret);
     if !remembered {
-        let (secret, salt, stored) = (
+        let (candidate, salt, stored) = (
             secret.to_owned(),
             cred.salt.clone(),
             cred.secret_hash.clone(),
         );
-        let verified =
-            blocking(move || crypto::verify_secret(&secret, &salt, &stored, iterations)).await?;
+        let verified = crypto::off_the_runtime(move || {
+            crypto::verify_secret(&candidate, &salt, &stored, iterations)
+        })
+        .await?;
         if !verified.ok {
             tracing::debug!(public_key, "API key refused: wrong secret key");
             return Ok(None);
         }
-        VERIFIED.lock().put(
-            cred.public_key.clone(),
-            Verified {
-                secret_hash: cred.secret_hash.clone(),
-                secret_digest: digest,
-            },
-        );
+        state
+            .verified_secrets
+            .remember(&cred.public_key, &cred.secret_hash, secret);
     }
     tracing::debug!(public_key, user_id = owner.id, "API key accepted");
     Ok(Some(Viewer {

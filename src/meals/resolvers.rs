@@ -51,6 +51,7 @@ impl MealQuery {
         let after = after
             .map(|c| decode_numeric_cursor("meal", &c))
             .transpose()?;
+        let difficulty = difficulty.map(Into::into);
         let page = service::list_meals(state(ctx), first, after, cuisine, difficulty).await?;
         Ok(page.into_connection("meal", |m| m.id.to_string(), Meal::from))
     }
@@ -63,7 +64,7 @@ impl MealQuery {
         first: Option<i32>,
     ) -> Result<Vec<LeaderboardEntry>> {
         let first = page_size(ctx, first)?;
-        let rows = service::leaderboard(state(ctx), sort_by, first).await?;
+        let rows = service::leaderboard(state(ctx), sort_by.into(), first).await?;
         Ok(rows
             .into_iter()
             .enumerate()
@@ -84,14 +85,16 @@ impl MealMutation {
     /// Adds a meal to the catalogue.
     async fn create_meal(&self, ctx: &Context<'_>, input: CreateMealInput) -> Result<Meal> {
         require_viewer(ctx).await?;
-        Ok(service::create_meal(state(ctx), input).await?.into())
+        Ok(service::create_meal(state(ctx), input.into()).await?.into())
     }
 
     /// Changes a meal's cuisine, price or difficulty. The name cannot change.
     async fn update_meal(&self, ctx: &Context<'_>, id: ID, input: UpdateMealInput) -> Result<Meal> {
         require_viewer(ctx).await?;
         let id = meal_id("id", &id)?;
-        Ok(service::update_meal(state(ctx), id, input).await?.into())
+        Ok(service::update_meal(state(ctx), id, input.into())
+            .await?
+            .into())
     }
 
     /// Deletes a meal (softly: its name stays taken).

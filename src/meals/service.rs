@@ -1,54 +1,73 @@
 //! The rules of the catalogue. Every write goes through [`write_through::write`] and the
-//! entity hooks; there is no bulk update of meals anywhere.
+//! entity hooks; there is no bulk update of meals anywhere (one would be refused).
 
-use entity::meal;
+use entity::meal::{self, Difficulty};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction,
-    EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, Order, QueryFilter,
+    QueryOrder, QuerySelect, Set,
 };
 
-use super::types::{self, CreateMealInput, Difficulty, LeaderboardSort, UpdateMealInput};
+use super::types;
+use crate::backends::sql::lock_rows;
 use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::pagination::{keyset_page, Page};
 use crate::state::AppState;
-use crate::write_through;
+use crate::write_through::{self, Cached};
+
+/// A new meal, as asked for (checked by [`create_meal`]).
+#[derive(Debug, Clone)]
+pub struct NewMeal {
+    /// Unique name.
+    pub name: String,
+    /// Cuisine.
+    pub cuisine: String,
+    /// Price.
+    pub price: f64,
+    /// Difficulty.
+    pub difficulty: Difficulty,
+}
+
+/// Changes to a meal; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct MealChanges {
+    /// New cuisine.
+    pub cuisine: Option<String>,
+    /// New price.
+    pub price: Option<f64>,
+    /// New difficulty.
+    pub difficulty: Option<Difficulty>,
+}
+
+/// How the leaderboard ranks meals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ranking {
+    /// Most wins first.
+    #[default]
+    Wins,
+    /// Highest win percentage first.
+    WinPct,
+}
 
 /// Locks the meal row for the rest of `txn` and reads it.
-///
-/// PostgreSQL: `SELECT … FOR UPDATE`. SQLite has no row locks: a no-op `UPDATE` of the row
-/// takes the database's write lock first, so the read below cannot be overtaken by another
-/// writer (it changes no column, so it needs no hook).
 pub async fn lock_meal(txn: &DatabaseTransaction, id: i64) -> AppResult<Option<meal::Model>> {
-    match txn.get_database_backend() {
-        DatabaseBackend::Sqlite => {
-            txn.execute(Statement::from_sql_and_values(
-                DatabaseBackend::Sqlite,
-                "UPDATE meals SET version = version WHERE id = ?",
-                [id.into()],
-            ))
-            .await?;
-            Ok(meal::Entity::find_by_id(id).one(txn).await?)
-        }
-        _ => Ok(meal::Entity::find_by_id(id)
-            .lock_exclusive()
-            .one(txn)
-            .await?),
-    }
+    Ok(lock_rows::<meal::Entity, _>(txn, meal::Column::Id, [id])
+        .await?
+        .pop())
 }
 
 /// Creates a meal.
-pub async fn create_meal(state: &AppState, input: CreateMealInput) -> AppResult<meal::Model> {
-    let name = types::text("name", &input.name, 100)?;
-    let cuisine = types::text("cuisine", &input.cuisine, 50)?;
-    let price = types::price("price", input.price)?;
-    let difficulty = input.difficulty.as_db();
+pub async fn create_meal(state: &AppState, new: NewMeal) -> AppResult<meal::Model> {
+    let name = types::text("name", &new.name, 100)?;
+    let cuisine = types::text("cuisine", &new.cuisine, 50)?;
+    let price = types::price("price", new.price)?;
+    let difficulty = new.difficulty;
     write_through::write(state, move |txn| {
         Box::pin(async move {
             meal::ActiveModel {
                 name: Set(name.clone()),
                 cuisine: Set(cuisine),
                 price: Set(price),
-                difficulty: Set(difficulty.to_owned()),
+                difficulty: Set(difficulty),
                 battles: Set(0),
                 wins: Set(0),
                 deleted: Set(false),
@@ -76,14 +95,17 @@ fn not_found(id: i64) -> AppError {
 pub async fn update_meal(
     state: &AppState,
     id: i64,
-    input: UpdateMealInput,
+    changes: MealChanges,
 ) -> AppResult<meal::Model> {
-    let cuisine = input
+    let cuisine = changes
         .cuisine
         .as_deref()
         .map(|c| types::text("cuisine", c, 50))
         .transpose()?;
-    let price = input.price.map(|p| types::price("price", p)).transpose()?;
+    let price = changes
+        .price
+        .map(|p| types::price("price", p))
+        .transpose()?;
     write_through::write(state, move |txn| {
         Box::pin(async move {
             let row = lock_meal(txn, id)
@@ -97,8 +119,8 @@ pub async fn update_meal(
             if let Some(p) = price {
                 am.price = Set(p);
             }
-            if let Some(d) = input.difficulty {
-                am.difficulty = Set(d.as_db().to_owned());
+            if let Some(d) = changes.difficulty {
+                am.difficulty = Set(d);
             }
             Ok(am.update(txn).await?)
         })
@@ -123,31 +145,21 @@ pub async fn delete_meal(state: &AppState, id: i64) -> AppResult<bool> {
     .await
 }
 
-/// The id of the meal named `name` (deleted or not): the cached name → id pair, else SQL.
-/// Names never change, so the pair never goes stale.
+/// The id of the live meal named `name`: the cached name → id pair (a tombstone once the meal
+/// is deleted), else SQL, filling the pair under the lookup's lease. A name never moves to
+/// another meal, so only a deletion changes the pair, through the write path.
 pub async fn meal_id_by_name(state: &AppState, name: &str) -> AppResult<Option<i64>> {
-    let key = meal::name_key(name);
-    if state.cache_health.usable() {
-        match state.cache.get(&key).await {
-            Ok(Some(id)) => {
-                if let Ok(id) = id.parse() {
-                    state
-                        .metrics
-                        .cache_hits
-                        .with_label_values(&["meal_name"])
-                        .inc();
-                    return Ok(Some(id));
-                }
+    let names = [name.to_owned()];
+    let (mut cached, lease) = write_through::read_many(state, meal::NAME_ENTITY, &names).await;
+    match cached.pop() {
+        Some(Cached::Row(id)) => {
+            if let Some(id) = id.as_i64() {
+                return Ok(Some(id));
             }
-            Ok(None) => {}
-            Err(_) => state.cache_health.failed(std::iter::empty()),
         }
+        Some(Cached::Gone) => return Ok(None),
+        _ => {}
     }
-    state
-        .metrics
-        .cache_misses
-        .with_label_values(&["meal_name"])
-        .inc();
     let Some(row) = meal::Entity::find()
         .filter(meal::Column::Name.eq(name))
         .one(&state.db)
@@ -155,13 +167,15 @@ pub async fn meal_id_by_name(state: &AppState, name: &str) -> AppResult<Option<i
     else {
         return Ok(None);
     };
-    if !row.deleted && state.cache_health.usable() {
-        let _ = state
-            .cache
-            .set(&key, &row.id.to_string(), Some(state.settings.cache_ttl()))
-            .await;
-    }
-    Ok(Some(row.id))
+    let pair = (!row.deleted).then(|| serde_json::Value::from(row.id));
+    write_through::fill_many(
+        state,
+        meal::NAME_ENTITY,
+        &lease,
+        vec![(name.to_owned(), row.version, pair)],
+    )
+    .await;
+    Ok((!row.deleted).then_some(row.id))
 }
 
 /// A page of live meals, by id, optionally filtered; with the total count.
@@ -177,7 +191,7 @@ pub async fn list_meals(
         q = q.filter(meal::Column::Cuisine.eq(c));
     }
     if let Some(d) = difficulty {
-        q = q.filter(meal::Column::Difficulty.eq(d.as_db()));
+        q = q.filter(meal::Column::Difficulty.eq(d));
     }
     let after = after.map(Into::into);
     keyset_page(&state.db, q, meal::Column::Id, Order::Asc, first, after).await
@@ -186,17 +200,17 @@ pub async fn list_meals(
 /// Meals with at least one battle, best first.
 pub async fn leaderboard(
     state: &AppState,
-    sort: LeaderboardSort,
+    ranking: Ranking,
     first: u64,
 ) -> AppResult<Vec<meal::Model>> {
     let q = meal::Entity::find()
         .filter(meal::Column::Deleted.eq(false))
         .filter(meal::Column::Battles.gte(1));
-    let q = match sort {
-        LeaderboardSort::Wins => q
+    let q = match ranking {
+        Ranking::Wins => q
             .order_by_desc(meal::Column::Wins)
             .order_by_desc(meal::Column::WinPct),
-        LeaderboardSort::WinPct => q
+        Ranking::WinPct => q
             .order_by_desc(meal::Column::WinPct)
             .order_by_desc(meal::Column::Wins),
     };

@@ -6,6 +6,7 @@ use crate::error::{AppError, AppResult};
 
 /// How hard a meal is to cook.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "entity::meal::Difficulty")]
 pub enum Difficulty {
     /// Easy.
     Low,
@@ -13,26 +14,6 @@ pub enum Difficulty {
     Med,
     /// Hard.
     High,
-}
-
-impl Difficulty {
-    /// As stored in the database.
-    pub fn as_db(self) -> &'static str {
-        match self {
-            Difficulty::Low => "LOW",
-            Difficulty::Med => "MED",
-            Difficulty::High => "HIGH",
-        }
-    }
-
-    /// From the database form.
-    pub fn from_db(s: &str) -> Self {
-        match s {
-            "LOW" => Difficulty::Low,
-            "HIGH" => Difficulty::High,
-            _ => Difficulty::Med,
-        }
-    }
 }
 
 /// A meal of the catalogue.
@@ -65,7 +46,7 @@ impl From<entity::meal::Model> for Meal {
             name: m.name,
             cuisine: m.cuisine,
             price: m.price,
-            difficulty: Difficulty::from_db(&m.difficulty),
+            difficulty: m.difficulty.into(),
             battles: m.battles,
             wins: m.wins,
             win_pct: m.win_pct,
@@ -109,6 +90,7 @@ pub struct LeaderboardEntry {
 
 /// How the leaderboard ranks meals.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Default)]
+#[graphql(remote = "super::service::Ranking")]
 pub enum LeaderboardSort {
     /// Most wins first.
     #[default]
@@ -149,4 +131,25 @@ pub fn meal_id(field: &str, id: &ID) -> AppResult<i64> {
         .ok()
         .filter(|i| *i > 0)
         .ok_or_else(|| AppError::invalid(field, format!("`{}` is not a meal id", id.as_str())))
+}
+
+impl From<CreateMealInput> for super::service::NewMeal {
+    fn from(i: CreateMealInput) -> Self {
+        Self {
+            name: i.name,
+            cuisine: i.cuisine,
+            price: i.price,
+            difficulty: i.difficulty.into(),
+        }
+    }
+}
+
+impl From<UpdateMealInput> for super::service::MealChanges {
+    fn from(i: UpdateMealInput) -> Self {
+        Self {
+            cuisine: i.cuisine,
+            price: i.price,
+            difficulty: i.difficulty.map(Into::into),
+        }
+    }
 }

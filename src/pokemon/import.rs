@@ -12,41 +12,65 @@
 //!    decoded, which ids already exist is read first, and sea-orm's `insert_many` writes it.
 //! 3. The staged keys are removed, whatever the outcome.
 //!
-//! Cache invalidation: the batched upserts bypass the entity hooks (recording a change per row
-//! of a 100 000-row file would hold every row in memory until commit). Instead, right before
-//! `COMMIT` every imported id's entry key is *marked* (`begin_write`, in chunks): readers treat
-//! it as a miss and may not fill it, and marking revokes every reader's fill lease. After
-//! `COMMIT` the entries are deleted while still marked, then this import's marks are cleared
-//! (several chunks at a time). A reader that read a row before the commit cannot fill its
-//! older copy afterwards: its lease was revoked. Deleted entries leave no tombstone with a
-//! huge version, so later writes and fills of these ids work as usual.
+//! Cache invalidation: the batched upserts skip the entity hooks (recording a change per row
+//! of a 100 000-row file would hold every row in memory until commit). The transaction runs
+//! in the one write path, `write_through::write`, and declares the imported ids as a bulk
+//! write (`write_through::bulk`): right before `COMMIT` every imported id's entry is *marked*
+//! (in chunks), so readers treat it as a miss and may not fill it, and marking revokes every
+//! reader's fill lease; after `COMMIT` the entries are deleted while still marked, then this
+//! import's marks are cleared. A reader that read a row before the commit cannot fill its
+//! older copy afterwards. Deleted entries leave no tombstone with a huge version, so later
+//! writes and fills of these ids work as usual.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 
-use crate::backends::cache::WriteOutcome;
 use chrono::NaiveDate;
 use entity::{pokemon, trainer};
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QuerySelect, Set, SqlErr, Statement, TransactionTrait,
+    QuerySelect, Set, SqlErr, Statement,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::types::{self, ImportError, ImportReport};
+use super::types;
+use crate::backends::sql::lock_rows;
 use crate::error::{AppError, AppResult, OrInternal};
 use crate::state::AppState;
 use crate::write_through;
 
 /// Rows per staged cache entry and per batched insert.
 pub const CHUNK_ROWS: usize = 1000;
-/// Chunks of keys marked or cleared at the same time.
-const CACHE_CALLS_AT_ONCE: usize = 8;
+
+/// One bad row of an imported file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowError {
+    /// The row, 1 for the first row after the header.
+    pub row: i32,
+    /// The column at fault (as named in the header), when there is one.
+    pub column: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The outcome of an import.
+#[derive(Debug, Clone)]
+pub struct ImportOutcome {
+    /// The id the rows were staged under.
+    pub import_id: String,
+    /// Data rows read (the header excluded).
+    pub rows: i32,
+    /// Rows inserted (on a dry run: that would be). 0 when there are errors.
+    pub inserted: i32,
+    /// Rows that updated an existing id (on a dry run: that would). 0 when there are errors.
+    pub updated: i32,
+    /// Every bad row; when there is any, nothing was written.
+    pub errors: Vec<RowError>,
+}
 
 /// Which file is imported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +105,7 @@ pub fn chunk_key(import_id: &str, chunk: usize) -> String {
 /// What the parse leaves in memory: counts, errors and ids, never the rows.
 struct Parsed {
     rows: usize,
-    errors: Vec<ImportError>,
+    errors: Vec<RowError>,
     /// Ids of the valid rows, for counting and invalidation.
     ids: Vec<String>,
     /// Owner id → the rows naming it (Pokémon only).
@@ -93,12 +117,12 @@ struct Row<'r> {
     record: &'r csv::StringRecord,
     columns: &'r HashMap<&'static str, usize>,
     row: u32,
-    errors: Vec<ImportError>,
+    errors: Vec<RowError>,
 }
 
 impl<'r> Row<'r> {
     fn fail(&mut self, column: &str, message: impl Into<String>) {
-        self.errors.push(ImportError {
+        self.errors.push(RowError {
             row: self.row as i32,
             column: Some(column.to_owned()),
             message: message.into(),
@@ -390,7 +414,7 @@ fn parse_file<M: Importable>(
             Err(e) => {
                 // A row that is not even CSV (bad UTF-8 …): report it and go on.
                 parsed.rows += 1;
-                parsed.errors.push(ImportError {
+                parsed.errors.push(RowError {
                     row: row as i32,
                     column: None,
                     message: format!("could not read the row: {e}"),
@@ -416,7 +440,7 @@ fn parse_file<M: Importable>(
             .filter(|v| !v.is_empty())
         {
             match first_row_of.get(id) {
-                Some(first) => errors.push(ImportError {
+                Some(first) => errors.push(RowError {
                     row: row as i32,
                     column: Some("id".into()),
                     message: format!("`{id}` is already on row {first}"),
@@ -454,7 +478,7 @@ pub async fn import_trainers(
     state: &AppState,
     file: File,
     dry_run: bool,
-) -> AppResult<ImportReport> {
+) -> AppResult<ImportOutcome> {
     run::<trainer::Model>(state, ImportKind::Trainers, file, dry_run).await
 }
 
@@ -463,7 +487,7 @@ pub async fn import_pokemons(
     state: &AppState,
     file: File,
     dry_run: bool,
-) -> AppResult<ImportReport> {
+) -> AppResult<ImportOutcome> {
     run::<pokemon::Model>(state, ImportKind::Pokemons, file, dry_run).await
 }
 
@@ -472,7 +496,7 @@ async fn run<M: Importable>(
     kind: ImportKind,
     file: File,
     dry_run: bool,
-) -> AppResult<ImportReport> {
+) -> AppResult<ImportOutcome> {
     let import_id = uuid::Uuid::new_v4().simple().to_string();
     let (tx, mut rx) = mpsc::channel::<Vec<M>>(2);
     let parser = tokio::task::spawn_blocking(move || parse_file::<M>(kind, file, tx));
@@ -488,7 +512,7 @@ async fn run<M: Importable>(
         chunks += 1;
         staging = match serde_json::to_string(&chunk) {
             Ok(json) => state
-                .cache
+                .kv
                 .set_many(&[(key, json)], Some(ttl))
                 .await
                 .or_internal("staging the import in the cache"),
@@ -509,7 +533,7 @@ async fn run<M: Importable>(
     };
     let keys: Vec<String> = (0..chunks).map(|c| chunk_key(&import_id, c)).collect();
     for part in keys.chunks(500) {
-        if let Err(e) = state.cache.del(part).await {
+        if let Err(e) = state.kv.del(part).await {
             tracing::warn!(error = %e, import = %import_id, "staged rows left to expire");
             break;
         }
@@ -525,14 +549,14 @@ async fn finish<M: Importable>(
     chunks: usize,
     mut parsed: Parsed,
     dry_run: bool,
-) -> AppResult<ImportReport> {
+) -> AppResult<ImportOutcome> {
     if kind == ImportKind::Pokemons && !parsed.owners.is_empty() {
         let owners: Vec<String> = parsed.owners.keys().cloned().collect();
         let known =
             existing_ids::<trainer::Entity, _>(&state.db, trainer::Column::Id, &owners).await?;
         for owner in owners.iter().filter(|o| !known.contains(*o)) {
             for row in &parsed.owners[owner] {
-                parsed.errors.push(ImportError {
+                parsed.errors.push(RowError {
                     row: *row as i32,
                     column: Some("owner".into()),
                     message: format!("no trainer with id `{owner}`"),
@@ -540,8 +564,8 @@ async fn finish<M: Importable>(
             }
         }
     }
-    let mut report = ImportReport {
-        import_id: import_id.to_owned().into(),
+    let mut report = ImportOutcome {
+        import_id: import_id.to_owned(),
         rows: parsed.rows as i32,
         inserted: 0,
         updated: 0,
@@ -560,7 +584,7 @@ async fn finish<M: Importable>(
         report.inserted = (parsed.ids.len() - existing.len()) as i32;
         return Ok(report);
     }
-    let (inserted, updated) = write_staged::<M>(state, import_id, chunks, &parsed.ids).await?;
+    let (inserted, updated) = write_staged::<M>(state, import_id, chunks, parsed.ids).await?;
     report.inserted = inserted as i32;
     report.updated = updated as i32;
     Ok(report)
@@ -598,128 +622,63 @@ fn write_error(e: DbErr) -> AppError {
     }
 }
 
-/// Writes every staged chunk in one transaction; returns (inserted, updated).
+/// Writes every staged chunk in one transaction, through the write path's bulk entry: the
+/// imported ids' entries are marked before `COMMIT` and deleted after it. Returns
+/// (inserted, updated).
 async fn write_staged<M: Importable>(
     state: &AppState,
     import_id: &str,
     chunks: usize,
-    ids: &[String],
+    ids: Vec<String>,
 ) -> AppResult<(usize, usize)> {
-    let txn = state.db.begin().await?;
-    super::service::begin_sqlite_write(&txn).await?;
-    let version = entity::versioning::next_version(None);
-    let (mut inserted, mut updated) = (0, 0);
-    for c in 0..chunks {
-        let raw = state
-            .cache
-            .get(&chunk_key(import_id, c))
-            .await
-            .or_internal("reading a staged chunk")?
-            .ok_or_else(|| {
-                AppError::Conflict(
-                    "file: the staged rows expired before they were written; nothing was \
-                     written, import the file again"
-                        .into(),
-                )
-            })?;
-        if txn.get_database_backend() == DbBackend::Postgres {
-            let counts = txn
-                .query_one(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    M::PG_UPSERT,
-                    [raw.into(), version.into()],
-                ))
-                .await
-                .map_err(write_error)?
-                .ok_or_else(|| AppError::internal("the import's upsert returned no counts"))?;
-            let chunk_inserted: i64 = counts.try_get("", "inserted")?;
-            let chunk_total: i64 = counts.try_get("", "total")?;
-            inserted += chunk_inserted as usize;
-            updated += (chunk_total - chunk_inserted) as usize;
-            continue;
-        }
-        let rows: Vec<M> = serde_json::from_str(&raw).or_internal("decoding a staged chunk")?;
-        let chunk_ids: Vec<String> = rows.iter().map(|r| r.id().to_owned()).collect();
-        let exists = M::existing(&txn, &chunk_ids).await?;
-        updated += exists.len();
-        inserted += chunk_ids.len() - exists.len();
-        M::upsert(&txn, rows, version).await.map_err(write_error)?;
-    }
-    // From here on nothing may be cancelled half-way (a request timeout or a disconnect drops
-    // the request's future): a commit whose entries were never invalidated would leave them
-    // stale once the marks expire. The task runs to completion even if nobody awaits it.
-    let keys: Vec<String> = ids
-        .iter()
-        .map(|id| write_through::entry_key(M::CACHE_ENTITY, id))
-        .collect();
-    let state = state.clone();
-    tokio::spawn(async move { commit_and_invalidate(&state, txn, keys).await })
-        .await
-        .or_internal("the import's commit task failed")??;
-    Ok((inserted, updated))
-}
-
-/// Marks every imported entry right before COMMIT (see the module docs), commits, then deletes
-/// the entries and clears the marks; what could not be delivered is owed to the cache.
-async fn commit_and_invalidate(
-    state: &AppState,
-    txn: DatabaseTransaction,
-    keys: Vec<String>,
-) -> AppResult<()> {
-    let mark_ttl = write_through::mark_ttl(state);
-    let cache = state.cache.as_ref();
-    // Each stream below is made from a Vec of calls: a stream that borrows through a closure
-    // trips the compiler's `Send` check of the resolver's future.
-    let usable = state.cache_health.usable();
-    let marked = usable && {
-        let marks: Vec<_> = keys
-            .chunks(CHUNK_ROWS)
-            .map(|part| cache.begin_write(part, mark_ttl))
-            .collect();
-        futures::stream::iter(marks)
-            .buffer_unordered(CACHE_CALLS_AT_ONCE)
-            .all(|r| std::future::ready(r.is_ok()))
-            .await
-    };
-    if usable && !marked {
-        // As for any write (see `write_through`): a server that refuses the marks may still
-        // take DEL (a full one does); with the entries gone no replica serves them after
-        // COMMIT. Best effort: what stays is owed below.
-        for part in keys.chunks(CHUNK_ROWS) {
-            if cache.del(part).await.is_err() {
-                break;
+    let kv = state.kv.clone();
+    let import_id = import_id.to_owned();
+    write_through::write(state, move |txn| {
+        Box::pin(async move {
+            lock_rows::<trainer::Entity, String>(txn, trainer::Column::Id, []).await?;
+            write_through::bulk(M::CACHE_ENTITY, ids)?;
+            let version = entity::versioning::next_version(None);
+            let (mut inserted, mut updated) = (0, 0);
+            for c in 0..chunks {
+                let raw = kv
+                    .get(&chunk_key(&import_id, c))
+                    .await
+                    .or_internal("reading a staged chunk")?
+                    .ok_or_else(|| {
+                        AppError::Conflict(
+                            "file: the staged rows expired before they were written; nothing \
+                             was written, import the file again"
+                                .into(),
+                        )
+                    })?;
+                if txn.get_database_backend() == DbBackend::Postgres {
+                    let counts = txn
+                        .query_one(Statement::from_sql_and_values(
+                            DbBackend::Postgres,
+                            M::PG_UPSERT,
+                            [raw.into(), version.into()],
+                        ))
+                        .await
+                        .map_err(write_error)?
+                        .ok_or_else(|| {
+                            AppError::internal("the import's upsert returned no counts")
+                        })?;
+                    let chunk_inserted: i64 = counts.try_get("", "inserted")?;
+                    let chunk_total: i64 = counts.try_get("", "total")?;
+                    inserted += chunk_inserted as usize;
+                    updated += (chunk_total - chunk_inserted) as usize;
+                    continue;
+                }
+                let rows: Vec<M> =
+                    serde_json::from_str(&raw).or_internal("decoding a staged chunk")?;
+                let chunk_ids: Vec<String> = rows.iter().map(|r| r.id().to_owned()).collect();
+                let exists = M::existing(txn, &chunk_ids).await?;
+                updated += exists.len();
+                inserted += chunk_ids.len() - exists.len();
+                M::upsert(txn, rows, version).await.map_err(write_error)?;
             }
-        }
-    }
-    if let Err(e) = txn.commit().await {
-        // A failed COMMIT does not prove nothing was committed: the imported ids are owed an
-        // invalidation (reads stay on the database until it is delivered).
-        state.cache_health.failed(keys);
-        return Err(write_error(e));
-    }
-    let cache_ttl = state.settings.cache_ttl();
-    let delivered = marked && {
-        let clears: Vec<_> = keys
-            .chunks(CHUNK_ROWS)
-            .map(|part| async move {
-                // Delete the entries while still marked, then clear only our own marks (a
-                // concurrent writer's mark on the same key stays until that writer ends).
-                let unmark: Vec<(String, WriteOutcome)> = part
-                    .iter()
-                    .map(|k| (k.clone(), WriteOutcome::Aborted))
-                    .collect();
-                cache.del(part).await.is_ok() && cache.end_write(&unmark, cache_ttl).await.is_ok()
-            })
-            .collect();
-        futures::stream::iter(clears)
-            .buffer_unordered(CACHE_CALLS_AT_ONCE)
-            .all(std::future::ready)
-            .await
-    };
-    if !delivered {
-        // The cache may still hold older entries: it is owed their invalidation, and reads
-        // stay on the database until it has been delivered.
-        state.cache_health.failed(keys);
-    }
-    Ok(())
+            Ok((inserted, updated))
+        })
+    })
+    .await
 }

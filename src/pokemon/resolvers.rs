@@ -243,7 +243,9 @@ impl PokemonMutation {
         input: CreateTrainerInput,
     ) -> Result<Trainer> {
         require_viewer(ctx).await?;
-        Ok(service::create_trainer(state(ctx), input).await?.into())
+        Ok(service::create_trainer(state(ctx), input.into())
+            .await?
+            .into())
     }
 
     /// Changes a trainer's names or date of birth.
@@ -255,7 +257,7 @@ impl PokemonMutation {
     ) -> Result<Trainer> {
         require_viewer(ctx).await?;
         let id = entity_id("id", &id)?;
-        Ok(service::update_trainer(state(ctx), &id, input)
+        Ok(service::update_trainer(state(ctx), &id, input.into())
             .await?
             .into())
     }
@@ -280,7 +282,9 @@ impl PokemonMutation {
         input: CreatePokemonInput,
     ) -> Result<Pokemon> {
         require_viewer(ctx).await?;
-        Ok(service::create_pokemon(state(ctx), input).await?.into())
+        Ok(service::create_pokemon(state(ctx), input.into())
+            .await?
+            .into())
     }
 
     /// Changes a Pokémon.
@@ -292,7 +296,7 @@ impl PokemonMutation {
     ) -> Result<Pokemon> {
         require_viewer(ctx).await?;
         let id = entity_id("id", &id)?;
-        Ok(service::update_pokemon(state(ctx), &id, input)
+        Ok(service::update_pokemon(state(ctx), &id, input.into())
             .await?
             .into())
     }
@@ -334,7 +338,9 @@ impl PokemonMutation {
     ) -> Result<ImportReport> {
         require_viewer(ctx).await?;
         let file = upload_file(ctx, &file)?;
-        Ok(import::import_trainers(state(ctx), file, dry_run).await?)
+        Ok(import::import_trainers(state(ctx), file, dry_run)
+            .await?
+            .into())
     }
 
     /// Imports Pokémon from a CSV file with the header
@@ -350,7 +356,9 @@ impl PokemonMutation {
     ) -> Result<ImportReport> {
         require_viewer(ctx).await?;
         let file = upload_file(ctx, &file)?;
-        Ok(import::import_pokemons(state(ctx), file, dry_run).await?)
+        Ok(import::import_pokemons(state(ctx), file, dry_run)
+            .await?
+            .into())
     }
 }
 

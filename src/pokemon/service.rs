@@ -1,23 +1,20 @@
-//! The rules of trainers, Pokémon and trades. Every single-row write goes through
-//! [`write_through::write`] and the entity hooks (rows are locked first, so the checks hold at
-//! commit time); only the CSV import writes in bulk, and it invalidates explicitly
-//! (see [`super::import`]).
+//! The rules of trainers, Pokémon and trades. Every write goes through
+//! [`write_through::write`]: single rows through the entity hooks (rows are locked first, so
+//! the checks hold at commit time), the cascade of a trainer's deletion and the CSV import
+//! (see [`super::import`]) as bulk statements whose ids they declare.
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
 use entity::{pokemon, trade, trainer};
-use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, DbErr,
-    EntityTrait, ModelTrait, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    SqlErr,
+    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait,
+    IntoActiveModel, ModelTrait, Order, PaginatorTrait, QueryFilter, QuerySelect, Set, SqlErr,
 };
 use serde::{Deserialize, Serialize};
 
-use super::types::{
-    self, CreatePokemonInput, CreateTrainerInput, UpdatePokemonInput, UpdateTrainerInput,
-};
+use super::types;
+use crate::backends::sql::lock_rows;
 use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::pagination::{keyset_page, Page};
 use crate::state::AppState;
@@ -41,47 +38,81 @@ fn pokemon_not_found(id: &str) -> AppError {
     AppError::NotFound(format!("no Pokémon with id `{id}`"))
 }
 
+/// A new trainer, as asked for (checked by [`create_trainer`]).
+#[derive(Debug, Clone)]
+pub struct NewTrainer {
+    /// Unique id.
+    pub id: String,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// Date of birth, ISO 8601.
+    pub date_of_birth: String,
+}
+
+/// Changes to a trainer; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TrainerChanges {
+    /// New first name.
+    pub first_name: Option<String>,
+    /// New last name.
+    pub last_name: Option<String>,
+    /// New date of birth, ISO 8601.
+    pub date_of_birth: Option<String>,
+}
+
+/// A new Pokémon, as asked for (checked by [`create_pokemon`]).
+#[derive(Debug, Clone)]
+pub struct NewPokemon {
+    /// Unique id.
+    pub id: String,
+    /// Nickname.
+    pub nickname: String,
+    /// Species.
+    pub species: String,
+    /// Level.
+    pub level: i64,
+    /// The owner's trainer id.
+    pub owner_id: String,
+    /// When the owner got it, ISO 8601; today when `None`.
+    pub date_of_ownership: Option<String>,
+}
+
+/// Changes to a Pokémon; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct PokemonChanges {
+    /// New nickname.
+    pub nickname: Option<String>,
+    /// New species.
+    pub species: Option<String>,
+    /// New level.
+    pub level: Option<i64>,
+    /// New owner's trainer id.
+    pub owner_id: Option<String>,
+    /// New date of ownership, ISO 8601.
+    pub date_of_ownership: Option<String>,
+}
+
+/// Checks an optional field with `check`.
+fn optional<T>(
+    field: &'static str,
+    value: Option<&str>,
+    check: fn(&str, &str) -> AppResult<T>,
+) -> AppResult<Option<T>> {
+    value.map(|v| check(field, v)).transpose()
+}
+
 /// Locks the trainer row for the rest of `txn` and reads it.
-///
-/// PostgreSQL: `SELECT … FOR UPDATE`. SQLite has no row locks: a no-op `UPDATE` takes the
-/// database's write lock first (it changes no column, so it needs no hook). On SQLite a
-/// transaction that reads before its first write can fail with "database is locked" when
-/// another writer got in between, so every write path here starts with such a lock.
 pub async fn lock_trainer(
     txn: &DatabaseTransaction,
     id: &str,
 ) -> AppResult<Option<trainer::Model>> {
-    let q = trainer::Entity::find_by_id(id.to_owned());
-    match txn.get_database_backend() {
-        DatabaseBackend::Sqlite => {
-            trainer::Entity::update_many()
-                .col_expr(
-                    trainer::Column::Version,
-                    Expr::col(trainer::Column::Version).into(),
-                )
-                .filter(trainer::Column::Id.eq(id))
-                .exec(txn)
-                .await?;
-            Ok(q.one(txn).await?)
-        }
-        _ => Ok(q.lock_exclusive().one(txn).await?),
-    }
-}
-
-/// Takes SQLite's write lock at the start of a transaction (a no-op `UPDATE` matching no
-/// row); nothing on other databases, whose row locks are taken by the statements themselves.
-pub async fn begin_sqlite_write(txn: &DatabaseTransaction) -> AppResult<()> {
-    if txn.get_database_backend() == DatabaseBackend::Sqlite {
-        trainer::Entity::update_many()
-            .col_expr(
-                trainer::Column::Version,
-                Expr::col(trainer::Column::Version).into(),
-            )
-            .filter(trainer::Column::Id.is_null())
-            .exec(txn)
-            .await?;
-    }
-    Ok(())
+    Ok(
+        lock_rows::<trainer::Entity, _>(txn, trainer::Column::Id, [id.to_owned()])
+            .await?
+            .pop(),
+    )
 }
 
 /// Locks the Pokémon rows of `ids` (in id order, so concurrent lockers cannot deadlock) for
@@ -90,35 +121,47 @@ pub async fn lock_pokemons(
     txn: &DatabaseTransaction,
     ids: &[String],
 ) -> AppResult<HashMap<String, pokemon::Model>> {
-    let q = pokemon::Entity::find()
-        .filter(pokemon::Column::Id.is_in(ids.iter().cloned()))
-        .order_by_asc(pokemon::Column::Id);
-    let rows = match txn.get_database_backend() {
-        DatabaseBackend::Sqlite => {
-            pokemon::Entity::update_many()
-                .col_expr(
-                    pokemon::Column::Version,
-                    Expr::col(pokemon::Column::Version).into(),
-                )
-                .filter(pokemon::Column::Id.is_in(ids.iter().cloned()))
-                .exec(txn)
-                .await?;
-            q.all(txn).await?
-        }
-        _ => q.lock_exclusive().all(txn).await?,
-    };
+    let rows =
+        lock_rows::<pokemon::Entity, _>(txn, pokemon::Column::Id, ids.iter().cloned()).await?;
     Ok(rows.into_iter().map(|p| (p.id.clone(), p)).collect())
 }
 
-/// Creates a trainer.
-pub async fn create_trainer(
+/// Locks the row of `E` whose key is `id`, lets `apply` change it, and saves it through the
+/// hooks: the one update path of trainers and Pokémon. `missing` is the error when there is
+/// no such row, `db_error` maps a failed save.
+async fn update_locked<E, A>(
     state: &AppState,
-    input: CreateTrainerInput,
-) -> AppResult<trainer::Model> {
-    let id = types::entity_id("id", &input.id)?;
-    let first_name = types::text("firstName", &input.first_name)?;
-    let last_name = types::text("lastName", &input.last_name)?;
-    let dob = types::iso_date("dateOfBirth", &input.date_of_birth)?;
+    key: E::Column,
+    id: String,
+    missing: fn(&str) -> AppError,
+    db_error: impl Fn(DbErr) -> AppError + Send + 'static,
+    apply: impl FnOnce(&mut A) + Send + 'static,
+) -> AppResult<E::Model>
+where
+    E: EntityTrait,
+    E::Model: IntoActiveModel<A> + Send + Sync,
+    A: ActiveModelTrait<Entity = E> + ActiveModelBehavior + Send + 'static,
+{
+    write_through::write(state, move |txn| {
+        Box::pin(async move {
+            let row = lock_rows::<E, _>(txn, key, [id.clone()])
+                .await?
+                .pop()
+                .ok_or_else(|| missing(&id))?;
+            let mut am: A = row.into_active_model();
+            apply(&mut am);
+            am.update(txn).await.map_err(db_error)
+        })
+    })
+    .await
+}
+
+/// Creates a trainer.
+pub async fn create_trainer(state: &AppState, new: NewTrainer) -> AppResult<trainer::Model> {
+    let id = types::entity_id("id", &new.id)?;
+    let first_name = types::text("firstName", &new.first_name)?;
+    let last_name = types::text("lastName", &new.last_name)?;
+    let dob = types::iso_date("dateOfBirth", &new.date_of_birth)?;
     write_through::write(state, move |txn| {
         Box::pin(async move {
             trainer::ActiveModel {
@@ -146,30 +189,22 @@ pub async fn create_trainer(
 pub async fn update_trainer(
     state: &AppState,
     id: &str,
-    input: UpdateTrainerInput,
+    changes: TrainerChanges,
 ) -> AppResult<trainer::Model> {
-    let first_name = input
-        .first_name
-        .as_deref()
-        .map(|v| types::text("firstName", v))
-        .transpose()?;
-    let last_name = input
-        .last_name
-        .as_deref()
-        .map(|v| types::text("lastName", v))
-        .transpose()?;
-    let dob = input
-        .date_of_birth
-        .as_deref()
-        .map(|v| types::iso_date("dateOfBirth", v))
-        .transpose()?;
-    let id = id.to_owned();
-    write_through::write(state, move |txn| {
-        Box::pin(async move {
-            let row = lock_trainer(txn, &id)
-                .await?
-                .ok_or_else(|| trainer_not_found(&id))?;
-            let mut am: trainer::ActiveModel = row.into();
+    let first_name = optional("firstName", changes.first_name.as_deref(), types::text)?;
+    let last_name = optional("lastName", changes.last_name.as_deref(), types::text)?;
+    let dob = optional(
+        "dateOfBirth",
+        changes.date_of_birth.as_deref(),
+        types::iso_date,
+    )?;
+    update_locked::<trainer::Entity, trainer::ActiveModel>(
+        state,
+        trainer::Column::Id,
+        id.to_owned(),
+        trainer_not_found,
+        AppError::from,
+        move |am| {
             if let Some(v) = first_name {
                 am.first_name = Set(v);
             }
@@ -179,14 +214,13 @@ pub async fn update_trainer(
             if let Some(v) = dob {
                 am.date_of_birth = Set(v);
             }
-            Ok(am.update(txn).await?)
-        })
-    })
+        },
+    )
     .await
 }
 
 /// Deletes a trainer. One who owns Pokémon is a `CONFLICT`, unless `cascade`, which deletes
-/// their Pokémon too (in the same transaction).
+/// their Pokémon too, in the same transaction, as one bulk statement through the write path.
 pub async fn delete_trainer(state: &AppState, id: &str, cascade: bool) -> AppResult<bool> {
     let id = id.to_owned();
     write_through::write(state, move |txn| {
@@ -194,8 +228,13 @@ pub async fn delete_trainer(state: &AppState, id: &str, cascade: bool) -> AppRes
             let row = lock_trainer(txn, &id)
                 .await?
                 .ok_or_else(|| trainer_not_found(&id))?;
-            let owned = pokemon::Entity::find()
+            // The owner's row is locked: no Pokémon can be created for it or traded to it
+            // until this transaction ends.
+            let owned: Vec<String> = pokemon::Entity::find()
+                .select_only()
+                .column(pokemon::Column::Id)
                 .filter(pokemon::Column::OwnerId.eq(id.as_str()))
+                .into_tuple()
                 .all(txn)
                 .await?;
             if !owned.is_empty() && !cascade {
@@ -205,29 +244,18 @@ pub async fn delete_trainer(state: &AppState, id: &str, cascade: bool) -> AppRes
                     owned.len()
                 )));
             }
-            for p in owned {
-                p.delete(txn).await?;
+            if !owned.is_empty() {
+                write_through::bulk(pokemon::CACHE_ENTITY, owned.iter().cloned())?;
+                pokemon::Entity::delete_many()
+                    .filter(pokemon::Column::Id.is_in(owned))
+                    .exec(txn)
+                    .await?;
             }
             row.delete(txn).await?;
             Ok(true)
         })
     })
     .await
-}
-
-async fn require_trainer(txn: &DatabaseTransaction, field: &str, id: &str) -> AppResult<()> {
-    let exists = trainer::Entity::find_by_id(id.to_owned())
-        .count(txn)
-        .await?
-        > 0;
-    if exists {
-        Ok(())
-    } else {
-        Err(AppError::invalid(
-            field,
-            format!("no trainer with id `{id}`"),
-        ))
-    }
 }
 
 fn owner_error(field: &'static str, owner: String) -> impl Fn(DbErr) -> AppError {
@@ -241,16 +269,13 @@ fn owner_error(field: &'static str, owner: String) -> impl Fn(DbErr) -> AppError
 }
 
 /// Creates a Pokémon owned by an existing trainer.
-pub async fn create_pokemon(
-    state: &AppState,
-    input: CreatePokemonInput,
-) -> AppResult<pokemon::Model> {
-    let id = types::entity_id("id", &input.id)?;
-    let nickname = types::text("nickname", &input.nickname)?;
-    let species = types::text("species", &input.species)?;
-    let level = types::level("level", input.level.into())?;
-    let owner = types::entity_id("ownerId", &input.owner_id)?;
-    let since = match input.date_of_ownership.as_deref() {
+pub async fn create_pokemon(state: &AppState, new: NewPokemon) -> AppResult<pokemon::Model> {
+    let id = types::entity_id("id", &new.id)?;
+    let nickname = types::text("nickname", &new.nickname)?;
+    let species = types::text("species", &new.species)?;
+    let level = types::level("level", new.level)?;
+    let owner = types::entity_id("ownerId", &new.owner_id)?;
+    let since = match new.date_of_ownership.as_deref() {
         Some(d) => types::iso_date("dateOfOwnership", d)?,
         None => Utc::now().date_naive(),
     };
@@ -284,44 +309,33 @@ pub async fn create_pokemon(
     .await
 }
 
-/// Changes a Pokémon's nickname, species, level, owner or date of ownership.
+/// Changes a Pokémon's nickname, species, level, owner or date of ownership. A new owner
+/// must exist (the foreign key holds it at commit).
 pub async fn update_pokemon(
     state: &AppState,
     id: &str,
-    input: UpdatePokemonInput,
+    changes: PokemonChanges,
 ) -> AppResult<pokemon::Model> {
-    let nickname = input
-        .nickname
-        .as_deref()
-        .map(|v| types::text("nickname", v))
-        .transpose()?;
-    let species = input
-        .species
-        .as_deref()
-        .map(|v| types::text("species", v))
-        .transpose()?;
-    let level = input
+    let nickname = optional("nickname", changes.nickname.as_deref(), types::text)?;
+    let species = optional("species", changes.species.as_deref(), types::text)?;
+    let level = changes
         .level
-        .map(|v| types::level("level", v.into()))
+        .map(|v| types::level("level", v))
         .transpose()?;
-    let owner = input
-        .owner_id
-        .as_deref()
-        .map(|v| types::entity_id("ownerId", v))
-        .transpose()?;
-    let since = input
-        .date_of_ownership
-        .as_deref()
-        .map(|v| types::iso_date("dateOfOwnership", v))
-        .transpose()?;
-    let id = id.to_owned();
-    write_through::write(state, move |txn| {
-        Box::pin(async move {
-            let row = lock_pokemons(txn, std::slice::from_ref(&id))
-                .await?
-                .remove(&id)
-                .ok_or_else(|| pokemon_not_found(&id))?;
-            let mut am: pokemon::ActiveModel = row.into();
+    let owner = optional("ownerId", changes.owner_id.as_deref(), types::entity_id)?;
+    let since = optional(
+        "dateOfOwnership",
+        changes.date_of_ownership.as_deref(),
+        types::iso_date,
+    )?;
+    let db_error = owner_error("ownerId", owner.clone().unwrap_or_default());
+    update_locked::<pokemon::Entity, pokemon::ActiveModel>(
+        state,
+        pokemon::Column::Id,
+        id.to_owned(),
+        pokemon_not_found,
+        db_error,
+        move |am| {
             if let Some(v) = nickname {
                 am.nickname = Set(v);
             }
@@ -331,18 +345,14 @@ pub async fn update_pokemon(
             if let Some(v) = level {
                 am.level = Set(v);
             }
-            if let Some(v) = owner.clone() {
-                require_trainer(txn, "ownerId", &v).await?;
+            if let Some(v) = owner {
                 am.owner_id = Set(v);
             }
             if let Some(v) = since {
                 am.date_of_ownership = Set(v);
             }
-            am.update(txn)
-                .await
-                .map_err(owner_error("ownerId", owner.unwrap_or_default()))
-        })
-    })
+        },
+    )
     .await
 }
 
@@ -360,6 +370,21 @@ pub async fn delete_pokemon(state: &AppState, id: &str) -> AppResult<bool> {
         })
     })
     .await
+}
+
+async fn require_trainer(txn: &DatabaseTransaction, field: &str, id: &str) -> AppResult<()> {
+    let exists = trainer::Entity::find_by_id(id.to_owned())
+        .count(txn)
+        .await?
+        > 0;
+    if exists {
+        Ok(())
+    } else {
+        Err(AppError::invalid(
+            field,
+            format!("no trainer with id `{id}`"),
+        ))
+    }
 }
 
 /// A validated trade request.
@@ -597,7 +622,7 @@ const SAMPLE_POKEMONS: &[(&str, &str, &str, i32, &str)] = &[
 pub async fn seed_samples(state: &AppState) -> anyhow::Result<(usize, usize)> {
     let (mut trainers, mut pokemons) = (0, 0);
     for (id, first, last, dob) in SAMPLE_TRAINERS {
-        let input = CreateTrainerInput {
+        let input = NewTrainer {
             id: (*id).into(),
             first_name: (*first).into(),
             last_name: (*last).into(),
@@ -610,11 +635,11 @@ pub async fn seed_samples(state: &AppState) -> anyhow::Result<(usize, usize)> {
         }
     }
     for (id, nickname, species, level, owner) in SAMPLE_POKEMONS {
-        let input = CreatePokemonInput {
+        let input = NewPokemon {
             id: (*id).into(),
             nickname: (*nickname).into(),
             species: (*species).into(),
-            level: *level,
+            level: i64::from(*level),
             owner_id: (*owner).into(),
             date_of_ownership: None,
         };

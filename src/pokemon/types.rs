@@ -257,3 +257,71 @@ pub fn csv_date(field: &str, raw: &str) -> AppResult<NaiveDate> {
         )
     })
 }
+
+impl From<CreateTrainerInput> for super::service::NewTrainer {
+    fn from(i: CreateTrainerInput) -> Self {
+        Self {
+            id: i.id.0,
+            first_name: i.first_name,
+            last_name: i.last_name,
+            date_of_birth: i.date_of_birth,
+        }
+    }
+}
+
+impl From<UpdateTrainerInput> for super::service::TrainerChanges {
+    fn from(i: UpdateTrainerInput) -> Self {
+        Self {
+            first_name: i.first_name,
+            last_name: i.last_name,
+            date_of_birth: i.date_of_birth,
+        }
+    }
+}
+
+impl From<CreatePokemonInput> for super::service::NewPokemon {
+    fn from(i: CreatePokemonInput) -> Self {
+        Self {
+            id: i.id.0,
+            nickname: i.nickname,
+            species: i.species,
+            level: i64::from(i.level),
+            owner_id: i.owner_id.0,
+            date_of_ownership: i.date_of_ownership,
+        }
+    }
+}
+
+impl From<UpdatePokemonInput> for super::service::PokemonChanges {
+    fn from(i: UpdatePokemonInput) -> Self {
+        Self {
+            nickname: i.nickname,
+            species: i.species,
+            level: i.level.map(i64::from),
+            owner_id: i.owner_id.map(|o| o.0),
+            date_of_ownership: i.date_of_ownership,
+        }
+    }
+}
+
+impl From<super::import::RowError> for ImportError {
+    fn from(e: super::import::RowError) -> Self {
+        Self {
+            row: e.row,
+            column: e.column,
+            message: e.message,
+        }
+    }
+}
+
+impl From<super::import::ImportOutcome> for ImportReport {
+    fn from(o: super::import::ImportOutcome) -> Self {
+        Self {
+            import_id: ID(o.import_id),
+            rows: o.rows,
+            inserted: o.inserted,
+            updated: o.updated,
+            errors: o.errors.into_iter().map(Into::into).collect(),
+        }
+    }
+}

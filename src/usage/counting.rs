@@ -21,7 +21,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::backends::cache::{Cache, CacheResult};
+use crate::backends::cache::{CacheResult, KeyValue};
 use crate::state::AppState;
 use crate::viewer::RequestAuth;
 
@@ -119,7 +119,7 @@ impl UsageBuffer {
             .await;
         users.extend(viewers.into_iter().flatten().map(|v| v.id.to_string()));
 
-        let cache = &state.cache;
+        let cache = &state.kv;
         let now = chrono::Utc::now().timestamp_millis();
         let counted = futures::future::join_all(
             counts
@@ -172,34 +172,19 @@ pub fn counter_key(field: &str) -> String {
     format!("{COUNTER_PREFIX}{field}")
 }
 
-/// Reads a counter (0 when absent). `INCRBY 0` reads on every backend: the in-process cache
-/// keeps counters apart from its LRU, where a plain `GET` does not look.
-pub async fn read_counter(cache: &dyn Cache, key: &str) -> CacheResult<i64> {
-    cache.incr_by(key, 0).await
+/// Reads a counter (0 when absent).
+pub async fn read_counter(kv: &dyn KeyValue, key: &str) -> CacheResult<i64> {
+    Ok(kv.get(key).await?.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
-/// Stores an epoch-milliseconds stamp. In Redis a plain `SET`; in the in-process cache the
-/// stamp is kept as a counter (raised to `millis`), so that it is never evicted by the LRU
-/// and never takes a slot the key-value storage counts on.
-pub async fn write_time(cache: &dyn Cache, key: &str, millis: i64) -> CacheResult<()> {
-    if cache.kind() == "memory" {
-        let current = cache.incr_by(key, 0).await?;
-        if millis > current {
-            cache.incr_by(key, millis - current).await?;
-        }
-        Ok(())
-    } else {
-        cache.set(key, &millis.to_string(), None).await
-    }
+/// Stores an epoch-milliseconds stamp.
+pub async fn write_time(kv: &dyn KeyValue, key: &str, millis: i64) -> CacheResult<()> {
+    kv.set(key, &millis.to_string(), None).await
 }
 
 /// Reads an epoch-milliseconds stamp written by [`write_time`].
-pub async fn read_time(cache: &dyn Cache, key: &str) -> CacheResult<Option<i64>> {
-    if cache.kind() == "memory" {
-        Ok(Some(cache.incr_by(key, 0).await?).filter(|t| *t > 0))
-    } else {
-        Ok(cache.get(key).await?.and_then(|v| v.parse().ok()))
-    }
+pub async fn read_time(kv: &dyn KeyValue, key: &str) -> CacheResult<Option<i64>> {
+    Ok(kv.get(key).await?.and_then(|v| v.parse().ok()))
 }
 
 /// The background flush: every [`FLUSH_EVERY`], and once more on shutdown.

@@ -307,7 +307,7 @@ pub fn roll(expr: &Expression, rng: &mut impl Rng) -> Rolled {
         match *term {
             Term::Constant(n) => total += sign * n,
             Term::Dice { count, sides, keep } => {
-                let values: Vec<u32> = (0..count).map(|_| rng.gen_range(1..=sides)).collect();
+                let values: Vec<u32> = (0..count).map(|_| rng.random_range(1..=sides)).collect();
                 let mut kept = vec![keep.is_none(); values.len()];
                 if let Some(keep) = keep {
                     let mut order: Vec<usize> = (0..values.len()).collect();

@@ -20,13 +20,14 @@ impl UsageQuery {
     /// replica (this instance's buffered counts are flushed first).
     async fn stats(&self, ctx: &Context<'_>) -> Result<UsageStats> {
         let usage = ctx.data_opt::<Arc<UsageBuffer>>().map(|u| u.as_ref());
-        Ok(service::stats(state(ctx), usage).await?)
+        Ok(service::stats(state(ctx), usage).await?.into())
     }
 
     /// The viewer's saved dice expressions.
     async fn saved_rolls(&self, ctx: &Context<'_>) -> Result<Vec<SavedRoll>> {
         let viewer = require_viewer(ctx).await?;
-        Ok(service::user_data(state(ctx), viewer.id).await?.saved_rolls)
+        let doc = service::user_data(state(ctx), viewer.id).await?;
+        Ok(doc.saved_rolls.into_iter().map(SavedRoll::from).collect())
     }
 
     /// The viewer's user data document (`user_<id>`): characters and saved rolls.
@@ -54,7 +55,9 @@ impl UsageMutation {
     /// the lowest), `2d10-1d4`, `d%`, constants, `+` and `-`. At most 1000 dice and 1 000 000
     /// sides. Errors are `BAD_USER_INPUT` with `extensions.position` (a character offset).
     async fn roll(&self, ctx: &Context<'_>, expression: String) -> Result<Roll> {
-        service::roll(state(ctx), &expression).map_err(|e| dice_error("expression", &e))
+        let rolled =
+            service::roll(state(ctx), &expression).map_err(|e| dice_error("expression", &e))?;
+        Ok(Roll::new(expression, rolled))
     }
 
     /// Saves (or replaces) a named dice expression in the viewer's user data.
@@ -68,7 +71,11 @@ impl UsageMutation {
         if let Err(e) = super::dice::parse(&expression) {
             return Err(dice_error("expression", &e));
         }
-        Ok(service::save_roll(state(ctx), viewer.id, &name, &expression).await?)
+        Ok(
+            service::save_roll(state(ctx), viewer.id, &name, &expression)
+                .await?
+                .into(),
+        )
     }
 
     /// Deletes one of the viewer's saved rolls; false when there was none of that name.
@@ -80,6 +87,7 @@ impl UsageMutation {
     /// Rolls one of the viewer's saved expressions; `NOT_FOUND` when there is none.
     async fn roll_saved(&self, ctx: &Context<'_>, name: String) -> Result<Roll> {
         let viewer = require_viewer(ctx).await?;
-        Ok(service::roll_saved(state(ctx), viewer.id, &name).await?)
+        let (expression, rolled) = service::roll_saved(state(ctx), viewer.id, &name).await?;
+        Ok(Roll::new(expression, rolled))
     }
 }

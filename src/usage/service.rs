@@ -1,12 +1,14 @@
 //! The rules of usage stats, dice and user data; no GraphQL types here.
 //!
-//! User data is one JSON document per user, `user_<id>`, in the cache tier. Every change is a
-//! read-modify-write under a short per-user lock in the cache (`SET NX` with an expiry,
-//! released with compare-and-delete), so two concurrent saves never lose one another. Each
-//! change is written to the document store as well as to the cache: the in-process cache is
-//! an LRU, and a user's saved rolls must not be lost to an eviction or to a Redis restart
-//! between two runs of the sync. A read that misses the cache loads the document store's copy
-//! and puts it back in the cache.
+//! User data is one JSON document per user, `user_<id>`, in the cache tier and in the
+//! document store, which is the truth: every change is a read-modify-write of the stored
+//! document, written back with a compare-and-set on its `updated_time` and retried when
+//! another writer got there first, so two concurrent saves never lose one another, whether
+//! or not the cache tier can be reached. While it can, the change also runs under a short
+//! per-user lock in the cache tier ([`CacheLock`]), so that the cache's copies are written in
+//! the order of the changes. A change made while the cache is away leaves the cache's copy
+//! owed an invalidation, delivered before the cache is read again. A read that misses the
+//! cache loads the document store's copy and puts it back in the cache.
 
 use std::time::Duration;
 
@@ -18,9 +20,9 @@ use super::counting::{
     self, read_counter, read_time, UsageBuffer, COUNTERS_UPDATED, COUNTER_PREFIX, USER_SET,
 };
 use super::dice::{self, DiceError};
-use super::types::{CommandCount, Roll, SavedRoll, UsageStats};
+use crate::backends::cache::lock::{CacheLock, Wait};
 use crate::backends::cache::CacheError;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, OrInternal};
 use crate::state::AppState;
 
 /// The document store collection of user data documents (`user_<id>`).
@@ -37,13 +39,24 @@ fn cache_err(context: &'static str) -> impl FnOnce(CacheError) -> AppError {
     move |e| AppError::caused_by(context, e)
 }
 
+/// Usage across the deployment.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// `(root field, times it ran)`, by name.
+    pub commands: Vec<(String, i64)>,
+    /// How many distinct signed-in users ran a command.
+    pub users: i64,
+    /// When the counters last changed.
+    pub updated_at: Option<chrono::DateTime<Utc>>,
+}
+
 /// Flushes this instance's buffered counts (`usage`), then reads every counter and
 /// `user_set`.
-pub async fn stats(state: &AppState, usage: Option<&UsageBuffer>) -> AppResult<UsageStats> {
+pub async fn stats(state: &AppState, usage: Option<&UsageBuffer>) -> AppResult<Stats> {
     if let Some(usage) = usage {
         usage.flush(state).await;
     }
-    let cache = state.cache.as_ref();
+    let cache = state.kv.as_ref();
     let keys = cache
         .scan_prefix(COUNTER_PREFIX)
         .await
@@ -62,9 +75,9 @@ pub async fn stats(state: &AppState, usage: Option<&UsageBuffer>) -> AppResult<U
     let mut commands = Vec::with_capacity(names.len());
     for (name, count) in names.into_iter().zip(counts) {
         let count = count.map_err(cache_err("reading usage counters"))?;
-        commands.push(CommandCount { name, count });
+        commands.push((name, count));
     }
-    commands.sort_by(|a, b| a.name.cmp(&b.name));
+    commands.sort();
     let users = cache
         .smembers(USER_SET)
         .await
@@ -74,7 +87,7 @@ pub async fn stats(state: &AppState, usage: Option<&UsageBuffer>) -> AppResult<U
         .await
         .map_err(cache_err("reading the counters' updated_time"))?
         .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
-    Ok(UsageStats {
+    Ok(Stats {
         commands,
         users,
         updated_at,
@@ -87,10 +100,18 @@ pub fn dice_error(field: &str, e: &DiceError) -> AppError {
 }
 
 /// Parses and rolls `expression` with the instance's random source.
-pub fn roll(state: &AppState, expression: &str) -> Result<Roll, DiceError> {
+pub fn roll(state: &AppState, expression: &str) -> Result<dice::Rolled, DiceError> {
     let parsed = dice::parse(expression)?;
-    let rolled = dice::roll(&parsed, &mut *state.rng.lock());
-    Ok(Roll::new(expression.to_owned(), rolled))
+    Ok(dice::roll(&parsed, &mut *state.rng.lock()))
+}
+
+/// A named dice expression, as stored in the user's data document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRoll {
+    /// Its name, unique per user.
+    pub name: String,
+    /// The dice expression.
+    pub expression: String,
 }
 
 /// A user's data document.
@@ -102,7 +123,7 @@ pub struct UserData {
     pub characters: Vec<Value>,
     /// Named dice expressions.
     #[serde(default)]
-    pub saved_rolls: Vec<SavedRoll>,
+    pub saved_rolls: Vec<StoredRoll>,
     /// When the document last changed (epoch milliseconds); the sync compares it.
     #[serde(default, rename = "updated_time")]
     pub updated_time: i64,
@@ -127,22 +148,29 @@ fn parse_doc(raw: &str) -> Option<UserData> {
 }
 
 /// The viewer's data: the cache, else the document store (then put back in the cache).
+/// While the cache is owed invalidations (an outage), straight from the document store.
 pub async fn user_data(state: &AppState, user_id: i64) -> AppResult<UserData> {
     let key = user_key(user_id);
-    match state.cache.get(&key).await {
+    if !state.cache_health.usable() {
+        return Ok(load_document(state, &key).await?.0);
+    }
+    match state.kv.get(&key).await {
         Ok(Some(raw)) => {
             if let Some(doc) = parse_doc(&raw) {
                 return Ok(doc);
             }
         }
         Ok(None) => {}
-        Err(_) => return load_document(state, &key).await,
+        Err(_) => {
+            state.cache_health.failed(std::iter::empty());
+            return Ok(load_document(state, &key).await?.0);
+        }
     }
-    let doc = load_document(state, &key).await?;
+    let (doc, _) = load_document(state, &key).await?;
     if doc.updated_time > 0 {
         if let Ok(raw) = serde_json::to_string(&doc) {
             let _ = state
-                .cache
+                .kv
                 .set_nx(&key, &raw, state.settings.cache_ttl())
                 .await;
         }
@@ -150,75 +178,81 @@ pub async fn user_data(state: &AppState, user_id: i64) -> AppResult<UserData> {
     Ok(doc)
 }
 
-async fn load_document(state: &AppState, key: &str) -> AppResult<UserData> {
-    Ok(state
-        .docs
-        .get(USER_DATA_COLLECTION, key)
-        .await?
+/// The stored document (empty when there is none) and whether there is one.
+async fn load_document(state: &AppState, key: &str) -> AppResult<(UserData, bool)> {
+    let stored = state.docs.get(USER_DATA_COLLECTION, key).await?;
+    let exists = stored.is_some();
+    let doc = stored
         .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default())
+        .unwrap_or_default();
+    Ok((doc, exists))
 }
 
-/// Changes the viewer's data under the per-user lock; `change` decides and may refuse.
+/// How often a change is tried again when another writer changed the document meanwhile.
+const CHANGE_ATTEMPTS: usize = 20;
+
+/// Changes the viewer's data; `change` decides and may refuse (it runs again when another
+/// writer changed the document meanwhile). See the module documentation.
 async fn modify<T>(
     state: &AppState,
     user_id: i64,
-    change: impl FnOnce(&mut UserData) -> AppResult<T>,
+    mut change: impl FnMut(&mut UserData) -> AppResult<T>,
 ) -> AppResult<T> {
     let key = user_key(user_id);
-    let lock_key = format!("{key}:lock");
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
-    let locked = loop {
-        match state.cache.set_nx(&lock_key, &token, LOCK_TTL).await {
-            Ok(true) => break true,
-            // The cache is away: the document store alone serves (and is the truth anyway).
-            Err(_) => break false,
-            Ok(false) if tokio::time::Instant::now() >= deadline => {
+    let lock = if state.cache_health.usable() {
+        match CacheLock::acquire(
+            &state.kv,
+            format!("{key}:lock"),
+            LOCK_TTL,
+            Wait::up_to(LOCK_WAIT),
+        )
+        .await
+        {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => {
                 return Err(AppError::Conflict(
                     "your user data is being changed by another request; try again".into(),
                 ))
             }
-            Ok(false) => tokio::time::sleep(Duration::from_millis(10)).await,
+            // The cache is away: the document store's compare-and-set alone orders changes.
+            Err(_) => {
+                state.cache_health.failed(std::iter::empty());
+                None
+            }
         }
+    } else {
+        None
     };
     let result = async {
-        // Under the lock the document store holds the latest version: every change writes it.
-        let cached = if locked {
-            state
-                .cache
-                .get(&key)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|r| parse_doc(&r))
-        } else {
-            None
-        };
-        let stored = load_document(state, &key).await?;
-        let mut doc = match cached {
-            Some(c) if c.updated_time >= stored.updated_time => c,
-            _ => stored,
-        };
-        let out = change(&mut doc)?;
-        doc.updated_time = Utc::now().timestamp_millis().max(doc.updated_time + 1);
-        let value = serde_json::to_value(&doc).map_err(AppError::internal)?;
-        state.docs.put(USER_DATA_COLLECTION, &key, &value).await?;
-        if locked
-            && state
-                .cache
-                .set(&key, &value.to_string(), None)
-                .await
-                .is_err()
-        {
-            // Do not leave an older copy behind in the cache.
-            let _ = state.cache.del(std::slice::from_ref(&key)).await;
+        for _ in 0..CHANGE_ATTEMPTS {
+            let (mut doc, exists) = load_document(state, &key).await?;
+            let expected = exists.then_some(doc.updated_time);
+            let out = change(&mut doc)?;
+            doc.updated_time = Utc::now().timestamp_millis().max(doc.updated_time + 1);
+            let value = serde_json::to_value(&doc).or_internal("encoding user data")?;
+            if !state
+                .docs
+                .put_if(USER_DATA_COLLECTION, &key, &value, "updated_time", expected)
+                .await?
+            {
+                continue;
+            }
+            let cached =
+                lock.is_some() && state.kv.set(&key, &value.to_string(), None).await.is_ok();
+            if !cached {
+                // Whatever copy the cache holds is older now: it is owed a deletion before
+                // the cache is read again.
+                state.cache_health.failed_kv([key.clone()]);
+            }
+            return Ok(out);
         }
-        Ok(out)
+        Err(AppError::Conflict(
+            "your user data is being changed by other requests; try again".into(),
+        ))
     }
     .await;
-    if locked {
-        let _ = state.cache.del_if_equals(&lock_key, &token).await;
+    if let Some(lock) = lock {
+        lock.release().await;
     }
     result
 }
@@ -243,15 +277,16 @@ pub async fn save_roll(
     user_id: i64,
     name: &str,
     expression: &str,
-) -> AppResult<SavedRoll> {
+) -> AppResult<StoredRoll> {
     let name = validate_name(name)?;
     dice::parse(expression).map_err(|e| dice_error("expression", &e))?;
-    let saved = SavedRoll {
+    let saved = StoredRoll {
         name,
         expression: expression.to_owned(),
     };
     let out = saved.clone();
     modify(state, user_id, move |doc| {
+        let saved = saved.clone();
         let count = doc.saved_rolls.len();
         match doc.saved_rolls.iter_mut().find(|r| r.name == saved.name) {
             Some(existing) => *existing = saved,
@@ -288,8 +323,12 @@ pub async fn delete_saved_roll(state: &AppState, user_id: i64, name: &str) -> Ap
     .await
 }
 
-/// Rolls the viewer's saved expression `name`.
-pub async fn roll_saved(state: &AppState, user_id: i64, name: &str) -> AppResult<Roll> {
+/// Rolls the viewer's saved expression `name`; the expression and its roll.
+pub async fn roll_saved(
+    state: &AppState,
+    user_id: i64,
+    name: &str,
+) -> AppResult<(String, dice::Rolled)> {
     let name = name.trim();
     let doc = user_data(state, user_id).await?;
     let saved = doc
@@ -297,7 +336,8 @@ pub async fn roll_saved(state: &AppState, user_id: i64, name: &str) -> AppResult
         .into_iter()
         .find(|r| r.name == name)
         .ok_or_else(|| AppError::NotFound(format!("name: you have no saved roll `{name}`")))?;
-    roll(state, &saved.expression).map_err(|e| dice_error("expression", &e))
+    let rolled = roll(state, &saved.expression).map_err(|e| dice_error("expression", &e))?;
+    Ok((saved.expression, rolled))
 }
 
 /// User data (`user_<id>`, in the cache tier and the document store) goes with its owner's
@@ -310,7 +350,7 @@ impl crate::users::hooks::AccountHook for UsageAccountHook {
         let key = user_key(user_id);
         state.docs.delete(USER_DATA_COLLECTION, &key).await?;
         state
-            .cache
+            .kv
             .del(std::slice::from_ref(&key))
             .await
             .map_err(cache_err("removing user data"))?;

@@ -33,6 +33,7 @@ use super::counting::{
     USER_SET, USER_SET_UPDATED,
 };
 use super::service::{is_user_key, UserData, USER_DATA_COLLECTION};
+use crate::backends::cache::lock::{CacheLock, Wait};
 use crate::state::AppState;
 
 /// The collection of the counters and `user_set` documents.
@@ -98,22 +99,19 @@ fn log_pass(when: &str, r: anyhow::Result<SyncOutcome>) {
 
 /// One pass under the lock: restore if needed, then copy cache → documents.
 pub async fn sync_once(state: &AppState) -> anyhow::Result<SyncOutcome> {
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    if !state
-        .cache
-        .set_nx(SYNC_LOCK, &token, LOCK_TTL)
+    let Some(lock) = CacheLock::acquire(&state.kv, SYNC_LOCK, LOCK_TTL, Wait::NONE)
         .await
         .context("taking the sync lock")?
-    {
+    else {
         return Ok(SyncOutcome::Busy);
-    }
+    };
     let result = sync_locked(state).await;
-    let _ = state.cache.del_if_equals(SYNC_LOCK, &token).await;
+    lock.release().await;
     result
 }
 
 async fn sync_locked(state: &AppState) -> anyhow::Result<SyncOutcome> {
-    let cache = state.cache.as_ref();
+    let cache = state.kv.as_ref();
     let docs = state.docs.as_ref();
     let stored_counters = docs
         .get(USAGE_COLLECTION, "counters")
@@ -164,7 +162,7 @@ async fn sync_locked(state: &AppState) -> anyhow::Result<SyncOutcome> {
 /// `user_set` gets the stored members; user data documents the cache lacks (or holds older)
 /// are put back.
 async fn restore_sets_and_users(state: &AppState) -> anyhow::Result<()> {
-    let cache = state.cache.as_ref();
+    let cache = state.kv.as_ref();
     if let Some(doc) = state.docs.get(USAGE_COLLECTION, USER_SET).await? {
         let members: Vec<String> = doc
             .get("members")
@@ -198,7 +196,7 @@ async fn restore_sets_and_users(state: &AppState) -> anyhow::Result<()> {
 
 /// Copies counters, `user_set` and the user data documents to the document store.
 async fn copy_to_documents(state: &AppState, stored_time: Option<i64>) -> anyhow::Result<()> {
-    let cache = state.cache.as_ref();
+    let cache = state.kv.as_ref();
     let docs = state.docs.as_ref();
     let mut counters = BTreeMap::new();
     for key in cache.scan_prefix(COUNTER_PREFIX).await? {
@@ -244,13 +242,20 @@ async fn copy_to_documents(state: &AppState, stored_time: Option<i64>) -> anyhow
             .get("updated_time")
             .and_then(Value::as_i64)
             .unwrap_or(0);
-        let stored_time = docs
-            .get(USER_DATA_COLLECTION, &key)
-            .await?
-            .and_then(|d| d.get("updated_time").and_then(Value::as_i64))
-            .unwrap_or(-1);
-        if cached_time > stored_time {
-            docs.put(USER_DATA_COLLECTION, &key, &value).await?;
+        let stored = docs.get(USER_DATA_COLLECTION, &key).await?;
+        let stored_time = stored
+            .as_ref()
+            .map(|d| d.get("updated_time").and_then(Value::as_i64).unwrap_or(0));
+        if stored_time.is_none_or(|t| cached_time > t) {
+            // Only over the version read: a change written meanwhile is newer and wins.
+            docs.put_if(
+                USER_DATA_COLLECTION,
+                &key,
+                &value,
+                "updated_time",
+                stored_time,
+            )
+            .await?;
         }
     }
     Ok(())

@@ -70,10 +70,33 @@ impl Roll {
 }
 
 /// A named dice expression kept in the viewer's user data.
-#[derive(SimpleObject, Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(SimpleObject, Debug, Clone, PartialEq, Eq)]
 pub struct SavedRoll {
     /// Its name, unique per user.
     pub name: String,
     /// The dice expression.
     pub expression: String,
+}
+
+impl From<super::service::StoredRoll> for SavedRoll {
+    fn from(r: super::service::StoredRoll) -> Self {
+        Self {
+            name: r.name,
+            expression: r.expression,
+        }
+    }
+}
+
+impl From<super::service::Stats> for UsageStats {
+    fn from(s: super::service::Stats) -> Self {
+        Self {
+            commands: s
+                .commands
+                .into_iter()
+                .map(|(name, count)| CommandCount { name, count })
+                .collect(),
+            users: s.users,
+            updated_at: s.updated_at,
+        }
+    }
 }

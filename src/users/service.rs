@@ -9,16 +9,9 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, Tran
 use super::hooks::AccountHooks;
 use super::types::{NewPassword, Username};
 use crate::crypto;
-use crate::error::{is_unique_violation, AppError, AppResult, OrInternal};
+use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::state::AppState;
 use crate::viewer::{AuthMethod, Viewer};
-
-/// Runs a CPU-heavy hash off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .or_internal("hashing task failed")
-}
 
 /// Creates a user; the insert is one transaction, rolled back on any failure.
 pub async fn create_user(
@@ -32,7 +25,8 @@ pub async fn create_user(
     let salt = crypto::new_salt();
     let hash = {
         let salt = salt.clone();
-        blocking(move || crypto::hash_secret(password.expose(), &salt, iterations)).await?
+        crypto::off_the_runtime(move || crypto::hash_secret(password.expose(), &salt, iterations))
+            .await?
     };
     let txn = state.db.begin().await?;
     let row = user::ActiveModel {
@@ -69,11 +63,11 @@ async fn check_password(
     let iterations = state.settings.pbkdf2_iterations;
     let password = password.to_owned();
     let Some(found) = found else {
-        blocking(move || crypto::burn_verification(&password, iterations)).await?;
+        crypto::off_the_runtime(move || crypto::burn_verification(&password, iterations)).await?;
         return Ok(None);
     };
     let (salt, stored) = (found.salt.clone(), found.password_hash.clone());
-    let (verified, password) = blocking(move || {
+    let (verified, password) = crypto::off_the_runtime(move || {
         let v = crypto::verify_secret(&password, &salt, &stored, iterations);
         (v, password)
     })
@@ -83,7 +77,9 @@ async fn check_password(
     }
     if verified.needs_rehash {
         let salt = found.salt.clone();
-        let hash = blocking(move || crypto::hash_secret(&password, &salt, iterations)).await?;
+        let hash =
+            crypto::off_the_runtime(move || crypto::hash_secret(&password, &salt, iterations))
+                .await?;
         let mut active: user::ActiveModel = found.clone().into();
         active.password_hash = Set(hash);
         return Ok(Some(active.update(&state.db).await?));
@@ -110,7 +106,7 @@ async fn password_attempt(state: &AppState, username: &str) -> AppResult<()> {
     let settings = &state.settings;
     let window = Duration::from_secs(settings.login_lockout_secs);
     let attempt = match state
-        .cache
+        .kv
         .incr_with_ttl(&failures_key(username), window)
         .await
     {
@@ -132,7 +128,7 @@ async fn password_attempt(state: &AppState, username: &str) -> AppResult<()> {
 
 /// The password was right: the attempts counted against `username` start again.
 async fn attempt_succeeded(state: &AppState, username: &str) {
-    let _ = state.cache.del(&[failures_key(username)]).await;
+    let _ = state.kv.del(&[failures_key(username)]).await;
 }
 
 /// Logs in: throttled per username (slowed, then refused with `RATE_LIMITED`), then runs
@@ -243,7 +239,8 @@ pub async fn change_password(
     let salt = crypto::new_salt();
     let hash = {
         let salt = salt.clone();
-        blocking(move || crypto::hash_secret(new.expose(), &salt, iterations)).await?
+        crypto::off_the_runtime(move || crypto::hash_secret(new.expose(), &salt, iterations))
+            .await?
     };
     let txn = state.db.begin().await?;
     let mut active: user::ActiveModel = row.into();

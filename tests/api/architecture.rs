@@ -26,7 +26,8 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["write_through", "pagination", "viewer"],
     &["state"],
-    &["error", "crypto", "telemetry"],
+    &["crypto"],
+    &["error", "telemetry"],
     &["backends", "config"],
     &["metrics"],
 ];

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arena::backends::cache::memory::MemoryCache;
+use arena::backends::cache::memory::{MemoryKv, MemoryVersioned};
 use arena::backends::cache::redis::RedisCache;
-use arena::backends::cache::{Cache, CacheError, Versioned, WriteOutcome};
+use arena::backends::cache::{CacheError, KeyValue, Versioned, VersionedCache, WriteOutcome};
 use arena::backends::documents::mongo::MongoDocuments;
 use arena::backends::documents::DocumentStore;
 use arena::backends::events::local::LocalEvents;
@@ -47,33 +47,43 @@ fn keys(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| (*s).to_owned()).collect()
 }
 
-async fn read_one(cache: &dyn Cache, key: &str) -> Option<Versioned> {
+/// What a reader sees of one key (taking a throw-away lease on a miss).
+async fn read_one(cache: &dyn VersionedCache, key: &str) -> Option<Versioned> {
     let mut got = cache
-        .versioned_get_many(&keys(&[key]))
+        .leased_get_many(&keys(&[key]), "peek", TTL)
         .await
-        .expect("versioned_get_many");
+        .expect("leased_get_many");
     assert_eq!(got.len(), 1);
     got.remove(0)
 }
 
-/// Every [`Cache`] method. `other` is a second instance with a different prefix on the same
-/// store (for the isolation checks).
-async fn cache_conformance(cache: Arc<dyn Cache>, other: Arc<dyn Cache>) {
-    let c = cache.as_ref();
+/// A reader's miss and fill, as the loaders do it: whether the fill stored `entry`.
+async fn miss_and_fill(cache: &dyn VersionedCache, key: &str, entry: Versioned) -> bool {
+    let lease = uuid::Uuid::new_v4().simple().to_string();
+    let k = keys(&[key]);
+    if cache.leased_get_many(&k, &lease, TTL).await.unwrap()[0].is_some() {
+        return false;
+    }
+    cache
+        .leased_fill_many(&[(key.to_owned(), entry)], &lease, TTL)
+        .await
+        .unwrap()[0]
+}
+
+/// Every [`KeyValue`] method. `other` is a second instance with a different prefix on the
+/// same store (for the isolation checks), or a separate store.
+async fn kv_conformance(kv: Arc<dyn KeyValue>, other: Arc<dyn KeyValue>) {
+    let c = kv.as_ref();
     assert!(!c.kind().is_empty());
     c.ping().await.expect("ping");
-
     plain_values(c).await;
     locks(c).await;
     counters_and_sets(c).await;
     scanning(c).await;
-    versioned_reads_and_fills(c).await;
-    versioned_writes(c).await;
-    leases(c).await;
-    prefixes_isolate(c, other.as_ref()).await;
+    kv_prefixes_isolate(c, other.as_ref()).await;
 }
 
-async fn plain_values(c: &dyn Cache) {
+async fn plain_values(c: &dyn KeyValue) {
     assert_eq!(c.get("plain:missing").await.unwrap(), None);
     c.set("plain:a", "1", None).await.unwrap();
     c.set("plain:b", "two", Some(TTL)).await.unwrap();
@@ -83,14 +93,6 @@ async fn plain_values(c: &dyn Cache) {
     assert_eq!(
         c.get("plain:a").await.unwrap().as_deref(),
         Some("overwritten")
-    );
-
-    assert_eq!(c.mget(&[]).await.unwrap(), Vec::<Option<String>>::new());
-    assert_eq!(
-        c.mget(&keys(&["plain:b", "plain:missing", "plain:a"]))
-            .await
-            .unwrap(),
-        vec![Some("two".to_owned()), None, Some("overwritten".to_owned())]
     );
 
     c.set_many(&[], None).await.unwrap();
@@ -107,17 +109,14 @@ async fn plain_values(c: &dyn Cache) {
     c.set_many(&[("many:4".to_owned(), "w".to_owned())], None)
         .await
         .unwrap();
-    assert_eq!(
-        c.mget(&keys(&["many:1", "many:2", "many:3", "many:4"]))
-            .await
-            .unwrap(),
-        vec![
-            Some("x".to_owned()),
-            Some("y|z".to_owned()),
-            Some(String::new()),
-            Some("w".to_owned())
-        ]
-    );
+    for (k, v) in [
+        ("many:1", "x"),
+        ("many:2", "y|z"),
+        ("many:3", ""),
+        ("many:4", "w"),
+    ] {
+        assert_eq!(c.get(k).await.unwrap().as_deref(), Some(v));
+    }
 
     assert_eq!(c.del(&[]).await.unwrap(), 0);
     assert_eq!(
@@ -128,9 +127,18 @@ async fn plain_values(c: &dyn Cache) {
     );
     assert_eq!(c.get("many:1").await.unwrap(), None);
     assert_eq!(c.get("many:3").await.unwrap().as_deref(), Some(""));
+
+    // A short expiry runs out.
+    c.set("plain:short", "v", Some(Duration::from_millis(50)))
+        .await
+        .unwrap();
+    crate::helpers::wait_until(WAIT, || async {
+        c.get("plain:short").await.unwrap().is_none()
+    })
+    .await;
 }
 
-async fn locks(c: &dyn Cache) {
+async fn locks(c: &dyn KeyValue) {
     assert!(c.set_nx("lock:a", "owner-1", TTL).await.unwrap());
     assert!(!c.set_nx("lock:a", "owner-2", TTL).await.unwrap());
     assert_eq!(c.get("lock:a").await.unwrap().as_deref(), Some("owner-1"));
@@ -145,10 +153,14 @@ async fn locks(c: &dyn Cache) {
     assert_eq!(c.get("lock:a").await.unwrap().as_deref(), Some("owner-2"));
 }
 
-async fn counters_and_sets(c: &dyn Cache) {
+async fn counters_and_sets(c: &dyn KeyValue) {
     assert_eq!(c.incr_by("count:a", 5).await.unwrap(), 5);
     assert_eq!(c.incr_by("count:a", -2).await.unwrap(), 3);
     assert_eq!(c.incr_by("count:b", 1).await.unwrap(), 1);
+    // A counter reads as its number, and a stamp written with `set` counts on from it.
+    assert_eq!(c.get("count:a").await.unwrap().as_deref(), Some("3"));
+    c.set("count:c", "41", None).await.unwrap();
+    assert_eq!(c.incr_by("count:c", 1).await.unwrap(), 42);
 
     assert_eq!(c.incr_with_ttl("rate:a", TTL).await.unwrap(), 1);
     assert_eq!(c.incr_with_ttl("rate:a", TTL).await.unwrap(), 2);
@@ -165,13 +177,14 @@ async fn counters_and_sets(c: &dyn Cache) {
     );
 }
 
-async fn scanning(c: &dyn Cache) {
+async fn scanning(c: &dyn KeyValue) {
     for k in ["scan:a", "scan:b", "scan:c:1", "scanner", "other:scan:a"] {
         c.set(k, "v", None).await.unwrap();
     }
+    c.incr_by("scan:count", 1).await.unwrap();
     assert_eq!(
         sorted(c.scan_prefix("scan:").await.unwrap()),
-        keys(&["scan:a", "scan:b", "scan:c:1"])
+        keys(&["scan:a", "scan:b", "scan:c:1", "scan:count"])
     );
     assert_eq!(
         c.scan_prefix("nothing-here:").await.unwrap(),
@@ -196,117 +209,115 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-async fn versioned_reads_and_fills(c: &dyn Cache) {
-    assert_eq!(c.versioned_get_many(&[]).await.unwrap(), Vec::new());
-    assert_eq!(read_one(c, "meal:1").await, None);
+async fn kv_prefixes_isolate(c: &dyn KeyValue, other: &dyn KeyValue) {
+    c.set("iso:k", "mine", None).await.unwrap();
+    assert_eq!(other.get("iso:k").await.unwrap(), None);
+    other.set("iso:k", "theirs", None).await.unwrap();
+    assert_eq!(c.get("iso:k").await.unwrap().as_deref(), Some("mine"));
+    assert_eq!(other.get("iso:k").await.unwrap().as_deref(), Some("theirs"));
+    assert_eq!(
+        other.scan_prefix("scan:").await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(other.incr_by("count:a", 1).await.unwrap(), 1);
+    assert_eq!(other.del(&keys(&["iso:k"])).await.unwrap(), 1);
+    assert_eq!(c.get("iso:k").await.unwrap().as_deref(), Some("mine"));
+}
 
-    // A fill stores only a version newer than the one present.
-    assert!(c
-        .versioned_fill("meal:1", &ver(1, "one"), TTL)
-        .await
-        .unwrap());
+/// Every [`VersionedCache`] method, through the calls production makes.
+async fn versioned_conformance(cache: Arc<dyn VersionedCache>, other: Arc<dyn VersionedCache>) {
+    let c = cache.as_ref();
+    assert!(!c.kind().is_empty());
+    c.ping().await.expect("ping");
+    reads_and_fills(c).await;
+    writes(c).await;
+    leases(c).await;
+    invalidation(c).await;
+    versioned_prefixes_isolate(c, other.as_ref()).await;
+}
+
+async fn reads_and_fills(c: &dyn VersionedCache) {
+    assert_eq!(
+        c.leased_get_many(&[], "l", TTL).await.unwrap(),
+        Vec::<Option<Versioned>>::new()
+    );
+    assert_eq!(read_one(c, "meal:1").await, None);
+    assert!(miss_and_fill(c, "meal:1", ver(1, "one")).await);
     assert_eq!(read_one(c, "meal:1").await, Some(ver(1, "one")));
-    assert!(!c
-        .versioned_fill("meal:1", &ver(1, "same"), TTL)
-        .await
-        .unwrap());
-    assert!(!c
-        .versioned_fill("meal:1", &ver(0, "older"), TTL)
-        .await
-        .unwrap());
-    assert_eq!(read_one(c, "meal:1").await, Some(ver(1, "one")));
-    assert!(c
-        .versioned_fill("meal:1", &ver(2, "two"), TTL)
-        .await
-        .unwrap());
-    assert_eq!(read_one(c, "meal:1").await, Some(ver(2, "two")));
 
     // Payloads may contain the separator; a tombstone is the payload `null`.
-    assert!(c
-        .versioned_fill("meal:2", &ver(7, r#"{"a":"x|y"}"#), TTL)
-        .await
-        .unwrap());
-    assert!(c
-        .versioned_fill("meal:3", &ver(1, "null"), TTL)
-        .await
-        .unwrap());
+    assert!(miss_and_fill(c, "meal:2", ver(7, r#"{"a":"x|y"}"#)).await);
+    assert!(miss_and_fill(c, "meal:3", ver(1, "null")).await);
     assert_eq!(
-        c.versioned_get_many(&keys(&["meal:missing", "meal:2", "meal:1", "meal:3"]))
-            .await
-            .unwrap(),
+        c.leased_get_many(
+            &keys(&["meal:missing", "meal:2", "meal:1", "meal:3"]),
+            "l",
+            TTL
+        )
+        .await
+        .unwrap(),
         vec![
             None,
             Some(ver(7, r#"{"a":"x|y"}"#)),
-            Some(ver(2, "two")),
+            Some(ver(1, "one")),
             Some(ver(1, "null"))
         ]
     );
 
-    // Versions are compared as numbers, not as text.
-    assert!(c
-        .versioned_fill("meal:4", &ver(9, "nine"), TTL)
-        .await
-        .unwrap());
-    assert!(c
-        .versioned_fill("meal:4", &ver(10, "ten"), TTL)
-        .await
-        .unwrap());
+    // A fill never replaces an entry as new or newer, even with its lease: a writer whose
+    // mark had expired stored version 10 meanwhile; versions compare as numbers.
+    let k = keys(&["meal:4"]);
+    assert_eq!(c.leased_get_many(&k, "r", TTL).await.unwrap(), vec![None]);
+    c.end_write(
+        &[(k[0].clone(), WriteOutcome::Committed(ver(10, "ten")))],
+        TTL,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c.leased_fill_many(&[(k[0].clone(), ver(9, "nine"))], "r", TTL)
+            .await
+            .unwrap(),
+        vec![false]
+    );
     assert_eq!(read_one(c, "meal:4").await, Some(ver(10, "ten")));
 
     // Many fills at once, each judged on its own.
+    let many = keys(&["fill:fresh", "fill:marked", "fill:other"]);
+    assert_eq!(
+        c.leased_get_many(&many, "r2", TTL).await.unwrap(),
+        vec![None, None, None]
+    );
     c.begin_write(&keys(&["fill:marked"]), TTL).await.unwrap();
-    assert!(c
-        .versioned_fill("fill:newer", &ver(5, "five"), TTL)
-        .await
-        .unwrap());
     let stored = c
-        .versioned_fill_many(
+        .leased_fill_many(
             &[
                 ("fill:fresh".to_owned(), ver(1, "a")),
                 ("fill:marked".to_owned(), ver(1, "b")),
-                ("fill:newer".to_owned(), ver(4, "c")),
                 ("fill:other".to_owned(), ver(3, "d")),
             ],
+            "r2",
             TTL,
         )
         .await
         .unwrap();
-    assert_eq!(stored, vec![true, false, false, true]);
-    assert_eq!(
-        c.versioned_get_many(&keys(&[
-            "fill:fresh",
-            "fill:marked",
-            "fill:newer",
-            "fill:other"
-        ]))
-        .await
-        .unwrap(),
-        vec![
-            Some(ver(1, "a")),
-            None,
-            Some(ver(5, "five")),
-            Some(ver(3, "d"))
-        ]
-    );
+    assert_eq!(stored, vec![true, false, true]);
     c.end_write(&[("fill:marked".to_owned(), WriteOutcome::Aborted)], TTL)
         .await
         .unwrap();
     assert_eq!(
-        c.versioned_fill_many(&[], TTL).await.unwrap(),
+        c.leased_fill_many(&[], "r2", TTL).await.unwrap(),
         Vec::<bool>::new()
     );
 }
 
-async fn versioned_writes(c: &dyn Cache) {
-    assert!(c.versioned_fill("w:1", &ver(1, "one"), TTL).await.unwrap());
+async fn writes(c: &dyn VersionedCache) {
+    assert!(miss_and_fill(c, "w:1", ver(1, "one")).await);
 
-    // While a write is in flight the entry reads as a miss and fills are refused.
+    // While a write is in flight the entry reads as a miss and cannot be filled.
     c.begin_write(&keys(&["w:1"]), TTL).await.unwrap();
     assert_eq!(read_one(c, "w:1").await, None);
-    assert!(!c
-        .versioned_fill("w:1", &ver(5, "reader"), TTL)
-        .await
-        .unwrap());
+    assert!(!miss_and_fill(c, "w:1", ver(5, "reader")).await);
 
     // A committed write stores its entry and clears the mark.
     c.end_write(
@@ -316,12 +327,15 @@ async fn versioned_writes(c: &dyn Cache) {
     .await
     .unwrap();
     assert_eq!(read_one(c, "w:1").await, Some(ver(2, "two")));
-    assert!(c
-        .versioned_fill("w:1", &ver(3, "three"), TTL)
-        .await
-        .unwrap());
 
     // A committed write older than the entry present leaves it be (and still clears the mark).
+    c.begin_write(&keys(&["w:1"]), TTL).await.unwrap();
+    c.end_write(
+        &[("w:1".to_owned(), WriteOutcome::Committed(ver(3, "three")))],
+        TTL,
+    )
+    .await
+    .unwrap();
     c.begin_write(&keys(&["w:1"]), TTL).await.unwrap();
     c.end_write(
         &[("w:1".to_owned(), WriteOutcome::Committed(ver(2, "stale")))],
@@ -337,7 +351,6 @@ async fn versioned_writes(c: &dyn Cache) {
         .await
         .unwrap();
     assert_eq!(read_one(c, "w:1").await, Some(ver(3, "three")));
-    assert!(c.versioned_fill("w:1", &ver(4, "four"), TTL).await.unwrap());
 
     // Two writers in flight: the key stays marked until both are done.
     c.begin_write(&keys(&["w:2"]), TTL).await.unwrap();
@@ -349,10 +362,7 @@ async fn versioned_writes(c: &dyn Cache) {
     .await
     .unwrap();
     assert_eq!(read_one(c, "w:2").await, None);
-    assert!(!c
-        .versioned_fill("w:2", &ver(9, "reader"), TTL)
-        .await
-        .unwrap());
+    assert!(!miss_and_fill(c, "w:2", ver(9, "reader")).await);
     c.end_write(
         &[("w:2".to_owned(), WriteOutcome::Committed(ver(2, "second")))],
         TTL,
@@ -366,7 +376,7 @@ async fn versioned_writes(c: &dyn Cache) {
         .await
         .unwrap();
     assert_eq!(
-        c.versioned_get_many(&keys(&["w:1", "w:3", "w:4", "w:2"]))
+        c.leased_get_many(&keys(&["w:1", "w:3", "w:4", "w:2"]), "l", TTL)
             .await
             .unwrap(),
         vec![None, None, None, Some(ver(2, "second"))]
@@ -381,17 +391,10 @@ async fn versioned_writes(c: &dyn Cache) {
     )
     .await
     .unwrap();
-    assert_eq!(
-        c.versioned_get_many(&keys(&["w:1", "w:3", "w:4"]))
-            .await
-            .unwrap(),
-        vec![Some(ver(5, "five")), None, Some(ver(1, "new"))]
-    );
+    assert_eq!(read_one(c, "w:1").await, Some(ver(5, "five")));
+    assert_eq!(read_one(c, "w:4").await, Some(ver(1, "new")));
     // w:3 is no longer marked: a reader may fill it.
-    assert!(c
-        .versioned_fill("w:3", &ver(1, "filled"), TTL)
-        .await
-        .unwrap());
+    assert!(miss_and_fill(c, "w:3", ver(1, "filled")).await);
 
     // A committed delete is a tombstone that readers cannot overwrite with the older row.
     c.begin_write(&keys(&["w:4"]), TTL).await.unwrap();
@@ -401,7 +404,7 @@ async fn versioned_writes(c: &dyn Cache) {
     )
     .await
     .unwrap();
-    assert!(!c.versioned_fill("w:4", &ver(1, "new"), TTL).await.unwrap());
+    assert!(!miss_and_fill(c, "w:4", ver(1, "new")).await);
     assert_eq!(read_one(c, "w:4").await, Some(ver(2, "null")));
 
     c.begin_write(&[], TTL).await.unwrap();
@@ -409,7 +412,7 @@ async fn versioned_writes(c: &dyn Cache) {
 }
 
 /// Leases: a miss leases its key; a fill needs the lease; a write revokes it.
-async fn leases(c: &dyn Cache) {
+async fn leases(c: &dyn VersionedCache) {
     let k = keys(&["lease:a"]);
     assert_eq!(c.leased_get_many(&k, "r1", TTL).await.unwrap(), vec![None]);
     // Someone else's lease, or none, cannot fill.
@@ -467,24 +470,28 @@ async fn leases(c: &dyn Cache) {
     );
 }
 
-async fn prefixes_isolate(c: &dyn Cache, other: &dyn Cache) {
-    c.set("iso:k", "mine", None).await.unwrap();
-    assert_eq!(other.get("iso:k").await.unwrap(), None);
-    other.set("iso:k", "theirs", None).await.unwrap();
-    assert_eq!(c.get("iso:k").await.unwrap().as_deref(), Some("mine"));
-    assert_eq!(other.get("iso:k").await.unwrap().as_deref(), Some("theirs"));
-
-    assert_eq!(
-        other.scan_prefix("scan:").await.unwrap(),
-        Vec::<String>::new()
-    );
-    assert_eq!(other.incr_by("count:a", 1).await.unwrap(), 1);
-
-    // A write in flight on one instance does not hide the other's entry.
-    assert!(c
-        .versioned_fill("iso:v", &ver(1, "mine"), TTL)
+/// A bulk write's (or an outage's) invalidation deletes entries, and leaves marks alone.
+async fn invalidation(c: &dyn VersionedCache) {
+    assert!(miss_and_fill(c, "inv:a", ver(4, "a")).await);
+    assert!(miss_and_fill(c, "inv:b", ver(4, "b")).await);
+    c.begin_write(&keys(&["inv:b"]), TTL).await.unwrap();
+    c.invalidate(&keys(&["inv:a", "inv:b", "inv:missing"]))
         .await
-        .unwrap());
+        .unwrap();
+    assert_eq!(read_one(c, "inv:a").await, None);
+    // inv:b is still marked: no reader may fill it until the write ends.
+    assert!(!miss_and_fill(c, "inv:b", ver(1, "old")).await);
+    c.end_write(&[("inv:b".to_owned(), WriteOutcome::Aborted)], TTL)
+        .await
+        .unwrap();
+    // With the entry gone, an older version can be filled again (no tombstone was left).
+    assert!(miss_and_fill(c, "inv:a", ver(1, "again")).await);
+    c.invalidate(&[]).await.unwrap();
+}
+
+async fn versioned_prefixes_isolate(c: &dyn VersionedCache, other: &dyn VersionedCache) {
+    // A write in flight on one instance does not hide the other's entry.
+    assert!(miss_and_fill(c, "iso:v", ver(1, "mine")).await);
     other.begin_write(&keys(&["iso:v"]), TTL).await.unwrap();
     assert_eq!(read_one(c, "iso:v").await, Some(ver(1, "mine")));
     assert_eq!(read_one(other, "iso:v").await, None);
@@ -492,16 +499,18 @@ async fn prefixes_isolate(c: &dyn Cache, other: &dyn Cache) {
         .end_write(&[("iso:v".to_owned(), WriteOutcome::Aborted)], TTL)
         .await
         .unwrap();
-
-    assert_eq!(other.del(&keys(&["iso:k"])).await.unwrap(), 1);
-    assert_eq!(c.get("iso:k").await.unwrap().as_deref(), Some("mine"));
 }
 
 #[tokio::test]
-async fn memory_cache_conforms() {
-    cache_conformance(
-        Arc::new(MemoryCache::new(10_000, "test:")),
-        Arc::new(MemoryCache::new(10_000, "other:")),
+async fn memory_key_value_conforms() {
+    kv_conformance(Arc::new(MemoryKv::new()), Arc::new(MemoryKv::new())).await;
+}
+
+#[tokio::test]
+async fn memory_versioned_cache_conforms() {
+    versioned_conformance(
+        Arc::new(MemoryVersioned::new(10_000)),
+        Arc::new(MemoryVersioned::new(10_000)),
     )
     .await;
 }
@@ -509,20 +518,23 @@ async fn memory_cache_conforms() {
 #[tokio::test]
 async fn redis_cache_conforms() {
     let Some(url) = redis_url() else { return };
-    let prefix = unique_prefix();
-    let cache = RedisCache::connect(&url, &prefix, COMMAND_TIMEOUT)
-        .await
-        .expect("connect to TEST_REDIS_URL");
-    let other = RedisCache::connect(&url, &unique_prefix(), COMMAND_TIMEOUT)
-        .await
-        .expect("connect to TEST_REDIS_URL");
-    let (cache, other): (Arc<dyn Cache>, Arc<dyn Cache>) = (Arc::new(cache), Arc::new(other));
-    cache_conformance(cache.clone(), other.clone()).await;
+    let cache = Arc::new(
+        RedisCache::connect(&url, &unique_prefix(), COMMAND_TIMEOUT)
+            .await
+            .expect("connect to TEST_REDIS_URL"),
+    );
+    let other = Arc::new(
+        RedisCache::connect(&url, &unique_prefix(), COMMAND_TIMEOUT)
+            .await
+            .expect("connect to TEST_REDIS_URL"),
+    );
+    kv_conformance(cache.clone(), other.clone()).await;
+    versioned_conformance(cache.clone(), other.clone()).await;
 
     // Tidy up what this test stored (everything under its prefixes has a unique name anyway).
     for c in [cache, other] {
         let left = c.scan_prefix("").await.unwrap();
-        c.del(&left).await.unwrap();
+        KeyValue::del(c.as_ref(), &left).await.unwrap();
         assert_eq!(c.scan_prefix("").await.unwrap(), Vec::<String>::new());
     }
 }
@@ -546,11 +558,17 @@ async fn a_full_redis_refuses_every_leased_fill() {
         c.leased_get_many(&k, "r1", TTL).await.unwrap(),
         vec![None, None]
     );
-    // `a` meanwhile got a newer entry: the fill will only release a's lease.
-    assert!(c
-        .versioned_fill("full:a", &ver(5, "newer"), TTL)
-        .await
-        .unwrap());
+    // `a` meanwhile got a newer entry (a writer whose mark expired): the fill will only
+    // release a's lease.
+    c.end_write(
+        &[(
+            "full:a".to_owned(),
+            WriteOutcome::Committed(ver(5, "newer")),
+        )],
+        TTL,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         server.cli(&["config", "set", "maxmemory-policy", "noeviction"]),
         "OK"
@@ -568,6 +586,8 @@ async fn a_full_redis_refuses_every_leased_fill() {
         !matches!(filled.as_deref(), Ok([_, true])),
         "b was stored on a full server: {filled:?}"
     );
+    // Readers take leases, which a full server refuses too: make room to look.
+    assert_eq!(server.cli(&["config", "set", "maxmemory", "0"]), "OK");
     assert_eq!(read_one(&c, "full:b").await, None);
     assert_eq!(read_one(&c, "full:a").await, Some(ver(5, "newer")));
 }

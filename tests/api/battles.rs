@@ -638,7 +638,7 @@ async fn a_random_seed_makes_the_draws_reproducible(app: TestApp) {
     let mut expected = rand::rngs::StdRng::seed_from_u64(20261122);
     for _ in 0..5 {
         let f = fight(&app, &token, &a, &b).await;
-        let want: f64 = expected.gen();
+        let want: f64 = expected.random();
         let got = f["random"].as_f64().unwrap();
         assert!((got - want).abs() < 1e-12, "draw {got}, expected {want}");
         // delta 0.02: combatant 1 wins only when the draw is below it.
@@ -903,7 +903,7 @@ async fn logging_out_and_in_again_restores_the_ring(app: TestApp) {
         .collect();
     assert_eq!(saved, vec![b.clone(), a.clone()]);
     assert_eq!(
-        app.state.cache.get(&format!("ring:{user}")).await.unwrap(),
+        app.state.kv.get(&format!("ring:{user}")).await.unwrap(),
         None
     );
 

@@ -54,11 +54,16 @@ async fn update_price(app: &TestApp, token: &str, id: &str, price: f64) -> Value
     .await
 }
 
-/// The cache entry of a meal as stored (None when absent or marked).
+/// The cache entry of a meal as a reader sees it (None when absent or marked).
 async fn cached_entry(app: &TestApp, id: &str) -> Option<Versioned> {
+    cached(app, &format!("meal:{id}")).await
+}
+
+/// A cache entry as a reader sees it (taking a throw-away lease on a miss).
+async fn cached(app: &TestApp, key: &str) -> Option<Versioned> {
     app.state
         .cache
-        .versioned_get_many(&[format!("meal:{id}")])
+        .leased_get_many(&[key.to_owned()], "test-peek", Duration::from_secs(60))
         .await
         .unwrap()
         .remove(0)
@@ -284,14 +289,13 @@ async fn a_cached_meal_keeps_its_types_and_follows_every_write(app: TestApp) {
     .await;
     let e = cached_entry(&app, &id).await.unwrap();
     assert_eq!(e.payload, "null", "a delete leaves a versioned tombstone");
-    assert!(
-        app.state
-            .cache
-            .get("meal_name:Pho")
+    assert_eq!(
+        cached(&app, "meal_name:Pho")
             .await
-            .unwrap()
-            .is_none(),
-        "the name pair is removed"
+            .map(|e| e.payload)
+            .as_deref(),
+        Some("null"),
+        "the name pair is a tombstone"
     );
 }
 
@@ -388,6 +392,20 @@ async fn a_slow_reader_cannot_put_back_an_older_row(app: TestApp) {
     let t = app.login_new_user("chef").await;
     let m = create_meal(&app, &t, "Race", "Test", 1.0, "LOW").await;
     let id = m["id"].as_str().unwrap().to_owned();
+    let key = format!("meal:{id}");
+    let ttl = Duration::from_secs(60);
+    app.state
+        .cache
+        .invalidate(std::slice::from_ref(&key))
+        .await
+        .unwrap(); // evicted
+    let missed = app
+        .state
+        .cache
+        .leased_get_many(std::slice::from_ref(&key), "slow-reader", ttl)
+        .await
+        .unwrap();
+    assert_eq!(missed, vec![None]);
     let old = db_row(&app, &id).await; // a reader missed and read version 1…
     update_price(&app, &t, &id, 2.0).await; // …a write commits version 2 meanwhile…
     let stale = Versioned {
@@ -397,10 +415,14 @@ async fn a_slow_reader_cannot_put_back_an_older_row(app: TestApp) {
     let stored = app
         .state
         .cache
-        .versioned_fill(&format!("meal:{id}"), &stale, Duration::from_secs(60))
+        .leased_fill_many(&[(key, stale)], "slow-reader", ttl)
         .await
         .unwrap();
-    assert!(!stored, "…and the reader's late fill is refused");
+    assert_eq!(
+        stored,
+        vec![false],
+        "…and the reader's late fill is refused"
+    );
     assert_eq!(get_meal(&app, &id).await["price"], 2.0);
 }
 
@@ -411,8 +433,8 @@ async fn a_slow_reader_cannot_fill_even_after_the_newer_entry_was_evicted(app: T
     let key = format!("meal:{id}");
     let cache = &app.state.cache;
     let ttl = Duration::from_secs(60);
-    cache.del(std::slice::from_ref(&key)).await.unwrap(); // evicted
-                                                          // A reader misses (taking its lease) and reads version 1 from the database…
+    cache.invalidate(std::slice::from_ref(&key)).await.unwrap(); // evicted
+                                                                 // A reader misses (taking its lease) and reads version 1 from the database…
     let got = cache
         .leased_get_many(std::slice::from_ref(&key), "reader-1", ttl)
         .await
@@ -421,7 +443,7 @@ async fn a_slow_reader_cannot_fill_even_after_the_newer_entry_was_evicted(app: T
     let old = db_row(&app, &id).await;
     // …a write commits version 2 (revoking the lease), and its entry is evicted again…
     assert_no_errors(&update_price(&app, &t, &id, 2.0).await);
-    cache.del(std::slice::from_ref(&key)).await.unwrap();
+    cache.invalidate(std::slice::from_ref(&key)).await.unwrap();
     // …the reader's fill finds no version to compare with, but its lease is gone.
     let stale = Versioned {
         version: old.version,
@@ -434,7 +456,7 @@ async fn a_slow_reader_cannot_fill_even_after_the_newer_entry_was_evicted(app: T
     assert_eq!(stored, vec![false]);
     assert_eq!(get_meal(&app, &id).await["price"], 2.0);
     // An undisturbed reader's lease does fill.
-    cache.del(std::slice::from_ref(&key)).await.unwrap();
+    cache.invalidate(std::slice::from_ref(&key)).await.unwrap();
     cache
         .leased_get_many(std::slice::from_ref(&key), "reader-2", ttl)
         .await
@@ -468,7 +490,7 @@ async fn warm_reads_cost_one_cache_round_trip_and_no_sql(app: TestApp) {
     let sql = "arena_sql_queries_total";
     // Cold: empty the entries (as after a cache restart).
     let keys: Vec<String> = ids.iter().map(|i| format!("meal:{i}")).collect();
-    app.state.cache.del(&keys).await.unwrap();
+    app.state.cache.invalidate(&keys).await.unwrap();
     let aliased: String = ids
         .iter()
         .enumerate()

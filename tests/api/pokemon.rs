@@ -795,7 +795,7 @@ async fn a_dry_run_writes_nothing(app: TestApp) {
     // The staged rows are gone once the import answered.
     let staged = app
         .state
-        .cache
+        .kv
         .scan_prefix(&format!("import:{}:", report["importId"].as_str().unwrap()))
         .await
         .unwrap();

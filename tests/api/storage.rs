@@ -149,7 +149,7 @@ async fn a_separate_storage_redis_holds_the_values_apart_from_the_cache() {
         app.state.storage.get(&key).await.unwrap().as_deref(),
         Some("red")
     );
-    assert_eq!(app.state.cache.get(&key).await.unwrap(), None);
+    assert_eq!(app.state.kv.get(&key).await.unwrap(), None);
 
     let ready: serde_json::Value = app
         .client

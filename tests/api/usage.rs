@@ -52,10 +52,7 @@ async fn stats(app: &TestApp) -> Stats {
 /// Stats once the start-up restore of a fresh Arena has run (it runs in the background).
 async fn stats_once_restored(app: &TestApp) -> Stats {
     wait_until(Duration::from_secs(10), || async {
-        read_counter(app.state.cache.as_ref(), RESTORED)
-            .await
-            .unwrap()
-            > 0
+        read_counter(app.state.kv.as_ref(), RESTORED).await.unwrap() > 0
     })
     .await;
     stats(app).await
@@ -80,9 +77,9 @@ async fn stored_count(app: &TestApp, field: &str) -> Option<i64> {
 /// with tests running in parallel).
 async fn empty_the_cache(app: &TestApp) {
     assert!(app.usage.flush(&app.state).await);
-    let keys = app.state.cache.scan_prefix("").await.unwrap();
+    let keys = app.state.kv.scan_prefix("").await.unwrap();
     if !keys.is_empty() {
-        app.state.cache.del(&keys).await.unwrap();
+        app.state.kv.del(&keys).await.unwrap();
     }
 }
 
@@ -173,7 +170,7 @@ async fn the_viewer_joins_user_set_and_updated_time_moves(app: TestApp) {
     // Start user_set afresh (after the buffer is flushed), so only what follows counts.
     assert!(app.usage.flush(&app.state).await);
     app.state
-        .cache
+        .kv
         .del(&[arena::usage::counting::USER_SET.to_owned()])
         .await
         .unwrap();
@@ -390,7 +387,7 @@ async fn counts_are_restored_from_documents_after_the_cache_is_emptied(app: Test
 
     // A restore is idempotent: another pass, even with its marker gone (evicted), never
     // counts twice.
-    app.state.cache.del(&[RESTORED.to_owned()]).await.unwrap();
+    app.state.kv.del(&[RESTORED.to_owned()]).await.unwrap();
     assert_eq!(sync_now(&app).await, SyncOutcome::Copied);
     assert_eq!(stats(&app).await.count("roll"), 7);
 

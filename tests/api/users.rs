@@ -250,7 +250,7 @@ async fn deleting_the_account_needs_the_password_and_removes_everything(app: Tes
     let storage_key = arena::storage::service::storage_key(id, "k");
     let data_key = arena::usage::service::user_key(id);
     assert!(app.state.storage.get(&storage_key).await.unwrap().is_some());
-    assert!(app.state.cache.get(&data_key).await.unwrap().is_some());
+    assert!(app.state.kv.get(&data_key).await.unwrap().is_some());
     assert!(app
         .state
         .docs
@@ -268,7 +268,7 @@ async fn deleting_the_account_needs_the_password_and_removes_everything(app: Tes
     );
     assert_no_errors(&app.gql_as(&token, q, json!({ "p": "password123" })).await);
     assert_eq!(app.state.storage.get(&storage_key).await.unwrap(), None);
-    assert_eq!(app.state.cache.get(&data_key).await.unwrap(), None);
+    assert_eq!(app.state.kv.get(&data_key).await.unwrap(), None);
     assert_eq!(
         app.state
             .docs

@@ -18,7 +18,10 @@ pub struct CacheHealth {
 #[derive(Default)]
 struct HealthInner {
     degraded: bool,
+    /// Write-through entries owed a deletion.
     pending: HashSet<String>,
+    /// Plain keys owed a deletion (a copy written elsewhere while the cache was away).
+    pending_kv: HashSet<String>,
 }
 
 impl CacheHealth {
@@ -37,26 +40,45 @@ impl CacheHealth {
         h.pending.extend(owed);
     }
 
+    /// A plain key's copy in the cache is older than its truth and could not be removed: the
+    /// cache is used again only once it is deleted.
+    pub fn failed_kv(&self, owed: impl IntoIterator<Item = String>) {
+        let mut h = self.inner.lock();
+        if !h.degraded {
+            tracing::warn!("cache unreachable: serving from the database until it is back");
+        }
+        h.degraded = true;
+        h.pending_kv.extend(owed);
+    }
+
     /// Whether the instance is in degraded mode (for tests and `/readyz`).
     pub fn degraded(&self) -> bool {
         self.inner.lock().degraded
     }
 
-    /// The keys the cache is owed an invalidation of.
-    pub fn owed(&self) -> Vec<String> {
-        self.inner.lock().pending.iter().cloned().collect()
+    /// The entries and the plain keys the cache is owed a deletion of.
+    pub fn owed(&self) -> Owed {
+        let h = self.inner.lock();
+        Owed {
+            entries: h.pending.iter().cloned().collect(),
+            plain: h.pending_kv.iter().cloned().collect(),
+        }
     }
 
-    /// `keys` were deleted from the cache; leaves degraded mode when nothing else is owed
+    /// `owed` was deleted from the cache; leaves degraded mode when nothing else is owed
     /// (keys owed meanwhile keep it degraded). Returns whether the cache is usable again.
-    pub fn delivered(&self, keys: &[String]) -> bool {
+    pub fn delivered(&self, owed: &Owed) -> bool {
         let mut h = self.inner.lock();
-        for k in keys {
+        for k in &owed.entries {
             h.pending.remove(k);
         }
-        if h.pending.is_empty() {
+        for k in &owed.plain {
+            h.pending_kv.remove(k);
+        }
+        let keys = owed.entries.len() + owed.plain.len();
+        if h.pending.is_empty() && h.pending_kv.is_empty() {
             if h.degraded {
-                tracing::info!(invalidated = keys.len(), "cache is back");
+                tracing::info!(invalidated = keys, "cache is back");
             }
             h.degraded = false;
             true
@@ -64,4 +86,13 @@ impl CacheHealth {
             false
         }
     }
+}
+
+/// What the cache is owed, as [`CacheHealth::owed`] reports it.
+#[derive(Debug, Clone, Default)]
+pub struct Owed {
+    /// Write-through entries.
+    pub entries: Vec<String>,
+    /// Plain keys.
+    pub plain: Vec<String>,
 }

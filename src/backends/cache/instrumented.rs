@@ -1,112 +1,146 @@
-//! Wraps any [`Cache`] to count round trips and failures in the instance's metrics.
+//! Wraps a [`KeyValue`] or a [`VersionedCache`] to count round trips and failures in the
+//! instance's metrics. Each operation's counter is looked up once, when the wrapper is made.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use prometheus::IntCounter;
 
-use super::{Cache, CacheResult, Versioned, WriteOutcome};
+use super::{CacheResult, KeyValue, Versioned, VersionedCache, WriteOutcome};
 use crate::metrics::Metrics;
 
-/// A cache that counts every call as one round trip.
-pub struct InstrumentedCache {
-    inner: Arc<dyn Cache>,
-    metrics: Metrics,
+/// Every cache operation, as labelled in `arena_cache_round_trips_total{op}`.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Ping,
+    Get,
+    Set,
+    SetMany,
+    SetNx,
+    DelIfEquals,
+    Del,
+    IncrBy,
+    IncrWithTtl,
+    Sadd,
+    Smembers,
+    ScanPrefix,
+    LeasedGetMany,
+    LeasedFillMany,
+    BeginWrite,
+    EndWrite,
+    Invalidate,
 }
 
-impl InstrumentedCache {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn Cache>, metrics: Metrics) -> Self {
-        Self { inner, metrics }
+const OPS: [(Op, &str); 17] = [
+    (Op::Ping, "ping"),
+    (Op::Get, "get"),
+    (Op::Set, "set"),
+    (Op::SetMany, "set_many"),
+    (Op::SetNx, "set_nx"),
+    (Op::DelIfEquals, "del_if_equals"),
+    (Op::Del, "del"),
+    (Op::IncrBy, "incr_by"),
+    (Op::IncrWithTtl, "incr_with_ttl"),
+    (Op::Sadd, "sadd"),
+    (Op::Smembers, "smembers"),
+    (Op::ScanPrefix, "scan_prefix"),
+    (Op::LeasedGetMany, "leased_get_many"),
+    (Op::LeasedFillMany, "leased_fill_many"),
+    (Op::BeginWrite, "begin_write"),
+    (Op::EndWrite, "end_write"),
+    (Op::Invalidate, "invalidate"),
+];
+
+/// A cache that counts every call as one round trip.
+pub struct Instrumented<T: ?Sized> {
+    inner: Arc<T>,
+    round_trips: Vec<IntCounter>,
+    errors: IntCounter,
+}
+
+impl<T: ?Sized> Instrumented<T> {
+    /// Wraps `inner`, counting into `metrics`.
+    pub fn new(inner: Arc<T>, metrics: &Metrics) -> Self {
+        let round_trips = OPS
+            .iter()
+            .enumerate()
+            .map(|(i, (op, name))| {
+                debug_assert_eq!(*op as usize, i);
+                metrics.cache_round_trips.with_label_values(&[*name])
+            })
+            .collect();
+        Self {
+            inner,
+            round_trips,
+            errors: metrics.cache_errors.clone(),
+        }
     }
 
-    fn count<T>(&self, op: &str, r: CacheResult<T>) -> CacheResult<T> {
-        self.metrics
-            .cache_round_trips
-            .with_label_values(&[op])
-            .inc();
+    fn count<R>(&self, op: Op, r: CacheResult<R>) -> CacheResult<R> {
+        self.round_trips[op as usize].inc();
         if let Err(e) = &r {
-            self.metrics.cache_errors.inc();
-            tracing::warn!(error = %e, "cache call failed");
+            self.errors.inc();
+            tracing::warn!(error = ?e, op = OPS[op as usize].1, "cache call failed");
         }
         r
     }
 }
 
 #[async_trait]
-impl Cache for InstrumentedCache {
+impl KeyValue for Instrumented<dyn KeyValue> {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
     async fn ping(&self) -> CacheResult<()> {
-        self.count("ping", self.inner.ping().await)
+        self.count(Op::Ping, self.inner.ping().await)
     }
     async fn get(&self, key: &str) -> CacheResult<Option<String>> {
-        self.count("get", self.inner.get(key).await)
-    }
-    async fn mget(&self, keys: &[String]) -> CacheResult<Vec<Option<String>>> {
-        self.count("mget", self.inner.mget(keys).await)
+        self.count(Op::Get, self.inner.get(key).await)
     }
     async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> CacheResult<()> {
-        self.count("set", self.inner.set(key, value, ttl).await)
+        self.count(Op::Set, self.inner.set(key, value, ttl).await)
     }
     async fn set_many(
         &self,
         entries: &[(String, String)],
         ttl: Option<Duration>,
     ) -> CacheResult<()> {
-        self.count("set_many", self.inner.set_many(entries, ttl).await)
+        self.count(Op::SetMany, self.inner.set_many(entries, ttl).await)
     }
     async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> CacheResult<bool> {
-        self.count("set_nx", self.inner.set_nx(key, value, ttl).await)
+        self.count(Op::SetNx, self.inner.set_nx(key, value, ttl).await)
     }
     async fn del_if_equals(&self, key: &str, value: &str) -> CacheResult<bool> {
-        self.count("del_if_equals", self.inner.del_if_equals(key, value).await)
+        self.count(Op::DelIfEquals, self.inner.del_if_equals(key, value).await)
     }
     async fn del(&self, keys: &[String]) -> CacheResult<u64> {
-        self.count("del", self.inner.del(keys).await)
+        self.count(Op::Del, self.inner.del(keys).await)
     }
     async fn incr_by(&self, key: &str, by: i64) -> CacheResult<i64> {
-        self.count("incr_by", self.inner.incr_by(key, by).await)
+        self.count(Op::IncrBy, self.inner.incr_by(key, by).await)
     }
     async fn incr_with_ttl(&self, key: &str, ttl: Duration) -> CacheResult<i64> {
-        self.count("incr_with_ttl", self.inner.incr_with_ttl(key, ttl).await)
+        self.count(Op::IncrWithTtl, self.inner.incr_with_ttl(key, ttl).await)
     }
     async fn sadd(&self, key: &str, member: &str) -> CacheResult<bool> {
-        self.count("sadd", self.inner.sadd(key, member).await)
+        self.count(Op::Sadd, self.inner.sadd(key, member).await)
     }
     async fn smembers(&self, key: &str) -> CacheResult<Vec<String>> {
-        self.count("smembers", self.inner.smembers(key).await)
+        self.count(Op::Smembers, self.inner.smembers(key).await)
     }
     async fn scan_prefix(&self, prefix: &str) -> CacheResult<Vec<String>> {
-        self.count("scan_prefix", self.inner.scan_prefix(prefix).await)
+        self.count(Op::ScanPrefix, self.inner.scan_prefix(prefix).await)
     }
-    async fn versioned_get_many(&self, keys: &[String]) -> CacheResult<Vec<Option<Versioned>>> {
-        self.count(
-            "versioned_get_many",
-            self.inner.versioned_get_many(keys).await,
-        )
+}
+
+#[async_trait]
+impl VersionedCache for Instrumented<dyn VersionedCache> {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
     }
-    async fn versioned_fill(
-        &self,
-        key: &str,
-        entry: &Versioned,
-        ttl: Duration,
-    ) -> CacheResult<bool> {
-        self.count(
-            "versioned_fill",
-            self.inner.versioned_fill(key, entry, ttl).await,
-        )
-    }
-    async fn versioned_fill_many(
-        &self,
-        entries: &[(String, Versioned)],
-        ttl: Duration,
-    ) -> CacheResult<Vec<bool>> {
-        self.count(
-            "versioned_fill_many",
-            self.inner.versioned_fill_many(entries, ttl).await,
-        )
+    async fn ping(&self) -> CacheResult<()> {
+        self.count(Op::Ping, self.inner.ping().await)
     }
     async fn leased_get_many(
         &self,
@@ -115,7 +149,7 @@ impl Cache for InstrumentedCache {
         lease_ttl: Duration,
     ) -> CacheResult<Vec<Option<Versioned>>> {
         self.count(
-            "leased_get_many",
+            Op::LeasedGetMany,
             self.inner.leased_get_many(keys, lease, lease_ttl).await,
         )
     }
@@ -126,14 +160,17 @@ impl Cache for InstrumentedCache {
         ttl: Duration,
     ) -> CacheResult<Vec<bool>> {
         self.count(
-            "leased_fill_many",
+            Op::LeasedFillMany,
             self.inner.leased_fill_many(entries, lease, ttl).await,
         )
     }
     async fn begin_write(&self, keys: &[String], mark_ttl: Duration) -> CacheResult<()> {
-        self.count("begin_write", self.inner.begin_write(keys, mark_ttl).await)
+        self.count(Op::BeginWrite, self.inner.begin_write(keys, mark_ttl).await)
     }
     async fn end_write(&self, writes: &[(String, WriteOutcome)], ttl: Duration) -> CacheResult<()> {
-        self.count("end_write", self.inner.end_write(writes, ttl).await)
+        self.count(Op::EndWrite, self.inner.end_write(writes, ttl).await)
+    }
+    async fn invalidate(&self, keys: &[String]) -> CacheResult<()> {
+        self.count(Op::Invalidate, self.inner.invalidate(keys).await)
     }
 }

@@ -27,16 +27,28 @@ pub struct MongoDocuments {
 }
 
 fn map_err(e: mongodb::error::Error) -> DocumentError {
-    DocumentError(format!("mongodb: {e}"))
+    DocumentError::Store(Box::new(e))
+}
+
+/// Whether an insert failed because the `_id` exists.
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::InsertMany(m) => m
+            .write_errors
+            .as_ref()
+            .is_some_and(|errs| errs.iter().any(|w| w.code == 11000)),
+        ErrorKind::Command(c) => c.code == 11000,
+        _ => false,
+    }
 }
 
 impl MongoDocuments {
     /// Connects to `url` (`mongodb://` or `mongodb+srv://`) and uses `database`. The driver
     /// connects lazily: this parses the URL and checks the server answers a `ping`.
     pub async fn connect(url: &str, database: &str) -> Result<MongoDocuments, DocumentError> {
-        let mut options = ClientOptions::parse(url)
-            .await
-            .map_err(|e| DocumentError(format!("invalid MongoDB URL: {}", e.kind)))?;
+        let mut options = ClientOptions::parse(url).await.map_err(map_err)?;
         options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
         options.connect_timeout = Some(CONNECT_TIMEOUT);
         if options.app_name.is_none() {
@@ -63,12 +75,12 @@ impl MongoDocuments {
 /// The JSON object as a BSON document with `_id` = `id`.
 fn to_document(id: &str, value: &Value) -> DocResult<Document> {
     if !value.is_object() {
-        return Err(DocumentError(
-            "a MongoDB document must be a JSON object".to_owned(),
+        return Err(DocumentError::Shape(
+            "a MongoDB document must be a JSON object".into(),
         ));
     }
-    let mut doc = mongodb::bson::to_document(value)
-        .map_err(|e| DocumentError(format!("document cannot be stored as BSON: {e}")))?;
+    let mut doc =
+        mongodb::bson::to_document(value).map_err(|e| DocumentError::Shape(Box::new(e)))?;
     doc.insert("_id", id);
     Ok(doc)
 }
@@ -82,7 +94,7 @@ fn from_document(mut doc: Document) -> DocResult<(String, Value)> {
         None => String::new(),
     };
     let value = mongodb::bson::from_document::<Value>(doc)
-        .map_err(|e| DocumentError(format!("document cannot be read as JSON: {e}")))?;
+        .map_err(|e| DocumentError::Shape(Box::new(e)))?;
     Ok((id, value))
 }
 
@@ -119,6 +131,33 @@ impl DocumentStore for MongoDocuments {
             .await
             .map(drop)
             .map_err(map_err)
+    }
+
+    async fn put_if(
+        &self,
+        collection: &str,
+        id: &str,
+        doc: &Value,
+        field: &str,
+        expected: Option<i64>,
+    ) -> DocResult<bool> {
+        let document = to_document(id, doc)?;
+        let coll = self.collection(collection);
+        let Some(expected) = expected else {
+            return match coll.insert_one(document).await {
+                Ok(_) => Ok(true),
+                Err(e) if is_duplicate_key(&e) => Ok(false),
+                Err(e) => Err(map_err(e)),
+            };
+        };
+        let version = if expected == 0 {
+            doc! { "$or": [ { field: 0_i64 }, { field: { "$exists": false } } ] }
+        } else {
+            doc! { field: expected }
+        };
+        let filter = doc! { "$and": [ { "_id": id }, version ] };
+        let result = coll.replace_one(filter, document).await.map_err(map_err)?;
+        Ok(result.matched_count > 0)
     }
 
     async fn delete(&self, collection: &str, id: &str) -> DocResult<bool> {

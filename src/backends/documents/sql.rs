@@ -2,8 +2,11 @@
 
 use async_trait::async_trait;
 use entity::document;
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr, TransactionTrait,
+};
 use serde_json::Value;
 
 use super::{DocResult, DocumentError, DocumentStore};
@@ -20,8 +23,8 @@ impl SqlDocuments {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> DocumentError {
-    DocumentError(e.to_string())
+fn err(e: impl std::error::Error + Send + Sync + 'static) -> DocumentError {
+    DocumentError::Store(Box::new(e))
 }
 
 #[async_trait]
@@ -60,6 +63,65 @@ impl DocumentStore for SqlDocuments {
             .await
             .map_err(err)?;
         Ok(())
+    }
+
+    async fn put_if(
+        &self,
+        collection: &str,
+        id: &str,
+        doc: &Value,
+        field: &str,
+        expected: Option<i64>,
+    ) -> DocResult<bool> {
+        let txn = self.db.begin().await.map_err(err)?;
+        let key = (collection.to_owned(), id.to_owned());
+        // Lock the row (SQLite: take the database's write lock first) so that the compare
+        // and the write are one step.
+        if txn.get_database_backend() == DatabaseBackend::Sqlite {
+            document::Entity::update_many()
+                .col_expr(document::Column::Id, Expr::col(document::Column::Id).into())
+                .filter(document::Column::Collection.eq(collection))
+                .filter(document::Column::Id.eq(id))
+                .exec(&txn)
+                .await
+                .map_err(err)?;
+        }
+        let mut current = document::Entity::find_by_id(key);
+        if txn.get_database_backend() != DatabaseBackend::Sqlite {
+            current = current.lock_exclusive();
+        }
+        let current = current.one(&txn).await.map_err(err)?;
+        let found = match &current {
+            None => None,
+            Some(row) => {
+                let body: Value = serde_json::from_str(&row.body).map_err(err)?;
+                Some(body.get(field).and_then(Value::as_i64).unwrap_or(0))
+            }
+        };
+        if found != expected {
+            return Ok(false);
+        }
+        let row = document::ActiveModel {
+            collection: Set(collection.to_owned()),
+            id: Set(id.to_owned()),
+            body: Set(doc.to_string()),
+            updated_at: Set(chrono::Utc::now()),
+        };
+        let written = if current.is_some() {
+            row.update(&txn).await.map(drop)
+        } else {
+            row.insert(&txn).await.map(drop)
+        };
+        match written {
+            Ok(()) => {}
+            // A concurrent first write of the same document won.
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                return Ok(false)
+            }
+            Err(e) => return Err(err(e)),
+        }
+        txn.commit().await.map_err(err)?;
+        Ok(true)
     }
 
     async fn delete(&self, collection: &str, id: &str) -> DocResult<bool> {

@@ -8,10 +8,10 @@ pub mod redis;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-/// An event bus error.
+/// An event bus error, with its cause.
 #[derive(Debug, thiserror::Error)]
-#[error("event bus: {0}")]
-pub struct EventError(pub String);
+#[error("event bus")]
+pub struct EventError(#[source] pub crate::backends::cache::BoxError);
 
 /// Publish/subscribe on named topics; payloads are JSON text.
 #[async_trait]

@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::local::stream_of;
 use super::{EventBus, EventError};
-use crate::backends::cache::redis::{builder, command_options, glob_escape};
+use crate::backends::redis_client::{builder, command_options, glob_escape};
 
 /// Capacity of each topic's local broadcast channel.
 const TOPIC_CAPACITY: usize = 256;
@@ -55,7 +55,7 @@ impl std::fmt::Debug for RedisEvents {
 }
 
 fn map_err(e: FredError) -> EventError {
-    EventError(e.to_string())
+    EventError(Box::new(e))
 }
 
 impl RedisEvents {
@@ -67,8 +67,7 @@ impl RedisEvents {
         prefix: &str,
         command_timeout: Duration,
     ) -> Result<RedisEvents, EventError> {
-        let mut builder = builder(url, command_timeout)
-            .map_err(|e| EventError(format!("invalid Redis URL: {}", e.details())))?;
+        let mut builder = builder(url, command_timeout).map_err(map_err)?;
         let publisher = builder.build().map_err(map_err)?;
         builder.with_performance_config(|perf| perf.broadcast_channel_capacity = UPSTREAM_CAPACITY);
         let subscriber = builder.build_subscriber_client().map_err(map_err)?;

@@ -1,0 +1,203 @@
+//! The cache's connections to Redis (or Redis Cluster) and the one-round-trip command helpers
+//! every method goes through.
+//!
+//! Failure behaviour. While Redis is unreachable every command fails at once (per-command
+//! `fail_fast`), and a command that was sent but gets no answer fails after the command
+//! timeout; callers then go to the database. A command that was in flight when a connection
+//! dropped is answered with an error, never replayed, so a non-idempotent script (`INCR` of a
+//! mark, `DECR` in `end_write`) never runs twice. The clients reconnect in the background with
+//! an exponential backoff capped at two seconds.
+
+use std::time::Duration;
+
+use fred::clients::Pool;
+use fred::error::{Error as FredError, ErrorKind};
+use fred::interfaces::ClientLike;
+use fred::prelude::{Options, Value};
+use fred::types::{ClusterHash, CustomCommand};
+
+use super::scripts::Script;
+use crate::backends::cache::{CacheError, CacheResult};
+use crate::backends::redis_client::{builder, command_options, map_err};
+
+/// Connections per instance. fred multiplexes concurrent commands on each connection (and
+/// pipelines them), so a single client would already serve many requests; a small pool
+/// spreads encoding, decoding and socket I/O over several router tasks on the multi-threaded
+/// runtime and keeps one large reply (a `SCAN` page, a big value) from delaying every other
+/// request behind it.
+const POOL_SIZE: usize = 4;
+
+/// A pool of connections and the options of every command.
+pub struct Connection {
+    pool: Pool,
+    options: Options,
+    clustered: bool,
+}
+
+impl Connection {
+    /// Connects to `url` (`redis://`, or `redis-cluster://` for a cluster). Fails when the
+    /// server cannot be reached now; once connected, the pool reconnects by itself.
+    pub async fn connect(url: &str, command_timeout: Duration) -> CacheResult<Connection> {
+        let builder = builder(url, command_timeout).map_err(|e| {
+            CacheError::Protocol(format!("invalid Redis URL: {}", e.details()).into())
+        })?;
+        let pool = builder.build_pool(POOL_SIZE).map_err(map_err)?;
+        if let Err(e) = pool.init().await {
+            // Some of the pool's clients may have connected: close them.
+            let _ = pool.quit().await;
+            return Err(map_err(e));
+        }
+        let clustered = pool.is_clustered();
+        Ok(Connection {
+            pool,
+            options: command_options(command_timeout),
+            clustered,
+        })
+    }
+
+    /// The pool, for commands with their own helpers in fred.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The options of every command (fail fast, time out).
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Whether the server is a Redis Cluster.
+    pub fn is_clustered(&self) -> bool {
+        self.clustered
+    }
+
+    /// Closes the connections.
+    pub async fn quit(&self) {
+        let _ = self.pool.quit().await;
+    }
+
+    /// Runs the command `name` once per argument list, in one round trip: the command itself
+    /// when there is one, a pipeline otherwise. `key_at` is the index of the first key in each
+    /// argument list; on a cluster it routes the command to its slot's node (fred hashes the
+    /// first string argument of a custom command otherwise, which for `EVALSHA` is the SHA).
+    /// One result per argument list.
+    pub async fn send(
+        &self,
+        name: &'static str,
+        key_at: usize,
+        calls: Vec<Vec<Value>>,
+    ) -> Vec<Result<Value, FredError>> {
+        let command = |args: &[Value]| {
+            let hash = match args.get(key_at) {
+                Some(Value::String(key)) if self.clustered => {
+                    ClusterHash::Custom(fred::util::redis_keyslot(key.as_bytes()))
+                }
+                _ => ClusterHash::FirstKey,
+            };
+            CustomCommand::new_static(name, hash, false)
+        };
+        let n = calls.len();
+        if n <= 1 {
+            let mut out = Vec::with_capacity(n);
+            for args in calls {
+                out.push(
+                    self.pool
+                        .with_options(&self.options)
+                        .custom::<Value, Value>(command(&args), args)
+                        .await,
+                );
+            }
+            return out;
+        }
+        let pipeline = self.pool.next_connected().pipeline();
+        let queue = pipeline.with_options(&self.options);
+        for args in calls {
+            if let Err(e) = queue.custom::<Value, Value>(command(&args), args).await {
+                return vec![Err(e); n];
+            }
+        }
+        let results = pipeline.try_all::<Value>().await;
+        if results.len() == n {
+            results
+        } else {
+            // The pipeline as a whole failed (not connected, timed out).
+            let e = results
+                .into_iter()
+                .find_map(Result::err)
+                .unwrap_or_else(|| FredError::new(ErrorKind::Unknown, "short pipeline reply"));
+            vec![Err(e); n]
+        }
+    }
+
+    /// Runs `script` once per `(keys, args)` call, in one round trip; a node that does not
+    /// know the script yet (`NOSCRIPT`: it restarted, or `SCRIPT FLUSH`) gets it with `EVAL`,
+    /// which caches it there.
+    pub async fn eval(
+        &self,
+        script: &Script,
+        calls: Vec<(Vec<String>, Vec<Value>)>,
+    ) -> CacheResult<Vec<Value>> {
+        let build = |body: &str, (keys, args): &(Vec<String>, Vec<Value>)| {
+            let mut v: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
+            v.push(body.into());
+            v.push(Value::Integer(keys.len() as i64));
+            v.extend(keys.iter().map(|k| Value::from(k.as_str())));
+            v.extend(args.iter().cloned());
+            v
+        };
+        // Arguments: script, number of keys, keys…, so the first key is at index 2.
+        let mut results = self
+            .send(
+                "EVALSHA",
+                2,
+                calls.iter().map(|c| build(&script.sha, c)).collect(),
+            )
+            .await;
+        let missing: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Err(e) if e.details().starts_with("NOSCRIPT")))
+            .map(|(i, _)| i)
+            .collect();
+        if !missing.is_empty() {
+            let retried = self
+                .send(
+                    "EVAL",
+                    2,
+                    missing
+                        .iter()
+                        .map(|&i| build(&script.body, &calls[i]))
+                        .collect(),
+                )
+                .await;
+            for (i, r) in missing.into_iter().zip(retried) {
+                results[i] = r;
+            }
+        }
+        results.into_iter().map(|r| r.map_err(map_err)).collect()
+    }
+
+    /// [`Connection::eval`] for a single call.
+    pub async fn eval_one(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> CacheResult<Value> {
+        self.eval(script, vec![(keys, args)])
+            .await?
+            .pop()
+            .ok_or_else(|| CacheError::protocol("empty script reply"))
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Close the connections; without this fred's connection tasks outlive the cache.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let pool = self.pool.clone();
+            runtime.spawn(async move {
+                let _ = pool.quit().await;
+            });
+        }
+    }
+}
