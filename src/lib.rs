@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod backends;
+pub mod batch;
 pub mod battles;
 pub mod config;
 pub mod credentials;

@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dataloader::Loader;
 use async_graphql::Context;
 use entity::meal;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
+use crate::batch::BatchLoader;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 use crate::write_through::{self, Cached};
@@ -78,15 +79,14 @@ impl Loader<i64> for MealByIdLoader {
 
 /// The meal loader of one request (or WebSocket connection): its lookups batch together.
 #[derive(Clone)]
-pub struct MealLoader(Arc<DataLoader<MealByIdLoader>>);
+pub struct MealLoader(Arc<BatchLoader<i64, MealByIdLoader>>);
 
 impl MealLoader {
     /// A fresh loader over `state`.
     pub fn new(state: &AppState) -> Self {
-        Self(Arc::new(DataLoader::new(
-            MealByIdLoader::new(state.clone()),
-            tokio::spawn,
-        )))
+        Self(Arc::new(BatchLoader::new(MealByIdLoader::new(
+            state.clone(),
+        ))))
     }
 
     /// Live meals by id, through the request's loader when it has one, else in one batch of

@@ -8,11 +8,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dataloader::Loader;
 use async_graphql::Context;
 use entity::{pokemon, trainer};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
+use crate::batch::BatchLoader;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::write_through::{self, Cached, Lease};
@@ -175,23 +176,20 @@ pub struct PokemonLoaders(Arc<Loaders>);
 /// The loaders themselves.
 pub struct Loaders {
     /// Trainers by id: one cache round trip, then one SQL query for the misses.
-    pub trainers: DataLoader<TrainerByIdLoader>,
+    pub trainers: BatchLoader<String, TrainerByIdLoader>,
     /// Pokémon by id: one cache round trip, then one SQL query for the misses.
-    pub pokemons: DataLoader<PokemonByIdLoader>,
+    pub pokemons: BatchLoader<String, PokemonByIdLoader>,
     /// Each trainer's Pokémon by owner id: one SQL query per batch.
-    pub pokemons_by_owner: DataLoader<PokemonsByOwnerLoader>,
+    pub pokemons_by_owner: BatchLoader<String, PokemonsByOwnerLoader>,
 }
 
 impl PokemonLoaders {
     /// A fresh set over `state`.
     pub fn new(state: &AppState) -> Self {
         Self(Arc::new(Loaders {
-            trainers: DataLoader::new(TrainerByIdLoader::new(state.clone()), tokio::spawn),
-            pokemons: DataLoader::new(PokemonByIdLoader::new(state.clone()), tokio::spawn),
-            pokemons_by_owner: DataLoader::new(
-                PokemonsByOwnerLoader::new(state.clone()),
-                tokio::spawn,
-            ),
+            trainers: BatchLoader::new(TrainerByIdLoader::new(state.clone())),
+            pokemons: BatchLoader::new(PokemonByIdLoader::new(state.clone())),
+            pokemons_by_owner: BatchLoader::new(PokemonsByOwnerLoader::new(state.clone())),
         }))
     }
 

@@ -24,7 +24,7 @@ const LAYERS: &[&[&str]] = &[
         "storage",
         "users",
     ],
-    &["write_through", "pagination", "viewer"],
+    &["write_through", "pagination", "viewer", "batch"],
     &["state"],
     &["crypto"],
     &["error", "telemetry"],
