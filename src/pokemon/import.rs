@@ -516,7 +516,7 @@ async fn run<M: Importable>(
                 .set_many(&[(key, json)], Some(ttl))
                 .await
                 .or_internal("staging the import in the cache"),
-            Err(e) => Err(AppError::internal(format!("encoding a staged chunk: {e}"))),
+            Err(e) => Err(AppError::caused_by("encoding a staged chunk", e)),
         };
         if staging.is_err() {
             // Stop the parser early: it fails on its next send.
