@@ -13,13 +13,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::graphql::auth::HeaderAuthenticator;
 use std::sync::Arc;
 
+use crate::graphql::build_pipeline;
 use crate::graphql::http::HttpState;
-use crate::graphql::{build_schema, SchemaState};
 use crate::state::AppState;
 use crate::usage::counting::UsageBuffer;
 use crate::workers::Workers;
@@ -42,18 +47,12 @@ impl Application {
             .await
             .with_context(|| format!("binding {addr}"))?;
         let usage = Arc::new(UsageBuffer::default());
-        let schema = build_schema(
-            &state.settings,
-            Some(SchemaState {
-                state: state.clone(),
-                usage: usage.clone(),
-            }),
-        );
+        let pipeline = build_pipeline(&state, usage.clone());
         let router = router(HttpState {
             app: state.clone(),
-            schema,
+            pipeline,
             auth: HeaderAuthenticator::shared(state.clone()),
-        });
+        })?;
         Ok(Self {
             listener,
             router,
@@ -141,17 +140,125 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested: finishing in-flight requests");
 }
 
-fn router(state: HttpState) -> Router {
+fn router(state: HttpState) -> anyhow::Result<Router> {
     use crate::graphql::http;
-    Router::new()
+    let settings = &state.app.settings;
+    // The GraphQL routes: a request that runs past the time limit is cancelled (a write that
+    // had not reached its commit rolls back), and answered with a GraphQL error.
+    let graphql = Router::new()
+        .route("/graphql", get(http::graphql_get).post(http::graphql_post))
         .route("/", get(http::graphiql))
-        .route("/graphql", get(http::graphiql).post(http::graphql_post))
+        // The outer bound on any body; a JSON body is held to the smaller
+        // ARENA_MAX_BODY_BYTES by its handler.
+        .layer(RequestBodyLimitLayer::new(
+            settings.max_body_bytes + settings.max_upload_bytes,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            settings.request_timeout(),
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), limit_errors));
+    Ok(Router::new()
+        .merge(graphql)
         .route("/graphql/ws", get(http::graphql_ws))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), track))
-        .with_state(state)
+        .layer(cors(&settings.cors_origins)?)
+        .layer(CatchPanicLayer::custom(panicked))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state))
+}
+
+/// The CORS policy of `ARENA_CORS_ORIGINS`: `*`, a comma-separated list, or empty (none).
+fn cors(origins: &str) -> anyhow::Result<CorsLayer> {
+    use axum::http::{header, Method};
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .max_age(std::time::Duration::from_secs(600));
+    let origins = origins.trim();
+    if origins == "*" {
+        return Ok(layer.allow_origin(AllowOrigin::any()));
+    }
+    let list = origins
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            o.parse::<axum::http::HeaderValue>()
+                .with_context(|| format!("ARENA_CORS_ORIGINS: `{o}` is not an origin"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(layer.allow_origin(AllowOrigin::list(list)))
+}
+
+/// A panic anywhere below is an `INTERNAL` error for the client (the log has the panic).
+fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic");
+    tracing::error!(panic = what, "a request panicked");
+    crate::graphql::http::error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        crate::graphql::http::MediaType::Json,
+        "INTERNAL",
+        "internal error",
+    )
+}
+
+/// Gives the answers of the body-limit and timeout layers a GraphQL body with a code.
+async fn limit_errors(State(http): State<HttpState>, req: Request, next: Next) -> Response {
+    use crate::graphql::http::{error_response, MediaType};
+    let media = req
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| MediaType::negotiate(Some(a)))
+        .unwrap_or(MediaType::Json);
+    let resp = next.run(req).await;
+    let from_layer = !resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains("json") || c.contains("html"));
+    match resp.status() {
+        StatusCode::GATEWAY_TIMEOUT if from_layer => {
+            let settings = &http.app.settings;
+            http.app
+                .metrics
+                .graphql_errors
+                .with_label_values(&["TIMEOUT"])
+                .inc();
+            error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                media,
+                "TIMEOUT",
+                format!(
+                    "the request ran longer than the {} ms limit and was cancelled; a write \
+                     that had not reached its commit was rolled back, one already committing \
+                     completed (read the data again to know which)",
+                    settings.request_timeout_ms
+                ),
+            )
+        }
+        StatusCode::PAYLOAD_TOO_LARGE if from_layer => {
+            let settings = &http.app.settings;
+            error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                media,
+                "BAD_USER_INPUT",
+                format!(
+                    "the request body is larger than the {}-byte limit",
+                    settings.max_body_bytes + settings.max_upload_bytes
+                ),
+            )
+        }
+        _ => resp,
+    }
 }
 
 async fn readyz(State(http): State<HttpState>) -> Response {

@@ -39,6 +39,24 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
+        Command::RegisterQueries { files } => {
+            let state = AppState::connect(settings).await?;
+            let persisted =
+                crate::graphql::persisted::PersistedQueries::new(state.kv.clone(), 1, None, true);
+            for path in files {
+                for document in crate::graphql::persisted::documents_in(&path)? {
+                    async_graphql::parser::parse_query(&document).with_context(|| {
+                        format!("{}: a document does not parse", path.display())
+                    })?;
+                    let hash = persisted
+                        .register_permanently(&document)
+                        .await
+                        .with_context(|| "registering in the cache tier")?;
+                    println!("{}  {}", hex::encode(hash), path.display());
+                }
+            }
+            Ok(())
+        }
         Command::Sync => {
             anyhow::ensure!(
                 settings.redis_url.is_some(),

@@ -39,6 +39,14 @@ pub enum Command {
     Seed,
     /// Run only the cache → document store sync worker.
     Sync,
+    /// Register GraphQL documents as persisted queries, for good (the allow-list that
+    /// ARENA_PERSISTED_ONLY=true runs from). Each file holds one document, or is an Apollo
+    /// persisted-query manifest (JSON with `operations: [{ body }]`). Prints each hash.
+    RegisterQueries {
+        /// The files to register.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// Every setting of Arena.
@@ -230,6 +238,51 @@ pub struct Settings {
     #[arg(long, env = "ARENA_SYNC_ENABLED", default_value_t = true, global = true, action = clap::ArgAction::Set)]
     pub sync_enabled: bool,
 
+    /// Parsed documents kept in memory (each parsed once, then reused by every request that
+    /// sends the same text or persisted-query hash).
+    #[arg(
+        long,
+        env = "ARENA_DOCUMENT_CACHE",
+        default_value_t = 1_000,
+        global = true
+    )]
+    pub document_cache_entries: usize,
+
+    /// Bytes of document text the parsed-document cache holds at most (a parse takes a small
+    /// multiple of its text); longer documents are parsed on every request.
+    #[arg(
+        long,
+        env = "ARENA_DOCUMENT_CACHE_BYTES",
+        default_value_t = 4 << 20,
+        global = true
+    )]
+    pub document_cache_bytes: usize,
+
+    /// Seconds a document registered by a client (automatic persisted queries) stays
+    /// registered in the cache tier.
+    #[arg(
+        long,
+        env = "ARENA_PERSISTED_TTL",
+        default_value_t = 7 * 86_400,
+        global = true
+    )]
+    pub persisted_ttl_secs: u64,
+
+    /// Run only documents registered with `arena register-queries` (an allow-list): every
+    /// other document is refused, and clients register nothing.
+    #[arg(long, env = "ARENA_PERSISTED_ONLY", default_value_t = false, global = true, action = clap::ArgAction::Set)]
+    pub persisted_only: bool,
+
+    /// Origins allowed to call the API from a browser (CORS): `*` for any, or a
+    /// comma-separated list such as `https://app.example.com`; empty for none.
+    #[arg(long, env = "ARENA_CORS_ORIGINS", default_value = "*", global = true)]
+    pub cors_origins: String,
+
+    /// A tracing span for every resolved field (async-graphql's tracing extension). It costs
+    /// time on every field; spans per request are always there.
+    #[arg(long, env = "ARENA_TRACE_RESOLVERS", default_value_t = false, global = true, action = clap::ArgAction::Set)]
+    pub trace_resolvers: bool,
+
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "ARENA_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -242,7 +295,16 @@ pub struct Settings {
 impl Settings {
     /// The settings with every default, as `arena` without flags or environment would use.
     pub fn defaults() -> Self {
-        Cli::parse_from(["arena"]).settings
+        use clap::{CommandFactory, FromArgMatches};
+        // Every argument without its environment variable: the defaults are the defaults,
+        // whatever the shell running the tests (or the export) has set.
+        let command = Cli::command().mut_args(|arg| arg.env(None));
+        let matches = command
+            .try_get_matches_from(["arena"])
+            .expect("every setting has a default");
+        Cli::from_arg_matches(&matches)
+            .expect("the defaults parse")
+            .settings
     }
 
     /// How long a cached entity lives.
@@ -253,5 +315,27 @@ impl Settings {
     /// How long one request may run.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_ignore_the_environment() {
+        // A variable no other test of this binary reads; `defaults` used to pick it up.
+        std::env::set_var("ARENA_MAX_BATCH", "3");
+        let defaults = Settings::defaults();
+        std::env::remove_var("ARENA_MAX_BATCH");
+        assert_eq!(defaults.max_batch, 10);
+    }
+
+    #[test]
+    fn the_command_line_still_reads_the_environment() {
+        std::env::set_var("ARENA_MAX_ROOT_FIELDS", "7");
+        let cli = Cli::parse_from(["arena"]);
+        std::env::remove_var("ARENA_MAX_ROOT_FIELDS");
+        assert_eq!(cli.settings.max_root_fields, 7);
     }
 }

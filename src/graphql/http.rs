@@ -1,33 +1,204 @@
-//! GraphQL over HTTP (JSON and multipart, batches capped) and over WebSocket (both
-//! `graphql-transport-ws` and the legacy `graphql-ws`), plus the GraphiQL page.
+//! GraphQL over HTTP, per the GraphQL-over-HTTP specification: `POST /graphql` with a JSON
+//! body (or multipart, for uploads; batches capped), `GET /graphql?query=…` for queries, and
+//! the GraphiQL page for a browser; and the WebSocket endpoint.
+//!
+//! The response's media type follows `Accept`: `application/graphql-response+json` when the
+//! client accepts it (then a request refused before it ran — unreadable JSON, a document that
+//! does not parse or validate, bad variables — is a `400` without `data`), otherwise
+//! `application/json` (the legacy type: such refusals are `200` with `errors`).
 
-use async_graphql::http::{GraphiQLSource, MultipartOptions, ALL_WEBSOCKET_PROTOCOLS};
-use async_graphql::{BatchRequest, Data, ParseRequestError};
-use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
-use axum::body::Body;
-use axum::extract::{State, WebSocketUpgrade};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
-use futures::TryStreamExt;
-
-use crate::graphql::auth::request_auth;
-use crate::graphql::ArenaSchema;
-use crate::state::AppState;
-use crate::viewer::{Authenticator, RequestAuth};
 use std::sync::Arc;
 
-/// What the HTTP handlers share: the app state, the schema and the authenticator.
+use async_graphql::http::{GraphiQLSource, MultipartOptions, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::{BatchRequest, Data, ParseRequestError, Request};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use futures::stream::{FuturesOrdered, StreamExt, TryStreamExt};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Serialize;
+
+use crate::graphql::auth::request_auth;
+use crate::graphql::pipeline::{
+    Answer, Outcome, Pipeline, PipelineExecutor, Transport, PERSISTED_QUERY_NOT_FOUND,
+};
+use crate::state::AppState;
+use crate::viewer::{Authenticator, RequestAuth};
+
+/// What the HTTP handlers share: the app state, the pipeline and the authenticator.
 #[derive(Clone)]
 pub struct HttpState {
     /// Shared state.
     pub app: AppState,
-    /// The schema, built with the state.
-    pub schema: ArenaSchema,
+    /// Where every operation runs.
+    pub pipeline: Arc<Pipeline>,
     /// Turns a request's credential into its viewer.
     pub auth: Arc<dyn Authenticator>,
 }
 
-/// `GET /` and `GET /graphql`: the GraphiQL playground, subscriptions wired to the WS path.
+/// `application/graphql-response+json`.
+pub const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+/// The media type of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaType {
+    /// `application/graphql-response+json; charset=utf-8`.
+    GraphqlResponse,
+    /// `application/json; charset=utf-8`.
+    Json,
+}
+
+impl MediaType {
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            MediaType::GraphqlResponse => "application/graphql-response+json; charset=utf-8",
+            MediaType::Json => "application/json; charset=utf-8",
+        })
+    }
+
+    /// The type `accept` asks for; `None` when it accepts neither. A missing header, `*/*`
+    /// and `application/*` get `application/json`, which every client reads.
+    pub fn negotiate(accept: Option<&str>) -> Option<Self> {
+        let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+            return Some(MediaType::Json);
+        };
+        let mut best: Option<(f32, MediaType)> = None;
+        for part in accept.split(',') {
+            let mut params = part.split(';');
+            let range = params.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = params
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let ty = match range.as_str() {
+                GRAPHQL_RESPONSE_JSON => MediaType::GraphqlResponse,
+                "application/json" | "application/*" | "*/*" => MediaType::Json,
+                _ => continue,
+            };
+            if q <= 0.0 {
+                continue;
+            }
+            // On equal weight the GraphQL type wins over the legacy one.
+            let better = match best {
+                None => true,
+                Some((bq, bty)) => {
+                    q > bq
+                        || (q == bq && ty == MediaType::GraphqlResponse && bty == MediaType::Json)
+                }
+            };
+            if better {
+                best = Some((q, ty));
+            }
+        }
+        best.map(|(_, ty)| ty)
+    }
+}
+
+/// A response body: `data` only when the operation ran.
+#[derive(Serialize)]
+struct Wire<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a async_graphql::Value>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [async_graphql::ServerError],
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    extensions: &'a std::collections::BTreeMap<String, async_graphql::Value>,
+}
+
+impl<'a> Wire<'a> {
+    fn of(answer: &'a Answer) -> Self {
+        let r = &answer.response;
+        Wire {
+            data: (answer.outcome == Outcome::Executed).then_some(&r.data),
+            errors: &r.errors,
+            extensions: &r.extensions,
+        }
+    }
+}
+
+/// A GraphQL-shaped error response for failures before any operation ran.
+pub fn error_response(
+    status: StatusCode,
+    media: MediaType,
+    code: &str,
+    message: impl Into<String>,
+) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message.into(), "extensions": { "code": code } }]
+    });
+    json_response(status, media, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+fn json_response(status: StatusCode, media: MediaType, body: Vec<u8>) -> Response {
+    let mut resp = Response::new(axum::body::Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, media.header());
+    resp
+}
+
+/// The status of one operation's answer.
+fn status_of(answer: &Answer, media: MediaType) -> StatusCode {
+    match answer.outcome {
+        Outcome::Executed => StatusCode::OK,
+        Outcome::MutationOverGet => StatusCode::METHOD_NOT_ALLOWED,
+        Outcome::RequestError => {
+            let apq_miss = answer.response.errors.iter().any(|e| {
+                e.extensions.as_ref().and_then(|x| x.get("code"))
+                    == Some(&async_graphql::Value::String(
+                        PERSISTED_QUERY_NOT_FOUND.into(),
+                    ))
+            });
+            // Apollo's clients read a persisted-query miss from a 200 and send the document.
+            if media == MediaType::Json || apq_miss {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            }
+        }
+    }
+}
+
+fn answer_response(answer: &Answer, media: MediaType) -> Response {
+    let body = serde_json::to_vec(&Wire::of(answer)).unwrap_or_default();
+    let mut resp = json_response(status_of(answer, media), media, body);
+    if answer.outcome == Outcome::MutationOverGet {
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    resp
+}
+
+fn batch_response(answers: &[Answer], media: MediaType) -> Response {
+    let bodies: Vec<Wire<'_>> = answers.iter().map(Wire::of).collect();
+    json_response(
+        StatusCode::OK,
+        media,
+        serde_json::to_vec(&bodies).unwrap_or_default(),
+    )
+}
+
+/// The request's media type, or the `406` that says which ones Arena speaks.
+fn media_of(headers: &HeaderMap) -> Result<MediaType, Box<Response>> {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    MediaType::negotiate(accept).ok_or_else(|| {
+        Box::new(error_response(
+            StatusCode::NOT_ACCEPTABLE,
+            MediaType::Json,
+            "BAD_USER_INPUT",
+            format!("Accept must allow {GRAPHQL_RESPONSE_JSON} or application/json"),
+        ))
+    })
+}
+
+fn bad_request(media: MediaType, message: impl Into<String>) -> Response {
+    error_response(StatusCode::BAD_REQUEST, media, "BAD_USER_INPUT", message)
+}
+
+/// `GET /` and `GET /graphql` from a browser: the GraphiQL playground, subscriptions wired to
+/// the WebSocket path.
 pub async fn graphiql() -> impl IntoResponse {
     Html(
         GraphiQLSource::build()
@@ -38,12 +209,123 @@ pub async fn graphiql() -> impl IntoResponse {
     )
 }
 
-/// A GraphQL-shaped error response for failures before execution.
-pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({
-        "errors": [{ "message": message.into(), "extensions": { "code": code } }]
-    });
-    (status, axum::Json(body)).into_response()
+/// Whether a `GET` without a query comes from a browser that wants a page.
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// The parameters of a GraphQL request, as sent in a JSON body or a query string.
+#[derive(Default)]
+struct Params {
+    query: Option<String>,
+    operation_name: Option<String>,
+    variables: Option<serde_json::Map<String, serde_json::Value>>,
+    extensions: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Params {
+    /// Reads one request object: each parameter must have its type (`query` a string,
+    /// `variables` and `extensions` maps, `operationName` a string; `null` is absence).
+    fn from_json(value: serde_json::Value) -> Result<Self, String> {
+        use serde_json::Value as J;
+        let J::Object(mut o) = value else {
+            return Err("a GraphQL request is a JSON object".into());
+        };
+        let string = |v: Option<J>, name: &str| match v {
+            None | Some(J::Null) => Ok(None),
+            Some(J::String(s)) => Ok(Some(s)),
+            Some(_) => Err(format!("`{name}` must be a string")),
+        };
+        let map = |v: Option<J>, name: &str| match v {
+            None | Some(J::Null) => Ok(None),
+            Some(J::Object(m)) => Ok(Some(m)),
+            Some(_) => Err(format!("`{name}` must be an object")),
+        };
+        Ok(Self {
+            query: string(o.remove("query"), "query")?,
+            operation_name: string(o.remove("operationName"), "operationName")?,
+            variables: map(o.remove("variables"), "variables")?,
+            extensions: map(o.remove("extensions"), "extensions")?,
+        })
+    }
+
+    /// Reads the query string of a `GET` (`variables` and `extensions` as JSON text).
+    fn from_query_string(raw: &str) -> Result<Self, String> {
+        let mut p = Params::default();
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+            .map_err(|e| format!("the query string is not form-encoded: {e}"))?;
+        for (k, v) in pairs {
+            let json_map = |v: &str, name: &str| match serde_json::from_str(v) {
+                Ok(serde_json::Value::Object(m)) => Ok(Some(m)),
+                Ok(serde_json::Value::Null) => Ok(None),
+                _ => Err(format!("`{name}` must be a JSON object")),
+            };
+            match k.as_str() {
+                "query" => p.query = Some(v),
+                "operationName" => p.operation_name = Some(v).filter(|s| !s.is_empty()),
+                "variables" => p.variables = json_map(&v, "variables")?,
+                "extensions" => p.extensions = json_map(&v, "extensions")?,
+                _ => {}
+            }
+        }
+        Ok(p)
+    }
+
+    fn into_request(self) -> Request {
+        let mut r = Request::new(self.query.unwrap_or_default());
+        r.operation_name = self.operation_name;
+        if let Some(v) = self.variables {
+            r.variables = async_graphql::Variables::from_json(serde_json::Value::Object(v));
+        }
+        if let Some(ext) = self.extensions {
+            r.extensions = async_graphql::Extensions(
+                ext.into_iter()
+                    .filter_map(|(k, v)| Some((k, async_graphql::Value::from_json(v).ok()?)))
+                    .collect(),
+            );
+        }
+        r
+    }
+}
+
+fn auth_of(http: &HttpState, headers: &HeaderMap) -> RequestAuth {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    request_auth(&http.auth, header)
+}
+
+/// `GET /graphql`: a query from the query string, or GraphiQL for a browser.
+pub async fn graphql_get(
+    State(http): State<HttpState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let raw = raw.unwrap_or_default();
+    let params = match Params::from_query_string(&raw) {
+        Ok(p) => p,
+        Err(e) => {
+            let media = media_of(&headers).unwrap_or(MediaType::Json);
+            return bad_request(media, e);
+        }
+    };
+    if params.query.is_none() && params.extensions.is_none() && wants_html(&headers) {
+        return graphiql().await.into_response();
+    }
+    let media = match media_of(&headers) {
+        Ok(m) => m,
+        Err(resp) => return *resp,
+    };
+    let auth = auth_of(&http, &headers);
+    let answer = http
+        .pipeline
+        .execute(params.into_request(), auth, Transport::Get)
+        .await;
+    answer_response(&answer, media)
 }
 
 /// `POST /graphql`.
@@ -52,95 +334,182 @@ pub async fn graphql_post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let media = match media_of(&headers) {
+        Ok(m) => m,
+        Err(resp) => return *resp,
+    };
     let settings = &http.app.settings;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let multipart = content_type
-        .as_deref()
-        .is_some_and(|c| c.starts_with("multipart/"));
-    let limit = if multipart {
-        settings.max_upload_bytes + settings.max_body_bytes
-    } else {
-        settings.max_body_bytes
+        .map(str::to_ascii_lowercase);
+    let Some(content_type) = content_type else {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            media,
+            "BAD_USER_INPUT",
+            "Content-Type is missing: send application/json (or multipart/form-data for uploads)",
+        );
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return too_large(limit);
-    }
-    let limited = http_body_util::Limited::new(body, limit);
-    let reader = Body::new(limited)
-        .into_data_stream()
-        .map_err(std::io::Error::other)
-        .into_async_read();
-    let opts = MultipartOptions::default()
-        .max_file_size(settings.max_upload_bytes)
-        .max_num_files(4);
-    let batch = match async_graphql::http::receive_batch_body(content_type, reader, opts).await {
-        Ok(b) => b,
-        Err(ParseRequestError::PayloadTooLarge) => return too_large(limit),
-        Err(ParseRequestError::Io(e)) if e.to_string().contains("length limit") => {
-            return too_large(limit)
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    let requests = match essence.as_str() {
+        "application/json" | "application/graphql+json" => {
+            let charset = content_type
+                .split(';')
+                .skip(1)
+                .filter_map(|p| p.trim().strip_prefix("charset="))
+                .next()
+                .map(|c| c.trim_matches('"').to_ascii_lowercase());
+            if charset
+                .as_deref()
+                .is_some_and(|c| c != "utf-8" && c != "utf8")
+            {
+                return error_response(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    media,
+                    "BAD_USER_INPUT",
+                    "the request body must be UTF-8",
+                );
+            }
+            let bytes = match read_body(body, settings.max_body_bytes).await {
+                Ok(b) => b,
+                Err(resp) => return resp(media),
+            };
+            match parse_json_body(&bytes, settings.max_batch) {
+                Ok(r) => r,
+                Err(message) => return bad_request(media, message),
+            }
         }
-        Err(e) => {
+        "multipart/form-data" => match read_multipart(&content_type, body, settings).await {
+            Ok(r) => r,
+            Err(resp) => return resp(media),
+        },
+        other => {
             return error_response(
-                StatusCode::BAD_REQUEST,
-                "BAD_USER_INPUT",
-                format!("could not read the GraphQL request: {e}"),
-            )
-        }
-    };
-    if let BatchRequest::Batch(v) = &batch {
-        if v.is_empty() || v.len() > settings.max_batch {
-            return error_response(
-                StatusCode::BAD_REQUEST,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                media,
                 "BAD_USER_INPUT",
                 format!(
-                    "a batch holds 1 to {} operations; this one has {}",
-                    settings.max_batch,
-                    v.len()
-                ),
-            );
-        }
-    }
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let batch = batch.data(request_auth(&http.auth, auth));
-    let batch = crate::graphql::loaders::attach(batch, &http.app);
-    match tokio::time::timeout(settings.request_timeout(), http.schema.execute_batch(batch)).await {
-        Ok(resp) => GraphQLResponse::from(resp).into_response(),
-        Err(_) => {
-            http.app
-                .metrics
-                .graphql_errors
-                .with_label_values(&["TIMEOUT"])
-                .inc();
-            error_response(
-                StatusCode::OK,
-                "TIMEOUT",
-                format!(
-                    "the request ran longer than the {} ms limit and was cancelled; a write \
-                     that had not reached its commit was rolled back, one already committing \
-                     completed (read the data again to know which)",
-                    settings.request_timeout_ms
+                    "Content-Type `{other}` is not supported: send application/json (or \
+                     multipart/form-data for uploads)"
                 ),
             )
+        }
+    };
+    let auth = auth_of(&http, &headers);
+    match requests {
+        BatchRequest::Single(request) => {
+            let answer = http.pipeline.execute(request, auth, Transport::Post).await;
+            answer_response(&answer, media)
+        }
+        BatchRequest::Batch(requests) => {
+            if requests.is_empty() || requests.len() > settings.max_batch {
+                return bad_request(
+                    media,
+                    format!(
+                        "a batch holds 1 to {} operations; this one has {}",
+                        settings.max_batch,
+                        requests.len()
+                    ),
+                );
+            }
+            let answers: Vec<Answer> = requests
+                .into_iter()
+                .map(|r| http.pipeline.execute(r, auth.clone(), Transport::Post))
+                .collect::<FuturesOrdered<_>>()
+                .collect()
+                .await;
+            batch_response(&answers, media)
         }
     }
 }
 
-fn too_large(limit: usize) -> Response {
-    error_response(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "BAD_USER_INPUT",
-        format!("the request body is larger than the {limit}-byte limit"),
-    )
+type Refusal = Box<dyn FnOnce(MediaType) -> Response + Send>;
+
+fn too_large(limit: usize) -> Refusal {
+    Box::new(move |media| {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            media,
+            "BAD_USER_INPUT",
+            format!("the request body is larger than the {limit}-byte limit"),
+        )
+    })
+}
+
+/// The whole body, at most `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Refusal> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limit)),
+        Err(e) => {
+            let message = format!("could not read the request body: {e}");
+            Err(Box::new(move |media| bad_request(media, message)))
+        }
+    }
+}
+
+/// One request object, or a batch (an array of them).
+fn parse_json_body(bytes: &[u8], max_batch: usize) -> Result<BatchRequest, String> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err("the request body is empty: send a JSON object with a `query`".into());
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("the request body is not JSON: {e}"))?;
+    match value {
+        serde_json::Value::Array(items) => {
+            if items.is_empty() || items.len() > max_batch {
+                return Err(format!(
+                    "a batch holds 1 to {max_batch} operations; this one has {}",
+                    items.len()
+                ));
+            }
+            let requests = items
+                .into_iter()
+                .map(|v| Params::from_json(v).map(Params::into_request))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(BatchRequest::Batch(requests))
+        }
+        other => Ok(BatchRequest::Single(
+            Params::from_json(other)?.into_request(),
+        )),
+    }
+}
+
+/// A multipart request (the GraphQL multipart request spec): operations, map and files.
+async fn read_multipart(
+    content_type: &str,
+    body: Body,
+    settings: &crate::config::Settings,
+) -> Result<BatchRequest, Refusal> {
+    let limit = settings.max_upload_bytes + settings.max_body_bytes;
+    let reader = TryStreamExt::map_err(
+        Body::new(Limited::new(body, limit)).into_data_stream(),
+        std::io::Error::other,
+    );
+    let reader = TryStreamExt::into_async_read(reader);
+    let opts = MultipartOptions::default()
+        .max_file_size(settings.max_upload_bytes)
+        .max_num_files(4);
+    match async_graphql::http::receive_batch_body(Some(content_type), reader, opts).await {
+        Ok(b) => Ok(b),
+        Err(ParseRequestError::PayloadTooLarge) => Err(too_large(limit)),
+        Err(ParseRequestError::Io(e))
+            if e.get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<LengthLimitError>().is_some()) =>
+        {
+            Err(too_large(limit))
+        }
+        Err(e) => {
+            let message = format!("could not read the GraphQL request: {e}");
+            Err(Box::new(move |media| bad_request(media, message)))
+        }
+    }
 }
 
 /// `GET /graphql/ws`: subscriptions and operations over WebSocket. The `connection_init`
@@ -150,17 +519,16 @@ pub async fn graphql_ws(
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let schema = http.schema.clone();
-    let app = http.app.clone();
+    let executor = PipelineExecutor(http.pipeline.clone());
     let authenticator = http.auth.clone();
     // A message is an operation: it gets the HTTP body's size limit.
-    let limit = app.settings.max_body_bytes;
+    let limit = http.app.settings.max_body_bytes;
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
-            GraphQLWebSocket::new(stream, schema, protocol)
+            GraphQLWebSocket::new(stream, executor, protocol)
                 .on_connection_init(move |payload| async move {
                     let auth = RequestAuth::from_init_payload(&payload, authenticator);
                     auth.viewer()
@@ -168,7 +536,6 @@ pub async fn graphql_ws(
                         .map_err(|e| async_graphql::Error::new(e.message()))?;
                     let mut data = Data::default();
                     data.insert(auth);
-                    crate::graphql::loaders::insert(&mut data, &app);
                     Ok(data)
                 })
                 .serve()

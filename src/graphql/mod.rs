@@ -1,13 +1,17 @@
-//! The GraphQL schema: merged roots of every domain, limits and extensions.
+//! The GraphQL schema: merged roots of every domain, limits, and the pipeline operations run
+//! through.
 
 pub mod auth;
-pub mod extensions;
+pub mod documents;
 pub mod http;
 pub mod loaders;
+pub mod persisted;
+pub mod pipeline;
+pub mod variables;
 
 use std::sync::Arc;
 
-use async_graphql::{MergedObject, MergedSubscription, Schema};
+use async_graphql::{MergedObject, MergedSubscription, Schema, ValidationMode};
 
 use crate::battles::{BattleMutation, BattleQuery, BattleSubscription};
 use crate::config::Settings;
@@ -21,6 +25,7 @@ use crate::usage::counting::UsageBuffer;
 use crate::usage::{UsageMutation, UsageQuery};
 use crate::users::hooks::AccountHooks;
 use crate::users::{UserMutation, UserQuery};
+use pipeline::Pipeline;
 
 /// Every query root field.
 #[derive(MergedObject, Default)]
@@ -55,41 +60,50 @@ pub struct Subscription(BattleSubscription, TradeSubscription);
 /// Arena's schema type.
 pub type ArenaSchema = Schema<Query, Mutation, Subscription>;
 
-/// What the schema runs with: the state, and the buffer usage counts go to.
-pub struct SchemaState {
-    /// Shared state.
-    pub state: AppState,
-    /// Where root fields and viewers are counted.
-    pub usage: Arc<UsageBuffer>,
-}
-
-/// Builds the schema with the configured limits; `state` is absent only for exporting SDL.
-pub fn build_schema(settings: &Settings, state: Option<SchemaState>) -> ArenaSchema {
-    let metrics = state.as_ref().map(|s| s.state.metrics.clone());
+/// Builds the schema with the configured limits and `validation` mode; `state` is absent
+/// only for exporting SDL. No extension runs on resolvers (see [`pipeline`]): the strict
+/// build has one that only watches validation, and tracing (`--trace-resolvers`) adds
+/// async-graphql's own.
+fn build_schema(
+    settings: &Settings,
+    state: Option<(&AppState, &Arc<UsageBuffer>)>,
+    mode: ValidationMode,
+) -> ArenaSchema {
     let mut builder = Schema::build(
         Query::default(),
         Mutation::default(),
         Subscription::default(),
     )
+    .validation_mode(mode)
     .limit_depth(settings.max_depth)
     .limit_complexity(settings.max_complexity)
-    .limit_recursive_depth(64)
-    .extension(extensions::PerOperationAuth)
-    .extension(extensions::ErrorCodes::new(metrics))
-    .extension(extensions::RootFieldLimit::new(
-        settings.max_root_fields,
-        // Every field costs at least 1 of complexity: more selections than 10× the limit
-        // could never pass it, whatever the fragments' type conditions.
-        settings.max_complexity.saturating_mul(10),
-    ));
-    if let Some(SchemaState { state, usage }) = state {
+    .limit_recursive_depth(documents::MAX_NESTING);
+    if matches!(mode, ValidationMode::Strict) {
+        builder = builder.extension(pipeline::ValidationWitness);
+    }
+    if settings.trace_resolvers {
+        builder = builder.extension(async_graphql::extensions::Tracing);
+    }
+    if let Some((state, usage)) = state {
         builder = builder
-            .extension(crate::usage::counting::Counting::new(usage.clone()))
-            .data(usage)
             .data(account_hooks())
-            .data(state);
+            .data(state.clone())
+            .data(usage.clone());
     }
     builder.finish()
+}
+
+/// The pipeline every operation runs through, over the strict and the fast build of the
+/// schema, counting into `usage`.
+pub fn build_pipeline(state: &AppState, usage: Arc<UsageBuffer>) -> Arc<Pipeline> {
+    let settings = &state.settings;
+    Arc::new(Pipeline::new(
+        build_schema(settings, Some((state, &usage)), ValidationMode::Strict),
+        build_schema(settings, Some((state, &usage)), ValidationMode::Fast),
+        state.clone(),
+        usage,
+        settings.trace_resolvers,
+    ))
 }
 
 /// What each per-user domain does when an account logs in, logs out or is deleted.
@@ -105,5 +119,5 @@ pub fn account_hooks() -> AccountHooks {
 
 /// The SDL of the schema, as `arena export-schema` prints it.
 pub fn sdl() -> String {
-    build_schema(&Settings::defaults(), None).sdl()
+    build_schema(&Settings::defaults(), None, ValidationMode::Strict).sdl()
 }

@@ -1,5 +1,5 @@
-//! Counting every command, once for all fields: a schema extension records each executed root
-//! field (`c_<field>`) and the request's viewer (`user_set`) in an in-process buffer, and a
+//! Counting every command, once for all fields: the GraphQL pipeline records each root field an
+//! operation runs (`c_<field>`) and the operation's viewer (`user_set`) in an in-process buffer, and a
 //! background task flushes the buffer to the cache tier every [`FLUSH_EVERY`].
 //!
 //! Why a buffer: counting must never fail or slow a request. Recording is a map update under
@@ -13,10 +13,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextResolve, ResolveInfo,
-};
-use async_graphql::{Response, ServerResult, Value};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -214,60 +210,4 @@ pub async fn flush_on_shutdown(state: &AppState, usage: &UsageBuffer) -> bool {
     }
     tracing::warn!("usage counts could not be flushed to the cache before stopping");
     false
-}
-
-/// The schema extension that counts root fields and viewers.
-pub struct Counting {
-    usage: Arc<UsageBuffer>,
-}
-
-impl Counting {
-    /// Counting into `usage`.
-    pub fn new(usage: Arc<UsageBuffer>) -> Self {
-        Self { usage }
-    }
-}
-
-impl ExtensionFactory for Counting {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(CountingExt {
-            usage: self.usage.clone(),
-        })
-    }
-}
-
-struct CountingExt {
-    usage: Arc<UsageBuffer>,
-}
-
-#[async_trait::async_trait]
-impl Extension for CountingExt {
-    async fn execute(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> Response {
-        let resp = next.run(ctx, operation_name).await;
-        // After the operation: a viewer its resolvers looked up is known by now.
-        if let Some(auth) = ctx.data_opt::<RequestAuth>() {
-            self.usage.record_viewer(auth);
-        }
-        resp
-    }
-
-    async fn resolve(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        info: ResolveInfo<'_>,
-        next: NextResolve<'_>,
-    ) -> ServerResult<Option<Value>> {
-        if info.path_node.parent.is_none()
-            && !info.is_for_introspection
-            && !info.name.starts_with("__")
-        {
-            self.usage.record_field(info.name);
-        }
-        next.run(ctx, info).await
-    }
 }

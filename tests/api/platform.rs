@@ -19,6 +19,7 @@ async fn graphiql_is_served_on_root_and_on_get_graphql(app: TestApp) {
         let r = app
             .client
             .get(format!("{}{path}", app.url))
+            .header("Accept", "text/html,application/xhtml+xml")
             .send()
             .await
             .unwrap();

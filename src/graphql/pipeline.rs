@@ -1,0 +1,512 @@
+//! How one GraphQL operation runs, over HTTP and over the WebSocket alike, with the work that
+//! does not depend on the request done once per document and the rest once per operation —
+//! never once per resolved field:
+//!
+//! 1. the document text: sent, or found by its persisted-query hash ([`persisted`]);
+//! 2. its parse, measured against the root-field and fragment limits, from the
+//!    [`DocumentCache`] (parsed only the first time it is seen);
+//! 3. the selected operation, and the request's variable values coerced against it
+//!    ([`variables`]);
+//! 4. execution: a document seen for the first time runs on the *strict* schema (every
+//!    validation rule); once it has passed, it runs on the *fast* schema, which skips the
+//!    rules whose outcome depends on the document alone. Neither schema has an extension on
+//!    its resolvers, so async-graphql resolves every field on its direct path;
+//! 5. error codes and usage counting, once per operation.
+//!
+//! [`persisted`]: super::persisted
+//! [`variables`]: super::variables
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextValidation};
+use async_graphql::parser::types::OperationType;
+use async_graphql::{Data, Request, Response, ServerError, ValidationResult};
+use futures::stream::{BoxStream, StreamExt};
+
+use super::documents::{DocumentCache, DocumentLimits, Prepared};
+use super::persisted::{self, PersistedQueries};
+use super::variables::InputTypes;
+use super::ArenaSchema;
+use crate::error::ErrorCode;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::usage::counting::UsageBuffer;
+use crate::viewer::RequestAuth;
+
+/// What an operation's error is, beyond the GraphQL codes: how the HTTP layer answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The operation ran (its response has `data`, maybe with field errors).
+    Executed,
+    /// The request was refused before anything ran: a missing or unknown document, a parse
+    /// or validation failure, bad variables. The response has no `data`.
+    RequestError,
+    /// A mutation sent with `GET`.
+    MutationOverGet,
+}
+
+/// The transport an operation came by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `POST /graphql`.
+    Post,
+    /// `GET /graphql?query=…`: queries only.
+    Get,
+    /// `/graphql/ws`.
+    WebSocket,
+}
+
+/// The code of a request whose persisted-query hash is not registered.
+pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+
+/// One operation's result.
+pub struct Answer {
+    /// The GraphQL response.
+    pub response: Response,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl Answer {
+    fn refused(code: &str, message: impl Into<String>) -> Self {
+        let mut err = ServerError::new(message, None);
+        err.extensions
+            .get_or_insert_with(Default::default)
+            .set("code", code);
+        Self {
+            response: Response::from_errors(vec![err]),
+            outcome: Outcome::RequestError,
+        }
+    }
+}
+
+/// Runs operations (see the module documentation). Shared by every request.
+pub struct Pipeline {
+    strict: ArenaSchema,
+    fast: ArenaSchema,
+    documents: DocumentCache,
+    persisted: PersistedQueries,
+    inputs: InputTypes,
+    usage: Arc<UsageBuffer>,
+    state: AppState,
+    /// Whether async-graphql's tracing extension runs (it needs the document text).
+    keep_text: bool,
+}
+
+/// Set by the strict schema once an operation passed validation.
+#[derive(Clone, Default)]
+struct Validated(Arc<AtomicBool>);
+
+/// The strict schema's one extension: it reports that validation passed.
+pub struct ValidationWitness;
+
+impl ExtensionFactory for ValidationWitness {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ValidationWitness)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for ValidationWitness {
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let result = next.run(ctx).await;
+        if result.is_ok() {
+            if let Some(flag) = ctx.data_opt::<Validated>() {
+                flag.0.store(true, Ordering::Release);
+            }
+        }
+        result
+    }
+}
+
+impl Pipeline {
+    /// A pipeline over the two builds of the schema (see [`super::build_schemas`]).
+    pub fn new(
+        strict: ArenaSchema,
+        fast: ArenaSchema,
+        state: AppState,
+        usage: Arc<UsageBuffer>,
+        keep_text: bool,
+    ) -> Self {
+        let s = &state.settings;
+        let limits = DocumentLimits {
+            max_root_fields: s.max_root_fields,
+            // Every field costs at least 1 of complexity: more selections than 10× the limit
+            // could never pass it, whatever the fragments' type conditions.
+            max_expanded: s.max_complexity.saturating_mul(10),
+        };
+        let inputs = InputTypes::from_sdl(&strict.sdl());
+        Self {
+            documents: DocumentCache::new(limits, s.document_cache_entries, s.document_cache_bytes),
+            persisted: PersistedQueries::new(
+                state.kv.clone(),
+                s.document_cache_entries,
+                Some(std::time::Duration::from_secs(s.persisted_ttl_secs)),
+                s.persisted_only,
+            ),
+            strict,
+            fast,
+            inputs,
+            usage,
+            state,
+            keep_text,
+        }
+    }
+
+    /// The registered documents.
+    pub fn persisted(&self) -> &PersistedQueries {
+        &self.persisted
+    }
+
+    /// The parsed documents.
+    pub fn documents(&self) -> &DocumentCache {
+        &self.documents
+    }
+
+    /// Runs one query or mutation.
+    pub async fn execute(&self, request: Request, auth: RequestAuth, via: Transport) -> Answer {
+        let mut answer = self.run(request, auth, via).await;
+        code_errors(Some(&self.state.metrics), &mut answer.response);
+        answer
+    }
+
+    async fn run(&self, request: Request, auth: RequestAuth, via: Transport) -> Answer {
+        let (prepared, request) = match self.prepare(request, via).await {
+            Ok(p) => p,
+            Err(refused) => return refused,
+        };
+        let validated = Validated::default();
+        let counting = Counting::new(&self.usage, &prepared, &request, Some(auth.clone()));
+        let schema = if prepared.is_validated() {
+            validated.0.store(true, Ordering::Release);
+            &self.fast
+        } else {
+            &self.strict
+        };
+        let request = self.attach(request, &prepared, Some(auth), validated.clone());
+        let _count = counting.armed_by(validated.clone());
+        let response = schema.execute(request).await;
+        if validated.0.load(Ordering::Acquire) {
+            prepared.mark_validated();
+            Answer {
+                response,
+                outcome: Outcome::Executed,
+            }
+        } else {
+            Answer {
+                response,
+                outcome: Outcome::RequestError,
+            }
+        }
+    }
+
+    /// Runs a subscription (or any operation) as a stream of responses, for the WebSocket.
+    /// `connection` is the connection's data: the credential of its `connection_init`, which
+    /// every operation checks again.
+    pub fn execute_stream(
+        self: &Arc<Self>,
+        request: Request,
+        connection: Option<Arc<Data>>,
+    ) -> BoxStream<'static, Response> {
+        let this = self.clone();
+        let connection = connection.unwrap_or_default();
+        let auth = connection
+            .get(&std::any::TypeId::of::<RequestAuth>())
+            .and_then(|d| d.downcast_ref::<RequestAuth>())
+            .map(RequestAuth::unresolved);
+        let metrics = self.state.metrics.clone();
+        futures::stream::once(async move {
+            let (prepared, request) = match this.prepare(request, Transport::WebSocket).await {
+                Ok(p) => p,
+                Err(refused) => {
+                    return futures::stream::once(async move { refused.response }).boxed()
+                }
+            };
+            let validated = Validated::default();
+            let schema = if prepared.is_validated() {
+                validated.0.store(true, Ordering::Release);
+                this.fast.clone()
+            } else {
+                this.strict.clone()
+            };
+            let counting = Counting::new(&this.usage, &prepared, &request, auth.clone());
+            let request = this.attach(request, &prepared, auth, validated.clone());
+            let mut inner = schema.execute_stream_with_session_data(request, connection);
+            let mut counting = Some(counting);
+            futures::stream::poll_fn(move |cx| {
+                let next = inner.poll_next_unpin(cx);
+                // Validation runs on the first poll: count once it has passed.
+                if validated.0.load(Ordering::Acquire) {
+                    if let Some(c) = counting.take() {
+                        prepared.mark_validated();
+                        c.record();
+                    }
+                }
+                next
+            })
+            .boxed()
+        })
+        .flatten()
+        .map(move |mut resp| {
+            code_errors(Some(&metrics), &mut resp);
+            resp
+        })
+        .boxed()
+    }
+
+    /// Steps 1 to 3: the document, its parse, the operation and its variables.
+    async fn prepare(
+        &self,
+        mut request: Request,
+        via: Transport,
+    ) -> Result<(Arc<Prepared>, Request), Answer> {
+        let text = self.document_text(&mut request).await?;
+        let prepared = self.documents.prepare(&text).map_err(|e| Answer {
+            response: Response::from_errors(vec![e]),
+            outcome: Outcome::RequestError,
+        })?;
+        let Some(op) = prepared.operation(request.operation_name.as_deref()) else {
+            let message = match &request.operation_name {
+                Some(name) => format!("the document has no operation named `{name}`"),
+                None => "the document has several operations: name one in `operationName`".into(),
+            };
+            return Err(Answer::refused("BAD_USER_INPUT", message));
+        };
+        match (op.ty, via) {
+            (OperationType::Mutation, Transport::Get) => {
+                let mut refused = Answer::refused(
+                    "BAD_USER_INPUT",
+                    "mutations are not allowed over GET; send them with POST",
+                );
+                refused.outcome = Outcome::MutationOverGet;
+                return Err(refused);
+            }
+            (OperationType::Subscription, Transport::Post | Transport::Get) => {
+                return Err(Answer::refused(
+                    "BAD_USER_INPUT",
+                    "subscriptions run over the WebSocket at /graphql/ws",
+                ))
+            }
+            _ => {}
+        }
+        if !op.variable_definitions.is_empty() {
+            self.inputs
+                .coerce(op, &request.variables)
+                .map_err(|e| Answer {
+                    response: Response::from_errors(vec![e]),
+                    outcome: Outcome::RequestError,
+                })?;
+        }
+        Ok((prepared, request))
+    }
+
+    /// Step 1: the text of the request's document, from the request or by its hash.
+    async fn document_text(&self, request: &mut Request) -> Result<Arc<str>, Answer> {
+        let apq = match request.extensions.0.get("persistedQuery") {
+            None | Some(async_graphql::Value::Null) => None,
+            Some(v) => Some(persisted_hash(v).ok_or_else(|| {
+                Answer::refused(
+                    "BAD_USER_INPUT",
+                    "extensions.persistedQuery must be { version: 1, sha256Hash: <64 hex digits> }",
+                )
+            })?),
+        };
+        let text = std::mem::take(&mut request.query);
+        match (apq, text.is_empty()) {
+            (None, true) => Err(Answer::refused(
+                "BAD_USER_INPUT",
+                "the request has no `query` (a GraphQL document)",
+            )),
+            (None, false) => {
+                if self.persisted.only {
+                    self.allowed(&persisted::sha256(&text)).await?;
+                }
+                Ok(Arc::from(text))
+            }
+            (Some(hash), true) => match self.persisted.get(&hash).await {
+                Ok(Some(text)) => Ok(text),
+                Ok(None) => Err(Answer::refused(
+                    PERSISTED_QUERY_NOT_FOUND,
+                    "PersistedQueryNotFound: send the document with its hash to register it",
+                )),
+                Err(e) => {
+                    tracing::warn!(error = ?e, "reading a persisted query");
+                    Err(Answer::refused(
+                        PERSISTED_QUERY_NOT_FOUND,
+                        "PersistedQueryNotFound: send the document with its hash",
+                    ))
+                }
+            },
+            (Some(hash), false) => {
+                if persisted::sha256(&text) != hash {
+                    return Err(Answer::refused(
+                        "BAD_USER_INPUT",
+                        "extensions.persistedQuery.sha256Hash is not the SHA-256 of the query",
+                    ));
+                }
+                if self.persisted.only {
+                    self.allowed(&hash).await?;
+                } else if let Err(e) = self.persisted.register(&hash, &text).await {
+                    // The document still runs; the client registers it again next time.
+                    tracing::warn!(error = ?e, "registering a persisted query");
+                }
+                Ok(Arc::from(text))
+            }
+        }
+    }
+
+    /// In allow-list mode: refuses a document the operator did not register.
+    async fn allowed(&self, hash: &[u8; 32]) -> Result<(), Answer> {
+        match self.persisted.get(hash).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(Answer::refused(
+                ErrorCode::Forbidden.as_str(),
+                "this server runs only registered documents, and this one is not registered",
+            )),
+            Err(e) => {
+                tracing::warn!(error = ?e, "reading the persisted-query allow-list");
+                Err(Answer::refused(
+                    ErrorCode::Internal.as_str(),
+                    "the allow-list of documents could not be read",
+                ))
+            }
+        }
+    }
+
+    /// The request async-graphql runs: the parse (so it parses nothing), the credential, the
+    /// loaders of this operation and the validation witness.
+    fn attach(
+        &self,
+        mut request: Request,
+        prepared: &Prepared,
+        auth: Option<RequestAuth>,
+        validated: Validated,
+    ) -> Request {
+        if self.keep_text {
+            request.query = prepared.text.to_string();
+        }
+        request.set_parsed_query(prepared.doc.clone());
+        let mut request = request.data(validated);
+        if let Some(auth) = auth {
+            request = request.data(auth);
+        }
+        super::loaders::attach(request, &self.state)
+    }
+}
+
+/// Reads `{ version: 1, sha256Hash }`.
+fn persisted_hash(v: &async_graphql::Value) -> Option<[u8; 32]> {
+    let async_graphql::Value::Object(o) = v else {
+        return None;
+    };
+    match o.get("version") {
+        Some(async_graphql::Value::Number(n)) if n.as_u64() == Some(1) => {}
+        _ => return None,
+    }
+    match o.get("sha256Hash") {
+        Some(async_graphql::Value::String(h)) => persisted::parse_hash(h),
+        _ => None,
+    }
+}
+
+/// Gives every error without a code `BAD_USER_INPUT` (parse, validation, depth, complexity,
+/// argument coercion: all of them the client's input) and counts errors by code.
+pub fn code_errors(metrics: Option<&Metrics>, resp: &mut Response) {
+    for err in &mut resp.errors {
+        let code = ensure_code(err, ErrorCode::BadUserInput.as_str());
+        if let Some(m) = metrics {
+            m.graphql_errors.with_label_values(&[code.as_str()]).inc();
+        }
+    }
+}
+
+/// Sets `code` on an error that has none; returns the error's code.
+pub fn ensure_code(err: &mut ServerError, default: &str) -> String {
+    let ext = err.extensions.get_or_insert_with(Default::default);
+    match ext.get("code") {
+        Some(async_graphql::Value::String(code)) => code.clone(),
+        _ => {
+            ext.set("code", default);
+            default.to_owned()
+        }
+    }
+}
+
+/// Counting of one operation (SPEC §8): each root field it runs, and its viewer. It counts
+/// when dropped — after the operation, or when a timeout cancels it — provided the operation
+/// passed validation, so an operation that never ran counts nothing.
+struct Counting {
+    usage: Arc<UsageBuffer>,
+    fields: Vec<String>,
+    auth: Option<RequestAuth>,
+}
+
+impl Counting {
+    fn new(
+        usage: &Arc<UsageBuffer>,
+        prepared: &Prepared,
+        request: &Request,
+        auth: Option<RequestAuth>,
+    ) -> Self {
+        let mut fields = Vec::new();
+        prepared.for_each_root_field(
+            request.operation_name.as_deref(),
+            &request.variables,
+            |name| fields.push(name.to_owned()),
+        );
+        Self {
+            usage: usage.clone(),
+            fields,
+            auth,
+        }
+    }
+
+    fn record(self) {
+        for f in &self.fields {
+            self.usage.record_field(f);
+        }
+        if let Some(auth) = &self.auth {
+            self.usage.record_viewer(auth);
+        }
+    }
+
+    fn armed_by(self, validated: Validated) -> CountOnDrop {
+        CountOnDrop(Some((self, validated)))
+    }
+}
+
+struct CountOnDrop(Option<(Counting, Validated)>);
+
+impl Drop for CountOnDrop {
+    fn drop(&mut self) {
+        if let Some((counting, validated)) = self.0.take() {
+            if validated.0.load(Ordering::Acquire) {
+                counting.record();
+            }
+        }
+    }
+}
+
+/// The pipeline as async-graphql's `Executor`, for the WebSocket transport.
+#[derive(Clone)]
+pub struct PipelineExecutor(pub Arc<Pipeline>);
+
+impl async_graphql::Executor for PipelineExecutor {
+    async fn execute(&self, request: Request) -> Response {
+        let mut stream = self.0.execute_stream(request, None);
+        stream.next().await.unwrap_or_default()
+    }
+
+    fn execute_stream(
+        &self,
+        request: Request,
+        session_data: Option<Arc<Data>>,
+    ) -> BoxStream<'static, Response> {
+        self.0.execute_stream(request, session_data)
+    }
+}
