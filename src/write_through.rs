@@ -275,9 +275,9 @@ async fn drop_entries(state: &AppState, keys: &[String]) -> bool {
 
 /// A cache lookup's answer for one id.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Cached {
+pub enum Cached<T> {
     /// The entry holds this row.
-    Row(serde_json::Value),
+    Row(T),
     /// The entry says the row is gone.
     Gone,
     /// No usable entry: ask the database.
@@ -288,19 +288,31 @@ pub enum Cached {
 #[derive(Debug, Clone)]
 pub struct Lease(Option<String>);
 
+/// A lease no other lookup holds: this instance's random prefix and a counter (leases need
+/// to be distinct, not secret).
+fn new_lease() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| crate::crypto::random_token(9));
+    format!("{prefix}{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// Reads the entries of `ids` in one round trip, taking a lease on every miss; every id is a
-/// miss (and nothing may be filled) when the cache is degraded or fails.
-pub async fn read_many(
+/// miss (and nothing may be filled) when the cache is degraded or fails. An entry that does
+/// not decode as a `T` counts as a miss.
+pub async fn read_many<T: serde::de::DeserializeOwned>(
     state: &AppState,
     entity: &'static str,
     ids: &[String],
-) -> (Vec<Cached>, Lease) {
-    let misses = || (vec![Cached::Miss; ids.len()], Lease(None));
+) -> (Vec<Cached<T>>, Lease) {
+    let misses = || ((0..ids.len()).map(|_| Cached::Miss).collect(), Lease(None));
     if !state.cache_health.usable() {
         return misses();
     }
     let keys: Vec<String> = ids.iter().map(|id| entry_key(entity, id)).collect();
-    let lease = crate::crypto::random_token(12);
+    let lease = new_lease();
     let entries = match state
         .cache
         .leased_get_many(&keys, &lease, mark_ttl(state))
@@ -312,31 +324,37 @@ pub async fn read_many(
             return misses();
         }
     };
-    let hits = &state.metrics.cache_hits;
-    let miss_count = &state.metrics.cache_misses;
+    let (mut hit, mut missed) = (0u64, 0u64);
     let cached = entries
         .into_iter()
         .map(|e| match e {
             Some(v) if v.payload == TOMBSTONE => {
-                hits.with_label_values(&[entity]).inc();
+                hit += 1;
                 Cached::Gone
             }
             Some(v) => match serde_json::from_str(&v.payload) {
                 Ok(row) => {
-                    hits.with_label_values(&[entity]).inc();
+                    hit += 1;
                     Cached::Row(row)
                 }
                 Err(_) => {
-                    miss_count.with_label_values(&[entity]).inc();
+                    missed += 1;
                     Cached::Miss
                 }
             },
             None => {
-                miss_count.with_label_values(&[entity]).inc();
+                missed += 1;
                 Cached::Miss
             }
         })
         .collect();
+    let m = &state.metrics;
+    if hit > 0 {
+        m.cache_hits.with_label_values(&[entity]).inc_by(hit);
+    }
+    if missed > 0 {
+        m.cache_misses.with_label_values(&[entity]).inc_by(missed);
+    }
     (cached, Lease(Some(lease)))
 }
 

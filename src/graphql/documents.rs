@@ -42,6 +42,9 @@ pub struct Prepared {
     pub doc: ExecutableDocument,
     /// Whether any operation declares variables (their values are checked per request).
     pub has_variables: bool,
+    /// Per operation (by name; `None` for the anonymous one), its root fields when no
+    /// `@skip`/`@include` decides them: counted without walking the document again.
+    static_roots: HashMap<Option<Name>, Arc<[Name]>>,
     /// Set once the document passed async-graphql's full validation: later requests run
     /// with the checks that depend on the request alone.
     validated: AtomicBool,
@@ -76,12 +79,39 @@ impl Prepared {
             .operations
             .iter()
             .any(|(_, op)| !op.node.variable_definitions.is_empty());
-        Ok(Self {
+        let mut prepared = Self {
             text,
             doc,
             has_variables,
+            static_roots: HashMap::new(),
             validated: AtomicBool::new(false),
-        })
+        };
+        let mut static_roots = HashMap::new();
+        for (name, op) in prepared.doc.operations.iter() {
+            let mut fields = Vec::new();
+            let mut conditional = false;
+            let variables = Variables::default();
+            let mut walk = RootWalk {
+                variables: &variables,
+                defaults: HashMap::new(),
+                seen: HashSet::new(),
+            };
+            prepared.walk_roots(
+                &op.node.selection_set.node,
+                &mut walk,
+                0,
+                false,
+                &mut |field: &Name, directed: bool| {
+                    conditional |= directed;
+                    fields.push(field.clone());
+                },
+            );
+            if !conditional {
+                static_roots.insert(name.cloned(), Arc::from(fields));
+            }
+        }
+        prepared.static_roots = static_roots;
+        Ok(prepared)
     }
 
     /// Whether the document passed full validation once.
@@ -114,7 +144,25 @@ impl Prepared {
     }
 
     /// The root fields the selected operation runs (each alias once; fragments expanded;
-    /// `@skip`/`@include` applied; introspection left out), calling `f` with each name.
+    /// `@skip`/`@include` applied; introspection left out).
+    pub fn root_fields(&self, name: Option<&str>, variables: &Variables) -> Arc<[Name]> {
+        let key = match &self.doc.operations {
+            DocumentOperations::Single(_) => None,
+            DocumentOperations::Multiple(ops) => match name {
+                Some(n) => Some(Name::new(n)),
+                None => ops.keys().next().cloned(),
+            },
+        };
+        if let Some(fields) = self.static_roots.get(&key) {
+            return fields.clone();
+        }
+        let mut out = Vec::new();
+        self.for_each_root_field(name, variables, |f| out.push(Name::new(f)));
+        Arc::from(out)
+    }
+
+    /// Calls `f` with each root field the selected operation runs (see
+    /// [`Prepared::root_fields`]).
     pub fn for_each_root_field(
         &self,
         name: Option<&str>,
@@ -134,61 +182,62 @@ impl Prepared {
                     .map(|v| (d.node.name.node.as_str(), &v.node))
             })
             .collect();
-        let mut seen = HashSet::new();
+        let mut walk = RootWalk {
+            variables,
+            defaults,
+            seen: HashSet::new(),
+        };
         self.walk_roots(
             &op.selection_set.node,
-            variables,
-            &defaults,
-            &mut seen,
+            &mut walk,
             0,
-            &mut f,
+            false,
+            &mut |name: &Name, _| f(name.as_str()),
         );
     }
 
     fn walk_roots<'a>(
         &'a self,
         set: &'a SelectionSet,
-        variables: &Variables,
-        defaults: &HashMap<&str, &Value>,
-        seen: &mut HashSet<&'a str>,
+        walk: &mut RootWalk<'a, '_>,
         depth: usize,
-        f: &mut impl FnMut(&str),
+        inherited: bool,
+        f: &mut impl FnMut(&Name, bool),
     ) {
         if depth > MAX_NESTING {
             return;
         }
         for sel in &set.items {
-            if !included(&sel.node, variables, defaults) {
+            let directed = inherited || has_conditions(&sel.node);
+            if directed && !included(&sel.node, walk.variables, &walk.defaults) {
                 continue;
             }
             match &sel.node {
                 Selection::Field(field) => {
-                    let name = field.node.name.node.as_str();
+                    let name = &field.node.name.node;
                     if !name.starts_with("__") {
-                        f(name);
+                        f(name, directed);
                     }
                 }
                 Selection::InlineFragment(inline) => self.walk_roots(
                     &inline.node.selection_set.node,
-                    variables,
-                    defaults,
-                    seen,
+                    walk,
                     depth + 1,
+                    directed,
                     f,
                 ),
                 Selection::FragmentSpread(spread) => {
                     let name = &spread.node.fragment_name.node;
                     // A fragment spread twice at the root selects its fields once.
-                    if !seen.insert(name.as_str()) {
+                    if !walk.seen.insert(name.as_str()) {
                         continue;
                     }
                     if let Some(fragment) = self.doc.fragments.get(name) {
                         self.walk_roots(
                             &fragment.node.selection_set.node,
-                            variables,
-                            defaults,
-                            seen,
+                            walk,
                             depth + 1,
+                            directed,
                             f,
                         );
                     }
@@ -196,6 +245,26 @@ impl Prepared {
             }
         }
     }
+}
+
+/// What a walk of an operation's root selections reads and remembers.
+struct RootWalk<'a, 'v> {
+    variables: &'v Variables,
+    defaults: HashMap<&'a str, &'a Value>,
+    /// Fragments already spread (a fragment spread twice selects its fields once).
+    seen: HashSet<&'a str>,
+}
+
+/// Whether a selection carries `@skip` or `@include`.
+fn has_conditions(sel: &Selection) -> bool {
+    let directives = match sel {
+        Selection::Field(f) => &f.node.directives,
+        Selection::InlineFragment(f) => &f.node.directives,
+        Selection::FragmentSpread(f) => &f.node.directives,
+    };
+    directives
+        .iter()
+        .any(|d| matches!(d.node.name.node.as_str(), "skip" | "include"))
 }
 
 /// Whether `@skip` / `@include` keep a selection.

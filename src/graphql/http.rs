@@ -18,7 +18,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use futures::stream::{FuturesOrdered, StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use crate::graphql::auth::request_auth;
 use crate::graphql::pipeline::{
@@ -98,7 +100,7 @@ impl MediaType {
 
 /// A response body: `data` only when the operation ran.
 #[derive(Serialize)]
-struct Wire<'a> {
+struct Out<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<&'a async_graphql::Value>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
@@ -107,10 +109,10 @@ struct Wire<'a> {
     extensions: &'a std::collections::BTreeMap<String, async_graphql::Value>,
 }
 
-impl<'a> Wire<'a> {
+impl<'a> Out<'a> {
     fn of(answer: &'a Answer) -> Self {
         let r = &answer.response;
-        Wire {
+        Out {
             data: (answer.outcome == Outcome::Executed).then_some(&r.data),
             errors: &r.errors,
             extensions: &r.extensions,
@@ -162,7 +164,7 @@ fn status_of(answer: &Answer, media: MediaType) -> StatusCode {
 }
 
 fn answer_response(answer: &Answer, media: MediaType) -> Response {
-    let body = serde_json::to_vec(&Wire::of(answer)).unwrap_or_default();
+    let body = serde_json::to_vec(&Out::of(answer)).unwrap_or_default();
     let mut resp = json_response(status_of(answer, media), media, body);
     if answer.outcome == Outcome::MutationOverGet {
         resp.headers_mut()
@@ -172,7 +174,7 @@ fn answer_response(answer: &Answer, media: MediaType) -> Response {
 }
 
 fn batch_response(answers: &[Answer], media: MediaType) -> Response {
-    let bodies: Vec<Wire<'_>> = answers.iter().map(Wire::of).collect();
+    let bodies: Vec<Out<'_>> = answers.iter().map(Out::of).collect();
     json_response(
         StatusCode::OK,
         media,
@@ -217,77 +219,54 @@ fn wants_html(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("text/html"))
 }
 
-/// The parameters of a GraphQL request, as sent in a JSON body or a query string.
-#[derive(Default)]
-struct Params {
-    query: Option<String>,
+/// One GraphQL request as a client sends it: in a JSON body (the document borrowed from the
+/// body when it holds no escapes) or in a query string. Each parameter must have its type
+/// (`query` and `operationName` strings, `variables` and `extensions` maps); `null` is
+/// absence.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    query: Option<Cow<'a, str>>,
+    #[serde(default)]
     operation_name: Option<String>,
-    variables: Option<serde_json::Map<String, serde_json::Value>>,
-    extensions: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    variables: async_graphql::Variables,
+    #[serde(default)]
+    extensions: async_graphql::Extensions,
 }
 
-impl Params {
-    /// Reads one request object: each parameter must have its type (`query` a string,
-    /// `variables` and `extensions` maps, `operationName` a string; `null` is absence).
-    fn from_json(value: serde_json::Value) -> Result<Self, String> {
-        use serde_json::Value as J;
-        let J::Object(mut o) = value else {
-            return Err("a GraphQL request is a JSON object".into());
-        };
-        let string = |v: Option<J>, name: &str| match v {
-            None | Some(J::Null) => Ok(None),
-            Some(J::String(s)) => Ok(Some(s)),
-            Some(_) => Err(format!("`{name}` must be a string")),
-        };
-        let map = |v: Option<J>, name: &str| match v {
-            None | Some(J::Null) => Ok(None),
-            Some(J::Object(m)) => Ok(Some(m)),
-            Some(_) => Err(format!("`{name}` must be an object")),
-        };
-        Ok(Self {
-            query: string(o.remove("query"), "query")?,
-            operation_name: string(o.remove("operationName"), "operationName")?,
-            variables: map(o.remove("variables"), "variables")?,
-            extensions: map(o.remove("extensions"), "extensions")?,
-        })
-    }
-
+impl<'a> Wire<'a> {
     /// Reads the query string of a `GET` (`variables` and `extensions` as JSON text).
-    fn from_query_string(raw: &str) -> Result<Self, String> {
-        let mut p = Params::default();
+    fn from_query_string(raw: &str) -> Result<Wire<'static>, String> {
+        let mut w = Wire::default();
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
             .map_err(|e| format!("the query string is not form-encoded: {e}"))?;
         for (k, v) in pairs {
-            let json_map = |v: &str, name: &str| match serde_json::from_str(v) {
-                Ok(serde_json::Value::Object(m)) => Ok(Some(m)),
-                Ok(serde_json::Value::Null) => Ok(None),
-                _ => Err(format!("`{name}` must be a JSON object")),
-            };
             match k.as_str() {
-                "query" => p.query = Some(v),
-                "operationName" => p.operation_name = Some(v).filter(|s| !s.is_empty()),
-                "variables" => p.variables = json_map(&v, "variables")?,
-                "extensions" => p.extensions = json_map(&v, "extensions")?,
+                "query" => w.query = Some(Cow::Owned(v)),
+                "operationName" => w.operation_name = Some(v).filter(|s| !s.is_empty()),
+                "variables" => {
+                    w.variables = serde_json::from_str(&v)
+                        .map_err(|_| "`variables` must be a JSON object".to_owned())?
+                }
+                "extensions" => {
+                    w.extensions = serde_json::from_str(&v)
+                        .map_err(|_| "`extensions` must be a JSON object".to_owned())?
+                }
                 _ => {}
             }
         }
-        Ok(p)
+        Ok(w)
     }
 
-    fn into_request(self) -> Request {
-        let mut r = Request::new(self.query.unwrap_or_default());
+    /// The document text, and the rest as async-graphql's request.
+    fn split(self) -> (Cow<'a, str>, Request) {
+        let mut r = Request::new(String::new());
         r.operation_name = self.operation_name;
-        if let Some(v) = self.variables {
-            r.variables = async_graphql::Variables::from_json(serde_json::Value::Object(v));
-        }
-        if let Some(ext) = self.extensions {
-            r.extensions = async_graphql::Extensions(
-                ext.into_iter()
-                    .filter_map(|(k, v)| Some((k, async_graphql::Value::from_json(v).ok()?)))
-                    .collect(),
-            );
-        }
-        r
+        r.variables = self.variables;
+        r.extensions = self.extensions;
+        (self.query.unwrap_or_default(), r)
     }
 }
 
@@ -306,14 +285,14 @@ pub async fn graphql_get(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let raw = raw.unwrap_or_default();
-    let params = match Params::from_query_string(&raw) {
+    let params = match Wire::from_query_string(&raw) {
         Ok(p) => p,
         Err(e) => {
             let media = media_of(&headers).unwrap_or(MediaType::Json);
             return bad_request(media, e);
         }
     };
-    if params.query.is_none() && params.extensions.is_none() && wants_html(&headers) {
+    if params.query.is_none() && params.extensions.is_empty() && wants_html(&headers) {
         return graphiql().await.into_response();
     }
     let media = match media_of(&headers) {
@@ -321,9 +300,10 @@ pub async fn graphql_get(
         Err(resp) => return *resp,
     };
     let auth = auth_of(&http, &headers);
+    let (query, request) = params.split();
     let answer = http
         .pipeline
-        .execute(params.into_request(), auth, Transport::Get)
+        .execute(&query, request, auth, Transport::Get)
         .await;
     answer_response(&answer, media)
 }
@@ -380,10 +360,36 @@ pub async fn graphql_post(
                 Ok(b) => b,
                 Err(resp) => return resp(media),
             };
-            match parse_json_body(&bytes, settings.max_batch) {
-                Ok(r) => r,
-                Err(message) => return bad_request(media, message),
-            }
+            let auth = auth_of(&http, &headers);
+            return match parse_json_body(&bytes, settings.max_batch) {
+                Ok(Parsed::Single(wire)) => {
+                    let (query, request) = wire.split();
+                    let answer = http
+                        .pipeline
+                        .execute(&query, request, auth, Transport::Post)
+                        .await;
+                    answer_response(&answer, media)
+                }
+                Ok(Parsed::Batch(wires)) => {
+                    let answers: Vec<Answer> = wires
+                        .into_iter()
+                        .map(|w| {
+                            let (query, request) = w.split();
+                            let pipeline = &http.pipeline;
+                            let auth = auth.clone();
+                            async move {
+                                pipeline
+                                    .execute(&query, request, auth, Transport::Post)
+                                    .await
+                            }
+                        })
+                        .collect::<FuturesOrdered<_>>()
+                        .collect()
+                        .await;
+                    batch_response(&answers, media)
+                }
+                Err(message) => bad_request(media, message),
+            };
         }
         "multipart/form-data" => match read_multipart(&content_type, body, settings).await {
             Ok(r) => r,
@@ -403,8 +409,12 @@ pub async fn graphql_post(
     };
     let auth = auth_of(&http, &headers);
     match requests {
-        BatchRequest::Single(request) => {
-            let answer = http.pipeline.execute(request, auth, Transport::Post).await;
+        BatchRequest::Single(mut request) => {
+            let query = std::mem::take(&mut request.query);
+            let answer = http
+                .pipeline
+                .execute(&query, request, auth, Transport::Post)
+                .await;
             answer_response(&answer, media)
         }
         BatchRequest::Batch(requests) => {
@@ -420,7 +430,14 @@ pub async fn graphql_post(
             }
             let answers: Vec<Answer> = requests
                 .into_iter()
-                .map(|r| http.pipeline.execute(r, auth.clone(), Transport::Post))
+                .map(|mut r| {
+                    let pipeline = &http.pipeline;
+                    let auth = auth.clone();
+                    async move {
+                        let query = std::mem::take(&mut r.query);
+                        pipeline.execute(&query, r, auth, Transport::Post).await
+                    }
+                })
                 .collect::<FuturesOrdered<_>>()
                 .collect()
                 .await;
@@ -454,29 +471,33 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Refusal> {
     }
 }
 
+/// A JSON body: one request, or a batch.
+enum Parsed<'a> {
+    Single(Wire<'a>),
+    Batch(Vec<Wire<'a>>),
+}
+
 /// One request object, or a batch (an array of them).
-fn parse_json_body(bytes: &[u8], max_batch: usize) -> Result<BatchRequest, String> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err("the request body is empty: send a JSON object with a `query`".into());
-    }
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| format!("the request body is not JSON: {e}"))?;
-    match value {
-        serde_json::Value::Array(items) => {
-            if items.is_empty() || items.len() > max_batch {
+fn parse_json_body(bytes: &[u8], max_batch: usize) -> Result<Parsed<'_>, String> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    let explain = |e: serde_json::Error| match e.classify() {
+        serde_json::error::Category::Data => format!("the body is not a GraphQL request: {e}"),
+        _ => format!("the request body is not JSON: {e}"),
+    };
+    match first {
+        None => Err("the request body is empty: send a JSON object with a `query`".into()),
+        Some(b'[') => {
+            let batch: Vec<Wire<'_>> = serde_json::from_slice(bytes).map_err(explain)?;
+            if batch.is_empty() || batch.len() > max_batch {
                 return Err(format!(
                     "a batch holds 1 to {max_batch} operations; this one has {}",
-                    items.len()
+                    batch.len()
                 ));
             }
-            let requests = items
-                .into_iter()
-                .map(|v| Params::from_json(v).map(Params::into_request))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(BatchRequest::Batch(requests))
+            Ok(Parsed::Batch(batch))
         }
-        other => Ok(BatchRequest::Single(
-            Params::from_json(other)?.into_request(),
+        Some(_) => Ok(Parsed::Single(
+            serde_json::from_slice(bytes).map_err(explain)?,
         )),
     }
 }

@@ -16,6 +16,7 @@
 //! [`persisted`]: super::persisted
 //! [`variables`]: super::variables
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, N
 use async_graphql::parser::types::OperationType;
 use async_graphql::{Data, Request, Response, ServerError, ValidationResult};
 use futures::stream::{BoxStream, StreamExt};
+use lru::LruCache;
+use parking_lot::Mutex;
 
 use super::documents::{DocumentCache, DocumentLimits, Prepared};
 use super::persisted::{self, PersistedQueries};
@@ -88,6 +91,8 @@ pub struct Pipeline {
     documents: DocumentCache,
     persisted: PersistedQueries,
     inputs: InputTypes,
+    /// Parses of persisted documents by their hash.
+    by_hash: Mutex<LruCache<[u8; 32], Arc<Prepared>>>,
     usage: Arc<UsageBuffer>,
     state: AppState,
     /// Whether async-graphql's tracing extension runs (it needs the document text).
@@ -149,6 +154,9 @@ impl Pipeline {
                 Some(std::time::Duration::from_secs(s.persisted_ttl_secs)),
                 s.persisted_only,
             ),
+            by_hash: Mutex::new(LruCache::new(
+                NonZeroUsize::new(s.document_cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN),
+            )),
             strict,
             fast,
             inputs,
@@ -168,15 +176,28 @@ impl Pipeline {
         &self.documents
     }
 
-    /// Runs one query or mutation.
-    pub async fn execute(&self, request: Request, auth: RequestAuth, via: Transport) -> Answer {
-        let mut answer = self.run(request, auth, via).await;
+    /// Runs one query or mutation: the document `query` (empty when the request names a
+    /// persisted one) with the rest of the request.
+    pub async fn execute(
+        &self,
+        query: &str,
+        request: Request,
+        auth: RequestAuth,
+        via: Transport,
+    ) -> Answer {
+        let mut answer = self.run(query, request, auth, via).await;
         code_errors(Some(&self.state.metrics), &mut answer.response);
         answer
     }
 
-    async fn run(&self, request: Request, auth: RequestAuth, via: Transport) -> Answer {
-        let (prepared, request) = match self.prepare(request, via).await {
+    async fn run(
+        &self,
+        query: &str,
+        request: Request,
+        auth: RequestAuth,
+        via: Transport,
+    ) -> Answer {
+        let (prepared, request) = match self.prepare(query, request, via).await {
             Ok(p) => p,
             Err(refused) => return refused,
         };
@@ -221,12 +242,15 @@ impl Pipeline {
             .map(RequestAuth::unresolved);
         let metrics = self.state.metrics.clone();
         futures::stream::once(async move {
-            let (prepared, request) = match this.prepare(request, Transport::WebSocket).await {
-                Ok(p) => p,
-                Err(refused) => {
-                    return futures::stream::once(async move { refused.response }).boxed()
-                }
-            };
+            let mut request = request;
+            let query = std::mem::take(&mut request.query);
+            let (prepared, request) =
+                match this.prepare(&query, request, Transport::WebSocket).await {
+                    Ok(p) => p,
+                    Err(refused) => {
+                        return futures::stream::once(async move { refused.response }).boxed()
+                    }
+                };
             let validated = Validated::default();
             let schema = if prepared.is_validated() {
                 validated.0.store(true, Ordering::Release);
@@ -262,14 +286,11 @@ impl Pipeline {
     /// Steps 1 to 3: the document, its parse, the operation and its variables.
     async fn prepare(
         &self,
-        mut request: Request,
+        query: &str,
+        request: Request,
         via: Transport,
     ) -> Result<(Arc<Prepared>, Request), Answer> {
-        let text = self.document_text(&mut request).await?;
-        let prepared = self.documents.prepare(&text).map_err(|e| Answer {
-            response: Response::from_errors(vec![e]),
-            outcome: Outcome::RequestError,
-        })?;
+        let prepared = self.document(query, &request).await?;
         let Some(op) = prepared.operation(request.operation_name.as_deref()) else {
             let message = match &request.operation_name {
                 Some(name) => format!("the document has no operation named `{name}`"),
@@ -305,9 +326,9 @@ impl Pipeline {
         Ok((prepared, request))
     }
 
-    /// Step 1: the text of the request's document, from the request or by its hash.
-    async fn document_text(&self, request: &mut Request) -> Result<Arc<str>, Answer> {
-        let apq = match request.extensions.0.get("persistedQuery") {
+    /// Steps 1 and 2: the request's document, sent or named by its hash, parsed.
+    async fn document(&self, query: &str, request: &Request) -> Result<Arc<Prepared>, Answer> {
+        let apq = match request.extensions.get("persistedQuery") {
             None | Some(async_graphql::Value::Null) => None,
             Some(v) => Some(persisted_hash(v).ok_or_else(|| {
                 Answer::refused(
@@ -316,34 +337,42 @@ impl Pipeline {
                 )
             })?),
         };
-        let text = std::mem::take(&mut request.query);
-        match (apq, text.is_empty()) {
+        match (apq, query.is_empty()) {
             (None, true) => Err(Answer::refused(
                 "BAD_USER_INPUT",
                 "the request has no `query` (a GraphQL document)",
             )),
             (None, false) => {
                 if self.persisted.only {
-                    self.allowed(&persisted::sha256(&text)).await?;
+                    self.allowed(&persisted::sha256(query)).await?;
                 }
-                Ok(Arc::from(text))
+                self.documents.prepare(query).map_err(request_error)
             }
-            (Some(hash), true) => match self.persisted.get(&hash).await {
-                Ok(Some(text)) => Ok(text),
-                Ok(None) => Err(Answer::refused(
-                    PERSISTED_QUERY_NOT_FOUND,
-                    "PersistedQueryNotFound: send the document with its hash to register it",
-                )),
-                Err(e) => {
-                    tracing::warn!(error = ?e, "reading a persisted query");
-                    Err(Answer::refused(
-                        PERSISTED_QUERY_NOT_FOUND,
-                        "PersistedQueryNotFound: send the document with its hash",
-                    ))
+            (Some(hash), true) => {
+                // The parse by its hash: no text to hash or compare.
+                if let Some(p) = self.by_hash.lock().get(&hash) {
+                    return Ok(p.clone());
                 }
-            },
+                let text = match self.persisted.get(&hash).await {
+                    Ok(Some(text)) => text,
+                    Ok(None) => return Err(Answer::refused(
+                        PERSISTED_QUERY_NOT_FOUND,
+                        "PersistedQueryNotFound: send the document with its hash to register it",
+                    )),
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "reading a persisted query");
+                        return Err(Answer::refused(
+                            PERSISTED_QUERY_NOT_FOUND,
+                            "PersistedQueryNotFound: send the document with its hash",
+                        ));
+                    }
+                };
+                let prepared = self.documents.prepare(&text).map_err(request_error)?;
+                self.by_hash.lock().put(hash, prepared.clone());
+                Ok(prepared)
+            }
             (Some(hash), false) => {
-                if persisted::sha256(&text) != hash {
+                if persisted::sha256(query) != hash {
                     return Err(Answer::refused(
                         "BAD_USER_INPUT",
                         "extensions.persistedQuery.sha256Hash is not the SHA-256 of the query",
@@ -351,11 +380,11 @@ impl Pipeline {
                 }
                 if self.persisted.only {
                     self.allowed(&hash).await?;
-                } else if let Err(e) = self.persisted.register(&hash, &text).await {
+                } else if let Err(e) = self.persisted.register(&hash, query).await {
                     // The document still runs; the client registers it again next time.
                     tracing::warn!(error = ?e, "registering a persisted query");
                 }
-                Ok(Arc::from(text))
+                self.documents.prepare(query).map_err(request_error)
             }
         }
     }
@@ -396,6 +425,14 @@ impl Pipeline {
             request = request.data(auth);
         }
         super::loaders::attach(request, &self.state)
+    }
+}
+
+/// A request refused for `e` (a parse or limit error) before it ran.
+fn request_error(e: ServerError) -> Answer {
+    Answer {
+        response: Response::from_errors(vec![e]),
+        outcome: Outcome::RequestError,
     }
 }
 
@@ -442,7 +479,7 @@ pub fn ensure_code(err: &mut ServerError, default: &str) -> String {
 /// passed validation, so an operation that never ran counts nothing.
 struct Counting {
     usage: Arc<UsageBuffer>,
-    fields: Vec<String>,
+    fields: Arc<[async_graphql::Name]>,
     auth: Option<RequestAuth>,
 }
 
@@ -453,12 +490,7 @@ impl Counting {
         request: &Request,
         auth: Option<RequestAuth>,
     ) -> Self {
-        let mut fields = Vec::new();
-        prepared.for_each_root_field(
-            request.operation_name.as_deref(),
-            &request.variables,
-            |name| fields.push(name.to_owned()),
-        );
+        let fields = prepared.root_fields(request.operation_name.as_deref(), &request.variables);
         Self {
             usage: usage.clone(),
             fields,
@@ -467,9 +499,7 @@ impl Counting {
     }
 
     fn record(self) {
-        for f in &self.fields {
-            self.usage.record_field(f);
-        }
+        self.usage.record_fields(&self.fields);
         if let Some(auth) = &self.auth {
             self.usage.record_viewer(auth);
         }

@@ -30,19 +30,17 @@ impl MealByIdLoader {
 /// services that need fresh-as-committed meals outside a request.
 pub async fn load_meals(state: &AppState, ids: &[i64]) -> AppResult<HashMap<i64, meal::Model>> {
     let keys: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-    let (cached, lease) = write_through::read_many(state, meal::CACHE_ENTITY, &keys).await;
+    let (cached, lease) =
+        write_through::read_many::<meal::Model>(state, meal::CACHE_ENTITY, &keys).await;
     let mut found = HashMap::with_capacity(ids.len());
     let mut misses = Vec::new();
     for (id, c) in ids.iter().zip(cached) {
         match c {
-            Cached::Row(row) => match serde_json::from_value::<meal::Model>(row) {
-                Ok(m) => {
-                    found.insert(*id, m);
-                }
-                Err(_) => misses.push(*id),
-            },
+            Cached::Row(m) if m.id == *id => {
+                found.insert(*id, m);
+            }
             Cached::Gone => {}
-            Cached::Miss => misses.push(*id),
+            Cached::Row(_) | Cached::Miss => misses.push(*id),
         }
     }
     if misses.is_empty() {

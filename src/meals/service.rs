@@ -150,13 +150,10 @@ pub async fn delete_meal(state: &AppState, id: i64) -> AppResult<bool> {
 /// another meal, so only a deletion changes the pair, through the write path.
 pub async fn meal_id_by_name(state: &AppState, name: &str) -> AppResult<Option<i64>> {
     let names = [name.to_owned()];
-    let (mut cached, lease) = write_through::read_many(state, meal::NAME_ENTITY, &names).await;
+    let (mut cached, lease) =
+        write_through::read_many::<i64>(state, meal::NAME_ENTITY, &names).await;
     match cached.pop() {
-        Some(Cached::Row(id)) => {
-            if let Some(id) = id.as_i64() {
-                return Ok(Some(id));
-            }
-        }
+        Some(Cached::Row(id)) => return Ok(Some(id)),
         Some(Cached::Gone) => return Ok(None),
         _ => {}
     }

@@ -78,19 +78,16 @@ async fn cached<M: serde::de::DeserializeOwned>(
     ids: &[String],
     id_of: impl Fn(&M) -> String,
 ) -> (HashMap<String, M>, Vec<String>, Lease) {
-    let (answers, lease) = write_through::read_many(state, entity, ids).await;
+    let (answers, lease) = write_through::read_many::<M>(state, entity, ids).await;
     let mut found = HashMap::with_capacity(ids.len());
     let mut misses = Vec::new();
     for (id, c) in ids.iter().zip(answers) {
         match c {
-            Cached::Row(row) => match serde_json::from_value::<M>(row) {
-                Ok(m) if id_of(&m) == *id => {
-                    found.insert(id.clone(), m);
-                }
-                _ => misses.push(id.clone()),
-            },
+            Cached::Row(m) if id_of(&m) == *id => {
+                found.insert(id.clone(), m);
+            }
             Cached::Gone => {}
-            Cached::Miss => misses.push(id.clone()),
+            Cached::Row(_) | Cached::Miss => misses.push(id.clone()),
         }
     }
     (found, misses, lease)

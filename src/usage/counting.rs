@@ -64,6 +64,23 @@ impl UsageBuffer {
         }
     }
 
+    /// Counts one execution of each of `fields` (an operation's root fields), under one lock.
+    pub fn record_fields<S: AsRef<str>>(&self, fields: &[S]) {
+        if fields.is_empty() {
+            return;
+        }
+        let mut p = self.pending.lock();
+        for field in fields {
+            let field = field.as_ref();
+            match p.counts.get_mut(field) {
+                Some(n) => *n += 1,
+                None => {
+                    p.counts.insert(field.to_owned(), 1);
+                }
+            }
+        }
+    }
+
     /// Remembers the request's credentials; the viewer is found at the next flush (see
     /// [`RequestAuth::viewer_for_counting`]). At most [`MAX_PENDING_CREDENTIALS`] distinct
     /// credentials wait between flushes; beyond that a request's viewer is not counted.
