@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Arena: a GraphQL API server whose write-through cache is never wrong.
 ///
@@ -39,6 +39,21 @@ pub enum Command {
     Seed,
     /// Run only the cache → document store sync worker.
     Sync,
+    /// Start a fresh cache namespace for the current database, so that no cache entry written
+    /// before is ever served again (run it after restoring the database from a backup, with
+    /// every Arena stopped).
+    CacheReset,
+}
+
+/// What a write to a cached entity does when the cache tier cannot be told of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Consistency {
+    /// The write is refused (`UNAVAILABLE`) and nothing is committed: an acknowledged write
+    /// is never hidden from a read that starts after it, on any replica.
+    Strict,
+    /// The write commits from the database alone; another replica may serve the older entry
+    /// until this instance reaches the cache again or the entry expires.
+    Available,
 }
 
 /// Every setting of Arena.
@@ -107,6 +122,19 @@ pub struct Settings {
         global = true
     )]
     pub cache_capacity: u64,
+
+    /// `strict`: a write to a cached entity is acknowledged only once its invalidation reached
+    /// the cache tier, and refused with `UNAVAILABLE` otherwise. `available`: such writes
+    /// commit anyway, and other replicas may serve the older entry for a bounded time (see
+    /// docs/cache-consistency.md).
+    #[arg(
+        long,
+        env = "ARENA_CONSISTENCY",
+        value_enum,
+        default_value_t = Consistency::Strict,
+        global = true
+    )]
+    pub consistency: Consistency,
 
     /// Seconds a cached entity lives.
     #[arg(long, env = "ARENA_CACHE_TTL", default_value_t = 3600, global = true)]

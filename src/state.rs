@@ -7,7 +7,6 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use migration::MigratorTrait;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -31,6 +30,9 @@ use crate::metrics::Metrics;
 pub struct StateInner {
     /// The settings the instance runs with.
     pub settings: Settings,
+    /// `ARENA_CACHE_PREFIX` followed by the database's cache namespace and `:`: what every
+    /// cache key, lease, mark and event channel of this instance starts with.
+    pub cache_prefix: String,
     /// The SQL database.
     pub db: DatabaseConnection,
     /// The cache tier's plain keys (instrumented): rings, user data, counters, locks,
@@ -79,9 +81,9 @@ impl AppState {
         let db = sql::connect(&settings.database_url, settings.db_pool, &metrics)
             .await
             .with_context(|| "connecting to the SQL database")?;
-        migration::Migrator::up(&db, None)
-            .await
-            .context("running migrations")?;
+        let namespace = sql::migrate(&db).await.context("running migrations")?;
+        // Every key, lease, mark and event channel lives under the database's namespace.
+        let prefix = format!("{}{namespace}:", settings.cache_prefix);
         let timeout = std::time::Duration::from_millis(settings.redis_timeout_ms);
         let (kv, cache, events): (
             Arc<dyn KeyValue>,
@@ -90,11 +92,11 @@ impl AppState {
         ) = match &settings.redis_url {
             Some(url) => {
                 let redis = Arc::new(
-                    RedisCache::connect(url, &settings.cache_prefix, timeout)
+                    RedisCache::connect(url, &prefix, timeout)
                         .await
                         .context("connecting to Redis (cache)")?,
                 );
-                let events = RedisEvents::connect(url, &settings.cache_prefix, timeout)
+                let events = RedisEvents::connect(url, &prefix, timeout)
                     .await
                     .context("connecting to Redis (events)")?;
                 (redis.clone(), redis, Arc::new(events))
@@ -107,7 +109,7 @@ impl AppState {
         };
         let storage: Arc<dyn KeyValue> = match (&settings.storage_redis_url, &settings.redis_url) {
             (Some(url), _) => Arc::new(
-                RedisCache::connect(url, &settings.cache_prefix, timeout)
+                RedisCache::connect(url, &prefix, timeout)
                     .await
                     .context("connecting to Redis (key-value storage)")?,
             ),
@@ -133,6 +135,7 @@ impl AppState {
         };
         Ok(Self(Arc::new(StateInner {
             settings,
+            cache_prefix: prefix,
             db,
             kv,
             cache,
@@ -166,7 +169,15 @@ impl AppState {
             status(
                 "cache",
                 self.cache.kind(),
-                self.cache.ping().await.map_err(|e| e.to_string()),
+                if self.cache_health.fenced() {
+                    Err(
+                        "the database has a new cache namespace (arena cache-reset): restart \
+                         this instance"
+                            .to_owned(),
+                    )
+                } else {
+                    self.cache.ping().await.map_err(|e| e.to_string())
+                },
             ),
             status(
                 "documents",

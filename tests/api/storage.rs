@@ -202,7 +202,7 @@ async fn redis_evicts_the_least_recently_used_values_and_keeps_a_recently_read_o
     let stored = |key: &str| {
         format!(
             "{}{}",
-            app.settings.cache_prefix,
+            app.state.cache_prefix,
             arena::storage::service::storage_key(id, key)
         )
     };

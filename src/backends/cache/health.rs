@@ -4,6 +4,10 @@
 //! alone, and every key whose new state the cache could not receive is remembered. The
 //! write path's health worker deletes the remembered keys once the cache answers again, and
 //! only then are reads served from it (see `docs/cache-consistency.md`).
+//!
+//! An instance whose database was given a new cache namespace while it ran (`arena
+//! cache-reset`) is *fenced*: it never uses the cache again and refuses writes to cached
+//! entities, since the other replicas no longer read the namespace it would invalidate.
 
 use std::collections::HashSet;
 
@@ -18,6 +22,7 @@ pub struct CacheHealth {
 #[derive(Default)]
 struct HealthInner {
     degraded: bool,
+    fenced: bool,
     /// Write-through entries owed a deletion.
     pending: HashSet<String>,
     /// Plain keys owed a deletion (a copy written elsewhere while the cache was away).
@@ -28,6 +33,26 @@ impl CacheHealth {
     /// Whether reads may use the cache now.
     pub fn usable(&self) -> bool {
         !self.inner.lock().degraded
+    }
+
+    /// The database's cache namespace is no longer this instance's: from now on it is
+    /// degraded for good (a restart picks up the new namespace).
+    pub fn fence(&self) {
+        let mut h = self.inner.lock();
+        if !h.fenced {
+            tracing::error!(
+                "the database was given a new cache namespace (arena cache-reset): this \
+                 instance no longer uses the cache and refuses writes to cached entities; \
+                 restart it"
+            );
+        }
+        h.fenced = true;
+        h.degraded = true;
+    }
+
+    /// Whether [`CacheHealth::fence`] was called.
+    pub fn fenced(&self) -> bool {
+        self.inner.lock().fenced
     }
 
     /// A cache call failed; `owed` are keys whose new state the cache did not receive.
@@ -76,6 +101,9 @@ impl CacheHealth {
             h.pending_kv.remove(k);
         }
         let keys = owed.entries.len() + owed.plain.len();
+        if h.fenced {
+            return false;
+        }
         if h.pending.is_empty() && h.pending_kv.is_empty() {
             if h.degraded {
                 tracing::info!(invalidated = keys, "cache is back");
