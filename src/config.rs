@@ -114,7 +114,7 @@ pub struct Settings {
     pub cache_prefix: String,
 
     /// Embedded: cached rows the in-process cache holds before evicting the least recently
-    /// used, and (in an LRU of its own) key-value storage values.
+    /// used, and (in an LRU of its own) key-value storage values over every user.
     #[arg(
         long,
         env = "ARENA_CACHE_CAPACITY",
@@ -135,6 +135,17 @@ pub struct Settings {
         global = true
     )]
     pub consistency: Consistency,
+
+    /// Keys the key-value storage keeps per user; beyond it the user's least recently read or
+    /// written key is evicted.
+    #[arg(
+        long,
+        env = "ARENA_STORAGE_CAPACITY",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub storage_capacity: u64,
 
     /// Seconds a cached entity lives.
     #[arg(long, env = "ARENA_CACHE_TTL", default_value_t = 3600, global = true)]

@@ -13,9 +13,9 @@ use rand::SeedableRng;
 use sea_orm::DatabaseConnection;
 
 use crate::backends::cache::instrumented::Instrumented;
-use crate::backends::cache::memory::{MemoryKv, MemoryVersioned};
+use crate::backends::cache::memory::{MemoryKv, MemoryLru, MemoryVersioned};
 use crate::backends::cache::redis::RedisCache;
-use crate::backends::cache::{KeyValue, VersionedCache};
+use crate::backends::cache::{KeyValue, LruStore, VersionedCache};
 use crate::backends::documents::mongo::MongoDocuments;
 use crate::backends::documents::sql::SqlDocuments;
 use crate::backends::documents::DocumentStore;
@@ -40,10 +40,10 @@ pub struct StateInner {
     pub kv: Arc<dyn KeyValue>,
     /// The cache tier's write-through entries (instrumented).
     pub cache: Arc<dyn VersionedCache>,
-    /// The key-value storage's tier (instrumented): the cache tier, or a Redis of its own
-    /// (`ARENA_STORAGE_REDIS_URL`) whose LRU eviction cannot touch the cache's entries,
-    /// write marks and counters.
-    pub storage: Arc<dyn KeyValue>,
+    /// The key-value storage (instrumented), an exact LRU per user: in the cache tier, or in
+    /// a Redis of its own (`ARENA_STORAGE_REDIS_URL`) whose `allkeys-lru` eviction, bounding
+    /// memory on top, cannot touch the cache's entries, write marks and counters.
+    pub storage: Arc<dyn LruStore>,
     /// The document store.
     pub docs: Arc<dyn DocumentStore>,
     /// The event bus.
@@ -57,6 +57,15 @@ pub struct StateInner {
     /// Cache health and the invalidations owed to it after an outage.
     pub cache_health: crate::backends::cache::health::CacheHealth,
 }
+
+/// The cache tier's backends: plain keys, versioned entries, events, and the storage when it
+/// shares the tier.
+type CacheTier = (
+    Arc<dyn KeyValue>,
+    Arc<dyn VersionedCache>,
+    Arc<dyn EventBus>,
+    Arc<dyn LruStore>,
+);
 
 /// Shared state, cheap to clone.
 #[derive(Clone)]
@@ -85,11 +94,7 @@ impl AppState {
         // Every key, lease, mark and event channel lives under the database's namespace.
         let prefix = format!("{}{namespace}:", settings.cache_prefix);
         let timeout = std::time::Duration::from_millis(settings.redis_timeout_ms);
-        let (kv, cache, events): (
-            Arc<dyn KeyValue>,
-            Arc<dyn VersionedCache>,
-            Arc<dyn EventBus>,
-        ) = match &settings.redis_url {
+        let (kv, cache, events, shared_storage): CacheTier = match &settings.redis_url {
             Some(url) => {
                 let redis = Arc::new(
                     RedisCache::connect(url, &prefix, timeout)
@@ -99,28 +104,28 @@ impl AppState {
                 let events = RedisEvents::connect(url, &prefix, timeout)
                     .await
                     .context("connecting to Redis (events)")?;
-                (redis.clone(), redis, Arc::new(events))
+                (redis.clone(), redis.clone(), Arc::new(events), redis)
             }
+            // Embedded: the storage in an LRU of its own, so that stored values evict one
+            // another, never the cache tier's values.
             None => (
                 Arc::new(MemoryKv::new()),
                 Arc::new(MemoryVersioned::new(settings.cache_capacity)),
                 Arc::new(LocalEvents::new()),
+                Arc::new(MemoryLru::new(settings.cache_capacity)),
             ),
         };
-        let storage: Arc<dyn KeyValue> = match (&settings.storage_redis_url, &settings.redis_url) {
-            (Some(url), _) => Arc::new(
+        let storage: Arc<dyn LruStore> = match &settings.storage_redis_url {
+            Some(url) => Arc::new(
                 RedisCache::connect(url, &prefix, timeout)
                     .await
                     .context("connecting to Redis (key-value storage)")?,
             ),
-            (None, Some(_)) => kv.clone(),
-            // Embedded: an LRU of its own, so that stored values evict one another, never the
-            // cache tier's values.
-            (None, None) => Arc::new(MemoryKv::lru(settings.cache_capacity)),
+            None => shared_storage,
         };
         let kv: Arc<dyn KeyValue> = Arc::new(Instrumented::new(kv, &metrics));
         let cache: Arc<dyn VersionedCache> = Arc::new(Instrumented::new(cache, &metrics));
-        let storage: Arc<dyn KeyValue> = Arc::new(Instrumented::new(storage, &metrics));
+        let storage: Arc<dyn LruStore> = Arc::new(Instrumented::new(storage, &metrics));
         let docs: Arc<dyn DocumentStore> = match &settings.mongodb_url {
             Some(url) => Arc::new(
                 MongoDocuments::connect(url, &settings.mongodb_database)

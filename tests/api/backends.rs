@@ -5,9 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arena::backends::cache::memory::{MemoryKv, MemoryVersioned};
+use arena::backends::cache::memory::{MemoryKv, MemoryLru, MemoryVersioned};
 use arena::backends::cache::redis::RedisCache;
-use arena::backends::cache::{CacheError, KeyValue, Versioned, VersionedCache, WriteOutcome};
+use arena::backends::cache::{
+    CacheError, KeyValue, LruStore, Versioned, VersionedCache, WriteOutcome,
+};
 use arena::backends::documents::mongo::MongoDocuments;
 use arena::backends::documents::DocumentStore;
 use arena::backends::events::local::LocalEvents;
@@ -806,4 +808,53 @@ async fn mongo_documents_conform() {
     let db = store.database().clone();
     documents_conformance(Arc::new(store)).await;
     db.drop().await.expect("drop the test database");
+}
+
+/// Every [`LruStore`] method: the exact order of reads and writes, eviction at the capacity
+/// each call names, owners apart, forgetting an owner.
+async fn lru_conformance(c: Arc<dyn LruStore>) {
+    let c = c.as_ref();
+    c.ping().await.expect("ping");
+    let put = |keys: &[&str]| -> Vec<(String, String)> {
+        keys.iter()
+            .map(|k| (k.to_string(), format!("v{k}")))
+            .collect()
+    };
+    assert_eq!(c.put("o1", &put(&["a", "b", "c"]), 3).await.unwrap(), 0);
+    assert_eq!(c.keys("o1").await.unwrap(), keys(&["a", "b", "c"]));
+    assert_eq!(c.get("o1", "a").await.unwrap().as_deref(), Some("va"));
+    assert_eq!(c.get("o1", "nope").await.unwrap(), None);
+    assert_eq!(c.keys("o1").await.unwrap(), keys(&["b", "c", "a"]));
+    assert_eq!(c.put("o1", &put(&["d", "e"]), 3).await.unwrap(), 2);
+    assert_eq!(c.keys("o1").await.unwrap(), keys(&["a", "d", "e"]));
+    assert_eq!(c.get("o1", "b").await.unwrap(), None);
+    assert_eq!(c.get("o1", "c").await.unwrap(), None);
+    // A smaller capacity on the next write trims to it.
+    assert_eq!(c.put("o1", &put(&["a"]), 2).await.unwrap(), 1);
+    assert_eq!(c.keys("o1").await.unwrap(), keys(&["e", "a"]));
+    assert_eq!(c.put("o2", &put(&["x"]), 1).await.unwrap(), 0);
+    assert_eq!(c.keys("o2").await.unwrap(), keys(&["x"]));
+    assert_eq!(c.keys("o1").await.unwrap(), keys(&["e", "a"]));
+    c.forget("o1").await.unwrap();
+    assert!(c.keys("o1").await.unwrap().is_empty());
+    assert_eq!(c.get("o1", "e").await.unwrap(), None);
+    assert_eq!(c.get("o2", "x").await.unwrap().as_deref(), Some("vx"));
+    c.forget("o2").await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_lru_store_conforms() {
+    lru_conformance(Arc::new(MemoryLru::new(10_000))).await;
+}
+
+#[tokio::test]
+async fn redis_lru_store_conforms() {
+    let Some(url) = redis_url() else { return };
+    let cache = Arc::new(
+        RedisCache::connect(&url, &unique_prefix(), COMMAND_TIMEOUT)
+            .await
+            .expect("connect to TEST_REDIS_URL"),
+    );
+    lru_conformance(cache.clone()).await;
+    assert_eq!(cache.scan_prefix("").await.unwrap(), Vec::<String>::new());
 }

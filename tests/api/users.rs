@@ -247,9 +247,9 @@ async fn deleting_the_account_needs_the_password_and_removes_everything(app: Tes
         )
         .await,
     );
-    let storage_key = arena::storage::service::storage_key(id, "k");
+    let owner = arena::storage::service::owner(id);
     let data_key = arena::usage::service::user_key(id);
-    assert!(app.state.storage.get(&storage_key).await.unwrap().is_some());
+    assert!(app.state.storage.get(&owner, "k").await.unwrap().is_some());
     assert!(app.state.kv.get(&data_key).await.unwrap().is_some());
     assert!(app
         .state
@@ -263,11 +263,11 @@ async fn deleting_the_account_needs_the_password_and_removes_everything(app: Tes
     let r = app.gql_as(&token, q, json!({ "p": "nope-nope" })).await;
     assert_eq!(error_code(&r), "BAD_USER_INPUT");
     assert!(
-        app.state.storage.get(&storage_key).await.unwrap().is_some(),
+        app.state.storage.get(&owner, "k").await.unwrap().is_some(),
         "a refused delete removes nothing"
     );
     assert_no_errors(&app.gql_as(&token, q, json!({ "p": "password123" })).await);
-    assert_eq!(app.state.storage.get(&storage_key).await.unwrap(), None);
+    assert_eq!(app.state.storage.get(&owner, "k").await.unwrap(), None);
     assert_eq!(app.state.kv.get(&data_key).await.unwrap(), None);
     assert_eq!(
         app.state

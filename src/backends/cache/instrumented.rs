@@ -1,4 +1,4 @@
-//! Wraps a [`KeyValue`] or a [`VersionedCache`] to count round trips and failures in the
+//! Wraps a [`KeyValue`], an [`LruStore`] or a [`VersionedCache`] to count round trips and failures in the
 //! instance's metrics. Each operation's counter is looked up once, when the wrapper is made.
 
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use prometheus::IntCounter;
 
-use super::{CacheResult, KeyValue, Versioned, VersionedCache, WriteOutcome};
+use super::{CacheResult, KeyValue, LruStore, Versioned, VersionedCache, WriteOutcome};
 use crate::metrics::Metrics;
 
 /// Every cache operation, as labelled in `arena_cache_round_trips_total{op}`.
@@ -30,9 +30,13 @@ enum Op {
     BeginWrite,
     EndWrite,
     Invalidate,
+    StorageGet,
+    StoragePut,
+    StorageKeys,
+    StorageForget,
 }
 
-const OPS: [(Op, &str); 17] = [
+const OPS: [(Op, &str); 21] = [
     (Op::Ping, "ping"),
     (Op::Get, "get"),
     (Op::Set, "set"),
@@ -50,6 +54,10 @@ const OPS: [(Op, &str); 17] = [
     (Op::BeginWrite, "begin_write"),
     (Op::EndWrite, "end_write"),
     (Op::Invalidate, "invalidate"),
+    (Op::StorageGet, "storage_get"),
+    (Op::StoragePut, "storage_put"),
+    (Op::StorageKeys, "storage_keys"),
+    (Op::StorageForget, "storage_forget"),
 ];
 
 /// A cache that counts every call as one round trip.
@@ -131,6 +139,36 @@ impl KeyValue for Instrumented<dyn KeyValue> {
     }
     async fn scan_prefix(&self, prefix: &str) -> CacheResult<Vec<String>> {
         self.count(Op::ScanPrefix, self.inner.scan_prefix(prefix).await)
+    }
+}
+
+#[async_trait]
+impl LruStore for Instrumented<dyn LruStore> {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn ping(&self) -> CacheResult<()> {
+        self.count(Op::Ping, self.inner.ping().await)
+    }
+    async fn get(&self, owner: &str, key: &str) -> CacheResult<Option<String>> {
+        self.count(Op::StorageGet, self.inner.get(owner, key).await)
+    }
+    async fn put(
+        &self,
+        owner: &str,
+        entries: &[(String, String)],
+        capacity: u64,
+    ) -> CacheResult<u64> {
+        self.count(
+            Op::StoragePut,
+            self.inner.put(owner, entries, capacity).await,
+        )
+    }
+    async fn keys(&self, owner: &str) -> CacheResult<Vec<String>> {
+        self.count(Op::StorageKeys, self.inner.keys(owner).await)
+    }
+    async fn forget(&self, owner: &str) -> CacheResult<()> {
+        self.count(Op::StorageForget, self.inner.forget(owner).await)
     }
 }
 
