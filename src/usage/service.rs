@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::counting::{
-    self, read_counter, read_time, UsageBuffer, COUNTERS_UPDATED, COUNTER_PREFIX, USER_SET,
+    self, read_counter, read_time, UsageBuffer, COUNTERS_DOC, COUNTERS_UPDATED, COUNTER_PREFIX,
+    USAGE_COLLECTION, USER_SET, USER_SET_DOC,
 };
 use super::dice::{self, DiceError};
 use crate::backends::cache::lock::{CacheLock, Wait};
@@ -51,16 +52,25 @@ pub struct Stats {
 }
 
 /// Flushes this instance's buffered counts (`usage`), then reads every counter and
-/// `user_set`.
+/// `user_set` from the cache tier; from the document store, their truth, when the flush
+/// could not publish to the cache or the cache cannot be read (an outage).
 pub async fn stats(state: &AppState, usage: Option<&UsageBuffer>) -> AppResult<Stats> {
-    if let Some(usage) = usage {
-        usage.flush(state).await;
+    let published = match usage {
+        Some(usage) => usage.flush(state).await,
+        None => true,
+    };
+    if published {
+        match stats_from_cache(state).await {
+            Ok(stats) => return Ok(stats),
+            Err(e) => tracing::warn!(error = ?e, "stats read from the document store"),
+        }
     }
+    stats_from_documents(state).await
+}
+
+async fn stats_from_cache(state: &AppState) -> Result<Stats, CacheError> {
     let cache = state.kv.as_ref();
-    let keys = cache
-        .scan_prefix(COUNTER_PREFIX)
-        .await
-        .map_err(cache_err("listing usage counters"))?;
+    let keys = cache.scan_prefix(COUNTER_PREFIX).await?;
     let names: Vec<String> = keys
         .into_iter()
         .filter_map(|k| k.strip_prefix(COUNTER_PREFIX).map(str::to_owned))
@@ -74,18 +84,45 @@ pub async fn stats(state: &AppState, usage: Option<&UsageBuffer>) -> AppResult<S
     .await;
     let mut commands = Vec::with_capacity(names.len());
     for (name, count) in names.into_iter().zip(counts) {
-        let count = count.map_err(cache_err("reading usage counters"))?;
-        commands.push((name, count));
+        commands.push((name, count?));
     }
     commands.sort();
-    let users = cache
-        .smembers(USER_SET)
-        .await
-        .map_err(cache_err("reading user_set"))?
-        .len() as i64;
+    let users = cache.smembers(USER_SET).await?.len() as i64;
     let updated_at = read_time(cache, COUNTERS_UPDATED)
-        .await
-        .map_err(cache_err("reading the counters' updated_time"))?
+        .await?
+        .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+    Ok(Stats {
+        commands,
+        users,
+        updated_at,
+    })
+}
+
+async fn stats_from_documents(state: &AppState) -> AppResult<Stats> {
+    let counters = state
+        .docs
+        .get(USAGE_COLLECTION, COUNTERS_DOC)
+        .await?
+        .unwrap_or_default();
+    let mut commands: Vec<(String, i64)> = counters
+        .get("counters")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(name, n)| Some((name.clone(), n.as_i64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    commands.sort();
+    let users = state
+        .docs
+        .get(USAGE_COLLECTION, USER_SET_DOC)
+        .await?
+        .and_then(|d| d.get("members").and_then(Value::as_array).map(Vec::len))
+        .unwrap_or(0) as i64;
+    let updated_at = counters
+        .get("updated_time")
+        .and_then(Value::as_i64)
         .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
     Ok(Stats {
         commands,

@@ -11,7 +11,7 @@ use arena::backends::cache::{
     CacheError, KeyValue, LruStore, Versioned, VersionedCache, WriteOutcome,
 };
 use arena::backends::documents::mongo::MongoDocuments;
-use arena::backends::documents::DocumentStore;
+use arena::backends::documents::{DocumentStore, Update};
 use arena::backends::events::local::LocalEvents;
 use arena::backends::events::redis::RedisEvents;
 use arena::backends::events::EventBus;
@@ -163,6 +163,18 @@ async fn counters_and_sets(c: &dyn KeyValue) {
     assert_eq!(c.get("count:a").await.unwrap().as_deref(), Some("3"));
     c.set("count:c", "41", None).await.unwrap();
     assert_eq!(c.incr_by("count:c", 1).await.unwrap(), 42);
+    // raise_many raises, never lowers, and creates what is missing.
+    c.raise_many(&[
+        ("count:a".into(), 10),
+        ("count:c".into(), 7),
+        ("count:new".into(), 4),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(c.get("count:a").await.unwrap().as_deref(), Some("10"));
+    assert_eq!(c.get("count:c").await.unwrap().as_deref(), Some("42"));
+    assert_eq!(c.get("count:new").await.unwrap().as_deref(), Some("4"));
+    assert_eq!(c.incr_by("count:new", 1).await.unwrap(), 5);
 
     assert_eq!(c.incr_with_ttl("rate:a", TTL).await.unwrap(), 1);
     assert_eq!(c.incr_with_ttl("rate:a", TTL).await.unwrap(), 2);
@@ -752,6 +764,36 @@ async fn documents_conformance(store: Arc<dyn DocumentStore>) {
     // Collections are separate.
     assert_eq!(store.get("others", "u1").await.unwrap(), None);
     assert_eq!(store.list("others").await.unwrap(), Vec::new());
+
+    // update: atomic increments, maxima and set additions, from many writers at once.
+    let inc = |n: i64, t: i64, who: &str| Update {
+        inc: vec![("counters.roll".into(), n), ("counters.meal".into(), 1)],
+        max: vec![("updated_time".into(), t)],
+        add_to_set: vec![("members".into(), vec![who.to_owned()])],
+    };
+    let first = store.update("usage", "c", &inc(2, 5, "u1")).await.unwrap();
+    assert_eq!(first["counters"]["roll"], 2);
+    assert_eq!(first["members"], json!(["u1"]));
+    futures::future::join_all((0..20).map(|i| {
+        let store = store.clone();
+        async move {
+            let who = format!("u{}", i % 3);
+            store.update("usage", "c", &inc(1, i, &who)).await.unwrap()
+        }
+    }))
+    .await;
+    let after = store
+        .update("usage", "c", &Update::default())
+        .await
+        .unwrap();
+    assert_eq!(after["counters"]["roll"], 22, "{after}");
+    assert_eq!(after["counters"]["meal"], 21, "{after}");
+    assert_eq!(after["updated_time"], 19, "the highest stamp: {after}");
+    let mut members: Vec<String> = serde_json::from_value(after["members"].clone()).unwrap();
+    members.sort();
+    assert_eq!(members, vec!["u0", "u1", "u2"]);
+    assert_eq!(store.get("usage", "c").await.unwrap(), Some(after));
+    assert!(store.delete("usage", "c").await.unwrap());
 
     assert!(store.delete("users", "u2").await.unwrap());
     assert!(!store.delete("users", "u2").await.unwrap());

@@ -21,6 +21,7 @@ enum Op {
     DelIfEquals,
     Del,
     IncrBy,
+    RaiseMany,
     IncrWithTtl,
     Sadd,
     Smembers,
@@ -36,7 +37,7 @@ enum Op {
     StorageForget,
 }
 
-const OPS: [(Op, &str); 21] = [
+const OPS: [(Op, &str); 22] = [
     (Op::Ping, "ping"),
     (Op::Get, "get"),
     (Op::Set, "set"),
@@ -45,6 +46,7 @@ const OPS: [(Op, &str); 21] = [
     (Op::DelIfEquals, "del_if_equals"),
     (Op::Del, "del"),
     (Op::IncrBy, "incr_by"),
+    (Op::RaiseMany, "raise_many"),
     (Op::IncrWithTtl, "incr_with_ttl"),
     (Op::Sadd, "sadd"),
     (Op::Smembers, "smembers"),
@@ -127,6 +129,9 @@ impl KeyValue for Instrumented<dyn KeyValue> {
     }
     async fn incr_by(&self, key: &str, by: i64) -> CacheResult<i64> {
         self.count(Op::IncrBy, self.inner.incr_by(key, by).await)
+    }
+    async fn raise_many(&self, counters: &[(String, i64)]) -> CacheResult<()> {
+        self.count(Op::RaiseMany, self.inner.raise_many(counters).await)
     }
     async fn incr_with_ttl(&self, key: &str, ttl: Duration) -> CacheResult<i64> {
         self.count(Op::IncrWithTtl, self.inner.incr_with_ttl(key, ttl).await)

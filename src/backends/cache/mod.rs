@@ -90,6 +90,8 @@ pub trait KeyValue: Send + Sync + 'static {
     async fn del(&self, keys: &[String]) -> CacheResult<u64>;
     /// INCRBY; the counter's new value.
     async fn incr_by(&self, key: &str, by: i64) -> CacheResult<i64>;
+    /// Raises each counter to at least its value (never lowers one), in one round trip.
+    async fn raise_many(&self, counters: &[(String, i64)]) -> CacheResult<()>;
     /// INCR with an expiry set when the key is new (rate limiting windows).
     async fn incr_with_ttl(&self, key: &str, ttl: Duration) -> CacheResult<i64>;
     /// SADD; `true` when the member is new.

@@ -193,6 +193,30 @@ impl KeyValue for MemoryKv {
         Ok(value)
     }
 
+    async fn raise_many(&self, counters: &[(String, i64)]) -> CacheResult<()> {
+        let now = Instant::now();
+        let mut s = self.store.lock();
+        for (key, value) in counters {
+            let current = match s.counter(key, now) {
+                Some(n) => n,
+                None => s.value(key, now).and_then(|v| v.parse().ok()).unwrap_or(0),
+            };
+            if *value > current {
+                let expires_at = s.counters.get(key).and_then(|c| c.expires_at);
+                s.values.remove(key);
+                s.counters.insert(
+                    key.clone(),
+                    Expiring {
+                        value: *value,
+                        expires_at,
+                    },
+                );
+                s.wrote(now);
+            }
+        }
+        Ok(())
+    }
+
     async fn incr_with_ttl(&self, key: &str, ttl: Duration) -> CacheResult<i64> {
         let now = Instant::now();
         let mut s = self.store.lock();

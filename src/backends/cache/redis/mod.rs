@@ -253,6 +253,20 @@ impl KeyValue for RedisCache {
             .map_err(map_err)
     }
 
+    async fn raise_many(&self, counters: &[(String, i64)]) -> CacheResult<()> {
+        if counters.is_empty() {
+            return Ok(());
+        }
+        let stored: Vec<String> = counters.iter().map(|(k, _)| self.keys.key(k)).collect();
+        self.eval_grouped(&self.scripts.raise, &stored, |g| {
+            let keys = g.iter().map(|&i| stored[i].clone()).collect();
+            let args = g.iter().map(|&i| Value::Integer(counters[i].1)).collect();
+            (keys, args)
+        })
+        .await
+        .map(drop)
+    }
+
     async fn incr_with_ttl(&self, key: &str, ttl: Duration) -> CacheResult<i64> {
         let reply = self
             .conn

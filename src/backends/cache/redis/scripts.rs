@@ -36,6 +36,8 @@ pub struct Scripts {
     pub storage_get: Script,
     /// `storage_put.lua`
     pub storage_put: Script,
+    /// `raise.lua`
+    pub raise: Script,
 }
 
 impl Scripts {
@@ -48,11 +50,12 @@ impl Scripts {
             load(conn, protocol(include_str!("lua/begin_write.lua"))),
             load(conn, protocol(include_str!("lua/end_write.lua"))),
         )?;
-        let (incr_with_ttl, del_if_equals, storage_get, storage_put) = futures::try_join!(
+        let (incr_with_ttl, del_if_equals, storage_get, storage_put, raise) = futures::try_join!(
             load(conn, include_str!("lua/incr_with_ttl.lua").to_owned()),
             load(conn, include_str!("lua/del_if_equals.lua").to_owned()),
             load(conn, include_str!("lua/storage_get.lua").to_owned()),
             load(conn, include_str!("lua/storage_put.lua").to_owned()),
+            load(conn, include_str!("lua/raise.lua").to_owned()),
         )?;
         Ok(Scripts {
             leased_get,
@@ -63,6 +66,7 @@ impl Scripts {
             del_if_equals,
             storage_get,
             storage_put,
+            raise,
         })
     }
 }
