@@ -56,6 +56,37 @@ pub struct StateInner {
     pub verified_secrets: crate::crypto::VerifiedSecrets,
     /// Cache health and the invalidations owed to it after an outage.
     pub cache_health: crate::backends::cache::health::CacheHealth,
+    /// Locks of this process by key (user data changes): requests of one instance queue up
+    /// instead of racing each other's compare-and-set in the document store.
+    pub local_locks: LocalLocks,
+}
+
+/// In-process locks by key, each created on first use and dropped once nobody holds or
+/// waits for it.
+#[derive(Default)]
+pub struct LocalLocks {
+    locks: Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl LocalLocks {
+    /// Waits for the lock of `key`; it is held until the guard is dropped.
+    pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock();
+            match locks.get(key).and_then(std::sync::Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    if locks.len() >= 1024 {
+                        locks.retain(|_, l| l.strong_count() > 0);
+                    }
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(key.to_owned(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
 }
 
 /// The cache tier's backends: plain keys, versioned entries, events, and the storage when it
@@ -154,6 +185,7 @@ impl AppState {
                 std::time::Duration::from_secs(600),
             ),
             cache_health: Default::default(),
+            local_locks: LocalLocks::default(),
         })))
     }
 

@@ -123,9 +123,6 @@ pub async fn recover(state: &AppState) -> bool {
     if !owed.entries.is_empty() && state.cache.invalidate(&owed.entries).await.is_err() {
         return false;
     }
-    if !owed.plain.is_empty() && state.kv.del(&owed.plain).await.is_err() {
-        return false;
-    }
     state.cache_health.delivered(&owed)
 }
 
@@ -388,15 +385,24 @@ async fn commit_and_publish(
     Ok(())
 }
 
+/// How a change whose truth lives outside SQL ended (see [`write_outside`]).
+pub enum Outside<T> {
+    /// Written: what to answer, and the entries to store in the cache.
+    Written(T, Vec<(String, Versioned)>),
+    /// Refused before anything was written: the cache is left as it was.
+    Refused(AppError),
+}
+
 /// A change whose truth lives outside the SQL database (a document), written under the same
-/// protocol as [`write`]: the entries of `keys` are marked, `commit` runs (and decides), and
-/// the entries it returns are stored unless newer ones are there. Under `strict` the change
-/// is refused, before `commit` runs, when the cache cannot be told of it. Like [`write`], it
-/// runs to completion even if the request is cancelled.
+/// protocol as [`write`]: the entries of `keys` are marked, `commit` runs and decides, and
+/// the entries it wrote are stored unless newer ones are there. Under `strict` the change is
+/// refused, before `commit` runs, when the cache cannot be told of it. An error of `commit`
+/// means it may have written (a lost reply): the entries are then deleted, as after a failed
+/// `COMMIT`. Like [`write`], it runs to completion even if the request is cancelled.
 pub async fn write_outside<T, F>(state: &AppState, keys: Vec<String>, commit: F) -> AppResult<T>
 where
     T: Send + 'static,
-    F: std::future::Future<Output = AppResult<(T, Vec<(String, Versioned)>)>> + Send + 'static,
+    F: std::future::Future<Output = AppResult<Outside<T>>> + Send + 'static,
 {
     let state = state.clone();
     tokio::spawn(async move {
@@ -404,32 +410,46 @@ where
         if !may_commit(&state, &keys, begun).await {
             return Err(refused());
         }
-        match commit.await {
-            Ok((out, entries)) => {
-                let effects = Effects {
-                    stores: entries
-                        .into_iter()
-                        .map(|(k, v)| (k, WriteOutcome::Committed(v)))
-                        .collect(),
-                    drops: Vec::new(),
-                };
-                // Every marked key is cleared: keys the change did not store are aborted.
-                let mut effects = effects;
-                for k in &keys {
-                    if !effects.stores.iter().any(|(s, _)| s == k) {
-                        effects.stores.push((k.clone(), WriteOutcome::Aborted));
-                    }
+        let (out, entries) = match commit.await {
+            Ok(Outside::Written(out, entries)) => (out, entries),
+            Ok(Outside::Refused(e)) => {
+                // Nothing changed: only this write's marks go.
+                let unmark: Vec<(String, WriteOutcome)> = keys
+                    .iter()
+                    .map(|k| (k.clone(), WriteOutcome::Aborted))
+                    .collect();
+                if begun == Begun::Marked
+                    && state
+                        .cache
+                        .end_write(&unmark, state.settings.cache_ttl())
+                        .await
+                        .is_err()
+                {
+                    state.cache_health.failed(std::iter::empty());
                 }
-                publish(&state, &effects, keys, begun).await;
-                Ok(out)
+                return Err(e);
             }
             Err(e) => {
-                // The change may or may not have reached its store (a lost reply): treat it
-                // as a failed COMMIT.
                 after_failed_commit(&state, keys, begun).await;
-                Err(e)
+                return Err(e);
+            }
+        };
+        // Every marked key is cleared: a key the change did not store is aborted.
+        let mut stores: Vec<(String, WriteOutcome)> = entries
+            .into_iter()
+            .map(|(k, v)| (k, WriteOutcome::Committed(v)))
+            .collect();
+        for k in &keys {
+            if !stores.iter().any(|(s, _)| s == k) {
+                stores.push((k.clone(), WriteOutcome::Aborted));
             }
         }
+        let effects = Effects {
+            stores,
+            drops: Vec::new(),
+        };
+        publish(&state, &effects, keys, begun).await;
+        Ok(out)
     })
     .await
     .or_internal("the write task failed")?
@@ -472,15 +492,24 @@ pub async fn read_many(
     entity: &'static str,
     ids: &[String],
 ) -> (Vec<Cached>, Lease) {
-    let misses = || (vec![Cached::Miss; ids.len()], Lease(None));
+    let keys: Vec<String> = ids.iter().map(|id| entry_key(entity, id)).collect();
+    read_keys(state, entity, &keys).await
+}
+
+/// [`read_many`] of entries named by their whole keys; `entity` labels the metrics.
+pub async fn read_keys(
+    state: &AppState,
+    entity: &'static str,
+    keys: &[String],
+) -> (Vec<Cached>, Lease) {
+    let misses = || (vec![Cached::Miss; keys.len()], Lease(None));
     if !state.cache_health.usable() {
         return misses();
     }
-    let keys: Vec<String> = ids.iter().map(|id| entry_key(entity, id)).collect();
     let lease = crate::crypto::random_token(12);
     let entries = match state
         .cache
-        .leased_get_many(&keys, &lease, lease_ttl(state))
+        .leased_get_many(keys, &lease, lease_ttl(state))
         .await
     {
         Ok(e) => e,
@@ -526,15 +555,28 @@ pub async fn fill_many(
     lease: &Lease,
     rows: Vec<(String, i64, Option<serde_json::Value>)>,
 ) {
+    let rows = rows
+        .into_iter()
+        .map(|(id, version, row)| (entry_key(entity, &id), version, row))
+        .collect();
+    fill_keys(state, lease, rows).await
+}
+
+/// [`fill_many`] of entries named by their whole keys.
+pub async fn fill_keys(
+    state: &AppState,
+    lease: &Lease,
+    rows: Vec<(String, i64, Option<serde_json::Value>)>,
+) {
     let Some(lease) = &lease.0 else { return };
     if rows.is_empty() || !state.cache_health.usable() {
         return;
     }
     let entries: Vec<(String, Versioned)> = rows
         .into_iter()
-        .map(|(id, version, row)| {
+        .map(|(key, version, row)| {
             (
-                entry_key(entity, &id),
+                key,
                 Versioned {
                     version,
                     payload: row

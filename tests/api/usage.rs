@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use arena::usage::counting::read_counter;
+use arena::usage::counting::{read_counter, read_time};
 use arena::usage::sync::{sync_once, SyncOutcome, RESTORED, USAGE_COLLECTION};
 use serde_json::json;
 
@@ -196,6 +196,7 @@ crate::both_backends!(
     saved_rolls_belong_to_their_owner,
     concurrent_saves_are_all_kept,
     every_flush_adds_the_counts_to_the_document_store,
+    characters_are_set_and_deleted_in_the_user_data_document,
 );
 
 // ---- dice -----------------------------------------------------------------------------
@@ -308,6 +309,270 @@ async fn concurrent_saves_are_all_kept(app: TestApp) {
         20,
         "{r:#}"
     );
+}
+
+const SET_CHARACTER: &str =
+    "mutation($n: String!, $s: JSON!) { setCharacter(name: $n, sheet: $s) { name sheet } }";
+
+/// The stamp `user_<id>:updated_time` in the cache tier.
+async fn stamp(app: &TestApp, id: i64) -> Option<i64> {
+    read_time(
+        app.state.kv.as_ref(),
+        &arena::usage::service::user_stamp_key(id),
+    )
+    .await
+    .unwrap()
+}
+
+async fn characters_are_set_and_deleted_in_the_user_data_document(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    let bob = app.login_new_user("bob").await;
+    let id = app.viewer_id(&alice).await;
+    assert_eq!(stamp(&app, id).await, None, "no data, no stamp");
+    let r = app
+        .gql_as(
+            &alice,
+            SET_CHARACTER,
+            json!({ "n": "Elf", "s": { "class": "ranger", "level": 3 } }),
+        )
+        .await;
+    assert_no_errors(&r);
+    assert_eq!(r["data"]["setCharacter"]["sheet"]["level"], 3);
+    let first = stamp(&app, id).await.expect("a change stamps user_<id>");
+    // Replacing keeps one character of the name; a second name adds one.
+    let r = app
+        .gql_as(
+            &alice,
+            SET_CHARACTER,
+            json!({ "n": "Elf", "s": { "level": 4 } }),
+        )
+        .await;
+    assert_no_errors(&r);
+    let r = app
+        .gql_as(&alice, SET_CHARACTER, json!({ "n": "Dwarf", "s": {} }))
+        .await;
+    assert_no_errors(&r);
+    let list = "{ characters { name sheet } userData }";
+    let r = app.gql_as(&alice, list, json!({})).await;
+    assert_no_errors(&r);
+    assert_eq!(
+        r["data"]["characters"],
+        json!([{ "name": "Elf", "sheet": { "level": 4 } }, { "name": "Dwarf", "sheet": {} }])
+    );
+    let doc = &r["data"]["userData"];
+    assert_eq!(doc["characters"][0]["name"], "Elf", "{doc}");
+    let updated = doc["updated_time"].as_i64().unwrap();
+    assert!(updated > first);
+    assert_eq!(
+        stamp(&app, id).await,
+        Some(updated),
+        "the stamp follows the document"
+    );
+    let r = app.gql_as(&bob, list, json!({})).await;
+    assert_eq!(r["data"]["characters"], json!([]));
+
+    // Bad input names its field and changes nothing.
+    for (vars, field) in [
+        (json!({ "n": " ", "s": {} }), "name"),
+        (json!({ "n": "x".repeat(65), "s": {} }), "name"),
+        (json!({ "n": "Orc", "s": [1, 2] }), "sheet"),
+        (
+            json!({ "n": "Orc", "s": { "notes": "x".repeat(16 * 1024) } }),
+            "sheet",
+        ),
+    ] {
+        let r = app.gql_as(&alice, SET_CHARACTER, vars).await;
+        assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r:#}");
+        assert_eq!(r["errors"][0]["extensions"]["field"], field, "{r:#}");
+    }
+    let r = app.gql(SET_CHARACTER, json!({ "n": "Orc", "s": {} })).await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED");
+    assert_eq!(
+        stamp(&app, id).await,
+        Some(updated),
+        "refused changes stamp nothing"
+    );
+    let stored = app
+        .state
+        .docs
+        .get("user_data", &format!("user_{id}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored["characters"].as_array().unwrap().len(), 2);
+    assert_eq!(stored["updated_time"], updated);
+
+    // Characters live on when the cache forgets them (the document store is their truth).
+    empty_the_cache(&app).await;
+    let r = app
+        .gql_as(&alice, "{ characters { name } }", json!({}))
+        .await;
+    assert_eq!(
+        r["data"]["characters"].as_array().unwrap().len(),
+        2,
+        "{r:#}"
+    );
+
+    let del = "mutation($n: String!) { deleteCharacter(name: $n) }";
+    let r = app.gql_as(&bob, del, json!({ "n": "Elf" })).await;
+    assert_eq!(r["data"]["deleteCharacter"], false);
+    let r = app.gql_as(&alice, del, json!({ "n": "Elf" })).await;
+    assert_eq!(r["data"]["deleteCharacter"], true);
+    let r = app
+        .gql_as(&alice, "{ characters { name } }", json!({}))
+        .await;
+    assert_eq!(r["data"]["characters"], json!([{ "name": "Dwarf" }]));
+    assert!(stamp(&app, id).await.unwrap() > updated);
+}
+
+/// Concurrent changes of one user's data while the cache is cut off (issue 14): under
+/// `available` every one of them is kept, none refused; once the cache is back the cached
+/// copy is the stored document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_available_concurrent_saves_during_a_cache_outage_are_all_kept() {
+    let Some((app, mut proxy)) =
+        spawn_behind_proxy_with(|s| s.consistency = arena::config::Consistency::Available).await
+    else {
+        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
+    };
+    let port = proxy.port;
+    let alice = app.login_new_user("alice").await;
+    let id = app.viewer_id(&alice).await;
+    let save = "mutation($n: String!) { saveRoll(name: $n, expression: \"d20\") { name } }";
+    assert_no_errors(&app.gql_as(&alice, save, json!({ "n": "before" })).await);
+    assert_no_errors(
+        &app.gql_as(&alice, "{ savedRolls { name } }", json!({}))
+            .await,
+    );
+
+    proxy.cut();
+    let results = futures::future::join_all((0..30).map(|i| {
+        let (app, alice) = (&app, &alice);
+        async move {
+            if i % 3 == 0 {
+                app.gql_as(
+                    alice,
+                    SET_CHARACTER,
+                    json!({ "n": format!("c{i}"), "s": {} }),
+                )
+                .await
+            } else {
+                app.gql_as(alice, save, json!({ "n": format!("r{i}") }))
+                    .await
+            }
+        }
+    }))
+    .await;
+    for r in &results {
+        assert_no_errors(r);
+    }
+    let r = app
+        .gql_as(
+            &alice,
+            "{ savedRolls { name } characters { name } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["savedRolls"].as_array().unwrap().len(),
+        21,
+        "{r:#}"
+    );
+    assert_eq!(
+        r["data"]["characters"].as_array().unwrap().len(),
+        10,
+        "{r:#}"
+    );
+
+    let _back = Proxy::start(port).await;
+    wait_until(Duration::from_secs(20), || async {
+        !app.state.cache_health.degraded()
+    })
+    .await;
+    let r = app
+        .gql_as(
+            &alice,
+            "{ savedRolls { name } characters { name } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["savedRolls"].as_array().unwrap().len(),
+        21,
+        "{r:#}"
+    );
+    assert_eq!(
+        r["data"]["characters"].as_array().unwrap().len(),
+        10,
+        "{r:#}"
+    );
+    let stored = app
+        .state
+        .docs
+        .get("user_data", &format!("user_{id}"))
+        .await
+        .unwrap()
+        .unwrap();
+    let copy = app
+        .state
+        .cache
+        .leased_get_many(&[format!("user_{id}")], "peek", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .remove(0)
+        .expect("the copy was filled again");
+    assert_eq!(copy.version, stored["updated_time"].as_i64().unwrap());
+    drop(proxy);
+}
+
+/// The same under `strict`: every change during the outage is refused with `UNAVAILABLE`
+/// and nothing is written; reads are served from the document store throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_strict_saves_during_a_cache_outage_are_refused_and_nothing_is_written() {
+    let Some((app, mut proxy)) =
+        spawn_behind_proxy_with(|s| s.consistency = arena::config::Consistency::Strict).await
+    else {
+        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
+    };
+    let port = proxy.port;
+    let alice = app.login_new_user("alice").await;
+    let id = app.viewer_id(&alice).await;
+    let save = "mutation($n: String!) { saveRoll(name: $n, expression: \"d20\") { name } }";
+    assert_no_errors(&app.gql_as(&alice, save, json!({ "n": "before" })).await);
+    let stamped = stamp(&app, id).await;
+
+    proxy.cut();
+    let results = futures::future::join_all(
+        (0..10).map(|i| app.gql_as(&alice, save, json!({ "n": format!("r{i}") }))),
+    )
+    .await;
+    for r in &results {
+        assert_eq!(error_code(r), "UNAVAILABLE", "{r:#}");
+    }
+    let r = app
+        .gql_as(&alice, "{ savedRolls { name } }", json!({}))
+        .await;
+    assert_eq!(
+        r["data"]["savedRolls"],
+        json!([{ "name": "before" }]),
+        "{r:#}"
+    );
+
+    let _back = Proxy::start(port).await;
+    wait_until(Duration::from_secs(20), || async {
+        !app.state.cache_health.degraded()
+    })
+    .await;
+    assert_eq!(stamp(&app, id).await, stamped);
+    assert_no_errors(&app.gql_as(&alice, save, json!({ "n": "after" })).await);
+    let r = app
+        .gql_as(&alice, "{ savedRolls { name } }", json!({}))
+        .await;
+    assert_eq!(
+        r["data"]["savedRolls"],
+        json!([{ "name": "before" }, { "name": "after" }])
+    );
+    drop(proxy);
 }
 
 // ---- sync -----------------------------------------------------------------------------

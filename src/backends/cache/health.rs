@@ -25,8 +25,6 @@ struct HealthInner {
     fenced: bool,
     /// Write-through entries owed a deletion.
     pending: HashSet<String>,
-    /// Plain keys owed a deletion (a copy written elsewhere while the cache was away).
-    pending_kv: HashSet<String>,
 }
 
 impl CacheHealth {
@@ -65,28 +63,16 @@ impl CacheHealth {
         h.pending.extend(owed);
     }
 
-    /// A plain key's copy in the cache is older than its truth and could not be removed: the
-    /// cache is used again only once it is deleted.
-    pub fn failed_kv(&self, owed: impl IntoIterator<Item = String>) {
-        let mut h = self.inner.lock();
-        if !h.degraded {
-            tracing::warn!("cache unreachable: serving from the database until it is back");
-        }
-        h.degraded = true;
-        h.pending_kv.extend(owed);
-    }
-
     /// Whether the instance is in degraded mode (for tests and `/readyz`).
     pub fn degraded(&self) -> bool {
         self.inner.lock().degraded
     }
 
-    /// The entries and the plain keys the cache is owed a deletion of.
+    /// The entries the cache is owed a deletion of.
     pub fn owed(&self) -> Owed {
         let h = self.inner.lock();
         Owed {
             entries: h.pending.iter().cloned().collect(),
-            plain: h.pending_kv.iter().cloned().collect(),
         }
     }
 
@@ -97,14 +83,11 @@ impl CacheHealth {
         for k in &owed.entries {
             h.pending.remove(k);
         }
-        for k in &owed.plain {
-            h.pending_kv.remove(k);
-        }
-        let keys = owed.entries.len() + owed.plain.len();
+        let keys = owed.entries.len();
         if h.fenced {
             return false;
         }
-        if h.pending.is_empty() && h.pending_kv.is_empty() {
+        if h.pending.is_empty() {
             if h.degraded {
                 tracing::info!(invalidated = keys, "cache is back");
             }
@@ -121,6 +104,4 @@ impl CacheHealth {
 pub struct Owed {
     /// Write-through entries.
     pub entries: Vec<String>,
-    /// Plain keys.
-    pub plain: Vec<String>,
 }
