@@ -35,7 +35,7 @@ pub struct StateInner {
     pub cache_prefix: String,
     /// The SQL database.
     pub db: DatabaseConnection,
-    /// The cache tier's plain keys (instrumented): rings, user data, counters, locks,
+    /// The cache tier's plain keys (instrumented): rings, counters, user data stamps, locks,
     /// staged imports, rate limits.
     pub kv: Arc<dyn KeyValue>,
     /// The cache tier's write-through entries (instrumented).

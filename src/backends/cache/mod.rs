@@ -3,12 +3,12 @@
 //! running against both:
 //!
 //! * [`KeyValue`]: plain values with expiries, counters, sets and key scans: the battle
-//!   rings, user data, usage counters, locks ([`lock::CacheLock`]), staged imports, rate
-//!   limits, and (in a tier of its own when configured) the key-value storage;
+//!   rings, usage counters and user data stamps, locks ([`lock::CacheLock`]), staged
+//!   imports and rate limits;
 //! * [`LruStore`]: values per owner with an exact least-recently-used bound: the key-value
 //!   storage (SPEC §9);
-//! * [`VersionedCache`]: the versioned entries of the write-through cache and their
-//!   protocol (see `docs/cache-consistency.md`):
+//! * [`VersionedCache`]: the versioned entries of the write-through cache (cached rows, and
+//!   the copies of user data documents) and their protocol (see `docs/cache-consistency.md`):
 //!   * an entry is stored as `"<version>|<payload>"`;
 //!   * [`VersionedCache::begin_write`] marks a key as being written (a counter at `<key>:w`
 //!     with a safety expiry) *before* the database commits, and revokes the key's read lease;
