@@ -54,11 +54,11 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             );
             let state = AppState::connect(settings).await?;
             let mut workers = crate::workers::Workers::new();
-            workers.spawn(crate::usage::sync::sync_worker(
+            workers.spawn(crate::metrics::background(crate::usage::sync::sync_worker(
                 state,
                 None,
                 workers.stop_signal(),
-            ));
+            )));
             crate::app::shutdown_signal().await;
             workers.stop().await;
             Ok(())

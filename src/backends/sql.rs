@@ -30,9 +30,14 @@ pub async fn connect(
         // WAL lets readers run beside the one writer; it is a property of the file.
         db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
     }
-    let counter = metrics.sql_queries.clone();
+    let on_request = metrics.sql_queries.with_label_values(&["request"]);
+    let in_background = metrics.sql_queries.with_label_values(&["background"]);
     db.set_metric_callback(move |info| {
-        counter.inc();
+        if crate::metrics::caller() == "background" {
+            in_background.inc();
+        } else {
+            on_request.inc();
+        }
         // Every statement is shown to the write scope: a write to a cached table that went
         // around the write path poisons the scope (the write path then rolls back), or, run
         // outside any write, is at least told of.
