@@ -77,7 +77,7 @@ impl Metrics {
                 "arena_cache_round_trips_total",
                 "Round trips to the cache tier",
             ),
-            &["op"],
+            &["op", "caller"],
         )
         .expect("valid metric");
         let cache_errors = IntCounter::new("arena_cache_errors_total", "Failed cache calls")

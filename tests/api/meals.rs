@@ -543,7 +543,7 @@ async fn warm_reads_cost_one_cache_round_trip_and_no_sql(app: TestApp) {
         .map(|op| {
             metric_in(
                 text,
-                &format!("arena_cache_round_trips_total{{op=\"{op}\"}}"),
+                &format!("arena_cache_round_trips_total{{op=\"{op}\",caller=\"request\"}}"),
             )
         })
         .sum::<f64>()

@@ -1,5 +1,6 @@
-//! Wraps a [`KeyValue`], an [`LruStore`] or a [`VersionedCache`] to count round trips and failures in the
-//! instance's metrics. Each operation's counter is looked up once, when the wrapper is made.
+//! Wraps a [`KeyValue`], an [`LruStore`] or a [`VersionedCache`] to count round trips and
+//! failures in the instance's metrics, by operation and by caller (`request`, or the
+//! `background` workers). Each counter is looked up once, when the wrapper is made.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +66,8 @@ const OPS: [(Op, &str); 22] = [
 /// A cache that counts every call as one round trip.
 pub struct Instrumented<T: ?Sized> {
     inner: Arc<T>,
-    round_trips: Vec<IntCounter>,
+    /// Per operation: `[request, background]`.
+    round_trips: Vec<[IntCounter; 2]>,
     errors: IntCounter,
 }
 
@@ -77,7 +79,14 @@ impl<T: ?Sized> Instrumented<T> {
             .enumerate()
             .map(|(i, (op, name))| {
                 debug_assert_eq!(*op as usize, i);
-                metrics.cache_round_trips.with_label_values(&[*name])
+                [
+                    metrics
+                        .cache_round_trips
+                        .with_label_values(&[*name, "request"]),
+                    metrics
+                        .cache_round_trips
+                        .with_label_values(&[*name, "background"]),
+                ]
             })
             .collect();
         Self {
@@ -88,7 +97,8 @@ impl<T: ?Sized> Instrumented<T> {
     }
 
     fn count<R>(&self, op: Op, r: CacheResult<R>) -> CacheResult<R> {
-        self.round_trips[op as usize].inc();
+        let caller = usize::from(crate::metrics::caller() == "background");
+        self.round_trips[op as usize][caller].inc();
         if let Err(e) = &r {
             self.errors.inc();
             tracing::warn!(error = ?e, op = OPS[op as usize].1, "cache call failed");
