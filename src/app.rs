@@ -85,21 +85,23 @@ impl Application {
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let mut workers = Workers::new();
-        workers.spawn(write_through::health_worker(
+        // The workers' SQL is counted apart from the requests' (`caller="background"`).
+        use crate::metrics::background;
+        workers.spawn(background(write_through::health_worker(
             state.clone(),
             workers.stop_signal(),
-        ));
-        workers.spawn(crate::usage::counting::flush_worker(
+        )));
+        workers.spawn(background(crate::usage::counting::flush_worker(
             state.clone(),
             self.usage.clone(),
             workers.stop_signal(),
-        ));
+        )));
         if state.settings.sync_enabled {
-            workers.spawn(crate::usage::sync::sync_worker(
+            workers.spawn(background(crate::usage::sync::sync_worker(
                 state.clone(),
                 Some(self.usage.clone()),
                 workers.stop_signal(),
-            ));
+            )));
         }
         tracing::info!(addr = %self.local_addr(), "Arena is serving GraphQL on /graphql");
         axum::serve(self.listener, self.router)

@@ -1,7 +1,6 @@
 //! The subcommands behind `main`.
 
 use anyhow::Context as _;
-use migration::MigratorTrait;
 
 use crate::app::Application;
 use crate::config::{Command, Settings};
@@ -20,8 +19,16 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Migrate => {
             let db =
                 crate::backends::sql::connect(&settings.database_url, 2, &Metrics::new()).await?;
-            migration::Migrator::up(&db, None).await?;
-            println!("migrations applied");
+            let namespace = crate::backends::sql::migrate(&db).await?;
+            println!("migrations applied; cache namespace {namespace}");
+            Ok(())
+        }
+        Command::CacheReset => {
+            let namespace = cache_reset(&settings).await?;
+            println!(
+                "cache namespace is now {namespace}: start Arena again; nothing cached before \
+                 is read (the old entries expire on their own)"
+            );
             Ok(())
         }
         Command::ExportSchema { out } => {
@@ -65,14 +72,25 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             );
             let state = AppState::connect(settings).await?;
             let mut workers = crate::workers::Workers::new();
-            workers.spawn(crate::usage::sync::sync_worker(
+            workers.spawn(crate::metrics::background(crate::usage::sync::sync_worker(
                 state,
                 None,
                 workers.stop_signal(),
-            ));
+            )));
             crate::app::shutdown_signal().await;
             workers.stop().await;
             Ok(())
         }
     }
+}
+
+/// `arena cache-reset`: migrates, then gives the database a fresh cache namespace; returns it.
+pub async fn cache_reset(settings: &Settings) -> anyhow::Result<String> {
+    let db = crate::backends::sql::connect(&settings.database_url, 2, &Metrics::new()).await?;
+    crate::backends::sql::migrate(&db).await?;
+    let namespace = crate::backends::sql::reset_cache_namespace(&db)
+        .await
+        .context("writing the new cache namespace")?;
+    db.close().await.ok();
+    Ok(namespace)
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Arena: a GraphQL API server whose write-through cache is never wrong.
 ///
@@ -47,6 +47,21 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Start a fresh cache namespace for the current database, so that no cache entry written
+    /// before is ever served again (run it after restoring the database from a backup, with
+    /// every Arena stopped).
+    CacheReset,
+}
+
+/// What a write to a cached entity does when the cache tier cannot be told of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Consistency {
+    /// The write is refused (`UNAVAILABLE`) and nothing is committed: an acknowledged write
+    /// is never hidden from a read that starts after it, on any replica.
+    Strict,
+    /// The write commits from the database alone; another replica may serve the older entry
+    /// until this instance reaches the cache again or the entry expires.
+    Available,
 }
 
 /// Every setting of Arena.
@@ -107,7 +122,7 @@ pub struct Settings {
     pub cache_prefix: String,
 
     /// Embedded: cached rows the in-process cache holds before evicting the least recently
-    /// used, and (in an LRU of its own) key-value storage values.
+    /// used, and (in an LRU of its own) key-value storage values over every user.
     #[arg(
         long,
         env = "ARENA_CACHE_CAPACITY",
@@ -115,6 +130,30 @@ pub struct Settings {
         global = true
     )]
     pub cache_capacity: u64,
+
+    /// `strict`: a write to a cached entity is acknowledged only once its invalidation reached
+    /// the cache tier, and refused with `UNAVAILABLE` otherwise. `available`: such writes
+    /// commit anyway, and other replicas may serve the older entry for a bounded time (see
+    /// docs/cache-consistency.md).
+    #[arg(
+        long,
+        env = "ARENA_CONSISTENCY",
+        value_enum,
+        default_value_t = Consistency::Strict,
+        global = true
+    )]
+    pub consistency: Consistency,
+
+    /// Keys the key-value storage keeps per user; beyond it the user's least recently read or
+    /// written key is evicted.
+    #[arg(
+        long,
+        env = "ARENA_STORAGE_CAPACITY",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub storage_capacity: u64,
 
     /// Seconds a cached entity lives.
     #[arg(long, env = "ARENA_CACHE_TTL", default_value_t = 3600, global = true)]

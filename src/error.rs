@@ -34,6 +34,10 @@ pub enum AppError {
     RateLimited(String),
     /// The request ran past its time limit.
     Timeout(String),
+    /// A backend this request needs cannot be reached now, and the request was refused
+    /// rather than risk a replica serving an older value (the `strict` consistency policy);
+    /// nothing was written. Worth retrying.
+    Unavailable(String),
     /// Anything else: logged with its cause chain, reported as `INTERNAL` without details.
     Internal(Arc<anyhow::Error>),
 }
@@ -88,7 +92,8 @@ impl AppError {
             | AppError::NotFound(m)
             | AppError::Conflict(m)
             | AppError::RateLimited(m)
-            | AppError::Timeout(m) => m.clone(),
+            | AppError::Timeout(m)
+            | AppError::Unavailable(m) => m.clone(),
             AppError::Internal(_) => "internal error".into(),
         }
     }
@@ -103,6 +108,7 @@ impl AppError {
             AppError::Conflict(_) => ErrorCode::Conflict,
             AppError::RateLimited(_) => ErrorCode::RateLimited,
             AppError::Timeout(_) => ErrorCode::Timeout,
+            AppError::Unavailable(_) => ErrorCode::Unavailable,
             AppError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -119,6 +125,7 @@ impl AppError {
             ErrorCode::Conflict => AppError::Conflict(message),
             ErrorCode::RateLimited => AppError::RateLimited(message),
             ErrorCode::Timeout => AppError::Timeout(message),
+            ErrorCode::Unavailable => AppError::Unavailable(message),
             ErrorCode::Internal => AppError::internal(message),
         }
     }
@@ -141,6 +148,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The request hit its time limit.
     Timeout,
+    /// Refused because a backend it needs is unreachable; nothing was written.
+    Unavailable,
     /// Anything else.
     Internal,
 }
@@ -156,6 +165,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
         }
     }

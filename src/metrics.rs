@@ -23,8 +23,28 @@ pub struct Metrics {
     pub cache_hits: IntCounterVec,
     /// Entity lookups the cache could not answer.
     pub cache_misses: IntCounterVec,
-    /// SQL statements sent to the database.
-    pub sql_queries: IntCounter,
+    /// SQL statements sent to the database, by `caller`: `request` (on a request's path) or
+    /// `background` (the workers: count flushes, sync passes, health probes).
+    pub sql_queries: IntCounterVec,
+}
+
+tokio::task_local! {
+    static BACKGROUND: ();
+}
+
+/// Runs `fut` as background work: the SQL statements it sends count as
+/// `caller="background"`, so that a request's own cost can be read apart from the workers'.
+pub async fn background<F: std::future::Future>(fut: F) -> F::Output {
+    BACKGROUND.scope((), fut).await
+}
+
+/// `background` inside [`background`], `request` anywhere else.
+pub fn caller() -> &'static str {
+    if BACKGROUND.try_with(|_| ()).is_ok() {
+        "background"
+    } else {
+        "request"
+    }
 }
 
 impl Default for Metrics {
@@ -57,7 +77,7 @@ impl Metrics {
                 "arena_cache_round_trips_total",
                 "Round trips to the cache tier",
             ),
-            &["op"],
+            &["op", "caller"],
         )
         .expect("valid metric");
         let cache_errors = IntCounter::new("arena_cache_errors_total", "Failed cache calls")
@@ -75,8 +95,11 @@ impl Metrics {
             &["entity"],
         )
         .expect("valid metric");
-        let sql_queries = IntCounter::new("arena_sql_queries_total", "SQL statements executed")
-            .expect("valid metric");
+        let sql_queries = IntCounterVec::new(
+            Opts::new("arena_sql_queries_total", "SQL statements executed"),
+            &["caller"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_latency.clone()),

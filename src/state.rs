@@ -7,16 +7,15 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use migration::MigratorTrait;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sea_orm::DatabaseConnection;
 
 use crate::backends::cache::instrumented::Instrumented;
-use crate::backends::cache::memory::{MemoryKv, MemoryVersioned};
+use crate::backends::cache::memory::{MemoryKv, MemoryLru, MemoryVersioned};
 use crate::backends::cache::redis::RedisCache;
-use crate::backends::cache::{KeyValue, VersionedCache};
+use crate::backends::cache::{KeyValue, LruStore, VersionedCache};
 use crate::backends::documents::mongo::MongoDocuments;
 use crate::backends::documents::sql::SqlDocuments;
 use crate::backends::documents::DocumentStore;
@@ -31,17 +30,20 @@ use crate::metrics::Metrics;
 pub struct StateInner {
     /// The settings the instance runs with.
     pub settings: Settings,
+    /// `ARENA_CACHE_PREFIX` followed by the database's cache namespace and `:`: what every
+    /// cache key, lease, mark and event channel of this instance starts with.
+    pub cache_prefix: String,
     /// The SQL database.
     pub db: DatabaseConnection,
-    /// The cache tier's plain keys (instrumented): rings, user data, counters, locks,
+    /// The cache tier's plain keys (instrumented): rings, counters, user data stamps, locks,
     /// staged imports, rate limits.
     pub kv: Arc<dyn KeyValue>,
     /// The cache tier's write-through entries (instrumented).
     pub cache: Arc<dyn VersionedCache>,
-    /// The key-value storage's tier (instrumented): the cache tier, or a Redis of its own
-    /// (`ARENA_STORAGE_REDIS_URL`) whose LRU eviction cannot touch the cache's entries,
-    /// write marks and counters.
-    pub storage: Arc<dyn KeyValue>,
+    /// The key-value storage (instrumented), an exact LRU per user: in the cache tier, or in
+    /// a Redis of its own (`ARENA_STORAGE_REDIS_URL`) whose `allkeys-lru` eviction, bounding
+    /// memory on top, cannot touch the cache's entries, write marks and counters.
+    pub storage: Arc<dyn LruStore>,
     /// The document store.
     pub docs: Arc<dyn DocumentStore>,
     /// The event bus.
@@ -54,7 +56,47 @@ pub struct StateInner {
     pub verified_secrets: crate::crypto::VerifiedSecrets,
     /// Cache health and the invalidations owed to it after an outage.
     pub cache_health: crate::backends::cache::health::CacheHealth,
+    /// Locks of this process by key (user data changes): requests of one instance queue up
+    /// instead of racing each other's compare-and-set in the document store.
+    pub local_locks: LocalLocks,
 }
+
+/// In-process locks by key, each created on first use and dropped once nobody holds or
+/// waits for it.
+#[derive(Default)]
+pub struct LocalLocks {
+    locks: Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl LocalLocks {
+    /// Waits for the lock of `key`; it is held until the guard is dropped.
+    pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock();
+            match locks.get(key).and_then(std::sync::Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    if locks.len() >= 1024 {
+                        locks.retain(|_, l| l.strong_count() > 0);
+                    }
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(key.to_owned(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
+}
+
+/// The cache tier's backends: plain keys, versioned entries, events, and the storage when it
+/// shares the tier.
+type CacheTier = (
+    Arc<dyn KeyValue>,
+    Arc<dyn VersionedCache>,
+    Arc<dyn EventBus>,
+    Arc<dyn LruStore>,
+);
 
 /// Shared state, cheap to clone.
 #[derive(Clone)]
@@ -79,46 +121,42 @@ impl AppState {
         let db = sql::connect(&settings.database_url, settings.db_pool, &metrics)
             .await
             .with_context(|| "connecting to the SQL database")?;
-        migration::Migrator::up(&db, None)
-            .await
-            .context("running migrations")?;
+        let namespace = sql::migrate(&db).await.context("running migrations")?;
+        // Every key, lease, mark and event channel lives under the database's namespace.
+        let prefix = format!("{}{namespace}:", settings.cache_prefix);
         let timeout = std::time::Duration::from_millis(settings.redis_timeout_ms);
-        let (kv, cache, events): (
-            Arc<dyn KeyValue>,
-            Arc<dyn VersionedCache>,
-            Arc<dyn EventBus>,
-        ) = match &settings.redis_url {
+        let (kv, cache, events, shared_storage): CacheTier = match &settings.redis_url {
             Some(url) => {
                 let redis = Arc::new(
-                    RedisCache::connect(url, &settings.cache_prefix, timeout)
+                    RedisCache::connect(url, &prefix, timeout)
                         .await
                         .context("connecting to Redis (cache)")?,
                 );
-                let events = RedisEvents::connect(url, &settings.cache_prefix, timeout)
+                let events = RedisEvents::connect(url, &prefix, timeout)
                     .await
                     .context("connecting to Redis (events)")?;
-                (redis.clone(), redis, Arc::new(events))
+                (redis.clone(), redis.clone(), Arc::new(events), redis)
             }
+            // Embedded: the storage in an LRU of its own, so that stored values evict one
+            // another, never the cache tier's values.
             None => (
                 Arc::new(MemoryKv::new()),
                 Arc::new(MemoryVersioned::new(settings.cache_capacity)),
                 Arc::new(LocalEvents::new()),
+                Arc::new(MemoryLru::new(settings.cache_capacity)),
             ),
         };
-        let storage: Arc<dyn KeyValue> = match (&settings.storage_redis_url, &settings.redis_url) {
-            (Some(url), _) => Arc::new(
-                RedisCache::connect(url, &settings.cache_prefix, timeout)
+        let storage: Arc<dyn LruStore> = match &settings.storage_redis_url {
+            Some(url) => Arc::new(
+                RedisCache::connect(url, &prefix, timeout)
                     .await
                     .context("connecting to Redis (key-value storage)")?,
             ),
-            (None, Some(_)) => kv.clone(),
-            // Embedded: an LRU of its own, so that stored values evict one another, never the
-            // cache tier's values.
-            (None, None) => Arc::new(MemoryKv::lru(settings.cache_capacity)),
+            None => shared_storage,
         };
         let kv: Arc<dyn KeyValue> = Arc::new(Instrumented::new(kv, &metrics));
         let cache: Arc<dyn VersionedCache> = Arc::new(Instrumented::new(cache, &metrics));
-        let storage: Arc<dyn KeyValue> = Arc::new(Instrumented::new(storage, &metrics));
+        let storage: Arc<dyn LruStore> = Arc::new(Instrumented::new(storage, &metrics));
         let docs: Arc<dyn DocumentStore> = match &settings.mongodb_url {
             Some(url) => Arc::new(
                 MongoDocuments::connect(url, &settings.mongodb_database)
@@ -133,6 +171,7 @@ impl AppState {
         };
         Ok(Self(Arc::new(StateInner {
             settings,
+            cache_prefix: prefix,
             db,
             kv,
             cache,
@@ -146,6 +185,7 @@ impl AppState {
                 std::time::Duration::from_secs(600),
             ),
             cache_health: Default::default(),
+            local_locks: LocalLocks::default(),
         })))
     }
 
@@ -166,7 +206,15 @@ impl AppState {
             status(
                 "cache",
                 self.cache.kind(),
-                self.cache.ping().await.map_err(|e| e.to_string()),
+                if self.cache_health.fenced() {
+                    Err(
+                        "the database has a new cache namespace (arena cache-reset): restart \
+                         this instance"
+                            .to_owned(),
+                    )
+                } else {
+                    self.cache.ping().await.map_err(|e| e.to_string())
+                },
             ),
             status(
                 "documents",

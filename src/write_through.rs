@@ -30,12 +30,38 @@ use sea_orm::{DatabaseTransaction, TransactionTrait};
 use tokio::sync::watch;
 
 use crate::backends::cache::{Versioned, WriteOutcome};
+use crate::config::Consistency;
 use crate::error::{AppError, AppResult, OrInternal};
 use crate::state::AppState;
 
-/// How long a write mark protects a key if its writer never clears it (a crash).
-pub fn mark_ttl(state: &AppState) -> Duration {
+/// How long a reader's lease on a missed key lives (a reader that takes longer than a
+/// request may take cannot fill).
+pub fn lease_ttl(state: &AppState) -> Duration {
     state.settings.request_timeout() + Duration::from_secs(5)
+}
+
+/// How long a write mark protects a key if its writer never clears it (a crash, or a writer
+/// cut off from the cache between `COMMIT` and clearing it).
+///
+/// Under the `strict` policy the mark outlives any entry that was in the cache before the
+/// write (entries live [`crate::config::Settings::cache_ttl`]): even if the writer never
+/// reaches the cache again, no replica can read the older entry once the mark expires. The
+/// price is that such a key is read from the database until then. Under `available` a mark
+/// lives as long as a request can.
+pub fn mark_ttl(state: &AppState) -> Duration {
+    match state.settings.consistency {
+        Consistency::Strict => state.settings.cache_ttl() + lease_ttl(state),
+        Consistency::Available => lease_ttl(state),
+    }
+}
+
+/// The error of a write refused under the `strict` policy.
+pub fn refused() -> AppError {
+    AppError::Unavailable(
+        "the cache tier cannot be reached, so other replicas could not be told of this write; \
+         nothing was written, try again"
+            .into(),
+    )
 }
 
 /// The cache key of an entity's entry.
@@ -50,7 +76,9 @@ pub const TOMBSTONE: &str = "null";
 /// an invalidation before letting reads use it.
 pub async fn health_worker(state: AppState, mut stop: watch::Receiver<bool>) {
     {
+        let mut probes: u64 = 0;
         loop {
+            probes += 1;
             let degraded = state.cache_health.degraded();
             let pause = if degraded {
                 Duration::from_millis(100)
@@ -61,11 +89,27 @@ pub async fn health_worker(state: AppState, mut stop: watch::Receiver<bool>) {
                 _ = stop.changed() => break,
                 _ = tokio::time::sleep(pause) => {}
             }
+            if probes.is_multiple_of(NAMESPACE_CHECK_EVERY) {
+                check_namespace(&state).await;
+            }
             if degraded {
                 recover(&state).await;
             } else if state.cache.ping().await.is_err() {
                 state.cache_health.failed(std::iter::empty());
             }
+        }
+    }
+}
+
+/// Every this many probes the health worker checks that the database's cache namespace is
+/// still this instance's (every 2 s when healthy).
+const NAMESPACE_CHECK_EVERY: u64 = 4;
+
+/// Fences the instance when `arena cache-reset` gave its database a new namespace.
+pub async fn check_namespace(state: &AppState) {
+    if let Ok(current) = crate::backends::sql::cache_namespace(&state.db).await {
+        if !state.cache_prefix.ends_with(&format!("{current}:")) {
+            state.cache_health.fence();
         }
     }
 }
@@ -77,9 +121,6 @@ pub async fn recover(state: &AppState) -> bool {
         return false;
     }
     if !owed.entries.is_empty() && state.cache.invalidate(&owed.entries).await.is_err() {
-        return false;
-    }
-    if !owed.plain.is_empty() && state.kv.del(&owed.plain).await.is_err() {
         return false;
     }
     state.cache_health.delivered(&owed)
@@ -184,63 +225,110 @@ where
         .await
 }
 
-async fn commit_and_publish(
-    state: &AppState,
-    txn: DatabaseTransaction,
-    effects: Effects,
-) -> AppResult<()> {
-    if effects.is_empty() {
-        txn.commit().await?;
-        return Ok(());
+/// How far the invalidation of a write's keys got before `COMMIT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Begun {
+    /// Every key is marked: after `COMMIT` the new entries are stored and the marks cleared.
+    Marked,
+    /// Every key is marked or, where a server that answered refused the marks (a full Redis),
+    /// its entry deleted: no replica can read an older entry, but the keys are owed.
+    Invalidated,
+    /// The cache could not be told of some key (unreachable, or degraded and `available`).
+    Unreached,
+}
+
+/// Marks `keys` before `COMMIT`. Under `available` a degraded instance does not try (the
+/// write goes to the database alone); under `strict` it always tries, since the write may
+/// only go ahead if the cache tier hears of it.
+async fn begin(state: &AppState, keys: &[String]) -> Begun {
+    if state.cache_health.fenced() {
+        return Begun::Unreached;
     }
-    let keys: Vec<String> = effects.keys().cloned().collect();
+    if state.settings.consistency == Consistency::Available && !state.cache_health.usable() {
+        return Begun::Unreached;
+    }
     let cache = state.cache.as_ref();
-    let marked = state.cache_health.usable() && {
-        let ttl = mark_ttl(state);
-        let marks = keys
-            .chunks(KEYS_PER_CALL)
-            .map(|part| async move {
-                match cache.begin_write(part, ttl).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        if e.is_refusal() {
-                            // The server answered but refused the marks (a full Redis under
-                            // `noeviction` refuses every write but DEL): remove the entries
-                            // before COMMIT, so that no replica serves them after it. Fills
-                            // need a lease, which a full server refuses too.
-                            let _ = cache.invalidate(part).await;
-                        }
-                        false
+    let ttl = mark_ttl(state);
+    let calls: Vec<_> = keys
+        .chunks(KEYS_PER_CALL)
+        .map(|part| async move {
+            match cache.begin_write(part, ttl).await {
+                Ok(()) => Begun::Marked,
+                Err(e) if e.is_refusal() => {
+                    // The server answered but refused the marks (a full Redis under `noeviction`
+                    // refuses every write but DEL): remove the entries before COMMIT, so that no
+                    // replica serves them after it. Fills need a lease, which a full server
+                    // refuses too.
+                    if cache.invalidate(part).await.is_ok() {
+                        Begun::Invalidated
+                    } else {
+                        Begun::Unreached
                     }
                 }
-            })
-            .collect();
-        all_ok(marks).await
-    };
-    if !marked {
-        // The marks could not all be set (or the cache is degraded): the cache still holds
-        // whatever it had; it owes these keys an invalidation.
-        state.cache_health.failed(keys.iter().cloned());
+                Err(_) => Begun::Unreached,
+            }
+        })
+        .collect();
+    let parts: Vec<Begun> = futures::stream::iter(calls)
+        .buffer_unordered(CALLS_AT_ONCE)
+        .collect()
+        .await;
+    if parts.contains(&Begun::Unreached) {
+        Begun::Unreached
+    } else if parts.contains(&Begun::Invalidated) {
+        Begun::Invalidated
+    } else {
+        Begun::Marked
     }
-    if let Err(e) = txn.commit().await {
-        // A failed COMMIT does not prove nothing was committed (the connection may have
-        // dropped after the server committed): the entries are removed while still marked,
-        // so the next read goes to the database, then the marks are cleared.
-        let cleared = marked && {
-            let calls = keys
-                .chunks(KEYS_PER_CALL)
-                .map(|part| drop_entries(state, part))
-                .collect();
-            all_ok(calls).await
-        };
-        if !cleared {
-            state.cache_health.failed(keys);
+}
+
+/// Whether a write that [`begin`] left at `begun` may commit; a refused one has cleared
+/// whatever marks it set (best effort: they expire otherwise).
+async fn may_commit(state: &AppState, keys: &[String], begun: Begun) -> bool {
+    if begun != Begun::Unreached {
+        return true;
+    }
+    if state.cache_health.fenced() {
+        // Other replicas read another namespace now: nothing this instance does reaches them.
+        return false;
+    }
+    // The cache is away, or was when this instance last tried.
+    state.cache_health.failed(std::iter::empty());
+    match state.settings.consistency {
+        Consistency::Available => {
+            // The write goes ahead from the database alone; the cache still holds whatever it
+            // had and owes these keys a deletion.
+            state.cache_health.failed(keys.iter().cloned());
+            true
         }
-        return Err(e.into());
+        Consistency::Strict => {
+            let unmark: Vec<(String, WriteOutcome)> = keys
+                .iter()
+                .map(|k| (k.clone(), WriteOutcome::Aborted))
+                .collect();
+            let cache = state.cache.as_ref();
+            let ttl = state.settings.cache_ttl();
+            let calls = unmark
+                .chunks(KEYS_PER_CALL)
+                .map(|part| async move { cache.end_write(part, ttl).await.is_ok() })
+                .collect();
+            // Only chunks that were marked hold a mark; DECR of an absent one is harmless
+            // (it is deleted at or below zero).
+            all_ok(calls).await;
+            false
+        }
     }
-    if !marked {
-        return Ok(());
+}
+
+/// After `COMMIT`: store the new entries, drop the bulk-written ones and clear the marks;
+/// whatever could not be delivered is owed.
+async fn publish(state: &AppState, effects: &Effects, keys: Vec<String>, begun: Begun) {
+    if begun != Begun::Marked {
+        // Entries were deleted by hand (a refusing server) or never marked: the keys are owed.
+        state.cache_health.failed(keys);
+        return;
     }
+    let cache = state.cache.as_ref();
     let ttl = state.settings.cache_ttl();
     let stored = effects
         .stores
@@ -255,7 +343,116 @@ async fn commit_and_publish(
     if !(all_ok(stored).await && all_ok(dropped).await) {
         state.cache_health.failed(keys);
     }
+}
+
+/// A failed `COMMIT` does not prove nothing was committed (the connection may have dropped
+/// after the server committed): the entries are removed while still marked, so the next read
+/// goes to the database, then the marks are cleared.
+async fn after_failed_commit(state: &AppState, keys: Vec<String>, begun: Begun) {
+    let cleared = begun == Begun::Marked && {
+        let calls = keys
+            .chunks(KEYS_PER_CALL)
+            .map(|part| drop_entries(state, part))
+            .collect();
+        all_ok(calls).await
+    };
+    if !cleared {
+        state.cache_health.failed(keys);
+    }
+}
+
+async fn commit_and_publish(
+    state: &AppState,
+    txn: DatabaseTransaction,
+    effects: Effects,
+) -> AppResult<()> {
+    if effects.is_empty() {
+        // A write that touches no cached entity is never held back.
+        txn.commit().await?;
+        return Ok(());
+    }
+    let keys: Vec<String> = effects.keys().cloned().collect();
+    let begun = begin(state, &keys).await;
+    if !may_commit(state, &keys, begun).await {
+        let _ = txn.rollback().await;
+        return Err(refused());
+    }
+    if let Err(e) = txn.commit().await {
+        after_failed_commit(state, keys, begun).await;
+        return Err(e.into());
+    }
+    publish(state, &effects, keys, begun).await;
     Ok(())
+}
+
+/// How a change whose truth lives outside SQL ended (see [`write_outside`]).
+pub enum Outside<T> {
+    /// Written: what to answer, and the entries to store in the cache.
+    Written(T, Vec<(String, Versioned)>),
+    /// Refused before anything was written: the cache is left as it was.
+    Refused(AppError),
+}
+
+/// A change whose truth lives outside the SQL database (a document), written under the same
+/// protocol as [`write`]: the entries of `keys` are marked, `commit` runs and decides, and
+/// the entries it wrote are stored unless newer ones are there. Under `strict` the change is
+/// refused, before `commit` runs, when the cache cannot be told of it. An error of `commit`
+/// means it may have written (a lost reply): the entries are then deleted, as after a failed
+/// `COMMIT`. Like [`write`], it runs to completion even if the request is cancelled.
+pub async fn write_outside<T, F>(state: &AppState, keys: Vec<String>, commit: F) -> AppResult<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = AppResult<Outside<T>>> + Send + 'static,
+{
+    let state = state.clone();
+    tokio::spawn(async move {
+        let begun = begin(&state, &keys).await;
+        if !may_commit(&state, &keys, begun).await {
+            return Err(refused());
+        }
+        let (out, entries) = match commit.await {
+            Ok(Outside::Written(out, entries)) => (out, entries),
+            Ok(Outside::Refused(e)) => {
+                // Nothing changed: only this write's marks go.
+                let unmark: Vec<(String, WriteOutcome)> = keys
+                    .iter()
+                    .map(|k| (k.clone(), WriteOutcome::Aborted))
+                    .collect();
+                if begun == Begun::Marked
+                    && state
+                        .cache
+                        .end_write(&unmark, state.settings.cache_ttl())
+                        .await
+                        .is_err()
+                {
+                    state.cache_health.failed(std::iter::empty());
+                }
+                return Err(e);
+            }
+            Err(e) => {
+                after_failed_commit(&state, keys, begun).await;
+                return Err(e);
+            }
+        };
+        // Every marked key is cleared: a key the change did not store is aborted.
+        let mut stores: Vec<(String, WriteOutcome)> = entries
+            .into_iter()
+            .map(|(k, v)| (k, WriteOutcome::Committed(v)))
+            .collect();
+        for k in &keys {
+            if !stores.iter().any(|(s, _)| s == k) {
+                stores.push((k.clone(), WriteOutcome::Aborted));
+            }
+        }
+        let effects = Effects {
+            stores,
+            drops: Vec::new(),
+        };
+        publish(&state, &effects, keys, begun).await;
+        Ok(out)
+    })
+    .await
+    .or_internal("the write task failed")?
 }
 
 /// Deletes entries while they are still marked, then clears only this write's marks (a
@@ -307,15 +504,24 @@ pub async fn read_many<T: serde::de::DeserializeOwned>(
     entity: &'static str,
     ids: &[String],
 ) -> (Vec<Cached<T>>, Lease) {
-    let misses = || ((0..ids.len()).map(|_| Cached::Miss).collect(), Lease(None));
+    let keys: Vec<String> = ids.iter().map(|id| entry_key(entity, id)).collect();
+    read_keys(state, entity, &keys).await
+}
+
+/// [`read_many`] of entries named by their whole keys; `entity` labels the metrics.
+pub async fn read_keys<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    entity: &'static str,
+    keys: &[String],
+) -> (Vec<Cached<T>>, Lease) {
+    let misses = || ((0..keys.len()).map(|_| Cached::Miss).collect(), Lease(None));
     if !state.cache_health.usable() {
         return misses();
     }
-    let keys: Vec<String> = ids.iter().map(|id| entry_key(entity, id)).collect();
     let lease = new_lease();
     let entries = match state
         .cache
-        .leased_get_many(&keys, &lease, mark_ttl(state))
+        .leased_get_many(keys, &lease, lease_ttl(state))
         .await
     {
         Ok(e) => e,
@@ -367,15 +573,28 @@ pub async fn fill_many(
     lease: &Lease,
     rows: Vec<(String, i64, Option<serde_json::Value>)>,
 ) {
+    let rows = rows
+        .into_iter()
+        .map(|(id, version, row)| (entry_key(entity, &id), version, row))
+        .collect();
+    fill_keys(state, lease, rows).await
+}
+
+/// [`fill_many`] of entries named by their whole keys.
+pub async fn fill_keys(
+    state: &AppState,
+    lease: &Lease,
+    rows: Vec<(String, i64, Option<serde_json::Value>)>,
+) {
     let Some(lease) = &lease.0 else { return };
     if rows.is_empty() || !state.cache_health.usable() {
         return;
     }
     let entries: Vec<(String, Versioned)> = rows
         .into_iter()
-        .map(|(id, version, row)| {
+        .map(|(key, version, row)| {
             (
-                entry_key(entity, &id),
+                key,
                 Versioned {
                     version,
                     payload: row

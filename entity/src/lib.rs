@@ -4,6 +4,7 @@
 //! such as a password hash can never reach the schema by accident.
 
 pub mod battle;
+pub mod cache_namespace;
 pub mod credential;
 pub mod document;
 pub mod meal;

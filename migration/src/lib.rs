@@ -12,6 +12,7 @@ mod m20261122_000201_create_credentials;
 mod m20261122_000300_create_trainers;
 mod m20261122_000301_create_pokemons;
 mod m20261122_000302_create_trades;
+mod m20261201_000001_create_cache_namespace;
 
 /// The migration list.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000300_create_trainers::Migration),
             Box::new(m20261122_000301_create_pokemons::Migration),
             Box::new(m20261122_000302_create_trades::Migration),
+            Box::new(m20261201_000001_create_cache_namespace::Migration),
         ]
     }
 }

@@ -2,10 +2,13 @@
 
 use std::time::Duration;
 
-use sea_orm::sea_query::Expr;
+use entity::cache_namespace;
+use migration::MigratorTrait;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend,
+    DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 
 use crate::metrics::Metrics;
@@ -27,9 +30,14 @@ pub async fn connect(
         // WAL lets readers run beside the one writer; it is a property of the file.
         db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
     }
-    let counter = metrics.sql_queries.clone();
+    let on_request = metrics.sql_queries.with_label_values(&["request"]);
+    let in_background = metrics.sql_queries.with_label_values(&["background"]);
     db.set_metric_callback(move |info| {
-        counter.inc();
+        if crate::metrics::caller() == "background" {
+            in_background.inc();
+        } else {
+            on_request.inc();
+        }
         // Every statement is shown to the write scope: a write to a cached table that went
         // around the write path poisons the scope (the write path then rolls back), or, run
         // outside any write, is at least told of.
@@ -86,4 +94,53 @@ where
         }
         _ => read.lock_exclusive().all(txn).await,
     }
+}
+
+/// Applies pending migrations and, on the first run, names the database's cache namespace;
+/// returns the namespace. Replicas starting together agree on it: the first insert wins.
+pub async fn migrate(db: &DatabaseConnection) -> Result<String, DbErr> {
+    migration::Migrator::up(db, None).await?;
+    let row = cache_namespace::ActiveModel {
+        id: Set(cache_namespace::ROW),
+        namespace: Set(new_namespace()),
+        created_at: Set(chrono::Utc::now()),
+    };
+    cache_namespace::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(cache_namespace::Column::Id)
+                .do_nothing()
+                .to_owned(),
+        )
+        .do_nothing()
+        .exec(db)
+        .await?;
+    cache_namespace(db).await
+}
+
+/// The database's cache namespace, as [`migrate`] or [`reset_cache_namespace`] wrote it.
+pub async fn cache_namespace(db: &DatabaseConnection) -> Result<String, DbErr> {
+    cache_namespace::Entity::find_by_id(cache_namespace::ROW)
+        .one(db)
+        .await?
+        .map(|row| row.namespace)
+        .ok_or_else(|| DbErr::RecordNotFound("the cache namespace row".into()))
+}
+
+/// Gives the database a fresh cache namespace (`arena cache-reset`); returns it. Nothing
+/// cached under the old one is read again by an Arena started afterwards.
+pub async fn reset_cache_namespace(db: &DatabaseConnection) -> Result<String, DbErr> {
+    let namespace = new_namespace();
+    cache_namespace::ActiveModel {
+        id: Set(cache_namespace::ROW),
+        namespace: Set(namespace.clone()),
+        created_at: Set(chrono::Utc::now()),
+    }
+    .update(db)
+    .await?;
+    Ok(namespace)
+}
+
+/// 48 random bits, as 12 hex digits.
+fn new_namespace() -> String {
+    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }

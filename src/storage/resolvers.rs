@@ -13,11 +13,19 @@ pub struct StorageQuery;
 
 #[Object]
 impl StorageQuery {
-    /// The viewer's value at `key`; null when there is none or it was evicted (least
-    /// recently used first, at the configured capacity).
+    /// The viewer's value at `key`; null when there is none or it was evicted (each user
+    /// keeps at most `ARENA_STORAGE_CAPACITY` keys; the least recently read or written goes
+    /// first). Reading a key makes it the most recently used.
     async fn storage_get(&self, ctx: &Context<'_>, key: String) -> Result<Option<String>> {
         let viewer = require_viewer(ctx).await?;
         Ok(service::get(state(ctx), viewer.id, &key).await?)
+    }
+
+    /// The viewer's keys, least recently read or written first: the next to be evicted comes
+    /// first. Listing them reads no value, so it changes no key's place.
+    async fn storage_keys(&self, ctx: &Context<'_>) -> Result<Vec<String>> {
+        let viewer = require_viewer(ctx).await?;
+        Ok(service::keys(state(ctx), viewer.id).await?)
     }
 }
 

@@ -1,5 +1,7 @@
 //! The rules of the key-value storage: validate every entry before writing any, then write
-//! them all in one cache round trip under the viewer's namespace `storage:<userId>:`.
+//! them all in one cache round trip for the viewer (owner `storage:<userId>`). Each user keeps
+//! at most `ARENA_STORAGE_CAPACITY` keys; storing beyond it evicts the user's least recently
+//! read or written keys, exactly (see [`crate::backends::cache::LruStore`]).
 
 use crate::error::{AppError, AppResult, OrInternal};
 use crate::state::AppState;
@@ -11,31 +13,27 @@ pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// Most entries in one `storageSet`.
 pub const MAX_ENTRIES: usize = 100;
 
-/// The cache key of a user's storage key.
-pub fn storage_key(user_id: i64, key: &str) -> String {
-    format!("{}{key}", user_prefix(user_id))
-}
-
-/// The prefix of every storage key of a user.
-pub fn user_prefix(user_id: i64) -> String {
-    format!("storage:{user_id}:")
+/// The storage owner of a user's values.
+pub fn owner(user_id: i64) -> String {
+    format!("storage:{user_id}")
 }
 
 /// Removes every value of a user (their account is being deleted).
 pub async fn forget_user(state: &AppState, user_id: i64) -> AppResult<()> {
-    let keys = state
+    state
         .storage
-        .scan_prefix(&user_prefix(user_id))
+        .forget(&owner(user_id))
         .await
-        .or_internal("listing values")?;
-    for part in keys.chunks(500) {
-        state
-            .storage
-            .del(part)
-            .await
-            .or_internal("removing values")?;
-    }
-    Ok(())
+        .or_internal("removing values")
+}
+
+/// The viewer's keys, least recently read or written first.
+pub async fn keys(state: &AppState, user_id: i64) -> AppResult<Vec<String>> {
+    state
+        .storage
+        .keys(&owner(user_id))
+        .await
+        .or_internal("listing keys")
 }
 
 fn check_key(field: &str, key: &str) -> AppResult<()> {
@@ -74,16 +72,12 @@ pub async fn set(state: &AppState, user_id: i64, entries: &[(String, String)]) -
             ));
         }
     }
-    let writes: Vec<(String, String)> = entries
-        .iter()
-        .map(|(k, v)| (storage_key(user_id, k), v.clone()))
-        .collect();
     state
         .storage
-        .set_many(&writes, None)
+        .put(&owner(user_id), entries, state.settings.storage_capacity)
         .await
         .or_internal("storing values")?;
-    Ok(writes.len())
+    Ok(entries.len())
 }
 
 /// The viewer's value at `key`; null when absent or evicted.
@@ -91,7 +85,7 @@ pub async fn get(state: &AppState, user_id: i64, key: &str) -> AppResult<Option<
     check_key("key", key)?;
     state
         .storage
-        .get(&storage_key(user_id, key))
+        .get(&owner(user_id), key)
         .await
         .or_internal("reading a value")
 }

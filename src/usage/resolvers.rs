@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::counting::UsageBuffer;
 use super::service;
-use super::types::{Roll, SavedRoll, UsageStats};
+use super::types::{Character, Roll, SavedRoll, UsageStats};
 use crate::state::state;
 use crate::viewer::require_viewer;
 
@@ -28,6 +28,13 @@ impl UsageQuery {
         let viewer = require_viewer(ctx).await?;
         let doc = service::user_data(state(ctx), viewer.id).await?;
         Ok(doc.saved_rolls.into_iter().map(SavedRoll::from).collect())
+    }
+
+    /// The viewer's characters, in the order they were first set.
+    async fn characters(&self, ctx: &Context<'_>) -> Result<Vec<Character>> {
+        let viewer = require_viewer(ctx).await?;
+        let characters = service::characters(state(ctx), viewer.id).await?;
+        Ok(characters.into_iter().map(Character::from).collect())
     }
 
     /// The viewer's user data document (`user_<id>`): characters and saved rolls.
@@ -82,6 +89,29 @@ impl UsageMutation {
     async fn delete_saved_roll(&self, ctx: &Context<'_>, name: String) -> Result<bool> {
         let viewer = require_viewer(ctx).await?;
         Ok(service::delete_saved_roll(state(ctx), viewer.id, &name).await?)
+    }
+
+    /// Sets (creates or replaces) one of the viewer's characters in their user data: a name
+    /// (1 to 64 characters, unique per user) and a sheet, any JSON object up to 16 KiB. At
+    /// most 50 characters per user.
+    async fn set_character(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        sheet: Json<serde_json::Value>,
+    ) -> Result<Character> {
+        let viewer = require_viewer(ctx).await?;
+        Ok(
+            service::set_character(state(ctx), viewer.id, &name, sheet.0)
+                .await?
+                .into(),
+        )
+    }
+
+    /// Deletes one of the viewer's characters; false when there was none of that name.
+    async fn delete_character(&self, ctx: &Context<'_>, name: String) -> Result<bool> {
+        let viewer = require_viewer(ctx).await?;
+        Ok(service::delete_character(state(ctx), viewer.id, &name).await?)
     }
 
     /// Rolls one of the viewer's saved expressions; `NOT_FOUND` when there is none.

@@ -1,29 +1,34 @@
 //! The rules of usage stats, dice and user data; no GraphQL types here.
 //!
-//! User data is one JSON document per user, `user_<id>`, in the cache tier and in the
-//! document store, which is the truth: every change is a read-modify-write of the stored
-//! document, written back with a compare-and-set on its `updated_time` and retried when
-//! another writer got there first, so two concurrent saves never lose one another, whether
-//! or not the cache tier can be reached. While it can, the change also runs under a short
-//! per-user lock in the cache tier ([`CacheLock`]), so that the cache's copies are written in
-//! the order of the changes. A change made while the cache is away leaves the cache's copy
-//! owed an invalidation, delivered before the cache is read again. A read that misses the
-//! cache loads the document store's copy and puts it back in the cache.
-
-use std::time::Duration;
+//! User data is one JSON document per user, `user_<id>` (characters and saved rolls). Its
+//! truth is the document store; the cache tier holds a versioned copy under the write-through
+//! protocol of cached rows (`docs/cache-consistency.md`), with the document's `updated_time`
+//! as its version, and the stamp `user_<id>:updated_time` beside it:
+//!
+//! * a change is a read-modify-write of the stored document, written back with a
+//!   compare-and-set on its `updated_time` and retried when another replica's writer got
+//!   there first; changes of one user on one instance queue on an in-process lock, so none of
+//!   them ever runs out of retries, and no change is lost with or without the cache;
+//! * the copy is marked before the document is written and replaced after
+//!   ([`write_through::write_outside`]); under `strict` a change the cache cannot hear of is
+//!   refused (`UNAVAILABLE`) before anything is written, under `available` it goes ahead
+//!   and the copy is owed a deletion;
+//! * a read that misses (or finds the copy marked) loads the document and fills the copy
+//!   under a lease, so a slow reader can never put an older document back.
 
 use chrono::{TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::counting::{
-    self, read_counter, read_time, UsageBuffer, COUNTERS_UPDATED, COUNTER_PREFIX, USER_SET,
+    self, read_counter, read_time, UsageBuffer, COUNTERS_DOC, COUNTERS_UPDATED, COUNTER_PREFIX,
+    USAGE_COLLECTION, USER_SET, USER_SET_DOC,
 };
 use super::dice::{self, DiceError};
-use crate::backends::cache::lock::{CacheLock, Wait};
-use crate::backends::cache::CacheError;
+use crate::backends::cache::{CacheError, Versioned};
 use crate::error::{AppError, AppResult, OrInternal};
 use crate::state::AppState;
+use crate::write_through::{self, Cached, Outside, TOMBSTONE};
 
 /// The document store collection of user data documents (`user_<id>`).
 pub const USER_DATA_COLLECTION: &str = "user_data";
@@ -32,8 +37,12 @@ pub const MAX_SAVED_ROLLS: usize = 100;
 /// Longest saved-roll name, in characters.
 pub const MAX_ROLL_NAME: usize = 64;
 
-const LOCK_TTL: Duration = Duration::from_secs(5);
-const LOCK_WAIT: Duration = Duration::from_secs(3);
+/// Most characters per user.
+pub const MAX_CHARACTERS: usize = 50;
+/// Largest character sheet, in bytes of JSON.
+pub const MAX_SHEET_BYTES: usize = 16 * 1024;
+/// The metrics label of user data copies in the cache.
+const CACHE_ENTITY: &str = "user_data";
 
 fn cache_err(context: &'static str) -> impl FnOnce(CacheError) -> AppError {
     move |e| AppError::caused_by(context, e)
@@ -51,16 +60,25 @@ pub struct Stats {
 }
 
 /// Flushes this instance's buffered counts (`usage`), then reads every counter and
-/// `user_set`.
+/// `user_set` from the cache tier; from the document store, their truth, when the flush
+/// could not publish to the cache or the cache cannot be read (an outage).
 pub async fn stats(state: &AppState, usage: Option<&UsageBuffer>) -> AppResult<Stats> {
-    if let Some(usage) = usage {
-        usage.flush(state).await;
+    let published = match usage {
+        Some(usage) => usage.flush(state).await,
+        None => true,
+    };
+    if published {
+        match stats_from_cache(state).await {
+            Ok(stats) => return Ok(stats),
+            Err(e) => tracing::warn!(error = ?e, "stats read from the document store"),
+        }
     }
+    stats_from_documents(state).await
+}
+
+async fn stats_from_cache(state: &AppState) -> Result<Stats, CacheError> {
     let cache = state.kv.as_ref();
-    let keys = cache
-        .scan_prefix(COUNTER_PREFIX)
-        .await
-        .map_err(cache_err("listing usage counters"))?;
+    let keys = cache.scan_prefix(COUNTER_PREFIX).await?;
     let names: Vec<String> = keys
         .into_iter()
         .filter_map(|k| k.strip_prefix(COUNTER_PREFIX).map(str::to_owned))
@@ -74,18 +92,45 @@ pub async fn stats(state: &AppState, usage: Option<&UsageBuffer>) -> AppResult<S
     .await;
     let mut commands = Vec::with_capacity(names.len());
     for (name, count) in names.into_iter().zip(counts) {
-        let count = count.map_err(cache_err("reading usage counters"))?;
-        commands.push((name, count));
+        commands.push((name, count?));
     }
     commands.sort();
-    let users = cache
-        .smembers(USER_SET)
-        .await
-        .map_err(cache_err("reading user_set"))?
-        .len() as i64;
+    let users = cache.smembers(USER_SET).await?.len() as i64;
     let updated_at = read_time(cache, COUNTERS_UPDATED)
-        .await
-        .map_err(cache_err("reading the counters' updated_time"))?
+        .await?
+        .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+    Ok(Stats {
+        commands,
+        users,
+        updated_at,
+    })
+}
+
+async fn stats_from_documents(state: &AppState) -> AppResult<Stats> {
+    let counters = state
+        .docs
+        .get(USAGE_COLLECTION, COUNTERS_DOC)
+        .await?
+        .unwrap_or_default();
+    let mut commands: Vec<(String, i64)> = counters
+        .get("counters")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(name, n)| Some((name.clone(), n.as_i64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    commands.sort();
+    let users = state
+        .docs
+        .get(USAGE_COLLECTION, USER_SET_DOC)
+        .await?
+        .and_then(|d| d.get("members").and_then(Value::as_array).map(Vec::len))
+        .unwrap_or(0) as i64;
+    let updated_at = counters
+        .get("updated_time")
+        .and_then(Value::as_i64)
         .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
     Ok(Stats {
         commands,
@@ -137,44 +182,28 @@ pub fn user_key(user_id: i64) -> String {
     format!("user_{user_id}")
 }
 
-/// Whether `key` is a user data key (`user_<digits>`).
-pub fn is_user_key(key: &str) -> bool {
-    key.strip_prefix("user_")
-        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+/// The cache key of the stamp of a user's data: when it last changed (epoch milliseconds).
+pub fn user_stamp_key(user_id: i64) -> String {
+    format!("user_{user_id}:updated_time")
 }
 
-fn parse_doc(raw: &str) -> Option<UserData> {
-    serde_json::from_str(raw).ok()
-}
-
-/// The viewer's data: the cache, else the document store (then put back in the cache).
-/// While the cache is owed invalidations (an outage), straight from the document store.
+/// The viewer's data: the cache's copy, else the document store's (then filled).
 pub async fn user_data(state: &AppState, user_id: i64) -> AppResult<UserData> {
     let key = user_key(user_id);
-    if !state.cache_health.usable() {
-        return Ok(load_document(state, &key).await?.0);
+    let (cached, lease) =
+        write_through::read_keys::<UserData>(state, CACHE_ENTITY, std::slice::from_ref(&key)).await;
+    match cached.into_iter().next() {
+        Some(Cached::Row(doc)) => return Ok(doc),
+        Some(Cached::Gone) => return Ok(UserData::default()),
+        _ => {}
     }
-    match state.kv.get(&key).await {
-        Ok(Some(raw)) => {
-            if let Some(doc) = parse_doc(&raw) {
-                return Ok(doc);
-            }
-        }
-        Ok(None) => {}
-        Err(_) => {
-            state.cache_health.failed(std::iter::empty());
-            return Ok(load_document(state, &key).await?.0);
-        }
-    }
-    let (doc, _) = load_document(state, &key).await?;
-    if doc.updated_time > 0 {
-        if let Ok(raw) = serde_json::to_string(&doc) {
-            let _ = state
-                .kv
-                .set_nx(&key, &raw, state.settings.cache_ttl())
-                .await;
-        }
-    }
+    let (doc, exists) = load_document(state, &key).await?;
+    let row = if exists {
+        Some(serde_json::to_value(&doc).or_internal("encoding user data")?)
+    } else {
+        None
+    };
+    write_through::fill_keys(state, &lease, vec![(key, doc.updated_time, row)]).await;
     Ok(doc)
 }
 
@@ -188,73 +217,66 @@ async fn load_document(state: &AppState, key: &str) -> AppResult<(UserData, bool
     Ok((doc, exists))
 }
 
-/// How often a change is tried again when another writer changed the document meanwhile.
+/// How often a change is tried again when another replica changed the document meanwhile.
 const CHANGE_ATTEMPTS: usize = 20;
 
 /// Changes the viewer's data; `change` decides and may refuse (it runs again when another
-/// writer changed the document meanwhile). See the module documentation.
-async fn modify<T>(
-    state: &AppState,
-    user_id: i64,
-    mut change: impl FnMut(&mut UserData) -> AppResult<T>,
-) -> AppResult<T> {
+/// replica changed the document meanwhile). See the module documentation.
+async fn modify<T, F>(state: &AppState, user_id: i64, mut change: F) -> AppResult<T>
+where
+    T: Send + 'static,
+    F: FnMut(&mut UserData) -> AppResult<T> + Send + 'static,
+{
     let key = user_key(user_id);
-    let lock = if state.cache_health.usable() {
-        match CacheLock::acquire(
-            &state.kv,
-            format!("{key}:lock"),
-            LOCK_TTL,
-            Wait::up_to(LOCK_WAIT),
-        )
-        .await
-        {
-            Ok(Some(lock)) => Some(lock),
-            Ok(None) => {
-                return Err(AppError::Conflict(
-                    "your user data is being changed by another request; try again".into(),
-                ))
-            }
-            // The cache is away: the document store's compare-and-set alone orders changes.
-            Err(_) => {
-                state.cache_health.failed(std::iter::empty());
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let result = async {
+    let _queued = state.local_locks.lock(&key).await;
+    let docs = state.docs.clone();
+    let doc_key = key.clone();
+    let (out, version) = write_through::write_outside(state, vec![key], async move {
         for _ in 0..CHANGE_ATTEMPTS {
-            let (mut doc, exists) = load_document(state, &key).await?;
-            let expected = exists.then_some(doc.updated_time);
-            let out = change(&mut doc)?;
+            let stored = docs.get(USER_DATA_COLLECTION, &doc_key).await?;
+            let expected = stored
+                .as_ref()
+                .map(|d| d.get("updated_time").and_then(Value::as_i64).unwrap_or(0));
+            let mut doc: UserData = stored
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default();
+            let out = match change(&mut doc) {
+                Ok(out) => out,
+                Err(e) => return Ok(Outside::Refused(e)),
+            };
             doc.updated_time = Utc::now().timestamp_millis().max(doc.updated_time + 1);
             let value = serde_json::to_value(&doc).or_internal("encoding user data")?;
-            if !state
-                .docs
-                .put_if(USER_DATA_COLLECTION, &key, &value, "updated_time", expected)
+            if docs
+                .put_if(
+                    USER_DATA_COLLECTION,
+                    &doc_key,
+                    &value,
+                    "updated_time",
+                    expected,
+                )
                 .await?
             {
-                continue;
+                let entry = Versioned {
+                    version: doc.updated_time,
+                    payload: value.to_string(),
+                };
+                return Ok(Outside::Written(
+                    (out, doc.updated_time),
+                    vec![(doc_key, entry)],
+                ));
             }
-            let cached =
-                lock.is_some() && state.kv.set(&key, &value.to_string(), None).await.is_ok();
-            if !cached {
-                // Whatever copy the cache holds is older now: it is owed a deletion before
-                // the cache is read again.
-                state.cache_health.failed_kv([key.clone()]);
-            }
-            return Ok(out);
         }
-        Err(AppError::Conflict(
+        Ok(Outside::Refused(AppError::Conflict(
             "your user data is being changed by other requests; try again".into(),
-        ))
-    }
-    .await;
-    if let Some(lock) = lock {
-        lock.release().await;
-    }
-    result
+        )))
+    })
+    .await?;
+    // The stamp only ever moves forward; a failure leaves the previous one.
+    let _ = state
+        .kv
+        .raise_many(&[(user_stamp_key(user_id), version)])
+        .await;
+    Ok(out)
 }
 
 fn validate_name(name: &str) -> AppResult<String> {
@@ -340,6 +362,99 @@ pub async fn roll_saved(
     Ok((saved.expression, rolled))
 }
 
+/// A character of the viewer's: its name (unique per user) and its sheet, a JSON object kept
+/// as given. Stored in the user data document as `{"name": …, "sheet": {…}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CharacterSheet {
+    /// Its name, unique per user.
+    pub name: String,
+    /// Anything the user keeps about it.
+    pub sheet: Value,
+}
+
+/// The characters of a document that have a name (entries of another shape, kept as they
+/// are in the document, are not characters of this API).
+fn named_characters(doc: &UserData) -> Vec<CharacterSheet> {
+    doc.characters
+        .iter()
+        .filter_map(|c| {
+            let name = c.get("name")?.as_str()?.to_owned();
+            let sheet = c.get("sheet").cloned().unwrap_or(Value::Null);
+            Some(CharacterSheet { name, sheet })
+        })
+        .collect()
+}
+
+fn is_named(c: &Value, name: &str) -> bool {
+    c.get("name").and_then(Value::as_str) == Some(name)
+}
+
+/// The viewer's characters, in the order they were first set.
+pub async fn characters(state: &AppState, user_id: i64) -> AppResult<Vec<CharacterSheet>> {
+    Ok(named_characters(&user_data(state, user_id).await?))
+}
+
+/// Sets (creates or replaces) the viewer's character `name`; `sheet` must be a JSON object
+/// of at most [`MAX_SHEET_BYTES`].
+pub async fn set_character(
+    state: &AppState,
+    user_id: i64,
+    name: &str,
+    sheet: Value,
+) -> AppResult<CharacterSheet> {
+    let name = validate_name(name)?;
+    if !sheet.is_object() {
+        return Err(AppError::invalid("sheet", "must be a JSON object"));
+    }
+    let bytes = sheet.to_string().len();
+    if bytes > MAX_SHEET_BYTES {
+        return Err(AppError::invalid(
+            "sheet",
+            format!("is {bytes} bytes of JSON; the limit is {MAX_SHEET_BYTES}"),
+        ));
+    }
+    let character = CharacterSheet { name, sheet };
+    let stored = serde_json::to_value(&character).or_internal("encoding a character")?;
+    let out = character.clone();
+    modify(state, user_id, move |doc| {
+        let count = named_characters(doc).len();
+        match doc
+            .characters
+            .iter_mut()
+            .find(|c| is_named(c, &character.name))
+        {
+            Some(existing) => *existing = stored.clone(),
+            None if count >= MAX_CHARACTERS => {
+                return Err(AppError::invalid(
+                    "name",
+                    format!("you already have {MAX_CHARACTERS} characters; delete one first"),
+                ))
+            }
+            None => doc.characters.push(stored.clone()),
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Deletes the viewer's character `name`; `false` when there was none of that name.
+pub async fn delete_character(state: &AppState, user_id: i64, name: &str) -> AppResult<bool> {
+    let name = name.trim().to_owned();
+    if !named_characters(&user_data(state, user_id).await?)
+        .iter()
+        .any(|c| c.name == name)
+    {
+        return Ok(false);
+    }
+    modify(state, user_id, move |doc| {
+        let before = doc.characters.len();
+        doc.characters.retain(|c| !is_named(c, &name));
+        Ok(doc.characters.len() != before)
+    })
+    .await
+}
+
 /// User data (`user_<id>`, in the cache tier and the document store) goes with its owner's
 /// account.
 pub struct UsageAccountHook;
@@ -348,12 +463,24 @@ pub struct UsageAccountHook;
 impl crate::users::hooks::AccountHook for UsageAccountHook {
     async fn forget(&self, state: &AppState, user_id: i64) -> AppResult<()> {
         let key = user_key(user_id);
+        // The document goes first, whatever the cache: nobody can read a deleted account's
+        // data (reads are the viewer's own), so a copy left in the cache only waits to expire.
+        let (doc, _) = load_document(state, &key).await?;
         state.docs.delete(USER_DATA_COLLECTION, &key).await?;
+        let tombstone = Versioned {
+            version: Utc::now().timestamp_millis().max(doc.updated_time + 1),
+            payload: TOMBSTONE.to_owned(),
+        };
+        let entry_key = key.clone();
+        write_through::write_outside(state, vec![key], async move {
+            Ok(Outside::Written((), vec![(entry_key, tombstone)]))
+        })
+        .await?;
         state
             .kv
-            .del(std::slice::from_ref(&key))
+            .del(&[user_stamp_key(user_id)])
             .await
-            .map_err(cache_err("removing user data"))?;
+            .map_err(cache_err("removing the user data stamp"))?;
         Ok(())
     }
 }

@@ -1,47 +1,36 @@
-//! The sync worker: copies the usage counters, `user_set` and the user data documents from the
-//! cache tier to the document store every `ARENA_SYNC_INTERVAL`, restores them from the
-//! document store when the cache lost them, and flushes on shutdown. It runs inside `serve`
-//! (unless `ARENA_SYNC_ENABLED=false`) or alone as `arena sync`.
+//! The sync worker: keeps the cache tier's copy of the usage counters and `user_set` equal to
+//! the document store, which holds their truth (every flush adds the counts to it, see
+//! [`super::counting`]). It runs inside `serve` (unless `ARENA_SYNC_ENABLED=false`) or alone as
+//! `arena sync`: at start, every `ARENA_SYNC_INTERVAL`, and on shutdown (after the instance's
+//! own last flush).
 //!
 //! Documents: collection `usage`, ids `counters` (`{counters: {field: n}, updated_time}`) and
-//! `user_set` (`{members: [...], updated_time}`); collection `user_data`, ids `user_<id>`.
+//! `user_set` (`{members: [...], updated_time}`). User data documents (`user_<id>`) are
+//! written to the document store by every change and read through the cache, so they need
+//! no copying.
 //!
-//! When to restore: when the marker `usage:restored` is missing (the cache is new, was
-//! emptied by FLUSHDB, or evicted it), or the cache's `c_:updated_time` is missing or older
-//! than the document's (Redis came back from an older snapshot). Otherwise the cache is the
-//! newer copy and is never overwritten, only copied.
-//!
-//! How: counters only grow, so each counter below its stored value is *raised* to it, never
-//! added to. Raising is idempotent: a pass that runs twice, or a marker evicted by
-//! `allkeys-lru`, can never count twice; the price is that counts made between a wipe and the
-//! next pass are absorbed by the stored value. `user_set` is united with the stored members,
-//! and user data documents the cache lacks (or holds older) are put back.
+//! A pass raises every cache counter below its stored total to it (never lowering one, so a
+//! pass racing a flush, or running twice, can never count twice) and, when the restore marker
+//! `usage:restored` is missing (the cache restarted, was emptied or is new), puts `user_set`
+//! back. Flushes do the same for the counters they touch, so the pass matters only where
+//! nothing is being counted.
 //!
 //! One writer at a time: every pass holds `usage:sync_lock` (`SET NX` with an expiry, released
-//! by compare-and-delete), so replicas and a separate `arena sync` never interleave a restore.
+//! by compare-and-delete), so replicas and a separate `arena sync` never interleave.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::counting::{
-    self, read_counter, read_time, write_time, UsageBuffer, COUNTERS_UPDATED, COUNTER_PREFIX,
-    USER_SET, USER_SET_UPDATED,
-};
-use super::service::{is_user_key, UserData, USER_DATA_COLLECTION};
+use super::counting::{self, read_counter, UsageBuffer, COUNTERS_DOC};
+pub use super::counting::{RESTORED, USAGE_COLLECTION};
 use crate::backends::cache::lock::{CacheLock, Wait};
 use crate::state::AppState;
 
-/// The collection of the counters and `user_set` documents.
-pub const USAGE_COLLECTION: &str = "usage";
 /// The lock key one sync pass holds.
 pub const SYNC_LOCK: &str = "usage:sync_lock";
-/// Set once a pass has restored this cache from the documents.
-pub const RESTORED: &str = "usage:restored";
 
 const LOCK_TTL: Duration = Duration::from_secs(60);
 
@@ -50,9 +39,9 @@ const LOCK_TTL: Duration = Duration::from_secs(60);
 pub enum SyncOutcome {
     /// Another worker held the lock; nothing done.
     Busy,
-    /// Copied the cache to the documents.
-    Copied,
-    /// Raised counters the cache had below their stored values, then copied.
+    /// The cache already held every stored total and `user_set`.
+    UpToDate,
+    /// Raised counters the cache had below their stored totals, or put `user_set` back.
     Restored,
 }
 
@@ -63,31 +52,29 @@ pub async fn sync_worker(
     usage: Option<Arc<UsageBuffer>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    {
-        let every = Duration::from_secs(state.settings.sync_interval_secs.max(1));
-        log_pass("start", sync_once(&state).await);
-        loop {
-            tokio::select! {
-                _ = stop.changed() => break,
-                _ = tokio::time::sleep(every) => {}
-            }
-            log_pass("interval", sync_once(&state).await);
+    let every = Duration::from_secs(state.settings.sync_interval_secs.max(1));
+    log_pass("start", sync_once(&state).await);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(every) => {}
         }
-        // Shutdown: every count this instance buffered goes to the cache, then to documents.
-        if let Some(usage) = &usage {
-            counting::flush_on_shutdown(&state, usage).await;
-        }
-        for _ in 0..50 {
-            match sync_once(&state).await {
-                Ok(SyncOutcome::Busy) => tokio::time::sleep(Duration::from_millis(100)).await,
-                other => {
-                    log_pass("shutdown", other);
-                    return;
-                }
-            }
-        }
-        tracing::warn!("usage sync: the lock stayed busy; another worker will copy the counts");
+        log_pass("interval", sync_once(&state).await);
     }
+    // Shutdown: every count this instance buffered goes to the documents and the cache.
+    if let Some(usage) = &usage {
+        counting::flush_on_shutdown(&state, usage).await;
+    }
+    for _ in 0..50 {
+        match sync_once(&state).await {
+            Ok(SyncOutcome::Busy) => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => {
+                log_pass("shutdown", other);
+                return;
+            }
+        }
+    }
+    tracing::warn!("usage sync: the lock stayed busy; another worker will do the pass");
 }
 
 fn log_pass(when: &str, r: anyhow::Result<SyncOutcome>) {
@@ -97,7 +84,7 @@ fn log_pass(when: &str, r: anyhow::Result<SyncOutcome>) {
     }
 }
 
-/// One pass under the lock: restore if needed, then copy cache → documents.
+/// One pass under the lock (see the module documentation).
 pub async fn sync_once(state: &AppState) -> anyhow::Result<SyncOutcome> {
     let Some(lock) = CacheLock::acquire(&state.kv, SYNC_LOCK, LOCK_TTL, Wait::NONE)
         .await
@@ -112,151 +99,26 @@ pub async fn sync_once(state: &AppState) -> anyhow::Result<SyncOutcome> {
 
 async fn sync_locked(state: &AppState) -> anyhow::Result<SyncOutcome> {
     let cache = state.kv.as_ref();
-    let docs = state.docs.as_ref();
-    let stored_counters = docs
-        .get(USAGE_COLLECTION, "counters")
+    let stored = state
+        .docs
+        .get(USAGE_COLLECTION, COUNTERS_DOC)
         .await
         .context("reading the counters document")?;
-    let stored_time = stored_counters
-        .as_ref()
-        .and_then(|d| d.get("updated_time"))
-        .and_then(Value::as_i64);
-    let stored_counts: BTreeMap<String, i64> = stored_counters
-        .as_ref()
-        .and_then(|d| d.get("counters"))
-        .and_then(|c| serde_json::from_value(c.clone()).ok())
-        .unwrap_or_default();
-    let marked = read_counter(cache, RESTORED).await? > 0;
-    let cache_time = read_time(cache, COUNTERS_UPDATED).await?;
-
-    // Counters only grow: one below its stored value lost counts, one at or above it is the
-    // newer copy and is left alone.
-    let older = matches!((cache_time, stored_time), (Some(c), Some(s)) if c < s);
-    let restore = !marked || cache_time.is_none() || older;
-    let mut raised = false;
-    for (field, n) in stored_counts.iter().filter(|_| restore) {
-        let key = counting::counter_key(field);
-        let current = read_counter(cache, &key).await?;
-        if current < *n {
-            cache.incr_by(&key, n - current).await?;
-            raised = true;
+    let totals = stored.as_ref().map(counting::totals).unwrap_or_default();
+    let mut restored = false;
+    for (key, total) in &totals {
+        if read_counter(cache, key).await? < *total {
+            restored = true;
         }
     }
-    if restore {
-        restore_sets_and_users(state).await?;
-        if let Some(t) = stored_time {
-            write_time(cache, COUNTERS_UPDATED, t.max(cache_time.unwrap_or(0))).await?;
-        }
+    cache.raise_many(&totals).await?;
+    if cache.get(RESTORED).await?.is_none() {
+        counting::restore_user_set(state).await?;
+        restored = true;
     }
-    if !marked {
-        cache.incr_by(RESTORED, 1).await?;
-    }
-    copy_to_documents(state, stored_time).await?;
-    Ok(if raised {
+    Ok(if restored {
         SyncOutcome::Restored
     } else {
-        SyncOutcome::Copied
+        SyncOutcome::UpToDate
     })
-}
-
-/// `user_set` gets the stored members; user data documents the cache lacks (or holds older)
-/// are put back.
-async fn restore_sets_and_users(state: &AppState) -> anyhow::Result<()> {
-    let cache = state.kv.as_ref();
-    if let Some(doc) = state.docs.get(USAGE_COLLECTION, USER_SET).await? {
-        let members: Vec<String> = doc
-            .get("members")
-            .and_then(|m| serde_json::from_value(m.clone()).ok())
-            .unwrap_or_default();
-        for m in &members {
-            cache.sadd(USER_SET, m).await?;
-        }
-        if let Some(t) = doc.get("updated_time").and_then(Value::as_i64) {
-            write_time(cache, USER_SET_UPDATED, t).await?;
-        }
-    }
-    for (id, doc) in state.docs.list(USER_DATA_COLLECTION).await? {
-        if !is_user_key(&id) {
-            continue;
-        }
-        let stored: UserData = match serde_json::from_value(doc.clone()) {
-            Ok(d) => d,
-            Err(_) => continue,
-        };
-        let cached: Option<UserData> = cache
-            .get(&id)
-            .await?
-            .and_then(|raw| serde_json::from_str(&raw).ok());
-        if cached.is_none_or(|c| c.updated_time < stored.updated_time) {
-            cache.set(&id, &doc.to_string(), None).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Copies counters, `user_set` and the user data documents to the document store.
-async fn copy_to_documents(state: &AppState, stored_time: Option<i64>) -> anyhow::Result<()> {
-    let cache = state.kv.as_ref();
-    let docs = state.docs.as_ref();
-    let mut counters = BTreeMap::new();
-    for key in cache.scan_prefix(COUNTER_PREFIX).await? {
-        let Some(field) = key.strip_prefix(COUNTER_PREFIX) else {
-            continue;
-        };
-        if field.is_empty() || field.contains(':') {
-            continue;
-        }
-        counters.insert(field.to_owned(), read_counter(cache, &key).await?);
-    }
-    let cache_time = read_time(cache, COUNTERS_UPDATED).await?;
-    let updated_time = cache_time.max(stored_time).unwrap_or(0);
-    docs.put(
-        USAGE_COLLECTION,
-        "counters",
-        &json!({ "counters": counters, "updated_time": updated_time }),
-    )
-    .await
-    .context("writing the counters document")?;
-
-    let members = cache.smembers(USER_SET).await?;
-    let users_time = read_time(cache, USER_SET_UPDATED).await?.unwrap_or(0);
-    docs.put(
-        USAGE_COLLECTION,
-        USER_SET,
-        &json!({ "members": members, "updated_time": users_time }),
-    )
-    .await
-    .context("writing the user_set document")?;
-
-    for key in cache.scan_prefix("user_").await? {
-        if !is_user_key(&key) {
-            continue;
-        }
-        let Some(raw) = cache.get(&key).await? else {
-            continue;
-        };
-        let Ok(value) = serde_json::from_str::<Value>(&raw) else {
-            continue;
-        };
-        let cached_time = value
-            .get("updated_time")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        let stored = docs.get(USER_DATA_COLLECTION, &key).await?;
-        let stored_time = stored
-            .as_ref()
-            .map(|d| d.get("updated_time").and_then(Value::as_i64).unwrap_or(0));
-        if stored_time.is_none_or(|t| cached_time > t) {
-            // Only over the version read: a change written meanwhile is newer and wins.
-            docs.put_if(
-                USER_DATA_COLLECTION,
-                &key,
-                &value,
-                "updated_time",
-                stored_time,
-            )
-            .await?;
-        }
-    }
-    Ok(())
 }

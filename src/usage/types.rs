@@ -1,6 +1,6 @@
 //! GraphQL types of usage, dice and user data.
 
-use async_graphql::SimpleObject;
+use async_graphql::{Json, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::dice;
@@ -83,6 +83,24 @@ impl From<super::service::StoredRoll> for SavedRoll {
         Self {
             name: r.name,
             expression: r.expression,
+        }
+    }
+}
+
+/// One of the viewer's characters, kept in their user data document.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct Character {
+    /// Its name, unique per user.
+    pub name: String,
+    /// Anything kept about it: a JSON object, as it was set.
+    pub sheet: Json<serde_json::Value>,
+}
+
+impl From<super::service::CharacterSheet> for Character {
+    fn from(c: super::service::CharacterSheet) -> Self {
+        Self {
+            name: c.name,
+            sheet: Json(c.sheet),
         }
     }
 }

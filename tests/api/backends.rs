@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arena::backends::cache::memory::{MemoryKv, MemoryVersioned};
+use arena::backends::cache::memory::{MemoryKv, MemoryLru, MemoryVersioned};
 use arena::backends::cache::redis::RedisCache;
-use arena::backends::cache::{CacheError, KeyValue, Versioned, VersionedCache, WriteOutcome};
+use arena::backends::cache::{
+    CacheError, KeyValue, LruStore, Versioned, VersionedCache, WriteOutcome,
+};
 use arena::backends::documents::mongo::MongoDocuments;
-use arena::backends::documents::DocumentStore;
+use arena::backends::documents::{DocumentStore, Update};
 use arena::backends::events::local::LocalEvents;
 use arena::backends::events::redis::RedisEvents;
 use arena::backends::events::EventBus;
@@ -161,6 +163,18 @@ async fn counters_and_sets(c: &dyn KeyValue) {
     assert_eq!(c.get("count:a").await.unwrap().as_deref(), Some("3"));
     c.set("count:c", "41", None).await.unwrap();
     assert_eq!(c.incr_by("count:c", 1).await.unwrap(), 42);
+    // raise_many raises, never lowers, and creates what is missing.
+    c.raise_many(&[
+        ("count:a".into(), 10),
+        ("count:c".into(), 7),
+        ("count:new".into(), 4),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(c.get("count:a").await.unwrap().as_deref(), Some("10"));
+    assert_eq!(c.get("count:c").await.unwrap().as_deref(), Some("42"));
+    assert_eq!(c.get("count:new").await.unwrap().as_deref(), Some("4"));
+    assert_eq!(c.incr_by("count:new", 1).await.unwrap(), 5);
 
     assert_eq!(c.incr_with_ttl("rate:a", TTL).await.unwrap(), 1);
     assert_eq!(c.incr_with_ttl("rate:a", TTL).await.unwrap(), 2);
@@ -751,6 +765,36 @@ async fn documents_conformance(store: Arc<dyn DocumentStore>) {
     assert_eq!(store.get("others", "u1").await.unwrap(), None);
     assert_eq!(store.list("others").await.unwrap(), Vec::new());
 
+    // update: atomic increments, maxima and set additions, from many writers at once.
+    let inc = |n: i64, t: i64, who: &str| Update {
+        inc: vec![("counters.roll".into(), n), ("counters.meal".into(), 1)],
+        max: vec![("updated_time".into(), t)],
+        add_to_set: vec![("members".into(), vec![who.to_owned()])],
+    };
+    let first = store.update("usage", "c", &inc(2, 5, "u1")).await.unwrap();
+    assert_eq!(first["counters"]["roll"], 2);
+    assert_eq!(first["members"], json!(["u1"]));
+    futures::future::join_all((0..20).map(|i| {
+        let store = store.clone();
+        async move {
+            let who = format!("u{}", i % 3);
+            store.update("usage", "c", &inc(1, i, &who)).await.unwrap()
+        }
+    }))
+    .await;
+    let after = store
+        .update("usage", "c", &Update::default())
+        .await
+        .unwrap();
+    assert_eq!(after["counters"]["roll"], 22, "{after}");
+    assert_eq!(after["counters"]["meal"], 21, "{after}");
+    assert_eq!(after["updated_time"], 19, "the highest stamp: {after}");
+    let mut members: Vec<String> = serde_json::from_value(after["members"].clone()).unwrap();
+    members.sort();
+    assert_eq!(members, vec!["u0", "u1", "u2"]);
+    assert_eq!(store.get("usage", "c").await.unwrap(), Some(after));
+    assert!(store.delete("usage", "c").await.unwrap());
+
     assert!(store.delete("users", "u2").await.unwrap());
     assert!(!store.delete("users", "u2").await.unwrap());
     assert_eq!(store.get("users", "u2").await.unwrap(), None);
@@ -806,4 +850,53 @@ async fn mongo_documents_conform() {
     let db = store.database().clone();
     documents_conformance(Arc::new(store)).await;
     db.drop().await.expect("drop the test database");
+}
+
+/// Every [`LruStore`] method: the exact order of reads and writes, eviction at the capacity
+/// each call names, owners apart, forgetting an owner.
+async fn lru_conformance(c: Arc<dyn LruStore>) {
+    let c = c.as_ref();
+    c.ping().await.expect("ping");
+    let put = |keys: &[&str]| -> Vec<(String, String)> {
+        keys.iter()
+            .map(|k| (k.to_string(), format!("v{k}")))
+            .collect()
+    };
+    assert_eq!(c.put("o1", &put(&["a", "b", "c"]), 3).await.unwrap(), 0);
+    assert_eq!(c.keys("o1").await.unwrap(), keys(&["a", "b", "c"]));
+    assert_eq!(c.get("o1", "a").await.unwrap().as_deref(), Some("va"));
+    assert_eq!(c.get("o1", "nope").await.unwrap(), None);
+    assert_eq!(c.keys("o1").await.unwrap(), keys(&["b", "c", "a"]));
+    assert_eq!(c.put("o1", &put(&["d", "e"]), 3).await.unwrap(), 2);
+    assert_eq!(c.keys("o1").await.unwrap(), keys(&["a", "d", "e"]));
+    assert_eq!(c.get("o1", "b").await.unwrap(), None);
+    assert_eq!(c.get("o1", "c").await.unwrap(), None);
+    // A smaller capacity on the next write trims to it.
+    assert_eq!(c.put("o1", &put(&["a"]), 2).await.unwrap(), 1);
+    assert_eq!(c.keys("o1").await.unwrap(), keys(&["e", "a"]));
+    assert_eq!(c.put("o2", &put(&["x"]), 1).await.unwrap(), 0);
+    assert_eq!(c.keys("o2").await.unwrap(), keys(&["x"]));
+    assert_eq!(c.keys("o1").await.unwrap(), keys(&["e", "a"]));
+    c.forget("o1").await.unwrap();
+    assert!(c.keys("o1").await.unwrap().is_empty());
+    assert_eq!(c.get("o1", "e").await.unwrap(), None);
+    assert_eq!(c.get("o2", "x").await.unwrap().as_deref(), Some("vx"));
+    c.forget("o2").await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_lru_store_conforms() {
+    lru_conformance(Arc::new(MemoryLru::new(10_000))).await;
+}
+
+#[tokio::test]
+async fn redis_lru_store_conforms() {
+    let Some(url) = redis_url() else { return };
+    let cache = Arc::new(
+        RedisCache::connect(&url, &unique_prefix(), COMMAND_TIMEOUT)
+            .await
+            .expect("connect to TEST_REDIS_URL"),
+    );
+    lru_conformance(cache.clone()).await;
+    assert_eq!(cache.scan_prefix("").await.unwrap(), Vec::<String>::new());
 }

@@ -55,6 +55,15 @@ pub fn skipped(why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
+/// Prints a measured figure of the running test on the terminal (shown even when the test
+/// passes), as `FIGURE <test>: <what>`.
+pub fn figure(what: &str) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let _ = writeln!(std::io::stderr(), "FIGURE {test}: {what}");
+}
+
 /// A running Arena and a client for it.
 pub struct TestApp {
     /// Where it listens.
@@ -178,8 +187,55 @@ pub async fn start(settings: Settings, backends: Backends) -> TestApp {
 impl TestApp {
     /// A second Arena on the same database, cache prefix and document store (a replica).
     pub async fn spawn_replica(&self) -> TestApp {
-        let mut app = start(self.settings.clone(), self.backends).await;
+        self.spawn_replica_with(|_| {}).await
+    }
+
+    /// A replica whose settings are adjusted by `tweak` (a Redis URL of its own, say).
+    pub async fn spawn_replica_with(&self, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = self.settings.clone();
+        tweak(&mut settings);
+        let mut app = start(settings, self.backends).await;
         app._dir = self._dir.clone();
+        app
+    }
+
+    /// Stops this Arena, drops its database and creates an empty one of the same name (a
+    /// SQLite file deleted, or `DROP DATABASE` + `CREATE DATABASE`), then starts a new Arena
+    /// on the same settings: the same cache (Redis keeps running) and cache prefix.
+    pub async fn recreate_database(mut self) -> TestApp {
+        let dir = self._dir.take();
+        let drop_db = self.drop_db.take();
+        let (settings, backends) = (self.settings.clone(), self.backends);
+        self.stop().await;
+        match &drop_db {
+            Some((admin, name)) => {
+                let conn = sea_orm::Database::connect(admin).await.expect("admin URL");
+                for sql in [
+                    format!("DROP DATABASE \"{name}\" WITH (FORCE)"),
+                    format!("CREATE DATABASE \"{name}\""),
+                ] {
+                    sea_orm::ConnectionTrait::execute_unprepared(&conn, &sql)
+                        .await
+                        .expect("re-creating the database");
+                }
+                conn.close().await.ok();
+            }
+            None => {
+                let path = settings
+                    .database_url
+                    .trim_start_matches("sqlite://")
+                    .split('?')
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{path}{suffix}"));
+                }
+            }
+        }
+        let mut app = start(settings, backends).await;
+        app._dir = dir;
+        app.drop_db = drop_db;
         app
     }
 
@@ -388,6 +444,13 @@ pub fn basic(public_key: &str, secret: &str) -> String {
 /// Arena on PostgreSQL and a Redis reached through a [`Proxy`] (to the local Redis) that the
 /// test can cut; `None` when `TEST_REDIS_URL` is not set.
 pub async fn spawn_behind_proxy() -> Option<(TestApp, Proxy)> {
+    spawn_behind_proxy_with(|_| {}).await
+}
+
+/// [`spawn_behind_proxy`] with settings adjusted by `tweak`.
+pub async fn spawn_behind_proxy_with(
+    tweak: impl FnOnce(&mut Settings),
+) -> Option<(TestApp, Proxy)> {
     let redis = std::env::var("TEST_REDIS_URL").ok()?;
     assert!(
         redis.contains("127.0.0.1:6379") || redis.contains("localhost:6379"),
@@ -396,7 +459,8 @@ pub async fn spawn_behind_proxy() -> Option<(TestApp, Proxy)> {
     let proxy = Proxy::start(0).await;
     let port = proxy.port;
     let app = spawn_app_with(Backends::Real, |s| {
-        s.redis_url = Some(format!("redis://127.0.0.1:{port}"))
+        s.redis_url = Some(format!("redis://127.0.0.1:{port}"));
+        tweak(s);
     })
     .await
     .expect("TEST_DATABASE_URL and TEST_REDIS_URL are set");
@@ -463,13 +527,7 @@ impl PrivateRedis {
             .local_addr()
             .ok()?
             .port();
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
+        let child = spawn_redis_server(port)?;
         let redis = PrivateRedis { port, child };
         wait_until(Duration::from_secs(10), || async {
             tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -478,6 +536,21 @@ impl PrivateRedis {
         })
         .await;
         Some(redis)
+    }
+
+    /// Kills the server (no shutdown: whatever it held is gone, as after a crash without
+    /// persistence) and starts an empty one on the same port.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_redis_server(self.port).expect("redis-server starts again");
+        let port = self.port;
+        wait_until(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -495,6 +568,16 @@ impl PrivateRedis {
         assert!(out.status.success(), "redis-cli {args:?}");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
+}
+
+fn spawn_redis_server(port: u16) -> Option<std::process::Child> {
+    std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()
 }
 
 impl Drop for PrivateRedis {

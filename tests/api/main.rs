@@ -7,6 +7,7 @@ mod architecture;
 
 mod backends;
 mod battles;
+mod consistency;
 mod credentials;
 mod meals;
 mod platform;

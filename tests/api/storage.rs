@@ -96,9 +96,106 @@ crate::both_backends!(
     size_limits_are_checked_before_anything_is_written,
 );
 
-/// LRU eviction at a capacity, on the embedded cache (`ARENA_CACHE_CAPACITY`). With Redis the
-/// eviction is the server's `maxmemory-policy allkeys-lru`: the test after this one gives the
-/// storage a Redis of its own to fill.
+async fn keys(app: &TestApp, token: &str) -> Vec<String> {
+    let r = app.gql_as(token, "{ storageKeys }", json!({})).await;
+    assert_no_errors(&r);
+    serde_json::from_value(r["data"]["storageKeys"].clone()).unwrap()
+}
+
+fn entries(names: &[&str]) -> serde_json::Value {
+    json!(names
+        .iter()
+        .map(|k| json!({ "key": k, "value": k.to_uppercase() }))
+        .collect::<Vec<_>>())
+}
+
+/// `ARENA_STORAGE_CAPACITY` = 3 keys per user: every read and write moves a key to the most
+/// recent end, and a write beyond the capacity evicts the least recently used keys, exactly
+/// (checked after every step through `storageKeys`, least recent first). Another user's keys
+/// count against their own capacity only.
+async fn keys_are_evicted_least_recently_read_or_written_first_exactly(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    let bob = app.login_new_user("bob").await;
+    let mut evicted = Vec::new();
+    let steps: Vec<(&str, serde_json::Value, Vec<&str>, Option<&str>)> = vec![
+        (
+            "set a b c",
+            entries(&["a", "b", "c"]),
+            vec!["a", "b", "c"],
+            None,
+        ),
+        ("get a", json!("a"), vec!["b", "c", "a"], None),
+        ("set d", entries(&["d"]), vec!["c", "a", "d"], Some("b")),
+        ("get c", json!("c"), vec!["a", "d", "c"], None),
+        (
+            "set e f",
+            entries(&["e", "f"]),
+            vec!["c", "e", "f"],
+            Some("a d"),
+        ),
+        ("get b (gone)", json!("b"), vec!["c", "e", "f"], None),
+        ("set c again", entries(&["c"]), vec!["e", "f", "c"], None),
+        ("set g", entries(&["g"]), vec!["f", "c", "g"], Some("e")),
+    ];
+    assert_no_errors(&set(&app, &bob, entries(&["x", "y", "z"])).await);
+    for (what, arg, order, gone) in steps {
+        if arg.is_string() {
+            let key = arg.as_str().unwrap();
+            let value = get(&app, &alice, key).await;
+            if what.contains("gone") {
+                assert!(value.is_null(), "{what}");
+            } else {
+                assert_eq!(value, key.to_uppercase(), "{what}");
+            }
+        } else {
+            assert_no_errors(&set(&app, &alice, arg).await);
+        }
+        assert_eq!(keys(&app, &alice).await, order, "after {what}");
+        if let Some(gone) = gone {
+            for k in gone.split(' ') {
+                evicted.push(k.to_owned());
+            }
+        }
+    }
+    for k in &evicted {
+        assert!(get(&app, &alice, k).await.is_null(), "{k} was evicted");
+    }
+    assert_eq!(
+        keys(&app, &alice).await,
+        vec!["f", "c", "g"],
+        "reading evicted keys moves nothing"
+    );
+    assert_eq!(
+        keys(&app, &bob).await,
+        vec!["x", "y", "z"],
+        "bob's keys are his own"
+    );
+    figure(&format!(
+        "{:?}: evicted in order {}; left, least recent first: f c g",
+        app.backends,
+        evicted.join(" ")
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_are_evicted_least_recently_read_or_written_first_exactly_in_memory() {
+    let app = spawn_app_with(Backends::Embedded, |s| s.storage_capacity = 3)
+        .await
+        .unwrap();
+    keys_are_evicted_least_recently_read_or_written_first_exactly(app).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_are_evicted_least_recently_read_or_written_first_exactly_on_redis() {
+    match spawn_app_with(Backends::Real, |s| s.storage_capacity = 3).await {
+        Some(app) => keys_are_evicted_least_recently_read_or_written_first_exactly(app).await,
+        None => skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set"),
+    }
+}
+
+/// Embedded, the storage over every user is bounded by `ARENA_CACHE_CAPACITY` too (the
+/// in-process counterpart of a dedicated `allkeys-lru` Redis): the least recently used value
+/// of any user makes room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_least_recently_used_key_is_evicted_at_capacity() {
     let app = spawn_app_with(Backends::Embedded, |s| s.cache_capacity = 3)
@@ -144,12 +241,20 @@ async fn a_separate_storage_redis_holds_the_values_apart_from_the_cache() {
     assert_no_errors(&set(&app, &alice, json!([{ "key": "colour", "value": "red" }])).await);
     assert_eq!(get(&app, &alice, "colour").await, "red");
 
-    let key = arena::storage::service::storage_key(app.viewer_id(&alice).await, "colour");
+    let owner = arena::storage::service::owner(app.viewer_id(&alice).await);
     assert_eq!(
-        app.state.storage.get(&key).await.unwrap().as_deref(),
+        app.state
+            .storage
+            .get(&owner, "colour")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("red")
     );
-    assert_eq!(app.state.kv.get(&key).await.unwrap(), None);
+    assert!(
+        app.state.kv.scan_prefix(&owner).await.unwrap().is_empty(),
+        "nothing of the storage is in the cache tier"
+    );
 
     let ready: serde_json::Value = app
         .client
@@ -170,7 +275,8 @@ async fn a_separate_storage_redis_holds_the_values_apart_from_the_cache() {
     assert_eq!(storage["kind"], "redis", "{ready}");
     assert_eq!(storage["ok"], true, "{ready}");
     // Clean up database 1 (its keys are not under a key the other tests remove).
-    app.state.storage.del(&[key]).await.unwrap();
+    app.state.storage.forget(&owner).await.unwrap();
+    assert!(app.state.storage.keys(&owner).await.unwrap().is_empty());
 }
 
 /// The same rule on Redis: a storage Redis of the test's own runs `allkeys-lru` at a
@@ -201,9 +307,9 @@ async fn redis_evicts_the_least_recently_used_values_and_keeps_a_recently_read_o
     let id = app.viewer_id(&alice).await;
     let stored = |key: &str| {
         format!(
-            "{}{}",
-            app.settings.cache_prefix,
-            arena::storage::service::storage_key(id, key)
+            "{}{}:{key}",
+            app.state.cache_prefix,
+            arena::storage::service::owner(id)
         )
     };
     let value = "v".repeat(4096);

@@ -247,10 +247,16 @@ async fn deleting_the_account_needs_the_password_and_removes_everything(app: Tes
         )
         .await,
     );
-    let storage_key = arena::storage::service::storage_key(id, "k");
+    let owner = arena::storage::service::owner(id);
     let data_key = arena::usage::service::user_key(id);
-    assert!(app.state.storage.get(&storage_key).await.unwrap().is_some());
-    assert!(app.state.kv.get(&data_key).await.unwrap().is_some());
+    assert!(app.state.storage.get(&owner, "k").await.unwrap().is_some());
+    assert!(app
+        .state
+        .docs
+        .get("user_data", &data_key)
+        .await
+        .unwrap()
+        .is_some());
     assert!(app
         .state
         .docs
@@ -263,12 +269,30 @@ async fn deleting_the_account_needs_the_password_and_removes_everything(app: Tes
     let r = app.gql_as(&token, q, json!({ "p": "nope-nope" })).await;
     assert_eq!(error_code(&r), "BAD_USER_INPUT");
     assert!(
-        app.state.storage.get(&storage_key).await.unwrap().is_some(),
+        app.state.storage.get(&owner, "k").await.unwrap().is_some(),
         "a refused delete removes nothing"
     );
     assert_no_errors(&app.gql_as(&token, q, json!({ "p": "password123" })).await);
-    assert_eq!(app.state.storage.get(&storage_key).await.unwrap(), None);
-    assert_eq!(app.state.kv.get(&data_key).await.unwrap(), None);
+    assert_eq!(app.state.storage.get(&owner, "k").await.unwrap(), None);
+    assert_eq!(
+        app.state.docs.get("user_data", &data_key).await.unwrap(),
+        None
+    );
+    let copy = app
+        .state
+        .cache
+        .leased_get_many(
+            std::slice::from_ref(&data_key),
+            "peek",
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        copy.as_ref().is_none_or(|c| c.payload == "null"),
+        "the cached copy is gone: {copy:?}"
+    );
     assert_eq!(
         app.state
             .docs

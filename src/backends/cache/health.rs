@@ -4,6 +4,10 @@
 //! alone, and every key whose new state the cache could not receive is remembered. The
 //! write path's health worker deletes the remembered keys once the cache answers again, and
 //! only then are reads served from it (see `docs/cache-consistency.md`).
+//!
+//! An instance whose database was given a new cache namespace while it ran (`arena
+//! cache-reset`) is *fenced*: it never uses the cache again and refuses writes to cached
+//! entities, since the other replicas no longer read the namespace it would invalidate.
 
 use std::collections::HashSet;
 
@@ -18,16 +22,35 @@ pub struct CacheHealth {
 #[derive(Default)]
 struct HealthInner {
     degraded: bool,
+    fenced: bool,
     /// Write-through entries owed a deletion.
     pending: HashSet<String>,
-    /// Plain keys owed a deletion (a copy written elsewhere while the cache was away).
-    pending_kv: HashSet<String>,
 }
 
 impl CacheHealth {
     /// Whether reads may use the cache now.
     pub fn usable(&self) -> bool {
         !self.inner.lock().degraded
+    }
+
+    /// The database's cache namespace is no longer this instance's: from now on it is
+    /// degraded for good (a restart picks up the new namespace).
+    pub fn fence(&self) {
+        let mut h = self.inner.lock();
+        if !h.fenced {
+            tracing::error!(
+                "the database was given a new cache namespace (arena cache-reset): this \
+                 instance no longer uses the cache and refuses writes to cached entities; \
+                 restart it"
+            );
+        }
+        h.fenced = true;
+        h.degraded = true;
+    }
+
+    /// Whether [`CacheHealth::fence`] was called.
+    pub fn fenced(&self) -> bool {
+        self.inner.lock().fenced
     }
 
     /// A cache call failed; `owed` are keys whose new state the cache did not receive.
@@ -40,28 +63,16 @@ impl CacheHealth {
         h.pending.extend(owed);
     }
 
-    /// A plain key's copy in the cache is older than its truth and could not be removed: the
-    /// cache is used again only once it is deleted.
-    pub fn failed_kv(&self, owed: impl IntoIterator<Item = String>) {
-        let mut h = self.inner.lock();
-        if !h.degraded {
-            tracing::warn!("cache unreachable: serving from the database until it is back");
-        }
-        h.degraded = true;
-        h.pending_kv.extend(owed);
-    }
-
     /// Whether the instance is in degraded mode (for tests and `/readyz`).
     pub fn degraded(&self) -> bool {
         self.inner.lock().degraded
     }
 
-    /// The entries and the plain keys the cache is owed a deletion of.
+    /// The entries the cache is owed a deletion of.
     pub fn owed(&self) -> Owed {
         let h = self.inner.lock();
         Owed {
             entries: h.pending.iter().cloned().collect(),
-            plain: h.pending_kv.iter().cloned().collect(),
         }
     }
 
@@ -72,11 +83,11 @@ impl CacheHealth {
         for k in &owed.entries {
             h.pending.remove(k);
         }
-        for k in &owed.plain {
-            h.pending_kv.remove(k);
+        let keys = owed.entries.len();
+        if h.fenced {
+            return false;
         }
-        let keys = owed.entries.len() + owed.plain.len();
-        if h.pending.is_empty() && h.pending_kv.is_empty() {
+        if h.pending.is_empty() {
             if h.degraded {
                 tracing::info!(invalidated = keys, "cache is back");
             }
@@ -93,6 +104,4 @@ impl CacheHealth {
 pub struct Owed {
     /// Write-through entries.
     pub entries: Vec<String>,
-    /// Plain keys.
-    pub plain: Vec<String>,
 }

@@ -1,5 +1,6 @@
-//! Wraps a [`KeyValue`] or a [`VersionedCache`] to count round trips and failures in the
-//! instance's metrics. Each operation's counter is looked up once, when the wrapper is made.
+//! Wraps a [`KeyValue`], an [`LruStore`] or a [`VersionedCache`] to count round trips and
+//! failures in the instance's metrics, by operation and by caller (`request`, or the
+//! `background` workers). Each counter is looked up once, when the wrapper is made.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use prometheus::IntCounter;
 
-use super::{CacheResult, KeyValue, Versioned, VersionedCache, WriteOutcome};
+use super::{CacheResult, KeyValue, LruStore, Versioned, VersionedCache, WriteOutcome};
 use crate::metrics::Metrics;
 
 /// Every cache operation, as labelled in `arena_cache_round_trips_total{op}`.
@@ -21,6 +22,7 @@ enum Op {
     DelIfEquals,
     Del,
     IncrBy,
+    RaiseMany,
     IncrWithTtl,
     Sadd,
     Smembers,
@@ -30,9 +32,13 @@ enum Op {
     BeginWrite,
     EndWrite,
     Invalidate,
+    StorageGet,
+    StoragePut,
+    StorageKeys,
+    StorageForget,
 }
 
-const OPS: [(Op, &str); 17] = [
+const OPS: [(Op, &str); 22] = [
     (Op::Ping, "ping"),
     (Op::Get, "get"),
     (Op::Set, "set"),
@@ -41,6 +47,7 @@ const OPS: [(Op, &str); 17] = [
     (Op::DelIfEquals, "del_if_equals"),
     (Op::Del, "del"),
     (Op::IncrBy, "incr_by"),
+    (Op::RaiseMany, "raise_many"),
     (Op::IncrWithTtl, "incr_with_ttl"),
     (Op::Sadd, "sadd"),
     (Op::Smembers, "smembers"),
@@ -50,12 +57,17 @@ const OPS: [(Op, &str); 17] = [
     (Op::BeginWrite, "begin_write"),
     (Op::EndWrite, "end_write"),
     (Op::Invalidate, "invalidate"),
+    (Op::StorageGet, "storage_get"),
+    (Op::StoragePut, "storage_put"),
+    (Op::StorageKeys, "storage_keys"),
+    (Op::StorageForget, "storage_forget"),
 ];
 
 /// A cache that counts every call as one round trip.
 pub struct Instrumented<T: ?Sized> {
     inner: Arc<T>,
-    round_trips: Vec<IntCounter>,
+    /// Per operation: `[request, background]`.
+    round_trips: Vec<[IntCounter; 2]>,
     errors: IntCounter,
 }
 
@@ -67,7 +79,14 @@ impl<T: ?Sized> Instrumented<T> {
             .enumerate()
             .map(|(i, (op, name))| {
                 debug_assert_eq!(*op as usize, i);
-                metrics.cache_round_trips.with_label_values(&[*name])
+                [
+                    metrics
+                        .cache_round_trips
+                        .with_label_values(&[*name, "request"]),
+                    metrics
+                        .cache_round_trips
+                        .with_label_values(&[*name, "background"]),
+                ]
             })
             .collect();
         Self {
@@ -78,7 +97,8 @@ impl<T: ?Sized> Instrumented<T> {
     }
 
     fn count<R>(&self, op: Op, r: CacheResult<R>) -> CacheResult<R> {
-        self.round_trips[op as usize].inc();
+        let caller = usize::from(crate::metrics::caller() == "background");
+        self.round_trips[op as usize][caller].inc();
         if let Err(e) = &r {
             self.errors.inc();
             tracing::warn!(error = ?e, op = OPS[op as usize].1, "cache call failed");
@@ -120,6 +140,9 @@ impl KeyValue for Instrumented<dyn KeyValue> {
     async fn incr_by(&self, key: &str, by: i64) -> CacheResult<i64> {
         self.count(Op::IncrBy, self.inner.incr_by(key, by).await)
     }
+    async fn raise_many(&self, counters: &[(String, i64)]) -> CacheResult<()> {
+        self.count(Op::RaiseMany, self.inner.raise_many(counters).await)
+    }
     async fn incr_with_ttl(&self, key: &str, ttl: Duration) -> CacheResult<i64> {
         self.count(Op::IncrWithTtl, self.inner.incr_with_ttl(key, ttl).await)
     }
@@ -131,6 +154,36 @@ impl KeyValue for Instrumented<dyn KeyValue> {
     }
     async fn scan_prefix(&self, prefix: &str) -> CacheResult<Vec<String>> {
         self.count(Op::ScanPrefix, self.inner.scan_prefix(prefix).await)
+    }
+}
+
+#[async_trait]
+impl LruStore for Instrumented<dyn LruStore> {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn ping(&self) -> CacheResult<()> {
+        self.count(Op::Ping, self.inner.ping().await)
+    }
+    async fn get(&self, owner: &str, key: &str) -> CacheResult<Option<String>> {
+        self.count(Op::StorageGet, self.inner.get(owner, key).await)
+    }
+    async fn put(
+        &self,
+        owner: &str,
+        entries: &[(String, String)],
+        capacity: u64,
+    ) -> CacheResult<u64> {
+        self.count(
+            Op::StoragePut,
+            self.inner.put(owner, entries, capacity).await,
+        )
+    }
+    async fn keys(&self, owner: &str) -> CacheResult<Vec<String>> {
+        self.count(Op::StorageKeys, self.inner.keys(owner).await)
+    }
+    async fn forget(&self, owner: &str) -> CacheResult<()> {
+        self.count(Op::StorageForget, self.inner.forget(owner).await)
     }
 }
 

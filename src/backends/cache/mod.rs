@@ -3,10 +3,12 @@
 //! running against both:
 //!
 //! * [`KeyValue`]: plain values with expiries, counters, sets and key scans: the battle
-//!   rings, user data, usage counters, locks ([`lock::CacheLock`]), staged imports, rate
-//!   limits, and (in a tier of its own when configured) the key-value storage;
-//! * [`VersionedCache`]: the versioned entries of the write-through cache and their
-//!   protocol (see `docs/cache-consistency.md`):
+//!   rings, usage counters and user data stamps, locks ([`lock::CacheLock`]), staged
+//!   imports and rate limits;
+//! * [`LruStore`]: values per owner with an exact least-recently-used bound: the key-value
+//!   storage (SPEC §9);
+//! * [`VersionedCache`]: the versioned entries of the write-through cache (cached rows, and
+//!   the copies of user data documents) and their protocol (see `docs/cache-consistency.md`):
 //!   * an entry is stored as `"<version>|<payload>"`;
 //!   * [`VersionedCache::begin_write`] marks a key as being written (a counter at `<key>:w`
 //!     with a safety expiry) *before* the database commits, and revokes the key's read lease;
@@ -88,6 +90,8 @@ pub trait KeyValue: Send + Sync + 'static {
     async fn del(&self, keys: &[String]) -> CacheResult<u64>;
     /// INCRBY; the counter's new value.
     async fn incr_by(&self, key: &str, by: i64) -> CacheResult<i64>;
+    /// Raises each counter to at least its value (never lowers one), in one round trip.
+    async fn raise_many(&self, counters: &[(String, i64)]) -> CacheResult<()>;
     /// INCR with an expiry set when the key is new (rate limiting windows).
     async fn incr_with_ttl(&self, key: &str, ttl: Duration) -> CacheResult<i64>;
     /// SADD; `true` when the member is new.
@@ -96,6 +100,32 @@ pub trait KeyValue: Send + Sync + 'static {
     async fn smembers(&self, key: &str) -> CacheResult<Vec<String>>;
     /// Keys starting with `prefix` (without the instance prefix). SCAN, never KEYS.
     async fn scan_prefix(&self, prefix: &str) -> CacheResult<Vec<String>>;
+}
+
+/// Values per owner, each owner holding at most a given number of keys: storing beyond it
+/// evicts the owner's least recently read or written keys, exactly and in that order. On
+/// Redis the order is a sorted set per owner, updated in the same script as the value.
+#[async_trait]
+pub trait LruStore: Send + Sync + 'static {
+    /// `memory` or `redis`, for `/readyz`.
+    fn kind(&self) -> &'static str;
+    /// One round trip to check the server answers.
+    async fn ping(&self) -> CacheResult<()>;
+    /// The owner's value at `key`, which becomes the owner's most recently used key.
+    async fn get(&self, owner: &str, key: &str) -> CacheResult<Option<String>>;
+    /// Stores the entries in their order (each becomes the owner's most recently used key),
+    /// then evicts the owner's least recently used keys beyond `capacity`; returns how many
+    /// were evicted.
+    async fn put(
+        &self,
+        owner: &str,
+        entries: &[(String, String)],
+        capacity: u64,
+    ) -> CacheResult<u64>;
+    /// The owner's keys, least recently used first.
+    async fn keys(&self, owner: &str) -> CacheResult<Vec<String>>;
+    /// Removes every value of the owner.
+    async fn forget(&self, owner: &str) -> CacheResult<()>;
 }
 
 /// A versioned entry as stored in the cache: the version and the payload.

@@ -7,11 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
-use mongodb::options::ClientOptions;
+use mongodb::options::{ClientOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database};
 use serde_json::Value;
 
-use super::{DocResult, DocumentError, DocumentStore};
+use super::{DocResult, DocumentError, DocumentStore, Update};
 
 /// How long an operation waits for a usable server before failing; short, so that a missing
 /// or unreachable MongoDB fails a request (and `/readyz`) clearly instead of hanging.
@@ -158,6 +158,58 @@ impl DocumentStore for MongoDocuments {
         let filter = doc! { "$and": [ { "_id": id }, version ] };
         let result = coll.replace_one(filter, document).await.map_err(map_err)?;
         Ok(result.matched_count > 0)
+    }
+
+    async fn update(&self, collection: &str, id: &str, update: &Update) -> DocResult<Value> {
+        let mut ops = Document::new();
+        if !update.inc.is_empty() {
+            let inc: Document = update
+                .inc
+                .iter()
+                .map(|(path, n)| (path.clone(), Bson::Int64(*n)))
+                .collect();
+            ops.insert("$inc", inc);
+        }
+        if !update.max.is_empty() {
+            let max: Document = update
+                .max
+                .iter()
+                .map(|(path, n)| (path.clone(), Bson::Int64(*n)))
+                .collect();
+            ops.insert("$max", max);
+        }
+        if !update.add_to_set.is_empty() {
+            let add: Document = update
+                .add_to_set
+                .iter()
+                .map(|(path, members)| (path.clone(), Bson::Document(doc! { "$each": members })))
+                .collect();
+            ops.insert("$addToSet", add);
+        }
+        if ops.is_empty() {
+            return Ok(self
+                .get(collection, id)
+                .await?
+                .unwrap_or_else(|| Value::Object(Default::default())));
+        }
+        let coll = self.collection(collection);
+        // Two first upserts of one `_id` can race; the loser's retry updates the winner's.
+        for _ in 0..3 {
+            match coll
+                .find_one_and_update(doc! { "_id": id }, ops.clone())
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await
+            {
+                Ok(Some(found)) => return from_document(found).map(|(_, value)| value),
+                Ok(None) => return Ok(Value::Object(Default::default())),
+                Err(e) if is_duplicate_key(&e) => continue,
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Err(DocumentError::Store(
+            "the document kept being created by another writer".into(),
+        ))
     }
 
     async fn delete(&self, collection: &str, id: &str) -> DocResult<bool> {

@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use serde_json::Value;
 
-use super::{DocResult, DocumentError, DocumentStore};
+use super::{DocResult, DocumentError, DocumentStore, Update};
 
 /// Documents as JSON text in SQL.
 pub struct SqlDocuments {
@@ -25,6 +25,29 @@ impl SqlDocuments {
 
 fn err(e: impl std::error::Error + Send + Sync + 'static) -> DocumentError {
     DocumentError::Store(Box::new(e))
+}
+
+/// Reads the document with its row locked for the rest of `txn` (SQLite: the database's write
+/// lock taken first), so that a read-modify-write is one step.
+async fn locked(
+    txn: &sea_orm::DatabaseTransaction,
+    collection: &str,
+    id: &str,
+) -> DocResult<Option<document::Model>> {
+    if txn.get_database_backend() == DatabaseBackend::Sqlite {
+        document::Entity::update_many()
+            .col_expr(document::Column::Id, Expr::col(document::Column::Id).into())
+            .filter(document::Column::Collection.eq(collection))
+            .filter(document::Column::Id.eq(id))
+            .exec(txn)
+            .await
+            .map_err(err)?;
+    }
+    let mut current = document::Entity::find_by_id((collection.to_owned(), id.to_owned()));
+    if txn.get_database_backend() != DatabaseBackend::Sqlite {
+        current = current.lock_exclusive();
+    }
+    current.one(txn).await.map_err(err)
 }
 
 #[async_trait]
@@ -74,23 +97,7 @@ impl DocumentStore for SqlDocuments {
         expected: Option<i64>,
     ) -> DocResult<bool> {
         let txn = self.db.begin().await.map_err(err)?;
-        let key = (collection.to_owned(), id.to_owned());
-        // Lock the row (SQLite: take the database's write lock first) so that the compare
-        // and the write are one step.
-        if txn.get_database_backend() == DatabaseBackend::Sqlite {
-            document::Entity::update_many()
-                .col_expr(document::Column::Id, Expr::col(document::Column::Id).into())
-                .filter(document::Column::Collection.eq(collection))
-                .filter(document::Column::Id.eq(id))
-                .exec(&txn)
-                .await
-                .map_err(err)?;
-        }
-        let mut current = document::Entity::find_by_id(key);
-        if txn.get_database_backend() != DatabaseBackend::Sqlite {
-            current = current.lock_exclusive();
-        }
-        let current = current.one(&txn).await.map_err(err)?;
+        let current = locked(&txn, collection, id).await?;
         let found = match &current {
             None => None,
             Some(row) => {
@@ -122,6 +129,48 @@ impl DocumentStore for SqlDocuments {
         }
         txn.commit().await.map_err(err)?;
         Ok(true)
+    }
+
+    async fn update(&self, collection: &str, id: &str, update: &Update) -> DocResult<Value> {
+        if update.is_empty() {
+            return Ok(self
+                .get(collection, id)
+                .await?
+                .unwrap_or_else(|| Value::Object(Default::default())));
+        }
+        // Two first writes of one document can both find none; the loser retries.
+        for _ in 0..3 {
+            let txn = self.db.begin().await.map_err(err)?;
+            let current = locked(&txn, collection, id).await?;
+            let mut body = match &current {
+                Some(row) => serde_json::from_str(&row.body).map_err(err)?,
+                None => Value::Object(Default::default()),
+            };
+            update.apply(&mut body);
+            let row = document::ActiveModel {
+                collection: Set(collection.to_owned()),
+                id: Set(id.to_owned()),
+                body: Set(body.to_string()),
+                updated_at: Set(chrono::Utc::now()),
+            };
+            let written = if current.is_some() {
+                row.update(&txn).await.map(drop)
+            } else {
+                row.insert(&txn).await.map(drop)
+            };
+            match written {
+                Ok(()) => {}
+                Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                    continue
+                }
+                Err(e) => return Err(err(e)),
+            }
+            txn.commit().await.map_err(err)?;
+            return Ok(body);
+        }
+        Err(DocumentError::Store(
+            "the document kept being created by another writer".into(),
+        ))
     }
 
     async fn delete(&self, collection: &str, id: &str) -> DocResult<bool> {

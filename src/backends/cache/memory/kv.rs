@@ -1,97 +1,16 @@
 //! Plain values, counters and sets in process memory.
 
 use std::collections::{BTreeSet, HashMap};
-use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::{Expiring, SWEEP_EVERY};
 use crate::backends::cache::{CacheResult, KeyValue};
 
-/// Where plain values live: kept until they expire, or evicted least recently used first.
-enum Values {
-    Kept(HashMap<String, Expiring<String>>),
-    Lru(LruCache<String, Expiring<String>>),
-}
-
-impl Values {
-    fn get(&mut self, key: &str, now: Instant) -> Option<String> {
-        let live = match self {
-            Values::Kept(m) => m.get(key).map(|e| e.live(now).then(|| e.value.clone())),
-            Values::Lru(l) => l.get(key).map(|e| e.live(now).then(|| e.value.clone())),
-        };
-        match live {
-            Some(Some(v)) => Some(v),
-            Some(None) => {
-                self.remove(key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn put(&mut self, key: String, value: Expiring<String>) {
-        match self {
-            Values::Kept(m) => {
-                m.insert(key, value);
-            }
-            Values::Lru(l) => {
-                l.put(key, value);
-            }
-        }
-    }
-
-    fn remove(&mut self, key: &str) -> Option<Expiring<String>> {
-        match self {
-            Values::Kept(m) => m.remove(key),
-            Values::Lru(l) => l.pop(key),
-        }
-    }
-
-    fn keys(&self, now: Instant) -> Vec<String> {
-        match self {
-            Values::Kept(m) => m
-                .iter()
-                .filter(|(_, e)| e.live(now))
-                .map(|(k, _)| k.clone())
-                .collect(),
-            Values::Lru(l) => l
-                .iter()
-                .filter(|(_, e)| e.live(now))
-                .map(|(k, _)| k.clone())
-                .collect(),
-        }
-    }
-
-    fn sweep(&mut self, now: Instant) {
-        match self {
-            Values::Kept(m) => m.retain(|_, e| e.live(now)),
-            Values::Lru(l) => {
-                let dead: Vec<String> = l
-                    .iter()
-                    .filter(|(_, e)| !e.live(now))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for k in dead {
-                    l.pop(&k);
-                }
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Values::Kept(m) => m.len(),
-            Values::Lru(l) => l.len(),
-        }
-    }
-}
-
 struct Store {
-    values: Values,
+    values: HashMap<String, Expiring<String>>,
     counters: HashMap<String, Expiring<i64>>,
     sets: HashMap<String, BTreeSet<String>>,
     writes: u64,
@@ -103,8 +22,19 @@ impl Store {
     fn wrote(&mut self, now: Instant) {
         self.writes += 1;
         if self.writes.is_multiple_of(SWEEP_EVERY) {
-            self.values.sweep(now);
+            self.values.retain(|_, e| e.live(now));
             self.counters.retain(|_, c| c.live(now));
+        }
+    }
+
+    fn value(&mut self, key: &str, now: Instant) -> Option<String> {
+        match self.values.get(key) {
+            Some(e) if e.live(now) => Some(e.value.clone()),
+            Some(_) => {
+                self.values.remove(key);
+                None
+            }
+            None => None,
         }
     }
 
@@ -134,19 +64,9 @@ impl Default for MemoryKv {
 impl MemoryKv {
     /// A store that keeps every value until it expires or is deleted.
     pub fn new() -> Self {
-        Self::with(Values::Kept(HashMap::new()))
-    }
-
-    /// A store of at most `capacity` values (at least 1), evicting the least recently used.
-    pub fn lru(capacity: u64) -> Self {
-        let cap = NonZeroUsize::new(capacity.max(1) as usize).unwrap_or(NonZeroUsize::MIN);
-        Self::with(Values::Lru(LruCache::new(cap)))
-    }
-
-    fn with(values: Values) -> Self {
         Self {
             store: Mutex::new(Store {
-                values,
+                values: HashMap::new(),
                 counters: HashMap::new(),
                 sets: HashMap::new(),
                 writes: 0,
@@ -180,7 +100,7 @@ impl KeyValue for MemoryKv {
     async fn get(&self, key: &str) -> CacheResult<Option<String>> {
         let now = Instant::now();
         let mut s = self.store.lock();
-        let v = s.values.get(key, now);
+        let v = s.value(key, now);
         Ok(v.or_else(|| s.counter(key, now).map(|n| n.to_string())))
     }
 
@@ -200,7 +120,7 @@ impl KeyValue for MemoryKv {
         for (k, v) in entries {
             // A SET replaces whatever the key held.
             s.counters.remove(k);
-            s.values.put(
+            s.values.insert(
                 k.clone(),
                 Expiring {
                     value: v.clone(),
@@ -215,10 +135,10 @@ impl KeyValue for MemoryKv {
     async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> CacheResult<bool> {
         let now = Instant::now();
         let mut s = self.store.lock();
-        if s.values.get(key, now).is_some() || s.counter(key, now).is_some() {
+        if s.value(key, now).is_some() || s.counter(key, now).is_some() {
             return Ok(false);
         }
-        s.values.put(
+        s.values.insert(
             key.to_owned(),
             Expiring {
                 value: value.to_owned(),
@@ -232,7 +152,7 @@ impl KeyValue for MemoryKv {
     async fn del_if_equals(&self, key: &str, value: &str) -> CacheResult<bool> {
         let now = Instant::now();
         let mut s = self.store.lock();
-        if s.values.get(key, now).as_deref() == Some(value) {
+        if s.value(key, now).as_deref() == Some(value) {
             s.values.remove(key);
             return Ok(true);
         }
@@ -271,6 +191,30 @@ impl KeyValue for MemoryKv {
             .insert(key.to_owned(), Expiring { value, expires_at });
         s.wrote(now);
         Ok(value)
+    }
+
+    async fn raise_many(&self, counters: &[(String, i64)]) -> CacheResult<()> {
+        let now = Instant::now();
+        let mut s = self.store.lock();
+        for (key, value) in counters {
+            let current = match s.counter(key, now) {
+                Some(n) => n,
+                None => s.value(key, now).and_then(|v| v.parse().ok()).unwrap_or(0),
+            };
+            if *value > current {
+                let expires_at = s.counters.get(key).and_then(|c| c.expires_at);
+                s.values.remove(key);
+                s.counters.insert(
+                    key.clone(),
+                    Expiring {
+                        value: *value,
+                        expires_at,
+                    },
+                );
+                s.wrote(now);
+            }
+        }
+        Ok(())
     }
 
     async fn incr_with_ttl(&self, key: &str, ttl: Duration) -> CacheResult<i64> {
@@ -317,9 +261,9 @@ impl KeyValue for MemoryKv {
         let s = self.store.lock();
         let mut out: Vec<String> = s
             .values
-            .keys(now)
-            .into_iter()
-            .filter(|k| k.starts_with(prefix))
+            .iter()
+            .filter(|(k, e)| k.starts_with(prefix) && e.live(now))
+            .map(|(k, _)| k.clone())
             .collect();
         out.extend(
             s.counters
@@ -337,17 +281,6 @@ impl KeyValue for MemoryKv {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn the_least_recently_used_value_is_evicted_first() {
-        let c = MemoryKv::lru(2);
-        c.set("a", "1", None).await.unwrap();
-        c.set("b", "2", None).await.unwrap();
-        assert_eq!(c.get("a").await.unwrap().as_deref(), Some("1"));
-        c.set("c", "3", None).await.unwrap();
-        assert_eq!(c.get("b").await.unwrap(), None);
-        assert_eq!(c.get("a").await.unwrap().as_deref(), Some("1"));
-    }
 
     #[tokio::test]
     async fn expired_counters_are_swept_so_one_off_keys_do_not_pile_up() {

@@ -5,6 +5,11 @@
 //! `<prefix>K:l`. On a cluster the key is wrapped in a hash tag, `<prefix>{K}`, `<prefix>{K}:w`
 //! and `<prefix>{K}:l`, so that an entry, its mark and its lease always share a hash slot and
 //! one script can touch them atomically.
+//!
+//! An owner's key-value storage (see [`crate::backends::cache::LruStore`]): the value of
+//! `key` is `<prefix><owner>:<key>` and the owner's index `<prefix><owner>#lru`; on a cluster
+//! the owner is the hash tag, `<prefix>{<owner>}:<key>` and `<prefix>{<owner>}#lru`, so one
+//! script reaches all of them.
 
 use std::collections::BTreeMap;
 
@@ -50,6 +55,24 @@ impl Keys {
         let mut lease = self.key(key);
         lease.push_str(":l");
         lease
+    }
+
+    /// The prefix of the stored names of an owner's values (`<key>` follows it).
+    pub fn owned_prefix(&self, owner: &str) -> String {
+        if self.clustered {
+            format!("{}{{{}}}:", self.prefix, owner)
+        } else {
+            format!("{}{}:", self.prefix, owner)
+        }
+    }
+
+    /// The stored name of an owner's index (its keys by last access).
+    pub fn owner_index(&self, owner: &str) -> String {
+        if self.clustered {
+            format!("{}{{{}}}#lru", self.prefix, owner)
+        } else {
+            format!("{}{}#lru", self.prefix, owner)
+        }
     }
 
     /// The caller's name of a stored key (the inverse of [`Keys::key`]).

@@ -13,14 +13,14 @@ pub mod scripts;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fred::interfaces::{ClientLike, KeysInterface, SetsInterface};
+use fred::interfaces::{ClientLike, KeysInterface, SetsInterface, SortedSetsInterface};
 use fred::prelude::{Expiration, SetOptions, Value};
 use futures::TryStreamExt;
 
 use self::connection::Connection;
 use self::keys::Keys;
 use self::scripts::Scripts;
-use super::{CacheError, CacheResult, KeyValue, Versioned, VersionedCache, WriteOutcome};
+use super::{CacheError, CacheResult, KeyValue, LruStore, Versioned, VersionedCache, WriteOutcome};
 use crate::backends::redis_client::map_err;
 
 /// `SCAN ... COUNT` hint.
@@ -240,21 +240,8 @@ impl KeyValue for RedisCache {
     }
 
     async fn del(&self, keys: &[String]) -> CacheResult<u64> {
-        if keys.is_empty() {
-            return Ok(0);
-        }
         let stored: Vec<String> = keys.iter().map(|k| self.keys.key(k)).collect();
-        let calls = self
-            .keys
-            .groups(&stored)
-            .iter()
-            .map(|g| g.iter().map(|&i| Value::from(stored[i].as_str())).collect())
-            .collect();
-        let mut n = 0;
-        for reply in self.conn.send("DEL", 0, calls).await {
-            n += u64::try_from(integer(reply.map_err(map_err)?)?).unwrap_or(0);
-        }
-        Ok(n)
+        self.del_stored(&stored).await
     }
 
     async fn incr_by(&self, key: &str, by: i64) -> CacheResult<i64> {
@@ -264,6 +251,20 @@ impl KeyValue for RedisCache {
             .incr_by(self.keys.key(key), by)
             .await
             .map_err(map_err)
+    }
+
+    async fn raise_many(&self, counters: &[(String, i64)]) -> CacheResult<()> {
+        if counters.is_empty() {
+            return Ok(());
+        }
+        let stored: Vec<String> = counters.iter().map(|(k, _)| self.keys.key(k)).collect();
+        self.eval_grouped(&self.scripts.raise, &stored, |g| {
+            let keys = g.iter().map(|&i| stored[i].clone()).collect();
+            let args = g.iter().map(|&i| Value::Integer(counters[i].1)).collect();
+            (keys, args)
+        })
+        .await
+        .map(drop)
     }
 
     async fn incr_with_ttl(&self, key: &str, ttl: Duration) -> CacheResult<i64> {
@@ -302,7 +303,21 @@ impl KeyValue for RedisCache {
     }
 
     async fn scan_prefix(&self, prefix: &str) -> CacheResult<Vec<String>> {
-        let pattern = self.keys.scan_pattern(prefix);
+        let found = self.scan_stored(self.keys.scan_pattern(prefix)).await?;
+        let mut out: Vec<String> = found
+            .iter()
+            .filter_map(|k| self.keys.unkey(k))
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+impl RedisCache {
+    /// The stored names matching `pattern` (`SCAN MATCH`), each once.
+    async fn scan_stored(&self, pattern: String) -> CacheResult<Vec<String>> {
         let client = self.conn.pool().next_connected();
         // fred's scanning streams take no per-command options, and while the server is away
         // they wait for a reconnection: each page gets the command timeout here instead.
@@ -312,7 +327,7 @@ impl KeyValue for RedisCache {
             } else {
                 Box::pin(client.scan_buffered(pattern, Some(SCAN_PAGE), None))
             };
-        let mut found: Vec<fred::types::Key> = Vec::new();
+        let mut found: Vec<String> = Vec::new();
         loop {
             let next = match self.conn.options().timeout {
                 Some(t) => tokio::time::timeout(t, pages.try_next())
@@ -321,20 +336,121 @@ impl KeyValue for RedisCache {
                 None => pages.try_next().await,
             };
             match next.map_err(map_err)? {
-                Some(key) => found.push(key),
+                Some(key) => {
+                    if let Some(k) = key.as_str() {
+                        found.push(k.to_owned());
+                    }
+                }
                 None => break,
             }
         }
-        let mut out: Vec<String> = found
-            .iter()
-            .filter_map(|k| k.as_str())
-            .filter_map(|k| self.keys.unkey(k))
-            .filter(|k| k.starts_with(prefix))
-            .collect();
         // SCAN may return a key more than once.
-        out.sort();
-        out.dedup();
-        Ok(out)
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
+    /// DEL of stored names, one call per cluster slot group, in one round trip.
+    async fn del_stored(&self, stored: &[String]) -> CacheResult<u64> {
+        if stored.is_empty() {
+            return Ok(0);
+        }
+        let calls = self
+            .keys
+            .groups(stored)
+            .iter()
+            .map(|g| g.iter().map(|&i| Value::from(stored[i].as_str())).collect())
+            .collect();
+        let mut n = 0;
+        for reply in self.conn.send("DEL", 0, calls).await {
+            n += u64::try_from(integer(reply.map_err(map_err)?)?).unwrap_or(0);
+        }
+        Ok(n)
+    }
+}
+
+#[async_trait]
+impl LruStore for RedisCache {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> CacheResult<()> {
+        KeyValue::ping(self).await
+    }
+
+    async fn get(&self, owner: &str, key: &str) -> CacheResult<Option<String>> {
+        let value = format!("{}{key}", self.keys.owned_prefix(owner));
+        let reply = self
+            .conn
+            .eval_one(
+                &self.scripts.storage_get,
+                vec![self.keys.owner_index(owner), value],
+                vec![key.into()],
+            )
+            .await?;
+        opt_string(reply)
+    }
+
+    async fn put(
+        &self,
+        owner: &str,
+        entries: &[(String, String)],
+        capacity: u64,
+    ) -> CacheResult<u64> {
+        let mut args = Vec::with_capacity(2 + 2 * entries.len());
+        args.push(Value::from(self.keys.owned_prefix(owner)));
+        args.push(Value::Integer(i64::try_from(capacity).unwrap_or(i64::MAX)));
+        for (k, v) in entries {
+            args.push(Value::from(k.as_str()));
+            args.push(Value::from(v.as_str()));
+        }
+        let reply = self
+            .conn
+            .eval_one(
+                &self.scripts.storage_put,
+                vec![self.keys.owner_index(owner)],
+                args,
+            )
+            .await?;
+        Ok(u64::try_from(integer(reply)?).unwrap_or(0))
+    }
+
+    async fn keys(&self, owner: &str) -> CacheResult<Vec<String>> {
+        self.conn
+            .pool()
+            .with_options(self.conn.options())
+            .zrange(
+                self.keys.owner_index(owner),
+                0,
+                -1,
+                None,
+                false,
+                None,
+                false,
+            )
+            .await
+            .map_err(map_err)
+    }
+
+    async fn forget(&self, owner: &str) -> CacheResult<()> {
+        // Every value the index names, and any it lost track of (an allkeys-lru server may
+        // have evicted the index before the values), then the index.
+        let prefix = self.keys.owned_prefix(owner);
+        let mut stored: Vec<String> = LruStore::keys(self, owner)
+            .await?
+            .into_iter()
+            .map(|k| format!("{prefix}{k}"))
+            .collect();
+        let pattern = format!("{}*", crate::backends::redis_client::glob_escape(&prefix));
+        stored.extend(self.scan_stored(pattern).await?);
+        stored.sort();
+        stored.dedup();
+        for part in stored.chunks(500) {
+            self.del_stored(part).await?;
+        }
+        self.del_stored(&[self.keys.owner_index(owner)]).await?;
+        Ok(())
     }
 }
 

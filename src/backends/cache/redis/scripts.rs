@@ -32,19 +32,30 @@ pub struct Scripts {
     pub incr_with_ttl: Script,
     /// `del_if_equals.lua`
     pub del_if_equals: Script,
+    /// `storage_get.lua`
+    pub storage_get: Script,
+    /// `storage_put.lua`
+    pub storage_put: Script,
+    /// `raise.lua`
+    pub raise: Script,
 }
 
 impl Scripts {
     /// Loads every script (`SCRIPT LOAD`; on a cluster, on every primary).
     pub async fn load(conn: &Connection) -> CacheResult<Scripts> {
         let protocol = |body: &str| format!("{PRELUDE}\n{body}");
-        let (leased_get, leased_fill, begin_write, end_write, incr_with_ttl, del_if_equals) = futures::try_join!(
+        let (leased_get, leased_fill, begin_write, end_write) = futures::try_join!(
             load(conn, protocol(include_str!("lua/leased_get.lua"))),
             load(conn, protocol(include_str!("lua/leased_fill.lua"))),
             load(conn, protocol(include_str!("lua/begin_write.lua"))),
             load(conn, protocol(include_str!("lua/end_write.lua"))),
+        )?;
+        let (incr_with_ttl, del_if_equals, storage_get, storage_put, raise) = futures::try_join!(
             load(conn, include_str!("lua/incr_with_ttl.lua").to_owned()),
             load(conn, include_str!("lua/del_if_equals.lua").to_owned()),
+            load(conn, include_str!("lua/storage_get.lua").to_owned()),
+            load(conn, include_str!("lua/storage_put.lua").to_owned()),
+            load(conn, include_str!("lua/raise.lua").to_owned()),
         )?;
         Ok(Scripts {
             leased_get,
@@ -53,6 +64,9 @@ impl Scripts {
             end_write,
             incr_with_ttl,
             del_if_equals,
+            storage_get,
+            storage_put,
+            raise,
         })
     }
 }
