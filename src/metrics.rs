@@ -2,7 +2,8 @@
 //! one process (tests, the benchmark) never mix their counts.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// The counters and histograms `/metrics` exposes.
@@ -25,6 +26,12 @@ pub struct Metrics {
     pub cache_misses: IntCounterVec,
     /// SQL statements sent to the database.
     pub sql_queries: IntCounter,
+    /// Password and secret hashes computed (real or dummy), by the hashing threads.
+    pub hashes: IntCounter,
+    /// Hashes refused because every hashing thread was busy and the queue was full.
+    pub hashes_refused: IntCounter,
+    /// Hashes running or waiting for a hashing thread.
+    pub hashes_in_flight: IntGauge,
 }
 
 impl Default for Metrics {
@@ -77,6 +84,21 @@ impl Metrics {
         .expect("valid metric");
         let sql_queries = IntCounter::new("arena_sql_queries_total", "SQL statements executed")
             .expect("valid metric");
+        let hashes = IntCounter::new(
+            "arena_hashes_total",
+            "Password and secret hashes computed (real or dummy)",
+        )
+        .expect("valid metric");
+        let hashes_refused = IntCounter::new(
+            "arena_hashes_refused_total",
+            "Hashes refused at once: every hashing thread busy and the queue full",
+        )
+        .expect("valid metric");
+        let hashes_in_flight = IntGauge::new(
+            "arena_hashes_in_flight",
+            "Hashes running or waiting for a hashing thread",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_latency.clone()),
@@ -86,6 +108,9 @@ impl Metrics {
             Box::new(cache_hits.clone()),
             Box::new(cache_misses.clone()),
             Box::new(sql_queries.clone()),
+            Box::new(hashes.clone()),
+            Box::new(hashes_refused.clone()),
+            Box::new(hashes_in_flight.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -99,6 +124,9 @@ impl Metrics {
             cache_hits,
             cache_misses,
             sql_queries,
+            hashes,
+            hashes_refused,
+            hashes_in_flight,
         }
     }
 

@@ -5,16 +5,20 @@ use async_graphql::http::{GraphiQLSource, MultipartOptions, ALL_WEBSOCKET_PROTOC
 use async_graphql::{BatchRequest, Data, ParseRequestError};
 use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::body::Body;
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use futures::TryStreamExt;
 
-use crate::graphql::auth::request_auth;
+use crate::graphql::auth::{client_addr, request_auth};
 use crate::graphql::ArenaSchema;
 use crate::state::AppState;
 use crate::viewer::{Authenticator, RequestAuth};
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// The connection's peer address (present when the router is served with connect info).
+type Peer = Option<axum::Extension<ConnectInfo<SocketAddr>>>;
 
 /// What the HTTP handlers share: the app state, the schema and the authenticator.
 #[derive(Clone)]
@@ -49,6 +53,7 @@ pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>
 /// `POST /graphql`.
 pub async fn graphql_post(
     State(http): State<HttpState>,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -111,7 +116,8 @@ pub async fn graphql_post(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let batch = batch.data(request_auth(&http.auth, auth));
+    let client = client_addr(settings, peer.map(|p| p.0 .0), &headers);
+    let batch = batch.data(request_auth(&http.auth, auth, client));
     let batch = crate::graphql::loaders::attach(batch, &http.app);
     match tokio::time::timeout(settings.request_timeout(), http.schema.execute_batch(batch)).await {
         Ok(resp) => GraphQLResponse::from(resp).into_response(),
@@ -147,12 +153,15 @@ fn too_large(limit: usize) -> Response {
 /// payload's `authorization` is checked at once; a bad one closes the connection.
 pub async fn graphql_ws(
     State(http): State<HttpState>,
+    peer: Peer,
+    headers: HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let schema = http.schema.clone();
     let app = http.app.clone();
     let authenticator = http.auth.clone();
+    let client = client_addr(&app.settings, peer.map(|p| p.0 .0), &headers);
     // A message is an operation: it gets the HTTP body's size limit.
     let limit = app.settings.max_body_bytes;
     upgrade
@@ -162,7 +171,7 @@ pub async fn graphql_ws(
         .on_upgrade(move |stream| {
             GraphQLWebSocket::new(stream, schema, protocol)
                 .on_connection_init(move |payload| async move {
-                    let auth = RequestAuth::from_init_payload(&payload, authenticator);
+                    let auth = RequestAuth::from_init_payload(&payload, client, authenticator);
                     auth.viewer()
                         .await
                         .map_err(|e| async_graphql::Error::new(e.message()))?;
