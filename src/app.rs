@@ -104,7 +104,11 @@ impl Application {
             )));
         }
         tracing::info!(addr = %self.local_addr(), "Arena is serving GraphQL on /graphql");
-        axum::serve(self.listener, self.router)
+        // With connect info: failed password and key checks are counted per client address.
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP")?;

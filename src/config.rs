@@ -204,6 +204,48 @@ pub struct Settings {
     )]
     pub login_lockout_secs: u64,
 
+    /// Failed password and API-key checks from one client address (an IPv6 address counts
+    /// by its /64 network) within the lockout window, after which that address's checks are
+    /// refused with `RATE_LIMITED`.
+    #[arg(
+        long,
+        env = "ARENA_ADDRESS_MAX_FAILURES",
+        default_value_t = 20,
+        global = true
+    )]
+    pub address_max_failures: u32,
+
+    /// Milliseconds a refusal of a client address over its budget waits before it is
+    /// answered, so that a client looping on refusals cannot make a flood of them.
+    #[arg(
+        long,
+        env = "ARENA_THROTTLE_DELAY_MS",
+        default_value_t = 1_000,
+        global = true
+    )]
+    pub throttle_delay_ms: u64,
+
+    /// Proxies (comma-separated addresses or CIDR networks) whose `X-Forwarded-For` header
+    /// names the client; the socket's peer address is the client otherwise.
+    #[arg(
+        long,
+        env = "ARENA_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_network,
+        global = true
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Threads that hash passwords and API secrets (0: one per core); no more hashes than
+    /// this run at once, at the lowest CPU priority.
+    #[arg(long, env = "ARENA_HASH_THREADS", default_value_t = 0, global = true)]
+    pub hash_threads: usize,
+
+    /// Hashes that may wait for a hashing thread; one more is refused with `RATE_LIMITED` at
+    /// once.
+    #[arg(long, env = "ARENA_HASH_QUEUE", default_value_t = 32, global = true)]
+    pub hash_queue: usize,
+
     /// Deepest query accepted.
     #[arg(long, env = "ARENA_MAX_DEPTH", default_value_t = 12, global = true)]
     pub max_depth: usize,
@@ -331,6 +373,14 @@ pub struct Settings {
     pub log_json: bool,
 }
 
+/// An address (`10.0.0.1`, a network of one) or a CIDR network (`10.0.0.0/8`).
+fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is neither an IP address nor a CIDR network"))
+}
+
 impl Settings {
     /// The settings with every default, as `arena` without flags or environment would use.
     pub fn defaults() -> Self {
@@ -349,6 +399,14 @@ impl Settings {
     /// How long a cached entity lives.
     pub fn cache_ttl(&self) -> Duration {
         Duration::from_secs(self.cache_ttl_secs)
+    }
+
+    /// How many threads hash passwords and secrets: `ARENA_HASH_THREADS`, or one per core.
+    pub fn hash_threads(&self) -> usize {
+        if self.hash_threads > 0 {
+            return self.hash_threads;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 
     /// How long one request may run.

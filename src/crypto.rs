@@ -5,13 +5,17 @@
 //! with the salt in its own column, still verifies and is reported as needing a rehash.
 //! Every comparison is constant-time.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 
-use crate::error::{AppResult, OrInternal};
+use crate::error::{AppError, AppResult};
+use crate::metrics::Metrics;
 
 const SCHEME: &str = "pbkdf2-sha256";
 
@@ -102,13 +106,96 @@ pub fn verify_secret(secret: &str, salt: &str, stored: &str, iterations: u32) ->
     }
 }
 
-/// Runs a CPU-heavy hash off the async worker threads.
-pub async fn off_the_runtime<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> AppResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .or_internal("a hashing task failed")
+/// A unit of work for a hashing thread.
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// The threads that hash passwords and API secrets, and the bound on the hashes that may wait
+/// for them. Every PBKDF2 computation of the server (real or dummy) runs here, so that no more
+/// than `threads` run at once, on threads of their own at the lowest CPU priority: the async
+/// workers that serve every other request are never among them, and win the CPU whenever both
+/// want it. At most `queue` more hashes wait; one beyond that is refused at once with
+/// `RATE_LIMITED` instead of joining an ever longer line. A hash whose request was cancelled
+/// still runs to its end and holds its place until then, so the bound is on the work done,
+/// not on the requests waiting.
+pub struct Hasher {
+    jobs: crossbeam_channel::Sender<Job>,
+    places: Arc<Semaphore>,
+    metrics: Metrics,
+}
+
+impl Hasher {
+    /// Starts `threads` hashing threads (at least one), with room for `queue` waiting hashes.
+    /// They stop when the `Hasher` is dropped.
+    pub fn new(threads: usize, queue: usize, metrics: &Metrics) -> Self {
+        let threads = threads.max(1);
+        let (jobs, incoming) = crossbeam_channel::unbounded::<Job>();
+        for i in 0..threads {
+            let incoming = incoming.clone();
+            std::thread::Builder::new()
+                .name(format!("arena-hash-{i}"))
+                .spawn(move || {
+                    lower_this_threads_priority();
+                    for job in incoming {
+                        job();
+                    }
+                })
+                .expect("a hashing thread starts");
+        }
+        Self {
+            jobs,
+            places: Arc::new(Semaphore::new(threads + queue)),
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// Runs `f` (a hash) on a hashing thread; `RATE_LIMITED` at once when every thread is
+    /// busy and the queue is full.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> AppResult<T> {
+        let Ok(place) = self.places.clone().try_acquire_owned() else {
+            self.metrics.hashes_refused.inc();
+            return Err(AppError::RateLimited(
+                "the server is busy checking passwords and keys; try again in a moment".into(),
+            ));
+        };
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let (hashes, in_flight) = (
+            self.metrics.hashes.clone(),
+            self.metrics.hashes_in_flight.clone(),
+        );
+        in_flight.inc();
+        let job: Job = Box::new(move || {
+            let out = std::panic::catch_unwind(AssertUnwindSafe(f));
+            hashes.inc();
+            in_flight.dec();
+            drop(place);
+            if let Ok(out) = out {
+                let _ = done.send(out);
+            }
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| AppError::internal("the hashing threads have stopped"))?;
+        outcome
+            .await
+            .map_err(|_| AppError::internal("a hashing job panicked"))
+    }
+}
+
+/// Gives the calling thread the lowest CPU priority (nice 19), so that the threads serving
+/// requests always run first and hashing takes only the CPU they leave.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `gettid` and `setpriority` take and return plain integers. On Linux the nice
+    // value belongs to each thread, and `PRIO_PROCESS` with a thread id sets that thread's.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 19) != 0 {
+            tracing::warn!("could not lower the priority of a hashing thread");
+        }
+    }
 }
 
 /// Secrets recently verified by this instance: a key's id → the stored hash it was verified

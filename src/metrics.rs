@@ -2,7 +2,8 @@
 //! one process (tests, the benchmark) never mix their counts.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// The counters and histograms `/metrics` exposes.
@@ -26,6 +27,12 @@ pub struct Metrics {
     /// SQL statements sent to the database, by `caller`: `request` (on a request's path) or
     /// `background` (the workers: count flushes, sync passes, health probes).
     pub sql_queries: IntCounterVec,
+    /// Password and secret hashes computed (real or dummy), by the hashing threads.
+    pub hashes: IntCounter,
+    /// Hashes refused because every hashing thread was busy and the queue was full.
+    pub hashes_refused: IntCounter,
+    /// Hashes running or waiting for a hashing thread.
+    pub hashes_in_flight: IntGauge,
 }
 
 tokio::task_local! {
@@ -100,6 +107,21 @@ impl Metrics {
             &["caller"],
         )
         .expect("valid metric");
+        let hashes = IntCounter::new(
+            "arena_hashes_total",
+            "Password and secret hashes computed (real or dummy)",
+        )
+        .expect("valid metric");
+        let hashes_refused = IntCounter::new(
+            "arena_hashes_refused_total",
+            "Hashes refused at once: every hashing thread busy and the queue full",
+        )
+        .expect("valid metric");
+        let hashes_in_flight = IntGauge::new(
+            "arena_hashes_in_flight",
+            "Hashes running or waiting for a hashing thread",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_latency.clone()),
@@ -109,6 +131,9 @@ impl Metrics {
             Box::new(cache_hits.clone()),
             Box::new(cache_misses.clone()),
             Box::new(sql_queries.clone()),
+            Box::new(hashes.clone()),
+            Box::new(hashes_refused.clone()),
+            Box::new(hashes_in_flight.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -122,6 +147,9 @@ impl Metrics {
             cache_hits,
             cache_misses,
             sql_queries,
+            hashes,
+            hashes_refused,
+            hashes_in_flight,
         }
     }
 

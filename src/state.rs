@@ -54,6 +54,8 @@ pub struct StateInner {
     pub rng: Mutex<StdRng>,
     /// API secrets this instance verified recently (the PBKDF2 check is expensive).
     pub verified_secrets: crate::crypto::VerifiedSecrets,
+    /// The threads every password and secret hash runs on, and the bound on waiting hashes.
+    pub hasher: crate::crypto::Hasher,
     /// Cache health and the invalidations owed to it after an outage.
     pub cache_health: crate::backends::cache::health::CacheHealth,
     /// Locks of this process by key (user data changes): requests of one instance queue up
@@ -169,7 +171,10 @@ impl AppState {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
+        let hasher =
+            crate::crypto::Hasher::new(settings.hash_threads(), settings.hash_queue, &metrics);
         Ok(Self(Arc::new(StateInner {
+            hasher,
             settings,
             cache_prefix: prefix,
             db,

@@ -19,7 +19,8 @@ use super::types::CredentialId;
 use crate::crypto;
 use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::state::AppState;
-use crate::viewer::{AuthMethod, Viewer};
+use crate::users::throttle;
+use crate::viewer::{AuthMethod, ClientAddr, Viewer};
 
 /// Prefix of every public key, so a key is recognisable in a config file.
 pub const PUBLIC_KEY_PREFIX: &str = "ak_";
@@ -45,7 +46,10 @@ pub async fn create_credential(
     let iterations = state.settings.pbkdf2_iterations;
     let secret_hash = {
         let (secret, salt) = (secret.clone(), salt.clone());
-        crypto::off_the_runtime(move || crypto::hash_secret(&secret, &salt, iterations)).await?
+        state
+            .hasher
+            .run(move || crypto::hash_secret(&secret, &salt, iterations))
+            .await?
     };
     for _ in 0..CREATE_ATTEMPTS {
         let public_key = format!(
@@ -163,56 +167,113 @@ fn malformed() -> AppError {
     )
 }
 
+/// Whether `public_key` has the shape of every key [`create_credential`] makes: the prefix and
+/// the URL-safe base64 of [`PUBLIC_KEY_BYTES`] random bytes. The shape is public, so refusing
+/// any other without a hash tells nobody anything.
+fn is_well_formed(public_key: &str) -> bool {
+    public_key
+        .strip_prefix(PUBLIC_KEY_PREFIX)
+        .is_some_and(|rest| {
+            rest.len() == (PUBLIC_KEY_BYTES * 4).div_ceil(3)
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 /// The viewer behind `Authorization: Basic <value>`, `value` being
-/// `base64(publicKey:secretKey)`; `None` when the key is unknown, deleted, rotated away or
-/// the secret is wrong. An unknown key costs one PBKDF2 verification, like a wrong secret.
-pub async fn viewer_by_api_key(state: &AppState, value: &str) -> AppResult<Option<Viewer>> {
+/// `base64(publicKey:secretKey)`, sent from `client`; `None` when the key is unknown,
+/// deleted, rotated away or the secret is wrong.
+///
+/// A key whose secret this instance verified recently is accepted without a hash. Every other
+/// check is counted against the client address first (refused with `RATE_LIMITED` past its
+/// budget, see [`throttle`]). A key of the wrong shape is then refused without a hash; a
+/// well-formed public key that does not exist costs one dummy verification, on the same
+/// hashing threads as a real one, so that neither its time nor its place in the queue tells
+/// it from a wrong secret.
+pub async fn viewer_by_api_key(
+    state: &AppState,
+    client: ClientAddr,
+    value: &str,
+) -> AppResult<Option<Viewer>> {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(value.trim())
-        .map_err(|_| malformed())?;
-    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
-    let (public_key, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+        .ok()
+        .and_then(|d| String::from_utf8(d).ok());
+    let parsed = decoded
+        .as_deref()
+        .and_then(|d| d.split_once(':'))
+        .filter(|(public_key, _)| is_well_formed(public_key));
+    let found = match parsed {
+        Some((public_key, _)) => credential::Entity::find()
+            .filter(credential::Column::PublicKey.eq(public_key))
+            .find_also_related(user::Entity)
+            .one(&state.db)
+            .await?
+            .and_then(|(cred, owner)| Some((cred, owner?))),
+        None => None,
+    };
+    if let (Some((_, secret)), Some((cred, owner))) = (parsed, &found) {
+        if state
+            .verified_secrets
+            .verified(&cred.public_key, &cred.secret_hash, secret)
+        {
+            return Ok(Some(api_key_viewer(cred, owner)));
+        }
+    }
+    let attempt = throttle::from_address(state, client).await?;
+    let Some((public_key, secret)) = parsed else {
+        return match decoded.as_deref().and_then(|d| d.split_once(':')) {
+            None => Err(malformed()),
+            Some(_) => {
+                tracing::debug!("API key refused: not the shape of a public key");
+                Ok(None)
+            }
+        };
+    };
     let iterations = state.settings.pbkdf2_iterations;
-    let found = credential::Entity::find()
-        .filter(credential::Column::PublicKey.eq(public_key))
-        .find_also_related(user::Entity)
-        .one(&state.db)
-        .await?;
-    let Some((cred, Some(owner))) = found else {
+    let Some((cred, owner)) = found else {
         let secret = secret.to_owned();
-        crypto::off_the_runtime(move || crypto::burn_verification(&secret, iterations)).await?;
+        state
+            .hasher
+            .run(move || crypto::burn_verification(&secret, iterations))
+            .await?;
         tracing::debug!(public_key, "API key refused: unknown public key");
         return Ok(None);
     };
-    let remembered = state
-        .verified_secrets
-        .verified(&cred.public_key, &cred.secret_hash, secret);
-    if !remembered {
-        let (candidate, salt, stored) = (
-            secret.to_owned(),
-            cred.salt.clone(),
-            cred.secret_hash.clone(),
-        );
-        let verified = crypto::off_the_runtime(move || {
-            crypto::verify_secret(&candidate, &salt, &stored, iterations)
-        })
+    let (candidate, salt, stored) = (
+        secret.to_owned(),
+        cred.salt.clone(),
+        cred.secret_hash.clone(),
+    );
+    let verified = state
+        .hasher
+        .run(move || crypto::verify_secret(&candidate, &salt, &stored, iterations))
         .await?;
-        if !verified.ok {
-            tracing::debug!(public_key, "API key refused: wrong secret key");
-            return Ok(None);
-        }
-        state
-            .verified_secrets
-            .remember(&cred.public_key, &cred.secret_hash, secret);
+    if !verified.ok {
+        tracing::debug!(public_key, "API key refused: wrong secret key");
+        return Ok(None);
     }
-    tracing::debug!(public_key, user_id = owner.id, "API key accepted");
-    Ok(Some(Viewer {
+    attempt.succeeded(state).await;
+    state
+        .verified_secrets
+        .remember(&cred.public_key, &cred.secret_hash, secret);
+    Ok(Some(api_key_viewer(&cred, &owner)))
+}
+
+fn api_key_viewer(cred: &credential::Model, owner: &user::Model) -> Viewer {
+    tracing::debug!(
+        public_key = cred.public_key,
+        user_id = owner.id,
+        "API key accepted"
+    );
+    Viewer {
         id: owner.id,
-        username: owner.username,
+        username: owner.username.clone(),
         via: AuthMethod::ApiKey {
-            public_key: cred.public_key,
+            public_key: cred.public_key.clone(),
         },
-    }))
+    }
 }
 
 /// Credentials go with their owner's account (in the same transaction).
@@ -222,5 +283,30 @@ pub struct CredentialAccountHook;
 impl crate::users::hooks::AccountHook for CredentialAccountHook {
     async fn delete_rows(&self, txn: &sea_orm::DatabaseTransaction, user_id: i64) -> AppResult<()> {
         delete_all_credentials(txn, user_id).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_public_key_made_is_well_formed_and_other_shapes_are_not() {
+        for _ in 0..100 {
+            let key = format!(
+                "{PUBLIC_KEY_PREFIX}{}",
+                crypto::random_token(PUBLIC_KEY_BYTES)
+            );
+            assert!(is_well_formed(&key), "{key}");
+        }
+        for bad in [
+            "",
+            "ak_",
+            "ak_madeup",
+            "xk_abcdefghijklmnopqrstuvwx",
+            "ak_abcdefghijklmnopqrstuv+x",
+        ] {
+            assert!(!is_well_formed(bad), "{bad}");
+        }
     }
 }

@@ -3,13 +3,16 @@
 //! of the credentials domain. Resolvers never call this directly: they ask the leaf
 //! [`crate::viewer`] module, which resolves at most once per request.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::http::HeaderMap;
 use futures::future::BoxFuture;
 
+use crate::config::Settings;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
-use crate::viewer::{Authenticator, RequestAuth, Viewer};
+use crate::viewer::{Authenticator, ClientAddr, RequestAuth, Viewer};
 
 /// Resolves `Bearer` session tokens and `Basic` API keys against the state's backends.
 pub struct HeaderAuthenticator {
@@ -24,17 +27,39 @@ impl HeaderAuthenticator {
 }
 
 impl Authenticator for HeaderAuthenticator {
-    fn authenticate<'a>(&'a self, header: &'a str) -> BoxFuture<'a, AppResult<Option<Viewer>>> {
-        Box::pin(resolve(&self.state, header))
+    fn authenticate<'a>(
+        &'a self,
+        header: &'a str,
+        client: ClientAddr,
+    ) -> BoxFuture<'a, AppResult<Option<Viewer>>> {
+        Box::pin(resolve(&self.state, header, client))
     }
 }
 
 /// A request's credential, to be resolved on first use.
-pub fn request_auth(authenticator: &Arc<dyn Authenticator>, header: Option<String>) -> RequestAuth {
-    RequestAuth::new(header, authenticator.clone())
+pub fn request_auth(
+    authenticator: &Arc<dyn Authenticator>,
+    header: Option<String>,
+    client: ClientAddr,
+) -> RequestAuth {
+    RequestAuth::new(header, client, authenticator.clone())
 }
 
-async fn resolve(state: &AppState, header: &str) -> AppResult<Option<Viewer>> {
+/// The client of a request that reached the server from `peer` with `headers`: `peer`, or
+/// whom `X-Forwarded-For` names when `peer` is one of `ARENA_TRUSTED_PROXIES`.
+pub fn client_addr(
+    settings: &Settings,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> ClientAddr {
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    ClientAddr::resolve(peer, forwarded, &settings.trusted_proxies)
+}
+
+async fn resolve(state: &AppState, header: &str, client: ClientAddr) -> AppResult<Option<Viewer>> {
     let (scheme, value) = header
         .trim()
         .split_once(' ')
@@ -46,7 +71,7 @@ async fn resolve(state: &AppState, header: &str) -> AppResult<Option<Viewer>> {
             .map(Some)
             .ok_or_else(|| AppError::Unauthenticated("session is invalid or has expired".into()))
     } else if scheme.eq_ignore_ascii_case("basic") {
-        crate::credentials::service::viewer_by_api_key(state, value)
+        crate::credentials::service::viewer_by_api_key(state, client, value)
             .await?
             .map(Some)
             .ok_or_else(|| {

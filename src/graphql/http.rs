@@ -13,7 +13,7 @@ use async_graphql::http::{GraphiQLSource, MultipartOptions, ALL_WEBSOCKET_PROTOC
 use async_graphql::{BatchRequest, Data, ParseRequestError, Request};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, RawQuery, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use futures::stream::{FuturesOrdered, StreamExt, TryStreamExt};
@@ -22,12 +22,15 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::graphql::auth::request_auth;
+use crate::graphql::auth::{client_addr, request_auth};
 use crate::graphql::pipeline::{
     Answer, Outcome, Pipeline, PipelineExecutor, Transport, PERSISTED_QUERY_NOT_FOUND,
 };
 use crate::state::AppState;
 use crate::viewer::{Authenticator, RequestAuth};
+
+/// The connection's peer address (present when the router is served with connect info).
+type Peer = Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>;
 
 /// What the HTTP handlers share: the app state, the pipeline and the authenticator.
 #[derive(Clone)]
@@ -270,17 +273,20 @@ impl<'a> Wire<'a> {
     }
 }
 
-fn auth_of(http: &HttpState, headers: &HeaderMap) -> RequestAuth {
+/// The request's credential, and the client address its failed checks count against.
+fn auth_of(http: &HttpState, peer: Peer, headers: &HeaderMap) -> RequestAuth {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    request_auth(&http.auth, header)
+    let client = client_addr(&http.app.settings, peer.map(|p| p.0 .0), headers);
+    request_auth(&http.auth, header, client)
 }
 
 /// `GET /graphql`: a query from the query string, or GraphiQL for a browser.
 pub async fn graphql_get(
     State(http): State<HttpState>,
+    peer: Peer,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -299,7 +305,7 @@ pub async fn graphql_get(
         Ok(m) => m,
         Err(resp) => return *resp,
     };
-    let auth = auth_of(&http, &headers);
+    let auth = auth_of(&http, peer, &headers);
     let (query, request) = params.split();
     let answer = http
         .pipeline
@@ -311,6 +317,7 @@ pub async fn graphql_get(
 /// `POST /graphql`.
 pub async fn graphql_post(
     State(http): State<HttpState>,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -360,7 +367,7 @@ pub async fn graphql_post(
                 Ok(b) => b,
                 Err(resp) => return resp(media),
             };
-            let auth = auth_of(&http, &headers);
+            let auth = auth_of(&http, peer, &headers);
             return match parse_json_body(&bytes, settings.max_batch) {
                 Ok(Parsed::Single(wire)) => {
                     let (query, request) = wire.split();
@@ -407,7 +414,7 @@ pub async fn graphql_post(
             )
         }
     };
-    let auth = auth_of(&http, &headers);
+    let auth = auth_of(&http, peer, &headers);
     match requests {
         BatchRequest::Single(mut request) => {
             let query = std::mem::take(&mut request.query);
@@ -537,11 +544,14 @@ async fn read_multipart(
 /// payload's `authorization` is checked at once; a bad one closes the connection.
 pub async fn graphql_ws(
     State(http): State<HttpState>,
+    peer: Peer,
+    headers: HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let executor = PipelineExecutor(http.pipeline.clone());
     let authenticator = http.auth.clone();
+    let client = client_addr(&http.app.settings, peer.map(|p| p.0 .0), &headers);
     // A message is an operation: it gets the HTTP body's size limit.
     let limit = http.app.settings.max_body_bytes;
     upgrade
@@ -551,7 +561,7 @@ pub async fn graphql_ws(
         .on_upgrade(move |stream| {
             GraphQLWebSocket::new(stream, executor, protocol)
                 .on_connection_init(move |payload| async move {
-                    let auth = RequestAuth::from_init_payload(&payload, authenticator);
+                    let auth = RequestAuth::from_init_payload(&payload, client, authenticator);
                     auth.viewer()
                         .await
                         .map_err(|e| async_graphql::Error::new(e.message()))?;

@@ -3,6 +3,7 @@
 pub mod hooks;
 mod resolvers;
 pub mod service;
+pub mod throttle;
 pub mod types;
 
 pub use resolvers::{UserMutation, UserQuery};

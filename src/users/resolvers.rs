@@ -6,7 +6,7 @@ use super::hooks::AccountHooks;
 use super::service;
 use super::types::{Session, User};
 use crate::state::state;
-use crate::viewer::{require_viewer, viewer};
+use crate::viewer::{client, require_viewer, viewer};
 
 /// Every domain's account hooks, given to the schema with its data (none when absent).
 fn hooks<'a>(ctx: &Context<'a>) -> &'a AccountHooks {
@@ -49,14 +49,14 @@ impl UserMutation {
     }
 
     /// Logs in and returns a bearer token. Repeated failures for one username are slowed,
-    /// then refused with `RATE_LIMITED`.
+    /// then refused with `RATE_LIMITED`; so are too many failed checks from one address.
     async fn login(
         &self,
         ctx: &Context<'_>,
         username: String,
         password: String,
     ) -> Result<Session> {
-        let s = service::login(state(ctx), hooks(ctx), &username, &password).await?;
+        let s = service::login(state(ctx), hooks(ctx), client(ctx), &username, &password).await?;
         Ok(Session {
             token: s.token,
             expires_at: s.row.expires_at,
@@ -78,12 +78,19 @@ impl UserMutation {
         new_password: String,
     ) -> Result<bool> {
         let v = require_viewer(ctx).await?;
-        Ok(service::change_password(state(ctx), &v, &current_password, &new_password).await?)
+        Ok(service::change_password(
+            state(ctx),
+            &v,
+            client(ctx),
+            &current_password,
+            &new_password,
+        )
+        .await?)
     }
 
     /// Deletes the signed-in account (the password confirms it).
     async fn delete_user(&self, ctx: &Context<'_>, password: String) -> Result<bool> {
         let v = require_viewer(ctx).await?;
-        Ok(service::delete_user(state(ctx), hooks(ctx), &v, &password).await?)
+        Ok(service::delete_user(state(ctx), hooks(ctx), &v, client(ctx), &password).await?)
     }
 }

@@ -1,17 +1,16 @@
 //! The rules of accounts and sessions. No GraphQL types here.
 
-use std::time::Duration;
-
 use chrono::Utc;
 use entity::{session, user};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
 
 use super::hooks::AccountHooks;
+use super::throttle;
 use super::types::{NewPassword, Username};
 use crate::crypto;
 use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::state::AppState;
-use crate::viewer::{AuthMethod, Viewer};
+use crate::viewer::{AuthMethod, ClientAddr, Viewer};
 
 /// Creates a user; the insert is one transaction, rolled back on any failure.
 pub async fn create_user(
@@ -25,7 +24,9 @@ pub async fn create_user(
     let salt = crypto::new_salt();
     let hash = {
         let salt = salt.clone();
-        crypto::off_the_runtime(move || crypto::hash_secret(password.expose(), &salt, iterations))
+        state
+            .hasher
+            .run(move || crypto::hash_secret(password.expose(), &salt, iterations))
             .await?
     };
     let txn = state.db.begin().await?;
@@ -49,12 +50,9 @@ pub async fn create_user(
     Ok(row)
 }
 
-fn failures_key(username: &str) -> String {
-    format!("login_failures:{username}")
-}
-
-/// Checks `password` for `username` in constant time; an unknown user costs one verification
-/// too. Rehashes legacy or outdated hashes on success.
+/// Checks `password` for `username` in constant time, on the hashing threads; an unknown user
+/// costs one verification too. Rehashes legacy or outdated hashes on success (when a hashing
+/// thread is free: otherwise on a later login).
 async fn check_password(
     state: &AppState,
     found: Option<user::Model>,
@@ -63,23 +61,33 @@ async fn check_password(
     let iterations = state.settings.pbkdf2_iterations;
     let password = password.to_owned();
     let Some(found) = found else {
-        crypto::off_the_runtime(move || crypto::burn_verification(&password, iterations)).await?;
+        state
+            .hasher
+            .run(move || crypto::burn_verification(&password, iterations))
+            .await?;
         return Ok(None);
     };
     let (salt, stored) = (found.salt.clone(), found.password_hash.clone());
-    let (verified, password) = crypto::off_the_runtime(move || {
-        let v = crypto::verify_secret(&password, &salt, &stored, iterations);
-        (v, password)
-    })
-    .await?;
+    let (verified, password) = state
+        .hasher
+        .run(move || {
+            let v = crypto::verify_secret(&password, &salt, &stored, iterations);
+            (v, password)
+        })
+        .await?;
     if !verified.ok {
         return Ok(None);
     }
     if verified.needs_rehash {
         let salt = found.salt.clone();
-        let hash =
-            crypto::off_the_runtime(move || crypto::hash_secret(&password, &salt, iterations))
-                .await?;
+        let rehashed = state
+            .hasher
+            .run(move || crypto::hash_secret(&password, &salt, iterations))
+            .await;
+        let Ok(hash) = rehashed else {
+            tracing::debug!(user = found.id, "rehash put off: no hashing thread free");
+            return Ok(Some(found));
+        };
         let mut active: user::ActiveModel = found.clone().into();
         active.password_hash = Set(hash);
         return Ok(Some(active.update(&state.db).await?));
@@ -97,61 +105,32 @@ pub struct NewSession {
     pub user: user::Model,
 }
 
-/// Counts a password attempt against `username` *before* the password is checked, so that
-/// concurrent attempts (parallel requests, a batch) each take their own number: once more
-/// than `ARENA_LOGIN_MAX_FAILURES` are counted within the lockout window, further attempts are
-/// refused with `RATE_LIMITED` without being checked; from the third on they are slowed.
-/// A successful check resets the count ([`attempt_succeeded`]).
-async fn password_attempt(state: &AppState, username: &str) -> AppResult<()> {
-    let settings = &state.settings;
-    let window = Duration::from_secs(settings.login_lockout_secs);
-    let attempt = match state
-        .kv
-        .incr_with_ttl(&failures_key(username), window)
-        .await
-    {
-        Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
-        Err(_) => 1, // a cache outage degrades throttling, not logging in
-    };
-    if attempt > settings.login_max_failures {
-        return Err(AppError::RateLimited(format!(
-            "too many failed password attempts for `{username}`; try again in {} s",
-            settings.login_lockout_secs
-        )));
-    }
-    let earlier = attempt - 1;
-    if earlier >= 2 {
-        tokio::time::sleep(Duration::from_millis(100 * u64::from(earlier.min(10)))).await;
-    }
-    Ok(())
-}
-
-/// The password was right: the attempts counted against `username` start again.
-async fn attempt_succeeded(state: &AppState, username: &str) {
-    let _ = state.kv.del(&[failures_key(username)]).await;
-}
-
-/// Logs in: throttled per username (slowed, then refused with `RATE_LIMITED`), then runs
-/// every domain's log-in hook (the battle ring is restored from the session document), and
-/// only then opens the session.
+/// Logs in: throttled per client address and per account (slowed, then refused with
+/// `RATE_LIMITED`, see [`throttle`]), then runs every domain's log-in hook (the battle ring is
+/// restored from the session document), and only then opens the session.
 pub async fn login(
     state: &AppState,
     hooks: &AccountHooks,
+    client: ClientAddr,
     username: &str,
     password: &str,
 ) -> AppResult<NewSession> {
     let settings = &state.settings;
-    password_attempt(state, username).await?;
+    let attempt = throttle::from_address(state, client).await?;
     let found = user::Entity::find()
         .filter(user::Column::Username.eq(username))
         .one(&state.db)
         .await?;
+    let attempt = match &found {
+        Some(account) => attempt.against_account(state, &account.username).await?,
+        None => attempt,
+    };
     let Some(user) = check_password(state, found, password).await? else {
         return Err(AppError::Unauthenticated(
             "wrong username or password".into(),
         ));
     };
-    attempt_succeeded(state, username).await;
+    attempt.succeeded(state).await;
     for hook in hooks.iter() {
         hook.logged_in(state, user.id).await?;
     }
@@ -223,23 +202,28 @@ async fn viewer_row(state: &AppState, viewer: &Viewer) -> AppResult<user::Model>
 pub async fn change_password(
     state: &AppState,
     viewer: &Viewer,
+    client: ClientAddr,
     current: &str,
     new: &str,
 ) -> AppResult<bool> {
     let new = NewPassword::parse("newPassword", new)?;
     let row = viewer_row(state, viewer).await?;
-    let username = row.username.clone();
     // A stolen token must not buy unlimited guesses at the password.
-    password_attempt(state, &username).await?;
+    let attempt = throttle::from_address(state, client)
+        .await?
+        .against_account(state, &row.username)
+        .await?;
     let Some(row) = check_password(state, Some(row), current).await? else {
         return Err(AppError::invalid("currentPassword", "is wrong"));
     };
-    attempt_succeeded(state, &username).await;
+    attempt.succeeded(state).await;
     let iterations = state.settings.pbkdf2_iterations;
     let salt = crypto::new_salt();
     let hash = {
         let salt = salt.clone();
-        crypto::off_the_runtime(move || crypto::hash_secret(new.expose(), &salt, iterations))
+        state
+            .hasher
+            .run(move || crypto::hash_secret(new.expose(), &salt, iterations))
             .await?
     };
     let txn = state.db.begin().await?;
@@ -262,15 +246,18 @@ pub async fn delete_user(
     state: &AppState,
     hooks: &AccountHooks,
     viewer: &Viewer,
+    client: ClientAddr,
     password: &str,
 ) -> AppResult<bool> {
     let row = viewer_row(state, viewer).await?;
-    let username = row.username.clone();
-    password_attempt(state, &username).await?;
+    let attempt = throttle::from_address(state, client)
+        .await?
+        .against_account(state, &row.username)
+        .await?;
     if check_password(state, Some(row), password).await?.is_none() {
         return Err(AppError::invalid("password", "is wrong"));
     }
-    attempt_succeeded(state, &username).await;
+    attempt.succeeded(state).await;
     let txn = state.db.begin().await?;
     session::Entity::delete_many()
         .filter(session::Column::UserId.eq(viewer.id))

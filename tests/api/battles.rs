@@ -808,11 +808,6 @@ async fn a_malformed_meal_filter_is_refused(app: TestApp) {
 }
 
 async fn a_battle_fought_on_one_replica_reaches_subscribers_and_rings_on_another(app: TestApp) {
-    if app.backends != Backends::Real {
-        // Embedded replicas share the SQLite file but not the in-process cache and events.
-        crate::helpers::skipped("replicas share state only on PostgreSQL + Redis");
-        return;
-    }
     let replica = app.spawn_replica().await;
     let token = app.login_new_user("alice").await;
     let a = strong(&app, &token, "Lasagne").await;
@@ -857,8 +852,9 @@ crate::both_backends!(
     a_filtered_subscription_sees_only_its_meals_battles,
     the_legacy_graphql_ws_protocol_delivers_battles_too,
     a_malformed_meal_filter_is_refused,
-    a_battle_fought_on_one_replica_reaches_subscribers_and_rings_on_another,
 );
+
+crate::across_replicas!(a_battle_fought_on_one_replica_reaches_subscribers_and_rings_on_another);
 
 // ---------------------------------------------------------------- log out / log in
 

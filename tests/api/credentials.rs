@@ -284,6 +284,55 @@ async fn wrong_unknown_and_malformed_api_keys_are_unauthenticated(app: TestApp) 
     }
 }
 
+/// A made-up key costs no hash when its public key has a shape no key has (the shape is
+/// public, so that tells nothing); a well-formed public key that does not exist costs one
+/// dummy hash on the hashing threads, as a wrong secret does; a key verified recently costs
+/// none. Each refused check counts against the address's budget, and past it the answer is
+/// `RATE_LIMITED`.
+async fn made_up_api_keys_cost_a_hash_only_where_skipping_it_would_tell(app: TestApp) {
+    let alice = app.login_new_user("alice").await;
+    let key = create(&app, &alice, "ci").await;
+    let app = &app;
+    let cost = |auth: String| async move {
+        let before = app.metric("arena_hashes_total").await;
+        let answer = me_with(app, auth).await;
+        (answer, app.metric("arena_hashes_total").await - before)
+    };
+    let unauthenticated = Err("UNAUTHENTICATED".to_owned());
+    assert_eq!(
+        cost(basic("ak_madeup", "secret")).await,
+        (unauthenticated.clone(), 0.0)
+    );
+    assert_eq!(
+        cost(basic("not-a-key", "x")).await,
+        (unauthenticated.clone(), 0.0)
+    );
+    let well_formed = format!("ak_{}", "A".repeat(24));
+    assert_eq!(
+        cost(basic(&well_formed, "secret")).await,
+        (unauthenticated.clone(), 1.0)
+    );
+    assert_eq!(
+        cost(basic(&key.public_key, "wrong-secret")).await,
+        (unauthenticated.clone(), 1.0)
+    );
+    assert_eq!(cost(key.basic()).await, (Ok("alice".into()), 1.0));
+    assert_eq!(
+        cost(key.basic()).await,
+        (Ok("alice".into()), 0.0),
+        "verified before"
+    );
+    // Four refused checks so far; the budget is five.
+    assert_eq!(cost(basic("ak_madeup", "secret")).await.0, unauthenticated);
+    assert_eq!(
+        cost(basic("ak_madeup", "secret")).await,
+        (Err("RATE_LIMITED".into()), 0.0)
+    );
+    // A key this instance verified already still works from the same address: it needs no
+    // check.
+    assert_eq!(me_with(app, key.basic()).await, Ok("alice".into()));
+}
+
 async fn an_api_key_authenticates_over_the_websocket(app: TestApp) {
     let alice = app.login_new_user("alice").await;
     let key = create(&app, &alice, "ws").await;
@@ -540,6 +589,13 @@ crate::both_backends!(
     deleting_a_user_removes_their_specs_and_credentials,
     credentials_need_a_signed_in_viewer_and_a_valid_id,
     every_credential_access_pattern_is_one_index_search,
+);
+
+crate::both_backends_tweaked!(
+    made_up_api_keys_cost_a_hash_only_where_skipping_it_would_tell => |s| {
+        s.address_max_failures = 5;
+        s.throttle_delay_ms = 10;
+    },
 );
 
 /// Runs the built `arena` binary with debug logging on a fresh SQLite file, returns its

@@ -19,10 +19,13 @@ pub enum Backends {
     /// PostgreSQL (`TEST_DATABASE_URL`) and Redis (`TEST_REDIS_URL`); MongoDB too when
     /// `TEST_MONGODB_URL` is set.
     Real,
+    /// PostgreSQL and a Redis Cluster (`TEST_REDIS_CLUSTER_URL`, a `redis-cluster://` URL);
+    /// MongoDB too when `TEST_MONGODB_URL` is set.
+    RealCluster,
 }
 
 /// Runs a scenario `async fn name(app: TestApp)` once on embedded backends and once on
-/// PostgreSQL + Redis (skipped, visibly, when their URLs are not set).
+/// PostgreSQL + Redis (skipped, visibly, when their URLs are not set; failed in CI).
 #[macro_export]
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => { $(
@@ -46,12 +49,77 @@ macro_rules! both_backends {
     )* };
 }
 
+/// Like [`both_backends!`], with settings adjusted by `tweak` (a `FnOnce(&mut Settings)`).
+#[macro_export]
+macro_rules! both_backends_tweaked {
+    ($($name:ident => $tweak:expr),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn embedded() {
+                let app = $crate::helpers::spawn_app_with($crate::helpers::Backends::Embedded, $tweak)
+                    .await
+                    .expect("embedded backends are always available");
+                super::$name(app).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres_redis() {
+                match $crate::helpers::spawn_app_with($crate::helpers::Backends::Real, $tweak).await {
+                    Some(app) => super::$name(app).await,
+                    None => $crate::helpers::skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set"),
+                }
+            }
+        }
+    )* };
+}
+
+/// Runs a scenario of several replicas (`app.spawn_replica()`) on PostgreSQL + Redis and on
+/// PostgreSQL + a Redis Cluster. Its embedded variant is ignored: embedded replicas share the
+/// SQLite file but neither the in-process cache nor the in-process events, by design.
+#[macro_export]
+macro_rules! across_replicas {
+    ($($name:ident),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[ignore = "embedded backends are one process: replicas share no cache and no events"]
+            async fn embedded() {
+                let app = $crate::helpers::spawn_app($crate::helpers::Backends::Embedded)
+                    .await
+                    .expect("embedded backends are always available");
+                super::$name(app).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres_redis() {
+                match $crate::helpers::spawn_app($crate::helpers::Backends::Real).await {
+                    Some(app) => super::$name(app).await,
+                    None => $crate::helpers::skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set"),
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres_redis_cluster() {
+                match $crate::helpers::spawn_app($crate::helpers::Backends::RealCluster).await {
+                    Some(app) => super::$name(app).await,
+                    None => $crate::helpers::skipped(
+                        "TEST_DATABASE_URL / TEST_REDIS_CLUSTER_URL not set",
+                    ),
+                }
+            }
+        }
+    )* };
+}
+
 /// Says that the running test was skipped and why, on the terminal itself: libtest captures
-/// `eprintln!` of a passing test, but not writes to the stderr handle.
+/// `eprintln!` of a passing test, but not writes to the stderr handle. In CI (`CI=true`),
+/// where every backend is set up, a missing one fails the test instead.
 pub fn skipped(why: &str) {
     use std::io::Write;
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("a test");
+    if in_ci() {
+        panic!("{test}: {why}; CI runs every suite against every backend");
+    }
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
@@ -62,6 +130,11 @@ pub fn figure(what: &str) {
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("a test");
     let _ = writeln!(std::io::stderr(), "FIGURE {test}: {what}");
+}
+
+/// Whether the tests run in CI (`CI=true`), where no suite may be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
 /// A running Arena and a client for it.
@@ -112,9 +185,14 @@ pub async fn test_settings(
             );
             Some((s, Some(dir), None))
         }
-        Backends::Real => {
+        Backends::Real | Backends::RealCluster => {
             let admin = std::env::var("TEST_DATABASE_URL").ok()?;
-            let redis = std::env::var("TEST_REDIS_URL").ok()?;
+            let redis = match backends {
+                Backends::RealCluster => std::env::var("TEST_REDIS_CLUSTER_URL"),
+                _ => std::env::var("TEST_REDIS_URL"),
+            }
+            .ok()
+            .filter(|u| !u.is_empty())?;
             let name = format!("arena_test_{}", uuid::Uuid::new_v4().simple());
             let conn = sea_orm::Database::connect(&admin)
                 .await
@@ -271,6 +349,32 @@ impl TestApp {
     pub async fn gql_as(&self, token: &str, query: &str, variables: Value) -> Value {
         self.gql_auth(Some(format!("Bearer {token}")), query, variables)
             .await
+    }
+
+    /// POSTs one GraphQL operation as the client `from` (`X-Forwarded-For: <from>`; it
+    /// counts only when the app trusts 127.0.0.1 as a proxy), with a raw `Authorization`
+    /// value.
+    pub async fn gql_from(
+        &self,
+        from: &str,
+        auth: Option<String>,
+        query: &str,
+        variables: Value,
+    ) -> Value {
+        let mut req = self
+            .client
+            .post(format!("{}/graphql", self.url))
+            .header("X-Forwarded-For", from)
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        req.send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("JSON response")
     }
 
     /// POSTs one GraphQL operation with a raw `Authorization` value.

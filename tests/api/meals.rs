@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arena::backends::cache::Versioned;
-use arena::config::Consistency;
 use arena::error::AppError;
 use entity::meal;
 use sea_orm::{ActiveModelTrait, EntityTrait, Set};
@@ -568,10 +567,6 @@ async fn warm_reads_cost_one_cache_round_trip_and_no_sql(app: TestApp) {
 }
 
 async fn a_write_on_one_replica_is_seen_by_the_very_next_read_on_another(app: TestApp) {
-    if app.backends == Backends::Embedded {
-        // Embedded backends are one process by design: replicas need a shared cache.
-        return;
-    }
     let b = app.spawn_replica().await;
     let t = app.login_new_user("chef").await;
     let m = create_meal(&app, &t, "Replicated", "x", 1.0, "LOW").await;
@@ -648,17 +643,13 @@ async fn a_full_cache_that_refuses_writes_serves_nothing_stale() {
     b.stop().await;
 }
 
+/// Arena on PostgreSQL and a Redis behind a proxy that the test cuts. Writes during the
+/// outage commit from the database alone: the `available` policy (the `strict` one refuses
+/// them: `consistency.rs`).
 async fn a_cache_outage_under_available_degrades_to_the_database_and_serves_nothing_stale_after(
     app: TestApp,
+    mut proxy: Proxy,
 ) {
-    if app.backends == Backends::Embedded {
-        return; // the in-process cache cannot be unreachable
-    }
-    // Writes during the outage commit from the database alone: the `available` policy (the
-    // `strict` one refuses them: `consistency.rs`).
-    let (app, mut proxy) = spawn_behind_proxy_with(|s| s.consistency = Consistency::Available)
-        .await
-        .expect("TEST_REDIS_URL is set");
     let port = proxy.port;
     let t = app.login_new_user("chef").await;
     let m = create_meal(&app, &t, "Outage", "x", 1.0, "LOW").await;
@@ -717,6 +708,28 @@ crate::both_backends!(
     a_slow_reader_cannot_put_back_an_older_row,
     a_slow_reader_cannot_fill_even_after_the_newer_entry_was_evicted,
     warm_reads_cost_one_cache_round_trip_and_no_sql,
-    a_write_on_one_replica_is_seen_by_the_very_next_read_on_another,
-    a_cache_outage_under_available_degrades_to_the_database_and_serves_nothing_stale_after,
 );
+
+crate::across_replicas!(a_write_on_one_replica_is_seen_by_the_very_next_read_on_another);
+
+mod a_cache_outage_under_available_degrades_to_the_database_and_serves_nothing_stale_after {
+    use crate::helpers::{skipped, spawn_behind_proxy_with};
+    use arena::config::Consistency;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[ignore = "the in-process cache cannot be unreachable: outages exist only on Redis"]
+    async fn embedded() {}
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_redis() {
+        match spawn_behind_proxy_with(|s| s.consistency = Consistency::Available).await {
+            Some((app, proxy)) => {
+                super::a_cache_outage_under_available_degrades_to_the_database_and_serves_nothing_stale_after(
+                    app, proxy,
+                )
+                .await
+            }
+            None => skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set"),
+        }
+    }
+}

@@ -68,7 +68,7 @@ async fn health_readiness_and_metrics_report_every_backend(app: TestApp) {
             ("documents", "sql"),
             ("events", "local"),
         ],
-        Backends::Real => [
+        Backends::Real | Backends::RealCluster => [
             ("sql", "postgres"),
             ("cache", "redis"),
             (

@@ -3,6 +3,8 @@
 use arena::crypto;
 use entity::user;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -145,6 +147,32 @@ async fn password_guesses_through_change_password_are_limited(app: TestApp) {
         )
         .await;
     assert_eq!(error_code(&r), "RATE_LIMITED", "{r}");
+}
+
+/// A flood of logins with made-up usernames leaves no key per name in the cache tier (issue
+/// 14: each left `login_failures:<name>` behind, so anonymous requests grew its memory without
+/// bound); they are counted under their client address alone.
+async fn failed_logins_of_made_up_usernames_leave_no_key_per_name(app: TestApp) {
+    for i in 0..10 {
+        let r = login(&app, &format!("nobody{i}"), "wrongpassword").await;
+        assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
+    }
+    let per_name = app.state.kv.scan_prefix("login_failures:").await.unwrap();
+    assert_eq!(per_name, Vec::<String>::new());
+    let per_address = app
+        .state
+        .kv
+        .scan_prefix("login_failures_from:")
+        .await
+        .unwrap();
+    assert_eq!(per_address.len(), 1, "{per_address:?}");
+    // An account's name still gets its counter (and its lockout, tested above).
+    app.login_new_user("realname").await;
+    login(&app, "realname", "wrongpassword").await;
+    assert_eq!(
+        app.state.kv.scan_prefix("login_failures:").await.unwrap(),
+        vec!["login_failures:realname".to_owned()]
+    );
 }
 
 async fn a_legacy_sha256_hash_verifies_and_is_rehashed_on_login(app: TestApp) {
@@ -365,6 +393,7 @@ crate::both_backends!(
     repeated_failed_logins_are_refused_then_other_users_are_unaffected,
     concurrent_wrong_passwords_are_all_counted,
     password_guesses_through_change_password_are_limited,
+    failed_logins_of_made_up_usernames_leave_no_key_per_name,
     a_legacy_sha256_hash_verifies_and_is_rehashed_on_login,
     logout_revokes_the_token_at_once,
     login_opens_the_users_session_document,
@@ -373,4 +402,220 @@ crate::both_backends!(
     a_session_survives_a_restart_of_arena,
     an_expired_session_is_refused,
     writes_need_a_viewer_and_a_bad_token_is_unauthenticated,
+);
+
+// ---- floods: the per-address budget and the bound on hashing (issue 16) ------------------
+
+/// Clients are told apart by `X-Forwarded-For`, which the app trusts from 127.0.0.1.
+fn behind_a_proxy(s: &mut arena::Settings) {
+    s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    s.address_max_failures = 3;
+    s.throttle_delay_ms = 10;
+}
+
+async fn login_from(app: &TestApp, from: &str, u: &str, p: &str) -> Value {
+    app.gql_from(from, None, LOGIN, json!({ "u": u, "p": p }))
+        .await
+}
+
+const ME: &str = "{ me { id } }";
+
+/// Failed password and API-key checks from one address share one budget; past it, that
+/// address is refused (even a right password, even another account), and other addresses
+/// are not.
+async fn failed_checks_from_one_address_are_refused_past_its_budget(app: TestApp) {
+    app.login_new_user("olga").await;
+    let a = "192.0.2.1";
+    let codes = [
+        error_code(&login_from(&app, a, "nobody1", "wrongpassword").await).to_owned(),
+        error_code(&login_from(&app, a, "olga", "wrongpassword").await).to_owned(),
+        error_code(
+            &app.gql_from(a, Some(basic("ak_madeup", "secret")), ME, json!({}))
+                .await,
+        )
+        .to_owned(),
+    ];
+    assert_eq!(codes, ["UNAUTHENTICATED"; 3]);
+    let r = login_from(&app, a, "olga", "password123").await;
+    assert_eq!(error_code(&r), "RATE_LIMITED", "{r}");
+    assert!(error_message(&r).contains("from this address"), "{r}");
+    let r = app
+        .gql_from(a, Some(basic("ak_madeup", "secret")), ME, json!({}))
+        .await;
+    assert_eq!(error_code(&r), "RATE_LIMITED", "{r}");
+    // Another address signs in at once (olga's own count is at one failure).
+    assert_no_errors(&login_from(&app, "192.0.2.2", "olga", "password123").await);
+}
+
+/// A successful check gives its attempt back: many people signing in from one address (an
+/// office behind one NAT) never use up its budget.
+async fn successful_checks_do_not_use_up_the_address_budget(app: TestApp) {
+    app.login_new_user("pia").await;
+    for _ in 0..10 {
+        assert_no_errors(&login_from(&app, "192.0.2.3", "pia", "password123").await);
+    }
+}
+
+/// Without trusted proxies, `X-Forwarded-For` proves nothing: every request from 127.0.0.1
+/// shares 127.0.0.1's budget, whatever it claims.
+async fn x_forwarded_for_counts_only_from_a_trusted_proxy(app: TestApp) {
+    assert!(app.settings.trusted_proxies.is_empty());
+    for i in 0..3 {
+        let from = format!("198.51.100.{i}");
+        let r = login_from(&app, &from, &format!("nobody{i}"), "wrongpassword").await;
+        assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
+    }
+    let r = login_from(&app, "198.51.100.99", "nobody", "wrongpassword").await;
+    assert_eq!(error_code(&r), "RATE_LIMITED", "{r}");
+}
+
+/// Every hashing thread busy and no room in the queue: a login is refused with
+/// `RATE_LIMITED` at once (not queued); once a thread is free, it succeeds. Then, with room
+/// for one waiting hash, a login waits for it rather than being refused.
+async fn a_hash_beyond_the_queue_is_refused_at_once(app: TestApp) {
+    app.login_new_user("quinn").await;
+    let in_flight = "arena_hashes_in_flight";
+    // Occupy the only hashing thread with a job that waits for the test.
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+    let state = app.state.clone();
+    let blocker = tokio::spawn(async move {
+        state
+            .hasher
+            .run(move || {
+                let _ = started_tx.send(());
+                let _ = blocked.recv();
+            })
+            .await
+    });
+    started.await.unwrap();
+    let refused = app.metric("arena_hashes_refused_total").await;
+    let r = login_from(&app, "192.0.2.4", "quinn", "password123").await;
+    assert_eq!(error_code(&r), "RATE_LIMITED", "{r}");
+    assert!(error_message(&r).contains("busy"), "{r}");
+    assert_eq!(
+        app.metric("arena_hashes_refused_total").await,
+        refused + 1.0
+    );
+    release.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+    wait_until(Duration::from_secs(10), || async {
+        app.metric(in_flight).await == 0.0
+    })
+    .await;
+    assert_no_errors(&login_from(&app, "192.0.2.4", "quinn", "password123").await);
+}
+
+async fn a_hash_waits_in_the_queue_while_there_is_room(app: TestApp) {
+    app.login_new_user("rita").await;
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+    let state = app.state.clone();
+    let blocker = tokio::spawn(async move {
+        state
+            .hasher
+            .run(move || {
+                let _ = started_tx.send(());
+                let _ = blocked.recv();
+            })
+            .await
+    });
+    started.await.unwrap();
+    let waiting = {
+        let app_url = app.url.clone();
+        let client = app.client.clone();
+        tokio::spawn(async move {
+            client
+                .post(format!("{app_url}/graphql"))
+                .header("X-Forwarded-For", "192.0.2.5")
+                .json(&json!({ "query": LOGIN, "variables": { "u": "rita", "p": "password123" } }))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    // The login's hash is queued behind the blocker: two in flight, the queue (one) full.
+    wait_until(Duration::from_secs(10), || async {
+        app.metric("arena_hashes_in_flight").await == 2.0
+    })
+    .await;
+    let r = login_from(&app, "192.0.2.6", "rita", "password123").await;
+    assert_eq!(error_code(&r), "RATE_LIMITED", "{r}");
+    release.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+    assert_no_errors(&waiting.await.unwrap());
+}
+
+/// A flood from one address, bad passwords of made-up users and made-up API keys (many more
+/// at once than the address's budget, or the hashing queue, holds), while someone else signs
+/// in from another address: the flood gets its budget's worth of `UNAUTHENTICATED` and then
+/// `RATE_LIMITED`, and the sign-in succeeds. The address's attempts in flight never exceed
+/// its budget, and the queue holds more than that, so the flood cannot crowd the sign-in
+/// out of the queue.
+async fn a_legitimate_login_succeeds_during_a_flood_from_another_address(app: TestApp) {
+    app.login_new_user("sam").await;
+    let flooder = "203.0.113.66";
+    let logins = (0..20).map(|i| {
+        let app = &app;
+        async move {
+            error_code(&login_from(app, flooder, &format!("madeup{i}"), "guess").await).to_owned()
+        }
+    });
+    let keys = (0..20).map(|i| {
+        let app = &app;
+        async move {
+            let key = format!("ak_{:0>24}", i);
+            let r = app
+                .gql_from(flooder, Some(basic(&key, "guess")), ME, json!({}))
+                .await;
+            error_code(&r).to_owned()
+        }
+    });
+    let legit = login_from(&app, "203.0.113.7", "sam", "password123");
+    let (logins, keys, legit) = tokio::join!(
+        futures::future::join_all(logins),
+        futures::future::join_all(keys),
+        legit
+    );
+    let codes: Vec<String> = logins.into_iter().chain(keys).collect();
+    assert_no_errors(&legit);
+    assert_eq!(legit["data"]["login"]["user"]["username"], "sam");
+    let unauthenticated = codes.iter().filter(|c| *c == "UNAUTHENTICATED").count();
+    let limited = codes.iter().filter(|c| *c == "RATE_LIMITED").count();
+    let budget = app.settings.address_max_failures as usize;
+    assert_eq!(
+        (unauthenticated, limited),
+        (budget, 40 - budget),
+        "{codes:?}"
+    );
+}
+
+crate::both_backends_tweaked!(
+    failed_checks_from_one_address_are_refused_past_its_budget => super::behind_a_proxy,
+    successful_checks_do_not_use_up_the_address_budget => super::behind_a_proxy,
+    x_forwarded_for_counts_only_from_a_trusted_proxy => |s| {
+        s.address_max_failures = 3;
+        s.throttle_delay_ms = 10;
+    },
+    a_hash_beyond_the_queue_is_refused_at_once => |s| {
+        super::behind_a_proxy(s);
+        s.hash_threads = 1;
+        s.hash_queue = 0;
+    },
+    a_hash_waits_in_the_queue_while_there_is_room => |s| {
+        super::behind_a_proxy(s);
+        s.hash_threads = 1;
+        s.hash_queue = 1;
+    },
+    a_legitimate_login_succeeds_during_a_flood_from_another_address => |s| {
+        super::behind_a_proxy(s);
+        s.address_max_failures = 5;
+        s.hash_threads = 1;
+        s.hash_queue = 8;
+        // Hashes slow enough that the flood is still being checked when the sign-in arrives.
+        s.pbkdf2_iterations = 50_000;
+    },
 );
