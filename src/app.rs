@@ -146,7 +146,15 @@ fn router(state: HttpState) -> Router {
     Router::new()
         .route("/", get(http::graphiql))
         .route("/graphql", get(http::graphiql).post(http::graphql_post))
-        .route("/graphql/ws", get(http::graphql_ws))
+        .route(
+            "/graphql/ws",
+            get(crate::graphql::ws::graphql_ws).layer(axum::Extension(
+                crate::graphql::ws::Connections::new(
+                    &state.app.settings,
+                    state.app.metrics.clone(),
+                ),
+            )),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -2,7 +2,8 @@
 //! one process (tests, the benchmark) never mix their counts.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The counters and histograms `/metrics` exposes.
@@ -25,6 +26,13 @@ pub struct Metrics {
     pub cache_misses: IntCounterVec,
     /// SQL statements sent to the database.
     pub sql_queries: IntCounter,
+    /// Open WebSocket connections, by whether their credential was verified
+    /// (`authenticated`, `unauthenticated`).
+    pub ws_connections: IntGaugeVec,
+    /// Operations running on WebSocket connections.
+    pub ws_operations: IntGauge,
+    /// WebSocket connections and operations refused at a cap (`connection`, `operation`).
+    pub ws_refused: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -77,6 +85,22 @@ impl Metrics {
         .expect("valid metric");
         let sql_queries = IntCounter::new("arena_sql_queries_total", "SQL statements executed")
             .expect("valid metric");
+        let ws_connections = IntGaugeVec::new(
+            Opts::new("arena_ws_connections", "Open WebSocket connections"),
+            &["auth"],
+        )
+        .expect("valid metric");
+        let ws_operations =
+            IntGauge::new("arena_ws_operations", "Operations running on WebSockets")
+                .expect("valid metric");
+        let ws_refused = IntCounterVec::new(
+            Opts::new(
+                "arena_ws_refused_total",
+                "WebSocket connections and operations refused at a cap",
+            ),
+            &["what"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_latency.clone()),
@@ -86,6 +110,9 @@ impl Metrics {
             Box::new(cache_hits.clone()),
             Box::new(cache_misses.clone()),
             Box::new(sql_queries.clone()),
+            Box::new(ws_connections.clone()),
+            Box::new(ws_operations.clone()),
+            Box::new(ws_refused.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -99,6 +126,9 @@ impl Metrics {
             cache_hits,
             cache_misses,
             sql_queries,
+            ws_connections,
+            ws_operations,
+            ws_refused,
         }
     }
 

@@ -1,11 +1,11 @@
-//! GraphQL over HTTP (JSON and multipart, batches capped) and over WebSocket (both
-//! `graphql-transport-ws` and the legacy `graphql-ws`), plus the GraphiQL page.
+//! GraphQL over HTTP (JSON and multipart, batches capped), plus the GraphiQL page. The
+//! WebSocket endpoint is [`crate::graphql::ws`].
 
-use async_graphql::http::{GraphiQLSource, MultipartOptions, ALL_WEBSOCKET_PROTOCOLS};
-use async_graphql::{BatchRequest, Data, ParseRequestError};
-use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use async_graphql::http::MultipartOptions;
+use async_graphql::{BatchRequest, ParseRequestError};
+use async_graphql_axum::GraphQLResponse;
 use axum::body::Body;
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use futures::TryStreamExt;
@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use crate::graphql::auth::request_auth;
 use crate::graphql::ArenaSchema;
 use crate::state::AppState;
-use crate::viewer::{Authenticator, RequestAuth};
+use crate::viewer::Authenticator;
 use std::sync::Arc;
 
 /// What the HTTP handlers share: the app state, the schema and the authenticator.
@@ -27,15 +27,12 @@ pub struct HttpState {
     pub auth: Arc<dyn Authenticator>,
 }
 
-/// `GET /` and `GET /graphql`: the GraphiQL playground, subscriptions wired to the WS path.
-pub async fn graphiql() -> impl IntoResponse {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("Arena")
-            .finish(),
-    )
+/// `GET /` and `GET /graphql`: the GraphiQL playground, subscriptions wired to the WS path,
+/// its assets from `ARENA_GRAPHIQL_ASSETS`.
+pub async fn graphiql(State(http): State<HttpState>) -> impl IntoResponse {
+    Html(crate::graphql::graphiql::page(
+        &http.app.settings.graphiql_assets,
+    ))
 }
 
 /// A GraphQL-shaped error response for failures before execution.
@@ -141,36 +138,4 @@ fn too_large(limit: usize) -> Response {
         "BAD_USER_INPUT",
         format!("the request body is larger than the {limit}-byte limit"),
     )
-}
-
-/// `GET /graphql/ws`: subscriptions and operations over WebSocket. The `connection_init`
-/// payload's `authorization` is checked at once; a bad one closes the connection.
-pub async fn graphql_ws(
-    State(http): State<HttpState>,
-    protocol: GraphQLProtocol,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let schema = http.schema.clone();
-    let app = http.app.clone();
-    let authenticator = http.auth.clone();
-    // A message is an operation: it gets the HTTP body's size limit.
-    let limit = app.settings.max_body_bytes;
-    upgrade
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            GraphQLWebSocket::new(stream, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let auth = RequestAuth::from_init_payload(&payload, authenticator);
-                    auth.viewer()
-                        .await
-                        .map_err(|e| async_graphql::Error::new(e.message()))?;
-                    let mut data = Data::default();
-                    data.insert(auth);
-                    crate::graphql::loaders::insert(&mut data, &app);
-                    Ok(data)
-                })
-                .serve()
-        })
 }

@@ -2,8 +2,10 @@
 
 pub mod auth;
 pub mod extensions;
+pub mod graphiql;
 pub mod http;
 pub mod loaders;
+pub mod ws;
 
 use std::sync::Arc;
 

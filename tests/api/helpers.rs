@@ -46,6 +46,31 @@ macro_rules! both_backends {
     )* };
 }
 
+/// Like [`both_backends!`], each scenario with its settings adjusted:
+/// `name => |s| s.field = value`.
+#[macro_export]
+macro_rules! both_backends_with {
+    ($($name:ident => $tweak:expr),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn embedded() {
+                let app = $crate::helpers::spawn_app_with($crate::helpers::Backends::Embedded, $tweak)
+                    .await
+                    .expect("embedded backends are always available");
+                super::$name(app).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres_redis() {
+                match $crate::helpers::spawn_app_with($crate::helpers::Backends::Real, $tweak).await {
+                    Some(app) => super::$name(app).await,
+                    None => $crate::helpers::skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set"),
+                }
+            }
+        }
+    )* };
+}
+
 /// Says that the running test was skipped and why, on the terminal itself: libtest captures
 /// `eprintln!` of a passing test, but not writes to the stderr handle.
 pub fn skipped(why: &str) {
