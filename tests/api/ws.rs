@@ -722,3 +722,84 @@ crate::both_backends_with!(
         s.ws_max_unauthenticated = 2;
     },
 );
+
+/// This process's resident memory (the app runs in it), in KiB.
+fn resident_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line")
+}
+
+/// One socket, no credential, 100 000 `subscribe` messages with distinct ids (the flood of
+/// issue 16 grew the server by 964 MB): the first `ARENA_WS_MAX_OPERATIONS` run, every other
+/// one gets its `error` (`RATE_LIMITED`), the socket stays usable, and the process's
+/// resident memory stays within a bound far below what the flood used to cost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_subscribes_on_one_socket_is_capped_and_memory_stays_bounded() {
+    const FLOOD: usize = 100_000;
+    let app = crate::helpers::spawn_app(crate::helpers::Backends::Embedded)
+        .await
+        .unwrap();
+    let cap = app.settings.ws_max_operations;
+    let before = resident_kib();
+    let mut ws = open_raw(&app.ws_url(), TRANSPORT_WS).await;
+    ws.init(json!({})).await;
+    let (mut sink, mut stream) = ws.stream.split();
+    let writer = tokio::spawn(async move {
+        let mut messages = futures::stream::iter((0..FLOOD).map(|i| {
+            Ok::<_, tokio_tungstenite::tungstenite::Error>(Message::text(
+                subscribe_msg(&format!("op{i}"), BATTLES).to_string(),
+            ))
+        }));
+        sink.send_all(&mut messages)
+            .await
+            .expect("the flood is sent");
+        sink
+    });
+    let mut refused = std::collections::HashSet::new();
+    let mut peak = before;
+    let reading = async {
+        while refused.len() < FLOOD - cap {
+            let msg = stream.next().await.expect("open").expect("a message");
+            let Message::Text(t) = msg else { continue };
+            let m: Value = serde_json::from_str(t.as_str()).unwrap();
+            assert_eq!(m["type"], "error", "{m}");
+            assert_eq!(m["payload"][0]["extensions"]["code"], "RATE_LIMITED", "{m}");
+            let id: usize = m["id"].as_str().unwrap()[2..].parse().unwrap();
+            assert!(id >= cap, "op{id} is under the cap but was refused");
+            assert!(refused.insert(id), "op{id} refused twice");
+            if refused.len() % 10_000 == 0 {
+                peak = peak.max(resident_kib());
+            }
+        }
+    };
+    // A bound so that a hang fails the test; not a performance assertion.
+    tokio::time::timeout(Duration::from_secs(600), reading)
+        .await
+        .expect("every refusal arrives");
+    let mut sink = writer.await.unwrap();
+    peak = peak.max(resident_kib());
+    assert_eq!(refused.len(), FLOOD - cap);
+    assert_eq!(app.metric("arena_ws_operations").await, cap as f64);
+    // The socket still answers.
+    sink.send(Message::text(json!({ "type": "ping" }).to_string()))
+        .await
+        .unwrap();
+    let pong = loop {
+        match stream.next().await.unwrap().unwrap() {
+            Message::Text(t) => break serde_json::from_str::<Value>(t.as_str()).unwrap(),
+            _ => continue,
+        }
+    };
+    assert_eq!(pong["type"], "pong");
+    let grew = peak.saturating_sub(before);
+    eprintln!(
+        "flood of {FLOOD} subscribes: resident {before} KiB before, peak {peak} KiB (+{grew} KiB)"
+    );
+    // Other tests run in this process at the same time, so the bound leaves room for them;
+    // unbounded, the flood alone grew the server by ~960 MiB.
+    assert!(grew < 128 * 1024, "resident memory grew by {grew} KiB");
+}
