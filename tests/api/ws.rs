@@ -529,6 +529,26 @@ async fn ping_gets_pong_and_pong_is_accepted(app: TestApp) {
     assert_eq!(ws.next_json(STEP).await["type"], "next");
 }
 
+/// The close handshake: a client's close frame is answered with one (the graphql-ws client
+/// saw 1006 instead).
+async fn a_close_from_the_client_is_answered_with_a_close(app: TestApp) {
+    let mut ws = open_raw(&app.ws_url(), TRANSPORT_WS).await;
+    ws.init(json!({})).await;
+    ws.stream
+        .send(Message::Close(Some(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: 1000.into(),
+                reason: "bye".into(),
+            },
+        )))
+        .await
+        .unwrap();
+    assert!(matches!(
+        ws.next_event(STEP).await,
+        Event::Closed(Some((1000, _)))
+    ));
+}
+
 async fn the_server_completes_an_operation_when_it_ends(app: TestApp) {
     let mut ws = open_raw(&app.ws_url(), TRANSPORT_WS).await;
     ws.init(json!({})).await;
@@ -709,6 +729,7 @@ crate::both_backends!(
     a_second_connection_init_closes_4429,
     ping_gets_pong_and_pong_is_accepted,
     the_server_completes_an_operation_when_it_ends,
+    a_close_from_the_client_is_answered_with_a_close,
     complete_from_the_client_stops_the_operation,
     the_legacy_protocol_keeps_working,
 );

@@ -11,6 +11,7 @@ use async_graphql::{Data, Response};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
+use futures::SinkExt;
 use tokio_stream::StreamMap;
 
 use super::limits::Slot;
@@ -104,7 +105,12 @@ pub async fn serve(mut socket: WebSocket, protocol: Option<Protocol>, cx: Contex
                 Some(Ok(Message::Binary(_))) => machine.on_binary(),
                 // Pings are answered by the socket itself.
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(Message::Close(_))) | None => break 'conn,
+                Some(Ok(Message::Close(_))) => {
+                    // The socket has queued its answering close frame: send it.
+                    let _ = tokio::time::timeout(CLOSE_GRACE, socket.flush()).await;
+                    break 'conn;
+                }
+                None => break 'conn,
                 Some(Err(e)) => {
                     if e.to_string().contains("Message too long") {
                         let actions = machine.on_too_big(cx.max_message);
