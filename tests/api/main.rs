@@ -8,6 +8,7 @@ mod architecture;
 mod backends;
 mod battles;
 mod credentials;
+mod graphiql;
 mod meals;
 mod platform;
 mod pokemon;
