@@ -61,7 +61,10 @@ async fn start(max: usize) -> Server {
         .env_remove("MONGODB_URL")
         .env(
             "DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.path().join("arena.db").display()),
+            format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("arena.db").display()
+            ),
         )
         .env("ARENA_ADDR", format!("127.0.0.1:{port}"))
         .env("ARENA_LOG", "warn")
@@ -95,9 +98,11 @@ async fn subscriber(ws_url: &str) -> Socket {
     let (mut ws, _) = tokio_tungstenite::connect_async(request)
         .await
         .expect("upgrade");
-    ws.send(Message::text(json!({ "type": "connection_init" }).to_string()))
-        .await
-        .unwrap();
+    ws.send(Message::text(
+        json!({ "type": "connection_init" }).to_string(),
+    ))
+    .await
+    .unwrap();
     loop {
         match ws.next().await.expect("open").expect("a message") {
             Message::Text(t) if t.contains("connection_ack") => break,
@@ -151,7 +156,10 @@ fn main() {
         let warm = subscriber(&ws_url).await;
         let deadline = Instant::now() + Duration::from_secs(30);
         while running_operations(&client, &server.url).await != 1 {
-            assert!(Instant::now() < deadline, "the warm-up subscription never ran");
+            assert!(
+                Instant::now() < deadline,
+                "the warm-up subscription never ran"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         drop(warm);
@@ -159,7 +167,10 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let base = resident_kib(pid);
-        println!("ws_idle: arena (release, embedded backends) resident before any subscriber: {:.1} MiB", base as f64 / 1024.0);
+        println!(
+            "ws_idle: arena (release, embedded backends) resident before any subscriber: {:.1} MiB",
+            base as f64 / 1024.0
+        );
         println!("| idle subscribers | server RSS | growth | per connection |");
         println!("|---|---|---|---|");
         let mut sockets: Vec<Socket> = Vec::with_capacity(max);
@@ -167,7 +178,8 @@ fn main() {
             // Open in batches of 100 at a time.
             while sockets.len() < n {
                 let batch = (n - sockets.len()).min(100);
-                let opened = futures::future::join_all((0..batch).map(|_| subscriber(&ws_url))).await;
+                let opened =
+                    futures::future::join_all((0..batch).map(|_| subscriber(&ws_url))).await;
                 sockets.extend(opened);
             }
             let deadline = Instant::now() + Duration::from_secs(120);
