@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // graphql-transport-ws conformance for Arena's /graphql/ws, per graphql-ws's
-// PROTOCOL.md, with the raw `ws` client for the error paths and the
-// `graphql-ws` client for the happy path; plus the legacy `graphql-ws`
-// subprotocol (subscriptions-transport-ws).
+// PROTOCOL.md: every row with the raw `ws` client (which can send what a
+// client library never would), then the rows a client can meet with the
+// `graphql-ws` client itself (4408, 4403, 4409, keep-alive pongs, complete
+// both ways, the operation cap) and its happy path; plus the legacy
+// `graphql-ws` subprotocol (subscriptions-transport-ws).
 //
 //   node ws.mjs [HTTP_URL]          (or ARENA_URL=http://127.0.0.1:8123/graphql)
 //
