@@ -166,7 +166,15 @@ fn router(state: HttpState) -> anyhow::Result<Router> {
         .layer(middleware::from_fn_with_state(state.clone(), limit_errors));
     Ok(Router::new()
         .merge(graphql)
-        .route("/graphql/ws", get(http::graphql_ws))
+        .route(
+            "/graphql/ws",
+            get(crate::graphql::ws::graphql_ws).layer(axum::Extension(
+                crate::graphql::ws::Connections::new(
+                    &state.app.settings,
+                    state.app.metrics.clone(),
+                ),
+            )),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

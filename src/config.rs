@@ -298,6 +298,55 @@ pub struct Settings {
     )]
     pub request_timeout_ms: u64,
 
+    /// Milliseconds a WebSocket may stay open without `connection_init` before it is closed
+    /// (4408).
+    #[arg(
+        long,
+        env = "ARENA_WS_INIT_TIMEOUT_MS",
+        default_value_t = 3_000,
+        global = true
+    )]
+    pub ws_init_timeout_ms: u64,
+
+    /// Operations one WebSocket may have running at once; a `subscribe` over it gets an
+    /// `error` (`RATE_LIMITED`) and the others go on.
+    #[arg(
+        long,
+        env = "ARENA_WS_MAX_OPERATIONS",
+        default_value_t = 100,
+        global = true
+    )]
+    pub ws_max_operations: usize,
+
+    /// WebSocket connections open at once; upgrades beyond it get 503.
+    #[arg(
+        long,
+        env = "ARENA_WS_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub ws_max_connections: usize,
+
+    /// Of those, connections without a verified credential (waiting for `connection_init`,
+    /// or acknowledged without `authorization`); upgrades beyond it get 503.
+    #[arg(
+        long,
+        env = "ARENA_WS_MAX_UNAUTHENTICATED",
+        default_value_t = 1_000,
+        global = true
+    )]
+    pub ws_max_unauthenticated: usize,
+
+    /// Base URL GraphiQL loads its assets from, laid out like an npm CDN
+    /// (`<base>/<package>@<version>/<file>`): the public CDN, or a mirror of your own.
+    #[arg(
+        long,
+        env = "ARENA_GRAPHIQL_ASSETS",
+        default_value = "https://unpkg.com",
+        global = true
+    )]
+    pub graphiql_assets: String,
+
     /// Seconds a prepped combatant's data is trusted before `battle` re-fetches it.
     #[arg(long, env = "ARENA_COMBATANT_TTL", default_value_t = 60, global = true)]
     pub combatant_ttl_secs: u64,
@@ -412,6 +461,11 @@ impl Settings {
     /// How long one request may run.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// How long a WebSocket may wait before sending `connection_init`.
+    pub fn ws_init_timeout(&self) -> Duration {
+        Duration::from_millis(self.ws_init_timeout_ms)
     }
 }
 

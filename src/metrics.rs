@@ -2,8 +2,8 @@
 //! one process (tests, the benchmark) never mix their counts.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The counters and histograms `/metrics` exposes.
@@ -33,6 +33,13 @@ pub struct Metrics {
     pub hashes_refused: IntCounter,
     /// Hashes running or waiting for a hashing thread.
     pub hashes_in_flight: IntGauge,
+    /// Open WebSocket connections, by whether their credential was verified
+    /// (`authenticated`, `unauthenticated`).
+    pub ws_connections: IntGaugeVec,
+    /// Operations running on WebSocket connections.
+    pub ws_operations: IntGauge,
+    /// WebSocket connections and operations refused at a cap (`connection`, `operation`).
+    pub ws_refused: IntCounterVec,
 }
 
 tokio::task_local! {
@@ -122,6 +129,22 @@ impl Metrics {
             "Hashes running or waiting for a hashing thread",
         )
         .expect("valid metric");
+        let ws_connections = IntGaugeVec::new(
+            Opts::new("arena_ws_connections", "Open WebSocket connections"),
+            &["auth"],
+        )
+        .expect("valid metric");
+        let ws_operations =
+            IntGauge::new("arena_ws_operations", "Operations running on WebSockets")
+                .expect("valid metric");
+        let ws_refused = IntCounterVec::new(
+            Opts::new(
+                "arena_ws_refused_total",
+                "WebSocket connections and operations refused at a cap",
+            ),
+            &["what"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_latency.clone()),
@@ -134,6 +157,9 @@ impl Metrics {
             Box::new(hashes.clone()),
             Box::new(hashes_refused.clone()),
             Box::new(hashes_in_flight.clone()),
+            Box::new(ws_connections.clone()),
+            Box::new(ws_operations.clone()),
+            Box::new(ws_refused.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -150,6 +176,9 @@ impl Metrics {
             hashes,
             hashes_refused,
             hashes_in_flight,
+            ws_connections,
+            ws_operations,
+            ws_refused,
         }
     }
 

@@ -1,6 +1,6 @@
 //! GraphQL over HTTP, per the GraphQL-over-HTTP specification: `POST /graphql` with a JSON
 //! body (or multipart, for uploads; batches capped), `GET /graphql?query=…` for queries, and
-//! the GraphiQL page for a browser; and the WebSocket endpoint.
+//! the GraphiQL page for a browser. The WebSocket endpoint is [`crate::graphql::ws`].
 //!
 //! The response's media type follows `Accept`: `application/graphql-response+json` when the
 //! client accepts it (then a request refused before it ran — unreadable JSON, a document that
@@ -9,11 +9,10 @@
 
 use std::sync::Arc;
 
-use async_graphql::http::{GraphiQLSource, MultipartOptions, ALL_WEBSOCKET_PROTOCOLS};
-use async_graphql::{BatchRequest, Data, ParseRequestError, Request};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use async_graphql::http::MultipartOptions;
+use async_graphql::{BatchRequest, ParseRequestError, Request};
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, RawQuery, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use futures::stream::{FuturesOrdered, StreamExt, TryStreamExt};
@@ -23,14 +22,12 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use crate::graphql::auth::{client_addr, request_auth};
-use crate::graphql::pipeline::{
-    Answer, Outcome, Pipeline, PipelineExecutor, Transport, PERSISTED_QUERY_NOT_FOUND,
-};
+use crate::graphql::pipeline::{Answer, Outcome, Pipeline, Transport, PERSISTED_QUERY_NOT_FOUND};
 use crate::state::AppState;
 use crate::viewer::{Authenticator, RequestAuth};
 
 /// The connection's peer address (present when the router is served with connect info).
-type Peer = Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>;
+pub type Peer = Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>;
 
 /// What the HTTP handlers share: the app state, the pipeline and the authenticator.
 #[derive(Clone)]
@@ -203,15 +200,12 @@ fn bad_request(media: MediaType, message: impl Into<String>) -> Response {
 }
 
 /// `GET /` and `GET /graphql` from a browser: the GraphiQL playground, subscriptions wired to
-/// the WebSocket path.
-pub async fn graphiql() -> impl IntoResponse {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("Arena")
-            .finish(),
-    )
+/// the WebSocket path, its assets from `ARENA_GRAPHIQL_ASSETS`.
+pub async fn graphiql(State(http): State<HttpState>) -> Response {
+    Html(crate::graphql::graphiql::page(
+        &http.app.settings.graphiql_assets,
+    ))
+    .into_response()
 }
 
 /// Whether a `GET` without a query comes from a browser that wants a page.
@@ -299,7 +293,7 @@ pub async fn graphql_get(
         }
     };
     if params.query.is_none() && params.extensions.is_empty() && wants_html(&headers) {
-        return graphiql().await.into_response();
+        return graphiql(State(http)).await;
     }
     let media = match media_of(&headers) {
         Ok(m) => m,
@@ -538,37 +532,4 @@ async fn read_multipart(
             Err(Box::new(move |media| bad_request(media, message)))
         }
     }
-}
-
-/// `GET /graphql/ws`: subscriptions and operations over WebSocket. The `connection_init`
-/// payload's `authorization` is checked at once; a bad one closes the connection.
-pub async fn graphql_ws(
-    State(http): State<HttpState>,
-    peer: Peer,
-    headers: HeaderMap,
-    protocol: GraphQLProtocol,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let executor = PipelineExecutor(http.pipeline.clone());
-    let authenticator = http.auth.clone();
-    let client = client_addr(&http.app.settings, peer.map(|p| p.0 .0), &headers);
-    // A message is an operation: it gets the HTTP body's size limit.
-    let limit = http.app.settings.max_body_bytes;
-    upgrade
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            GraphQLWebSocket::new(stream, executor, protocol)
-                .on_connection_init(move |payload| async move {
-                    let auth = RequestAuth::from_init_payload(&payload, client, authenticator);
-                    auth.viewer()
-                        .await
-                        .map_err(|e| async_graphql::Error::new(e.message()))?;
-                    let mut data = Data::default();
-                    data.insert(auth);
-                    Ok(data)
-                })
-                .serve()
-        })
 }

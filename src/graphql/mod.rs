@@ -3,11 +3,13 @@
 
 pub mod auth;
 pub mod documents;
+pub mod graphiql;
 pub mod http;
 pub mod loaders;
 pub mod persisted;
 pub mod pipeline;
 pub mod variables;
+pub mod ws;
 
 use std::sync::Arc;
 

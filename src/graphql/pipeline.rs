@@ -166,6 +166,11 @@ impl Pipeline {
         }
     }
 
+    /// The state operations run over.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// The registered documents.
     pub fn persisted(&self) -> &PersistedQueries {
         &self.persisted
@@ -519,24 +524,5 @@ impl Drop for CountOnDrop {
                 counting.record();
             }
         }
-    }
-}
-
-/// The pipeline as async-graphql's `Executor`, for the WebSocket transport.
-#[derive(Clone)]
-pub struct PipelineExecutor(pub Arc<Pipeline>);
-
-impl async_graphql::Executor for PipelineExecutor {
-    async fn execute(&self, request: Request) -> Response {
-        let mut stream = self.0.execute_stream(request, None);
-        stream.next().await.unwrap_or_default()
-    }
-
-    fn execute_stream(
-        &self,
-        request: Request,
-        session_data: Option<Arc<Data>>,
-    ) -> BoxStream<'static, Response> {
-        self.0.execute_stream(request, session_data)
     }
 }

@@ -56,14 +56,16 @@ impl MealQuery {
         Ok(page.into_connection("meal", |m| m.id.to_string(), Meal::from))
     }
 
-    /// Meals with at least one battle, ranked by wins or by win percentage.
+    /// Meals with at least one battle, ranked by wins or by win percentage (`sortBy` left
+    /// out or `null`: `WINS`).
     async fn leaderboard(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default_with = "LeaderboardSort::Wins")] sort_by: LeaderboardSort,
+        #[graphql(default_with = "Some(LeaderboardSort::Wins)")] sort_by: Option<LeaderboardSort>,
         first: Option<i32>,
     ) -> Result<Vec<LeaderboardEntry>> {
         let first = page_size(ctx, first)?;
+        let sort_by = sort_by.unwrap_or(LeaderboardSort::Wins);
         let rows = service::leaderboard(state(ctx), sort_by.into(), first).await?;
         Ok(rows
             .into_iter()

@@ -263,15 +263,16 @@ impl PokemonMutation {
     }
 
     /// Deletes a trainer. One who owns Pokémon is a `CONFLICT` unless `cascade` is true,
-    /// which deletes their Pokémon too.
+    /// which deletes their Pokémon too. `cascade` left out or `null` means `false`.
     async fn delete_trainer(
         &self,
         ctx: &Context<'_>,
         id: ID,
-        #[graphql(default = false)] cascade: bool,
+        #[graphql(default_with = "Some(false)")] cascade: Option<bool>,
     ) -> Result<bool> {
         require_viewer(ctx).await?;
         let id = entity_id("id", &id)?;
+        let cascade = cascade.unwrap_or(false);
         Ok(service::delete_trainer(state(ctx), &id, cascade).await?)
     }
 
@@ -329,36 +330,40 @@ impl PokemonMutation {
     /// Imports trainers from a CSV file with the header `id,firstName,lastName,dateOfBirth`
     /// (dates `DD-MM-YYYY`): inserts new ids and updates existing ones, all in one
     /// transaction. Any bad row means nothing is written; the report lists every one.
-    /// `dryRun` validates and reports without writing.
+    /// `dryRun` validates and reports without writing (left out or `null`: `false`).
     async fn import_trainers(
         &self,
         ctx: &Context<'_>,
         file: Upload,
-        #[graphql(default = false)] dry_run: bool,
+        #[graphql(default_with = "Some(false)")] dry_run: Option<bool>,
     ) -> Result<ImportReport> {
         require_viewer(ctx).await?;
         let file = upload_file(ctx, &file)?;
-        Ok(import::import_trainers(state(ctx), file, dry_run)
-            .await?
-            .into())
+        Ok(
+            import::import_trainers(state(ctx), file, dry_run.unwrap_or(false))
+                .await?
+                .into(),
+        )
     }
 
     /// Imports Pokémon from a CSV file with the header
     /// `id,nickname,species,level,owner,dateOfOwnership` (dates `DD-MM-YYYY`, owners existing
     /// trainer ids): inserts new ids and updates existing ones, all in one transaction. Any
     /// bad row means nothing is written; the report lists every one. `dryRun` validates and
-    /// reports without writing.
+    /// reports without writing (left out or `null`: `false`).
     async fn import_pokemons(
         &self,
         ctx: &Context<'_>,
         file: Upload,
-        #[graphql(default = false)] dry_run: bool,
+        #[graphql(default_with = "Some(false)")] dry_run: Option<bool>,
     ) -> Result<ImportReport> {
         require_viewer(ctx).await?;
         let file = upload_file(ctx, &file)?;
-        Ok(import::import_pokemons(state(ctx), file, dry_run)
-            .await?
-            .into())
+        Ok(
+            import::import_pokemons(state(ctx), file, dry_run.unwrap_or(false))
+                .await?
+                .into(),
+        )
     }
 }
 

@@ -542,29 +542,6 @@ crate::both_backends!(
 
 // ---------------------------------------------------------------- settings-dependent
 
-/// Like `both_backends!`, for scenarios that need their own settings.
-macro_rules! both_backends_with {
-    ($($name:ident => $tweak:expr),* $(,)?) => { $(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn embedded() {
-                let app = crate::helpers::spawn_app_with(crate::helpers::Backends::Embedded, $tweak)
-                    .await
-                    .expect("embedded backends are always available");
-                super::$name(app).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres_redis() {
-                match crate::helpers::spawn_app_with(crate::helpers::Backends::Real, $tweak).await {
-                    Some(app) => super::$name(app).await,
-                    None => crate::helpers::skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set"),
-                }
-            }
-        }
-    )* };
-}
-
 const VERSIONED_READS: &str = "arena_cache_round_trips_total{op=\"leased_get_many\"}";
 
 /// Fights the prepped ring, selecting no meal (so the response itself reads no meal), and
@@ -647,7 +624,7 @@ async fn a_random_seed_makes_the_draws_reproducible(app: TestApp) {
     }
 }
 
-both_backends_with!(
+crate::both_backends_with!(
     an_unexpired_combatant_is_not_fetched_again => |s| s.combatant_ttl_secs = 3600,
     expired_combatants_are_fetched_again_in_one_round_trip => |s| s.combatant_ttl_secs = 0,
     a_random_seed_makes_the_draws_reproducible => |s| s.random_seed = Some(20261122),

@@ -591,7 +591,7 @@ crate::both_backends!(
     every_credential_access_pattern_is_one_index_search,
 );
 
-crate::both_backends_tweaked!(
+crate::both_backends_with!(
     made_up_api_keys_cost_a_hash_only_where_skipping_it_would_tell => |s| {
         s.address_max_failures = 5;
         s.throttle_delay_ms = 10;

@@ -49,9 +49,10 @@ macro_rules! both_backends {
     )* };
 }
 
-/// Like [`both_backends!`], with settings adjusted by `tweak` (a `FnOnce(&mut Settings)`).
+/// Like [`both_backends!`], each scenario with its settings adjusted:
+/// `name => |s| s.field = value`.
 #[macro_export]
-macro_rules! both_backends_tweaked {
+macro_rules! both_backends_with {
     ($($name:ident => $tweak:expr),* $(,)?) => { $(
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

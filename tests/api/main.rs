@@ -9,6 +9,7 @@ mod backends;
 mod battles;
 mod consistency;
 mod credentials;
+mod graphiql;
 mod meals;
 mod platform;
 mod pokemon;

@@ -224,6 +224,63 @@ async fn meals_page_by_cursor_and_filter_by_cuisine_and_difficulty(app: TestApp)
     assert_eq!(error_code(&r), "BAD_USER_INPUT");
 }
 
+/// `sortBy: LeaderboardSort = WINS`: left out, declared and left out of `variables`, or
+/// `null`, the leaderboard ranks by wins.
+async fn an_omitted_or_null_sort_by_ranks_by_wins(app: TestApp) {
+    let t = app.login_new_user("chef").await;
+    // Many wins at a low rate against few wins at a high one: the two orders differ.
+    let many = create_meal(&app, &t, "Many", "x", 1.0, "LOW").await;
+    let rate = create_meal(&app, &t, "Rate", "x", 1.0, "LOW").await;
+    for (meal, battles, wins) in [(&many, 10, 5), (&rate, 2, 2)] {
+        let id: i64 = meal["id"].as_str().unwrap().parse().unwrap();
+        arena::write_through::write(&app.state, move |txn| {
+            Box::pin(async move {
+                let row = arena::meals::service::lock_meal(txn, id).await?.unwrap();
+                let mut am: meal::ActiveModel = row.into();
+                am.battles = Set(battles);
+                am.wins = Set(wins);
+                Ok::<_, AppError>(am.update(txn).await?)
+            })
+        })
+        .await
+        .unwrap();
+    }
+    let first = |r: &Value| r["data"]["leaderboard"][0]["meal"]["name"].clone();
+    let by_pct = app
+        .gql(
+            "{ leaderboard(sortBy: WIN_PCT) { meal { name } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(first(&by_pct), "Rate", "{by_pct}");
+    for (how, query, variables) in [
+        (
+            "no sortBy argument",
+            "{ leaderboard { meal { name } } }",
+            json!({}),
+        ),
+        (
+            "$s left out of variables",
+            "query($s: LeaderboardSort) { leaderboard(sortBy: $s) { meal { name } } }",
+            json!({}),
+        ),
+        (
+            "$s null",
+            "query($s: LeaderboardSort) { leaderboard(sortBy: $s) { meal { name } } }",
+            json!({ "s": null }),
+        ),
+        (
+            "sortBy: null",
+            "{ leaderboard(sortBy: null) { meal { name } } }",
+            json!({}),
+        ),
+    ] {
+        let r = app.gql(query, variables).await;
+        assert_no_errors(&r);
+        assert_eq!(first(&r), "Many", "{how}: {r}");
+    }
+}
+
 async fn the_leaderboard_ranks_meals_that_have_battled(app: TestApp) {
     let t = app.login_new_user("chef").await;
     let a = create_meal(&app, &t, "A", "x", 1.0, "LOW").await;
@@ -701,6 +758,7 @@ crate::both_backends!(
     meal_input_is_validated_field_by_field,
     meals_page_by_cursor_and_filter_by_cuisine_and_difficulty,
     the_leaderboard_ranks_meals_that_have_battled,
+    an_omitted_or_null_sort_by_ranks_by_wins,
     a_cached_meal_keeps_its_types_and_follows_every_write,
     a_rolled_back_transaction_never_reaches_the_cache,
     a_meal_write_outside_the_write_path_is_refused,

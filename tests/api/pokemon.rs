@@ -15,12 +15,22 @@ const REPORT_FIELDS: &str = "importId rows inserted updated errors { row column 
 /// POSTs `csv` to `importTrainers` / `importPokemons` as a GraphQL multipart request
 /// (fields `operations`, `map`, `0`).
 async fn import(app: &TestApp, token: &str, field: &str, csv: &str, dry_run: bool) -> Value {
-    let operations = json!({
-        "query": format!(
-            "mutation($file: Upload!, $dry: Boolean) {{ {field}(file: $file, dryRun: $dry) {{ {REPORT_FIELDS} }} }}"
-        ),
-        "variables": { "file": null, "dry": dry_run },
-    });
+    let query = format!(
+        "mutation($file: Upload!, $dry: Boolean) {{ {field}(file: $file, dryRun: $dry) {{ {REPORT_FIELDS} }} }}"
+    );
+    upload(
+        app,
+        token,
+        &query,
+        json!({ "file": null, "dry": dry_run }),
+        csv,
+    )
+    .await
+}
+
+/// POSTs `query` with `variables` and `csv` as the file at `variables.file`.
+async fn upload(app: &TestApp, token: &str, query: &str, variables: Value, csv: &str) -> Value {
+    let operations = json!({ "query": query, "variables": variables });
     let form = reqwest::multipart::Form::new()
         .text("operations", operations.to_string())
         .text("map", json!({ "0": ["variables.file"] }).to_string())
@@ -802,6 +812,128 @@ async fn a_dry_run_writes_nothing(app: TestApp) {
     assert!(staged.is_empty(), "{staged:?}");
 }
 
+/// `dryRun: Boolean = false`: left out of the arguments, declared as a variable and left out
+/// of `variables` (CoerceArgumentValues: the default applies), or an explicit `null`, it is
+/// `false` and the import writes.
+async fn an_omitted_or_null_dry_run_imports_for_real(app: TestApp) {
+    let token = app.login_new_user("ash").await;
+    let mut trainers = 0;
+    let mut pokemons = 0;
+    for (how, args, variables) in [
+        ("no dryRun argument", "", json!({ "file": null })),
+        (
+            "$dry left out of variables",
+            ", dryRun: $dry",
+            json!({ "file": null }),
+        ),
+        (
+            "$dry null",
+            ", dryRun: $dry",
+            json!({ "file": null, "dry": null }),
+        ),
+        ("dryRun: null", ", dryRun: null", json!({ "file": null })),
+    ] {
+        trainers += 1;
+        let declare = if args.contains("$dry") {
+            ", $dry: Boolean"
+        } else {
+            ""
+        };
+        let query = format!(
+            "mutation($file: Upload!{declare}) {{ importTrainers(file: $file{args}) {{ {REPORT_FIELDS} }} }}"
+        );
+        let r = upload(
+            &app,
+            &token,
+            &query,
+            variables.clone(),
+            &trainers_csv(trainers),
+        )
+        .await;
+        assert_no_errors(&r);
+        assert_eq!(
+            trainer_count(&app).await,
+            trainers as i64,
+            "importTrainers, {how}: {r}"
+        );
+
+        pokemons += 1;
+        let query = format!(
+            "mutation($file: Upload!{declare}) {{ importPokemons(file: $file{args}) {{ {REPORT_FIELDS} }} }}"
+        );
+        let r = upload(&app, &token, &query, variables, &pokemons_csv(1, pokemons)).await;
+        assert_no_errors(&r);
+        assert_eq!(
+            pokemon_count(&app).await,
+            pokemons as i64,
+            "importPokemons, {how}: {r}"
+        );
+    }
+    // And `true` still means a dry run.
+    let r = import(&app, &token, "importTrainers", &trainers_csv(9), true).await;
+    assert_no_errors(&r);
+    assert_eq!(trainer_count(&app).await, trainers as i64);
+}
+
+/// `cascade: Boolean = false`: left out, left out of `variables`, or `null`, a trainer who
+/// owns Pokémon is not deleted (`CONFLICT`); `true` deletes them and their Pokémon.
+async fn an_omitted_or_null_cascade_refuses_to_delete_an_owner(app: TestApp) {
+    let token = app.login_new_user("ash").await;
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { createTrainer(input: { id: \"brock\", firstName: \"Brock\", lastName: \"H\", dateOfBirth: \"1990-01-01\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { createPokemon(input: { id: \"onix1\", nickname: \"Rocky\", species: \"Onix\", level: 20, ownerId: \"brock\", dateOfOwnership: \"2020-01-01\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    for (how, query, variables) in [
+        (
+            "no cascade argument",
+            "mutation { deleteTrainer(id: \"brock\") }",
+            json!({}),
+        ),
+        (
+            "$c left out of variables",
+            "mutation($c: Boolean) { deleteTrainer(id: \"brock\", cascade: $c) }",
+            json!({}),
+        ),
+        (
+            "$c null",
+            "mutation($c: Boolean) { deleteTrainer(id: \"brock\", cascade: $c) }",
+            json!({ "c": null }),
+        ),
+        (
+            "cascade: null",
+            "mutation { deleteTrainer(id: \"brock\", cascade: null) }",
+            json!({}),
+        ),
+    ] {
+        let r = app.gql_as(&token, query, variables).await;
+        assert_eq!(error_code(&r), "CONFLICT", "{how}: {r}");
+        assert_eq!(trainer_count(&app).await, 1, "{how}");
+    }
+    let r = app
+        .gql_as(
+            &token,
+            "mutation($c: Boolean) { deleteTrainer(id: \"brock\", cascade: $c) }",
+            json!({ "c": true }),
+        )
+        .await;
+    assert_no_errors(&r);
+    assert_eq!(r["data"]["deleteTrainer"], true);
+    assert_eq!(trainer_count(&app).await, 0);
+    assert_eq!(pokemon_count(&app).await, 0);
+}
+
 async fn a_second_import_of_the_same_file_updates_instead_of_duplicating(app: TestApp) {
     let token = app.login_new_user("ash").await;
     import_ok(&app, &token, "importTrainers", &trainers_csv(3)).await;
@@ -961,6 +1093,8 @@ crate::both_backends!(
     eight_concurrent_trades_of_one_pokemon_have_exactly_one_winner,
     a_csv_with_bad_rows_writes_nothing_and_reports_each,
     a_dry_run_writes_nothing,
+    an_omitted_or_null_dry_run_imports_for_real,
+    an_omitted_or_null_cascade_refuses_to_delete_an_owner,
     a_second_import_of_the_same_file_updates_instead_of_duplicating,
     listing_fifty_trainers_with_their_pokemon_costs_a_constant_number_of_queries,
 );

@@ -593,7 +593,7 @@ async fn a_legitimate_login_succeeds_during_a_flood_from_another_address(app: Te
     );
 }
 
-crate::both_backends_tweaked!(
+crate::both_backends_with!(
     failed_checks_from_one_address_are_refused_past_its_budget => super::behind_a_proxy,
     successful_checks_do_not_use_up_the_address_budget => super::behind_a_proxy,
     x_forwarded_for_counts_only_from_a_trusted_proxy => |s| {
