@@ -388,6 +388,25 @@ pub struct Settings {
     )]
     pub document_cache_bytes: usize,
 
+    /// Responses of pure queries (ones that read only cached entries) kept in memory, each
+    /// served again while the entries it read keep their versions; 0 turns the memo off.
+    #[arg(
+        long,
+        env = "ARENA_RESPONSE_MEMO",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub response_memo_entries: usize,
+
+    /// Bytes of memoized responses kept at most.
+    #[arg(
+        long,
+        env = "ARENA_RESPONSE_MEMO_BYTES",
+        default_value_t = 32 << 20,
+        global = true
+    )]
+    pub response_memo_bytes: usize,
+
     /// Seconds a document registered by a client (automatic persisted queries) stays
     /// registered in the cache tier.
     #[arg(

@@ -13,6 +13,7 @@ pub mod meals;
 pub mod metrics;
 pub mod pagination;
 pub mod pokemon;
+pub mod reads;
 pub mod specs;
 pub mod state;
 pub mod storage;

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub cache_hits: IntCounterVec,
     /// Entity lookups the cache could not answer.
     pub cache_misses: IntCounterVec,
+    /// Queries looked up in the memo of responses, by `result`: `hit`, `stale` (an entry
+    /// read changed) or `miss`.
+    pub response_memo: IntCounterVec,
     /// SQL statements sent to the database, by `caller`: `request` (on a request's path) or
     /// `background` (the workers: count flushes, sync passes, health probes).
     pub sql_queries: IntCounterVec,
@@ -145,6 +148,14 @@ impl Metrics {
             &["what"],
         )
         .expect("valid metric");
+        let response_memo = IntCounterVec::new(
+            Opts::new(
+                "arena_response_memo_total",
+                "Queries looked up in the memo of responses",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_latency.clone()),
@@ -153,6 +164,7 @@ impl Metrics {
             Box::new(cache_errors.clone()),
             Box::new(cache_hits.clone()),
             Box::new(cache_misses.clone()),
+            Box::new(response_memo.clone()),
             Box::new(sql_queries.clone()),
             Box::new(hashes.clone()),
             Box::new(hashes_refused.clone()),
@@ -172,6 +184,7 @@ impl Metrics {
             cache_errors,
             cache_hits,
             cache_misses,
+            response_memo,
             sql_queries,
             hashes,
             hashes_refused,

@@ -514,7 +514,10 @@ pub async fn read_keys<T: serde::de::DeserializeOwned>(
     entity: &'static str,
     keys: &[String],
 ) -> (Vec<Cached<T>>, Lease) {
-    let misses = || ((0..keys.len()).map(|_| Cached::Miss).collect(), Lease(None));
+    let misses = || {
+        crate::reads::taint();
+        ((0..keys.len()).map(|_| Cached::Miss).collect(), Lease(None))
+    };
     if !state.cache_health.usable() {
         return misses();
     }
@@ -533,23 +536,29 @@ pub async fn read_keys<T: serde::de::DeserializeOwned>(
     let (mut hit, mut missed) = (0u64, 0u64);
     let cached = entries
         .into_iter()
-        .map(|e| match e {
+        .zip(keys)
+        .map(|(e, key)| match e {
             Some(v) if v.payload == TOMBSTONE => {
                 hit += 1;
+                crate::reads::record(key, v.version);
                 Cached::Gone
             }
             Some(v) => match serde_json::from_str(&v.payload) {
                 Ok(row) => {
                     hit += 1;
+                    crate::reads::record(key, v.version);
                     Cached::Row(row)
                 }
                 Err(_) => {
                     missed += 1;
+                    crate::reads::taint();
                     Cached::Miss
                 }
             },
             None => {
                 missed += 1;
+                // Answered from the database: not a version the memo could check again.
+                crate::reads::taint();
                 Cached::Miss
             }
         })

@@ -33,6 +33,9 @@ pub async fn connect(
     let on_request = metrics.sql_queries.with_label_values(&["request"]);
     let in_background = metrics.sql_queries.with_label_values(&["background"]);
     db.set_metric_callback(move |info| {
+        // A statement makes the running operation's response depend on more than cache
+        // entries: it cannot be memoized.
+        crate::reads::taint();
         if crate::metrics::caller() == "background" {
             in_background.inc();
         } else {

@@ -133,7 +133,8 @@ pub fn error_response(
     json_response(status, media, serde_json::to_vec(&body).unwrap_or_default())
 }
 
-fn json_response(status: StatusCode, media: MediaType, body: Vec<u8>) -> Response {
+fn json_response(status: StatusCode, media: MediaType, body: impl Into<Bytes>) -> Response {
+    let body: Bytes = body.into();
     let mut resp = Response::new(axum::body::Body::from(body));
     *resp.status_mut() = status;
     resp.headers_mut()
@@ -146,6 +147,7 @@ fn status_of(answer: &Answer, media: MediaType) -> StatusCode {
     match answer.outcome {
         Outcome::Executed => StatusCode::OK,
         Outcome::MutationOverGet => StatusCode::METHOD_NOT_ALLOWED,
+        Outcome::Malformed => StatusCode::BAD_REQUEST,
         Outcome::RequestError => {
             let apq_miss = answer.response.errors.iter().any(|e| {
                 e.extensions.as_ref().and_then(|x| x.get("code"))
@@ -163,8 +165,18 @@ fn status_of(answer: &Answer, media: MediaType) -> StatusCode {
     }
 }
 
+/// An answer's body: serialized already (memoized), or now.
+fn body_of(answer: &Answer) -> Bytes {
+    match &answer.body {
+        Some(body) => body.clone(),
+        None => serde_json::to_vec(&Out::of(answer))
+            .unwrap_or_default()
+            .into(),
+    }
+}
+
 fn answer_response(answer: &Answer, media: MediaType) -> Response {
-    let body = serde_json::to_vec(&Out::of(answer)).unwrap_or_default();
+    let body = body_of(answer);
     let mut resp = json_response(status_of(answer, media), media, body);
     if answer.outcome == Outcome::MutationOverGet {
         resp.headers_mut()
@@ -174,12 +186,16 @@ fn answer_response(answer: &Answer, media: MediaType) -> Response {
 }
 
 fn batch_response(answers: &[Answer], media: MediaType) -> Response {
-    let bodies: Vec<Out<'_>> = answers.iter().map(Out::of).collect();
-    json_response(
-        StatusCode::OK,
-        media,
-        serde_json::to_vec(&bodies).unwrap_or_default(),
-    )
+    let mut out = Vec::with_capacity(2 + answers.len() * 64);
+    out.push(b'[');
+    for (i, answer) in answers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&body_of(answer));
+    }
+    out.push(b']');
+    json_response(StatusCode::OK, media, out)
 }
 
 /// The request's media type, or the `406` that says which ones Arena speaks.

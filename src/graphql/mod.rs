@@ -6,6 +6,7 @@ pub mod documents;
 pub mod graphiql;
 pub mod http;
 pub mod loaders;
+pub mod memo;
 pub mod persisted;
 pub mod pipeline;
 pub mod variables;

@@ -23,11 +23,13 @@ use std::sync::Arc;
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextValidation};
 use async_graphql::parser::types::OperationType;
 use async_graphql::{Data, Request, Response, ServerError, ValidationResult};
+use axum::body::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::documents::{DocumentCache, DocumentLimits, Prepared};
+use super::memo::Memo;
 use super::persisted::{self, PersistedQueries};
 use super::variables::InputTypes;
 use super::ArenaSchema;
@@ -47,6 +49,8 @@ pub enum Outcome {
     RequestError,
     /// A mutation sent with `GET`.
     MutationOverGet,
+    /// Not a GraphQL request at all: no document, or a malformed `persistedQuery`.
+    Malformed,
 }
 
 /// The transport an operation came by.
@@ -69,9 +73,17 @@ pub struct Answer {
     pub response: Response,
     /// How it ended.
     pub outcome: Outcome,
+    /// The response already serialized (a memoized one, or one just memoized).
+    pub body: Option<Bytes>,
 }
 
 impl Answer {
+    fn malformed(message: &str) -> Self {
+        let mut a = Self::refused("BAD_USER_INPUT", message);
+        a.outcome = Outcome::Malformed;
+        a
+    }
+
     fn refused(code: &str, message: impl Into<String>) -> Self {
         let mut err = ServerError::new(message, None);
         err.extensions
@@ -80,6 +92,7 @@ impl Answer {
         Self {
             response: Response::from_errors(vec![err]),
             outcome: Outcome::RequestError,
+            body: None,
         }
     }
 }
@@ -91,6 +104,8 @@ pub struct Pipeline {
     documents: DocumentCache,
     persisted: PersistedQueries,
     inputs: InputTypes,
+    /// Responses of pure queries, with the versions they were computed from.
+    memo: Memo,
     /// Parses of persisted documents by their hash.
     by_hash: Mutex<LruCache<[u8; 32], Arc<Prepared>>>,
     usage: Arc<UsageBuffer>,
@@ -154,6 +169,7 @@ impl Pipeline {
                 Some(std::time::Duration::from_secs(s.persisted_ttl_secs)),
                 s.persisted_only,
             ),
+            memo: Memo::new(s.response_memo_entries, s.response_memo_bytes),
             by_hash: Mutex::new(LruCache::new(
                 NonZeroUsize::new(s.document_cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -206,6 +222,29 @@ impl Pipeline {
             Ok(p) => p,
             Err(refused) => return refused,
         };
+        let operation = request.operation_name.clone();
+        // The memo answers queries while the cache tier can vouch for what they read.
+        let memo_key = (self.memo.enabled()
+            && prepared.operation_type(operation.as_deref()) == Some(OperationType::Query)
+            && self.state.cache_health.usable())
+        .then(|| serde_json::to_string(&request.variables).unwrap_or_default());
+        if let Some(vars) = &memo_key {
+            if let Some(entry) = self.memo.get(&prepared, operation.as_deref(), vars) {
+                if self.still_current(&entry.reads).await {
+                    self.memo_result("hit");
+                    Counting::new(&self.usage, &prepared, &request, Some(auth)).record();
+                    return Answer {
+                        response: Response::default(),
+                        outcome: Outcome::Executed,
+                        body: Some(entry.body.clone()),
+                    };
+                }
+                self.memo_result("stale");
+                self.memo.forget(&prepared, operation.as_deref(), vars);
+            } else {
+                self.memo_result("miss");
+            }
+        }
         let validated = Validated::default();
         let counting = Counting::new(&self.usage, &prepared, &request, Some(auth.clone()));
         let schema = if prepared.is_validated() {
@@ -216,19 +255,59 @@ impl Pipeline {
         };
         let request = self.attach(request, &prepared, Some(auth), validated.clone());
         let _count = counting.armed_by(validated.clone());
-        let response = schema.execute(request).await;
-        if validated.0.load(Ordering::Acquire) {
-            prepared.mark_validated();
-            Answer {
-                response,
-                outcome: Outcome::Executed,
-            }
-        } else {
-            Answer {
+        let (response, reads) = match &memo_key {
+            Some(_) => crate::reads::tracking(schema.execute(request)).await,
+            None => (schema.execute(request).await, Default::default()),
+        };
+        if !validated.0.load(Ordering::Acquire) {
+            return Answer {
                 response,
                 outcome: Outcome::RequestError,
+                body: None,
+            };
+        }
+        prepared.mark_validated();
+        let mut answer = Answer {
+            response,
+            outcome: Outcome::Executed,
+            body: None,
+        };
+        if let Some(vars) = memo_key {
+            if reads.is_pure() && answer.response.errors.is_empty() {
+                let body = Bytes::from(serde_json::to_vec(&answer.response).unwrap_or_default());
+                self.memo
+                    .put(&prepared, operation.as_deref(), vars, body.clone(), reads.entries);
+                answer.body = Some(body);
             }
         }
+        answer
+    }
+
+    /// Whether every entry still holds the version read (one round trip; none when there
+    /// are no entries).
+    async fn still_current(&self, reads: &[(String, i64)]) -> bool {
+        if reads.is_empty() {
+            return true;
+        }
+        let keys: Vec<String> = reads.iter().map(|(k, _)| k.clone()).collect();
+        match self.state.cache.entry_versions(&keys).await {
+            Ok(now) => now
+                .iter()
+                .zip(reads)
+                .all(|(now, (_, then))| *now == Some(*then)),
+            Err(_) => {
+                self.state.cache_health.failed(std::iter::empty());
+                false
+            }
+        }
+    }
+
+    fn memo_result(&self, result: &str) {
+        self.state
+            .metrics
+            .response_memo
+            .with_label_values(&[result])
+            .inc();
     }
 
     /// Runs a subscription (or any operation) as a stream of responses, for the WebSocket.
@@ -323,10 +402,7 @@ impl Pipeline {
         if !op.variable_definitions.is_empty() {
             self.inputs
                 .coerce(op, &request.variables)
-                .map_err(|e| Answer {
-                    response: Response::from_errors(vec![e]),
-                    outcome: Outcome::RequestError,
-                })?;
+                .map_err(request_error)?;
         }
         Ok((prepared, request))
     }
@@ -336,15 +412,13 @@ impl Pipeline {
         let apq = match request.extensions.get("persistedQuery") {
             None | Some(async_graphql::Value::Null) => None,
             Some(v) => Some(persisted_hash(v).ok_or_else(|| {
-                Answer::refused(
-                    "BAD_USER_INPUT",
+                Answer::malformed(
                     "extensions.persistedQuery must be { version: 1, sha256Hash: <64 hex digits> }",
                 )
             })?),
         };
         match (apq, query.is_empty()) {
-            (None, true) => Err(Answer::refused(
-                "BAD_USER_INPUT",
+            (None, true) => Err(Answer::malformed(
                 "the request has no `query` (a GraphQL document)",
             )),
             (None, false) => {
@@ -438,6 +512,7 @@ fn request_error(e: ServerError) -> Answer {
     Answer {
         response: Response::from_errors(vec![e]),
         outcome: Outcome::RequestError,
+        body: None,
     }
 }
 

@@ -29,7 +29,7 @@ const LAYERS: &[&[&str]] = &[
     &["crypto"],
     &["error", "telemetry"],
     &["backends", "config"],
-    &["metrics"],
+    &["metrics", "reads"],
 ];
 
 /// Edges allowed inside one layer (domains using a lower domain, seeding through a command).

@@ -97,6 +97,11 @@ impl<T: ?Sized> Instrumented<T> {
     }
 
     fn count<R>(&self, op: Op, r: CacheResult<R>) -> CacheResult<R> {
+        // Versioned reads are recorded by the write-through layer with their versions; any
+        // other call makes the running operation's response unfit for the memo.
+        if !matches!(op, Op::Ping | Op::LeasedGetMany) {
+            crate::reads::taint();
+        }
         let caller = usize::from(crate::metrics::caller() == "background");
         self.round_trips[op as usize][caller].inc();
         if let Err(e) = &r {
@@ -205,6 +210,9 @@ impl VersionedCache for Instrumented<dyn VersionedCache> {
             Op::LeasedGetMany,
             self.inner.leased_get_many(keys, lease, lease_ttl).await,
         )
+    }
+    async fn entry_versions(&self, keys: &[String]) -> CacheResult<Vec<Option<i64>>> {
+        self.count(Op::LeasedGetMany, self.inner.entry_versions(keys).await)
     }
     async fn leased_fill_many(
         &self,

@@ -143,6 +143,11 @@ impl Versioned {
         format!("{}|{}", self.version, self.payload)
     }
 
+    /// The version of an encoded entry, without its payload.
+    pub fn version_of(raw: &str) -> Option<i64> {
+        raw.split_once('|')?.0.parse().ok()
+    }
+
     /// Decodes `"<version>|<payload>"`.
     pub fn decode(raw: &str) -> Option<Self> {
         let (v, payload) = raw.split_once('|')?;
@@ -178,6 +183,9 @@ pub trait VersionedCache: Send + Sync + 'static {
         lease: &str,
         lease_ttl: Duration,
     ) -> CacheResult<Vec<Option<Versioned>>>;
+    /// The versions of the entries present now (`None` for a missing entry or one with a
+    /// write in flight), without taking a lease: what the memo of responses checks.
+    async fn entry_versions(&self, keys: &[String]) -> CacheResult<Vec<Option<i64>>>;
     /// Fills after a leased miss: each entry is stored only while the key's lease is still
     /// `lease`, no write is in flight and nothing as new is present; the lease is then
     /// released. Returns which were stored.

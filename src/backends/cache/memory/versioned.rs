@@ -51,6 +51,15 @@ impl Store {
         }
     }
 
+    /// The version of the live entry of `key`, without copying its payload.
+    fn entry_version(&mut self, key: &str, now: Instant) -> Option<i64> {
+        let k = (key.to_owned(), Slot::Entry);
+        match self.lru.get(&k) {
+            Some(e) if e.live(now) => Versioned::version_of(&e.value),
+            _ => None,
+        }
+    }
+
     /// Stores `entry` unless the entry present is as new; returns whether it stored.
     fn put_if_newer(&mut self, key: &str, entry: &Versioned, ttl: Duration, now: Instant) -> bool {
         let k = (key.to_owned(), Slot::Entry);
@@ -131,6 +140,20 @@ impl VersionedCache for MemoryVersioned {
                     );
                 }
                 hit
+            })
+            .collect())
+    }
+
+    async fn entry_versions(&self, keys: &[String]) -> CacheResult<Vec<Option<i64>>> {
+        let now = Instant::now();
+        let mut s = self.store.lock();
+        Ok(keys
+            .iter()
+            .map(|k| {
+                if s.marked(k, now) {
+                    return None;
+                }
+                s.entry_version(k, now)
             })
             .collect())
     }

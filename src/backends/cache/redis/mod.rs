@@ -92,6 +92,53 @@ impl RedisCache {
     }
 }
 
+impl RedisCache {
+    /// Reads entries and their marks with plain `MGET`s (one per hash slot, in one round
+    /// trip): per group of key indexes, each entry, or `None` when it is missing or a write
+    /// is in flight on it.
+    async fn plain_get(&self, keys: &[String]) -> CacheResult<Vec<(Vec<usize>, Vec<Option<String>>)>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stored: Vec<String> = keys.iter().map(|k| self.keys.key(k)).collect();
+        let groups = self.keys.groups(&stored);
+        let calls = groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .flat_map(|&i| {
+                        [
+                            Value::from(stored[i].as_str()),
+                            Value::from(self.keys.mark(&keys[i])),
+                        ]
+                    })
+                    .collect()
+            })
+            .collect();
+        let replies = self.conn.send("MGET", 0, calls).await;
+        let mut out = Vec::with_capacity(groups.len());
+        for (group, reply) in groups.into_iter().zip(replies) {
+            let values = opt_strings(reply.map_err(crate::backends::redis_client::map_err)?, group.len() * 2)?;
+            let entries = values
+                .chunks(2)
+                .map(|pair| {
+                    let marked = pair[1]
+                        .as_deref()
+                        .and_then(|m| m.parse::<i64>().ok())
+                        .is_some_and(|m| m > 0);
+                    if marked {
+                        None
+                    } else {
+                        pair[0].clone()
+                    }
+                })
+                .collect();
+            out.push((group, entries));
+        }
+        Ok(out)
+    }
+}
+
 /// Milliseconds for `PX`/`PEXPIRE`, at least 1 (Redis refuses 0).
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
@@ -495,6 +542,16 @@ impl VersionedCache for RedisCache {
             let values = opt_strings(reply, group.len())?;
             for (&i, v) in group.iter().zip(values) {
                 out[i] = v.as_deref().and_then(Versioned::decode);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn entry_versions(&self, keys: &[String]) -> CacheResult<Vec<Option<i64>>> {
+        let mut out = vec![None; keys.len()];
+        for (group, entries) in self.plain_get(keys).await? {
+            for (i, e) in group.into_iter().zip(entries) {
+                out[i] = e.and_then(|raw| Versioned::version_of(&raw));
             }
         }
         Ok(out)
