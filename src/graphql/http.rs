@@ -22,7 +22,9 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use crate::graphql::auth::{client_addr, request_auth};
-use crate::graphql::pipeline::{Answer, Outcome, Pipeline, Transport, PERSISTED_QUERY_NOT_FOUND};
+use crate::graphql::pipeline::{
+    Answer, Document, Outcome, Persisted, Pipeline, Transport, PERSISTED_QUERY_NOT_FOUND,
+};
 use crate::state::AppState;
 use crate::viewer::{Authenticator, RequestAuth};
 
@@ -245,14 +247,45 @@ struct Wire<'a> {
     operation_name: Option<String>,
     #[serde(default)]
     variables: async_graphql::Variables,
+    #[serde(borrow, default)]
+    extensions: Option<WireExtensions<'a>>,
+}
+
+/// The `extensions` of a request: Arena reads only `persistedQuery`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct WireExtensions<'a> {
+    #[serde(borrow, default)]
+    persisted_query: Option<WirePersisted<'a>>,
+}
+
+/// `{ version: 1, sha256Hash }`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePersisted<'a> {
     #[serde(default)]
-    extensions: async_graphql::Extensions,
+    version: Option<serde_json::Value>,
+    #[serde(borrow, default)]
+    sha256_hash: Option<Cow<'a, str>>,
+}
+
+impl WireExtensions<'_> {
+    fn persisted(&self) -> Persisted {
+        match &self.persisted_query {
+            None => Persisted::No,
+            Some(p) => Persisted::parse(
+                p.version.as_ref().and_then(|v| v.as_u64()),
+                p.sha256_hash.as_deref(),
+            ),
+        }
+    }
 }
 
 impl<'a> Wire<'a> {
     /// Reads the query string of a `GET` (`variables` and `extensions` as JSON text).
-    fn from_query_string(raw: &str) -> Result<Wire<'static>, String> {
+    fn from_query_string(raw: &str) -> Result<(Wire<'static>, Persisted), String> {
         let mut w = Wire::default();
+        let mut persisted = Persisted::No;
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
             .map_err(|e| format!("the query string is not form-encoded: {e}"))?;
         for (k, v) in pairs {
@@ -264,22 +297,27 @@ impl<'a> Wire<'a> {
                         .map_err(|_| "`variables` must be a JSON object".to_owned())?
                 }
                 "extensions" => {
-                    w.extensions = serde_json::from_str(&v)
-                        .map_err(|_| "`extensions` must be a JSON object".to_owned())?
+                    let ext: Option<WireExtensions<'_>> = serde_json::from_str(&v)
+                        .map_err(|_| "`extensions` must be a JSON object".to_owned())?;
+                    persisted = ext.map(|e| e.persisted()).unwrap_or(Persisted::No);
                 }
                 _ => {}
             }
         }
-        Ok(w)
+        Ok((w, persisted))
     }
 
-    /// The document text, and the rest as async-graphql's request.
-    fn split(self) -> (Cow<'a, str>, Request) {
+    /// The document, and the rest as async-graphql's request.
+    fn split(self) -> (Cow<'a, str>, Persisted, Request) {
+        let persisted = self
+            .extensions
+            .as_ref()
+            .map(|e| e.persisted())
+            .unwrap_or(Persisted::No);
         let mut r = Request::new(String::new());
         r.operation_name = self.operation_name;
         r.variables = self.variables;
-        r.extensions = self.extensions;
-        (self.query.unwrap_or_default(), r)
+        (self.query.unwrap_or_default(), persisted, r)
     }
 }
 
@@ -301,14 +339,14 @@ pub async fn graphql_get(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let raw = raw.unwrap_or_default();
-    let params = match Wire::from_query_string(&raw) {
+    let (params, persisted) = match Wire::from_query_string(&raw) {
         Ok(p) => p,
         Err(e) => {
             let media = media_of(&headers).unwrap_or(MediaType::Json);
             return bad_request(media, e);
         }
     };
-    if params.query.is_none() && params.extensions.is_empty() && wants_html(&headers) {
+    if params.query.is_none() && persisted == Persisted::No && wants_html(&headers) {
         return graphiql(State(http)).await;
     }
     let media = match media_of(&headers) {
@@ -316,10 +354,15 @@ pub async fn graphql_get(
         Err(resp) => return *resp,
     };
     let auth = auth_of(&http, peer, &headers);
-    let (query, request) = params.split();
+    let (query, _, request) = params.split();
     let answer = http
         .pipeline
-        .execute(&query, request, auth, Transport::Get)
+        .execute(
+            Document::new(&query, persisted),
+            request,
+            auth,
+            Transport::Get,
+        )
         .await;
     answer_response(&answer, media)
 }
@@ -380,10 +423,15 @@ pub async fn graphql_post(
             let auth = auth_of(&http, peer, &headers);
             return match parse_json_body(&bytes, settings.max_batch) {
                 Ok(Parsed::Single(wire)) => {
-                    let (query, request) = wire.split();
+                    let (query, persisted, request) = wire.split();
                     let answer = http
                         .pipeline
-                        .execute(&query, request, auth, Transport::Post)
+                        .execute(
+                            Document::new(&query, persisted),
+                            request,
+                            auth,
+                            Transport::Post,
+                        )
                         .await;
                     answer_response(&answer, media)
                 }
@@ -391,13 +439,12 @@ pub async fn graphql_post(
                     let answers: Vec<Answer> = wires
                         .into_iter()
                         .map(|w| {
-                            let (query, request) = w.split();
+                            let (query, persisted, request) = w.split();
                             let pipeline = &http.pipeline;
                             let auth = auth.clone();
                             async move {
-                                pipeline
-                                    .execute(&query, request, auth, Transport::Post)
-                                    .await
+                                let doc = Document::new(&query, persisted);
+                                pipeline.execute(doc, request, auth, Transport::Post).await
                             }
                         })
                         .collect::<FuturesOrdered<_>>()
@@ -428,9 +475,15 @@ pub async fn graphql_post(
     match requests {
         BatchRequest::Single(mut request) => {
             let query = std::mem::take(&mut request.query);
+            let persisted = Persisted::of(&request.extensions);
             let answer = http
                 .pipeline
-                .execute(&query, request, auth, Transport::Post)
+                .execute(
+                    Document::new(&query, persisted),
+                    request,
+                    auth,
+                    Transport::Post,
+                )
                 .await;
             answer_response(&answer, media)
         }
@@ -452,7 +505,8 @@ pub async fn graphql_post(
                     let auth = auth.clone();
                     async move {
                         let query = std::mem::take(&mut r.query);
-                        pipeline.execute(&query, r, auth, Transport::Post).await
+                        let doc = Document::new(&query, Persisted::of(&r.extensions));
+                        pipeline.execute(doc, r, auth, Transport::Post).await
                     }
                 })
                 .collect::<FuturesOrdered<_>>()

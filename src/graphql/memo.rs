@@ -40,7 +40,9 @@ impl Entry {
     }
 
     fn size(&self) -> usize {
-        self.body.len() + self.variables.len() + self.reads.iter().map(|(k, _)| k.len() + 8).sum::<usize>()
+        self.body.len()
+            + self.variables.len()
+            + self.reads.iter().map(|(k, _)| k.len() + 8).sum::<usize>()
     }
 }
 

@@ -64,6 +64,62 @@ pub enum Transport {
     WebSocket,
 }
 
+/// A request's `extensions.persistedQuery`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persisted {
+    /// None given.
+    No,
+    /// `{ version: 1, sha256Hash }`: the hash.
+    Hash([u8; 32]),
+    /// Given, but not of that shape.
+    Malformed,
+}
+
+impl Persisted {
+    /// From its `version` and `sha256Hash` fields.
+    pub fn parse(version: Option<u64>, sha256_hash: Option<&str>) -> Self {
+        match (version, sha256_hash.and_then(persisted::parse_hash)) {
+            (Some(1), Some(hash)) => Persisted::Hash(hash),
+            _ => Persisted::Malformed,
+        }
+    }
+
+    /// From async-graphql's request extensions (multipart and WebSocket requests).
+    pub fn of(extensions: &async_graphql::Extensions) -> Self {
+        match extensions.get("persistedQuery") {
+            None | Some(async_graphql::Value::Null) => Persisted::No,
+            Some(async_graphql::Value::Object(o)) => {
+                let version = match o.get("version") {
+                    Some(async_graphql::Value::Number(n)) => n.as_u64(),
+                    _ => None,
+                };
+                let hash = match o.get("sha256Hash") {
+                    Some(async_graphql::Value::String(h)) => Some(h.as_str()),
+                    _ => None,
+                };
+                Persisted::parse(version, hash)
+            }
+            Some(_) => Persisted::Malformed,
+        }
+    }
+}
+
+/// The document a request names: its text (empty when it names a persisted one by hash).
+#[derive(Debug, Clone, Copy)]
+pub struct Document<'a> {
+    /// The document text, or empty.
+    pub text: &'a str,
+    /// Its persisted-query hash, if given.
+    pub persisted: Persisted,
+}
+
+impl<'a> Document<'a> {
+    /// The document `text` (maybe empty) with its `persisted` hash.
+    pub fn new(text: &'a str, persisted: Persisted) -> Self {
+        Self { text, persisted }
+    }
+}
+
 /// The code of a request whose persisted-query hash is not registered.
 pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
 
@@ -201,24 +257,24 @@ impl Pipeline {
     /// persisted one) with the rest of the request.
     pub async fn execute(
         &self,
-        query: &str,
+        doc: Document<'_>,
         request: Request,
         auth: RequestAuth,
         via: Transport,
     ) -> Answer {
-        let mut answer = self.run(query, request, auth, via).await;
+        let mut answer = self.run(doc, request, auth, via).await;
         code_errors(Some(&self.state.metrics), &mut answer.response);
         answer
     }
 
     async fn run(
         &self,
-        query: &str,
+        doc: Document<'_>,
         request: Request,
         auth: RequestAuth,
         via: Transport,
     ) -> Answer {
-        let (prepared, request) = match self.prepare(query, request, via).await {
+        let (prepared, request) = match self.prepare(doc, request, via).await {
             Ok(p) => p,
             Err(refused) => return refused,
         };
@@ -275,8 +331,13 @@ impl Pipeline {
         if let Some(vars) = memo_key {
             if reads.is_pure() && answer.response.errors.is_empty() {
                 let body = Bytes::from(serde_json::to_vec(&answer.response).unwrap_or_default());
-                self.memo
-                    .put(&prepared, operation.as_deref(), vars, body.clone(), reads.entries);
+                self.memo.put(
+                    &prepared,
+                    operation.as_deref(),
+                    vars,
+                    body.clone(),
+                    reads.entries,
+                );
                 answer.body = Some(body);
             }
         }
@@ -328,13 +389,13 @@ impl Pipeline {
         futures::stream::once(async move {
             let mut request = request;
             let query = std::mem::take(&mut request.query);
-            let (prepared, request) =
-                match this.prepare(&query, request, Transport::WebSocket).await {
-                    Ok(p) => p,
-                    Err(refused) => {
-                        return futures::stream::once(async move { refused.response }).boxed()
-                    }
-                };
+            let doc = Document::new(&query, Persisted::of(&request.extensions));
+            let (prepared, request) = match this.prepare(doc, request, Transport::WebSocket).await {
+                Ok(p) => p,
+                Err(refused) => {
+                    return futures::stream::once(async move { refused.response }).boxed()
+                }
+            };
             let validated = Validated::default();
             let schema = if prepared.is_validated() {
                 validated.0.store(true, Ordering::Release);
@@ -370,11 +431,11 @@ impl Pipeline {
     /// Steps 1 to 3: the document, its parse, the operation and its variables.
     async fn prepare(
         &self,
-        query: &str,
+        doc: Document<'_>,
         request: Request,
         via: Transport,
     ) -> Result<(Arc<Prepared>, Request), Answer> {
-        let prepared = self.document(query, &request).await?;
+        let prepared = self.document(doc).await?;
         let Some(op) = prepared.operation(request.operation_name.as_deref()) else {
             let message = match &request.operation_name {
                 Some(name) => format!("the document has no operation named `{name}`"),
@@ -408,15 +469,16 @@ impl Pipeline {
     }
 
     /// Steps 1 and 2: the request's document, sent or named by its hash, parsed.
-    async fn document(&self, query: &str, request: &Request) -> Result<Arc<Prepared>, Answer> {
-        let apq = match request.extensions.get("persistedQuery") {
-            None | Some(async_graphql::Value::Null) => None,
-            Some(v) => Some(persisted_hash(v).ok_or_else(|| {
-                Answer::malformed(
+    async fn document(&self, doc: Document<'_>) -> Result<Arc<Prepared>, Answer> {
+        let query = doc.text;
+        let apq =
+            match doc.persisted {
+                Persisted::No => None,
+                Persisted::Hash(hash) => Some(hash),
+                Persisted::Malformed => return Err(Answer::malformed(
                     "extensions.persistedQuery must be { version: 1, sha256Hash: <64 hex digits> }",
-                )
-            })?),
-        };
+                )),
+            };
         match (apq, query.is_empty()) {
             (None, true) => Err(Answer::malformed(
                 "the request has no `query` (a GraphQL document)",
@@ -513,21 +575,6 @@ fn request_error(e: ServerError) -> Answer {
         response: Response::from_errors(vec![e]),
         outcome: Outcome::RequestError,
         body: None,
-    }
-}
-
-/// Reads `{ version: 1, sha256Hash }`.
-fn persisted_hash(v: &async_graphql::Value) -> Option<[u8; 32]> {
-    let async_graphql::Value::Object(o) = v else {
-        return None;
-    };
-    match o.get("version") {
-        Some(async_graphql::Value::Number(n)) if n.as_u64() == Some(1) => {}
-        _ => return None,
-    }
-    match o.get("sha256Hash") {
-        Some(async_graphql::Value::String(h)) => persisted::parse_hash(h),
-        _ => None,
     }
 }
 

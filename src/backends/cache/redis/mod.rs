@@ -96,7 +96,10 @@ impl RedisCache {
     /// Reads entries and their marks with plain `MGET`s (one per hash slot, in one round
     /// trip): per group of key indexes, each entry, or `None` when it is missing or a write
     /// is in flight on it.
-    async fn plain_get(&self, keys: &[String]) -> CacheResult<Vec<(Vec<usize>, Vec<Option<String>>)>> {
+    async fn plain_get(
+        &self,
+        keys: &[String],
+    ) -> CacheResult<Vec<(Vec<usize>, Vec<Option<String>>)>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -118,7 +121,10 @@ impl RedisCache {
         let replies = self.conn.send("MGET", 0, calls).await;
         let mut out = Vec::with_capacity(groups.len());
         for (group, reply) in groups.into_iter().zip(replies) {
-            let values = opt_strings(reply.map_err(crate::backends::redis_client::map_err)?, group.len() * 2)?;
+            let values = opt_strings(
+                reply.map_err(crate::backends::redis_client::map_err)?,
+                group.len() * 2,
+            )?;
             let entries = values
                 .chunks(2)
                 .map(|pair| {
