@@ -111,7 +111,7 @@ pub async fn serve(mut socket: WebSocket, protocol: Option<Protocol>, cx: Contex
                 }
                 None => break 'conn,
                 Some(Err(e)) => {
-                    if e.to_string().contains("Message too long") {
+                    if is_too_long(&e) {
                         let actions = machine.on_too_big(cx.max_message);
                         run(&mut socket, actions, &cx, &mut ops, &mut auth, &session).await;
                     }
@@ -236,4 +236,13 @@ async fn close_socket(socket: &mut WebSocket, code: u16, reason: &str) {
         }
     })
     .await;
+}
+
+/// Whether a receive error is the socket refusing a frame over `max_message_size`: the
+/// error is tungstenite's own, under axum's wrapper, so it is told apart by type.
+fn is_too_long(e: &axum::Error) -> bool {
+    use tungstenite::error::{CapacityError, Error};
+    std::error::Error::source(e)
+        .and_then(|inner| inner.downcast_ref::<Error>())
+        .is_some_and(|inner| matches!(inner, Error::Capacity(CapacityError::MessageTooLong { .. })))
 }
