@@ -530,16 +530,51 @@ fn too_large(limit: usize) -> Refusal {
     })
 }
 
-/// The whole body, at most `limit` bytes.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, Refusal> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limit)),
-        Err(e) => {
-            let message = format!("could not read the request body: {e}");
-            Err(Box::new(move |media| bad_request(media, message)))
+/// Bytes of an oversized body read (and dropped) before the refusal is sent. A server that
+/// answers 413 and closes while the client is still sending makes the client's kernel reset
+/// the connection, and the client may never see the answer; past this, it may.
+const DRAIN_LIMIT: usize = 16 << 20;
+
+/// The whole body, at most `limit` bytes. A longer one is refused once it has been read to
+/// its end (at most [`DRAIN_LIMIT`] bytes of it), so that the client reads the refusal.
+async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, Refusal> {
+    // One frame (the usual small body) is kept as it came, without a copy.
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<Vec<u8>> = None;
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                let message = format!("could not read the request body: {e}");
+                return Err(Box::new(move |media| bad_request(media, message)));
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        seen = seen.saturating_add(data.len());
+        if seen > limit {
+            (first, joined) = (None, None);
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+            continue;
+        }
+        match (&mut first, &mut joined) {
+            (None, None) => first = Some(data),
+            (Some(_), None) => {
+                let mut buf = first.take().unwrap_or_default().to_vec();
+                buf.extend_from_slice(&data);
+                joined = Some(buf);
+            }
+            (_, Some(buf)) => buf.extend_from_slice(&data),
         }
     }
+    if seen > limit {
+        return Err(too_large(limit));
+    }
+    Ok(joined.map(Bytes::from).or(first).unwrap_or_default())
 }
 
 /// A JSON body: one request, or a batch.
