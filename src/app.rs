@@ -20,6 +20,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
+use crate::metrics::RouteMetrics;
 use crate::graphql::auth::HeaderAuthenticator;
 use std::sync::Arc;
 
@@ -178,7 +179,10 @@ fn router(state: HttpState) -> anyhow::Result<Router> {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(RouteMetrics::new(&state.app.metrics, ROUTES)),
+            track,
+        ))
         .layer(cors(&settings.cors_origins)?)
         .layer(CatchPanicLayer::custom(panicked))
         .layer(TraceLayer::new_for_http())
@@ -300,20 +304,28 @@ async fn metrics(State(http): State<HttpState>) -> impl IntoResponse {
     )
 }
 
-async fn track(State(http): State<HttpState>, req: Request, next: Next) -> Response {
-    let path = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+/// The paths of the router, for their request metrics.
+const ROUTES: &[&str] = &[
+    "/graphql",
+    "/",
+    "/graphql/ws",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+];
+
+async fn track(
+    State(routes): State<Arc<RouteMetrics>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
+    let path = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;
-    let m = &http.app.metrics;
-    m.http_requests
-        .with_label_values(&[path.as_str(), resp.status().as_str()])
-        .inc();
-    m.http_latency
-        .with_label_values(&[path.as_str()])
-        .observe(start.elapsed().as_secs_f64());
+    routes.observe(
+        path.as_ref().map(MatchedPath::as_str),
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     resp
 }

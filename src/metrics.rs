@@ -1,9 +1,11 @@
 //! Per-instance Prometheus metrics. Each `Application` owns its registry, so two instances in
 //! one process (tests, the benchmark) never mix their counts.
 
+use std::sync::OnceLock;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The counters and histograms `/metrics` exposes.
@@ -201,5 +203,59 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The request metrics of the routes of a router, resolved once: a request finds its
+/// route's series by comparing a few strings, not by hashing its labels into the registry.
+pub struct RouteMetrics {
+    routes: Vec<Route>,
+}
+
+struct Route {
+    path: &'static str,
+    latency: Histogram,
+    /// `arena_http_requests_total{path, status}` by status − 100, made on first use.
+    by_status: Box<[OnceLock<IntCounter>]>,
+    requests: IntCounterVec,
+}
+
+impl RouteMetrics {
+    /// The series of `paths`, plus `unmatched` for requests no route matched.
+    pub fn new(metrics: &Metrics, paths: &[&'static str]) -> Self {
+        let routes = paths
+            .iter()
+            .copied()
+            .chain(["unmatched"])
+            .map(|path| Route {
+                path,
+                latency: metrics.http_latency.with_label_values(&[path]),
+                by_status: (100..600).map(|_| OnceLock::new()).collect(),
+                requests: metrics.http_requests.clone(),
+            })
+            .collect();
+        Self { routes }
+    }
+
+    /// Counts a request to `path` (the route it matched) answered with `status` after
+    /// `seconds`.
+    pub fn observe(&self, path: Option<&str>, status: u16, seconds: f64) {
+        let route = path
+            .and_then(|p| self.routes.iter().find(|r| r.path == p))
+            .unwrap_or_else(|| self.routes.last().expect("the unmatched route"));
+        route.latency.observe(seconds);
+        match route.by_status.get(usize::from(status).wrapping_sub(100)) {
+            Some(slot) => slot
+                .get_or_init(|| {
+                    route
+                        .requests
+                        .with_label_values(&[route.path, &status.to_string()])
+                })
+                .inc(),
+            None => route
+                .requests
+                .with_label_values(&[route.path, &status.to_string()])
+                .inc(),
+        }
     }
 }

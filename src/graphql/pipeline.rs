@@ -29,7 +29,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::documents::{DocumentCache, DocumentLimits, Prepared};
-use super::memo::Memo;
+use super::memo::{Memo, Versions};
 use super::persisted::{self, PersistedQueries};
 use super::variables::InputTypes;
 use super::ArenaSchema;
@@ -153,6 +153,14 @@ impl Answer {
     }
 }
 
+/// What the memo had for a query (the index of its counter).
+#[derive(Clone, Copy)]
+enum MemoResult {
+    Hit = 0,
+    Miss = 1,
+    Stale = 2,
+}
+
 /// Runs operations (see the module documentation). Shared by every request.
 pub struct Pipeline {
     strict: ArenaSchema,
@@ -162,6 +170,10 @@ pub struct Pipeline {
     inputs: InputTypes,
     /// Responses of pure queries, with the versions they were computed from.
     memo: Memo,
+    /// The version checks of memo hits, batched across requests.
+    versions: Versions,
+    /// `arena_response_memo_total` by result: hit, miss, stale.
+    memo_counts: [prometheus::IntCounter; 3],
     /// Parses of persisted documents by their hash.
     by_hash: Mutex<LruCache<[u8; 32], Arc<Prepared>>>,
     usage: Arc<UsageBuffer>,
@@ -226,6 +238,9 @@ impl Pipeline {
                 s.persisted_only,
             ),
             memo: Memo::new(s.response_memo_entries, s.response_memo_bytes),
+            versions: Versions::new(state.cache.clone()),
+            memo_counts: ["hit", "miss", "stale"]
+                .map(|r| state.metrics.response_memo.with_label_values(&[r])),
             by_hash: Mutex::new(LruCache::new(
                 NonZeroUsize::new(s.document_cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -287,7 +302,7 @@ impl Pipeline {
         if let Some(vars) = &memo_key {
             if let Some(entry) = self.memo.get(&prepared, operation.as_deref(), vars) {
                 if self.still_current(&entry.reads).await {
-                    self.memo_result("hit");
+                    self.memo_result(MemoResult::Hit);
                     Counting::new(&self.usage, &prepared, &request, Some(auth)).record();
                     return Answer {
                         response: Response::default(),
@@ -295,10 +310,10 @@ impl Pipeline {
                         body: Some(entry.body.clone()),
                     };
                 }
-                self.memo_result("stale");
+                self.memo_result(MemoResult::Stale);
                 self.memo.forget(&prepared, operation.as_deref(), vars);
             } else {
-                self.memo_result("miss");
+                self.memo_result(MemoResult::Miss);
             }
         }
         let validated = Validated::default();
@@ -344,31 +359,20 @@ impl Pipeline {
         answer
     }
 
-    /// Whether every entry still holds the version read (one round trip; none when there
-    /// are no entries).
+    /// Whether every entry still holds the version read (one round trip, shared with the
+    /// checks of concurrent requests; none when there are no entries).
     async fn still_current(&self, reads: &[(String, i64)]) -> bool {
-        if reads.is_empty() {
-            return true;
-        }
-        let keys: Vec<String> = reads.iter().map(|(k, _)| k.clone()).collect();
-        match self.state.cache.entry_versions(&keys).await {
-            Ok(now) => now
-                .iter()
-                .zip(reads)
-                .all(|(now, (_, then))| *now == Some(*then)),
-            Err(_) => {
+        match self.versions.current(reads).await {
+            Ok(current) => current,
+            Err(()) => {
                 self.state.cache_health.failed(std::iter::empty());
                 false
             }
         }
     }
 
-    fn memo_result(&self, result: &str) {
-        self.state
-            .metrics
-            .response_memo
-            .with_label_values(&[result])
-            .inc();
+    fn memo_result(&self, result: MemoResult) {
+        self.memo_counts[result as usize].inc();
     }
 
     /// Runs a subscription (or any operation) as a stream of responses, for the WebSocket.
