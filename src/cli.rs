@@ -47,6 +47,12 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::RegisterQueries { files } => {
+            anyhow::ensure!(
+                settings.redis_url.is_some(),
+                "`arena register-queries` needs REDIS_URL: the embedded cache lives inside \
+                 `arena serve`, so documents registered by a separate command would reach no \
+                 server"
+            );
             let state = AppState::connect(settings).await?;
             let persisted =
                 crate::graphql::persisted::PersistedQueries::new(state.kv.clone(), 1, None, true);

@@ -10,6 +10,7 @@ mod battles;
 mod consistency;
 mod credentials;
 mod graphiql;
+mod http_pipeline;
 mod meals;
 mod platform;
 mod pokemon;
