@@ -20,8 +20,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
-use crate::metrics::RouteMetrics;
 use crate::graphql::auth::HeaderAuthenticator;
+use crate::metrics::RouteMetrics;
 use std::sync::Arc;
 
 use crate::graphql::build_pipeline;
@@ -314,11 +314,7 @@ const ROUTES: &[&str] = &[
     "/metrics",
 ];
 
-async fn track(
-    State(routes): State<Arc<RouteMetrics>>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn track(State(routes): State<Arc<RouteMetrics>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let path = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;

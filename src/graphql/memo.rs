@@ -202,7 +202,10 @@ impl Versions {
         if reads.is_empty() {
             return Ok(true);
         }
-        let now = self.0.load_many(reads.iter().map(|(k, _)| k.clone())).await?;
+        let now = self
+            .0
+            .load_many(reads.iter().map(|(k, _)| k.clone()))
+            .await?;
         Ok(reads.iter().all(|(k, then)| now.get(k) == Some(then)))
     }
 }

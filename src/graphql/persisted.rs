@@ -17,9 +17,15 @@ use sha2::{Digest, Sha256};
 
 use crate::backends::cache::{CacheResult, KeyValue};
 
-/// The cache-tier key of a registered document.
+/// The cache-tier key of a document a client registered.
 fn key(hash: &[u8; 32]) -> String {
     format!("pq:{}", hex::encode(hash))
+}
+
+/// The cache-tier key of a document the operator registered (the allow-list): kept apart, so
+/// that a client registration from before the allow-list mode was turned on never counts.
+fn allowed_key(hash: &[u8; 32]) -> String {
+    format!("pqa:{}", hex::encode(hash))
 }
 
 /// The SHA-256 of a document text.
@@ -57,12 +63,21 @@ impl PersistedQueries {
         }
     }
 
-    /// The document registered under `hash`, if any.
+    /// The document registered under `hash`, if any: in the allow-list mode only one the
+    /// operator registered, otherwise one a client or the operator registered.
     pub async fn get(&self, hash: &[u8; 32]) -> CacheResult<Option<Arc<str>>> {
         if let Some(text) = self.local.lock().get(hash) {
             return Ok(Some(text.clone()));
         }
-        let Some(text) = self.kv.get(&key(hash)).await? else {
+        let found = match self.only {
+            true => None,
+            false => self.kv.get(&key(hash)).await?,
+        };
+        let found = match found {
+            Some(text) => Some(text),
+            None => self.kv.get(&allowed_key(hash)).await?,
+        };
+        let Some(text) = found else {
             return Ok(None);
         };
         // A value that is not this hash's document (tampered with, or another format) is not
@@ -85,7 +100,7 @@ impl PersistedQueries {
     /// Registers `text` for good (the operator's allow-list); returns its hash.
     pub async fn register_permanently(&self, text: &str) -> CacheResult<[u8; 32]> {
         let hash = sha256(text);
-        self.kv.set(&key(&hash), text, None).await?;
+        self.kv.set(&allowed_key(&hash), text, None).await?;
         Ok(hash)
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use arena::graphql::persisted::PersistedQueries;
+use arena::graphql::persisted::{self, PersistedQueries};
 use reqwest::header::{HeaderMap, ACCEPT, ALLOW, CONTENT_TYPE};
 use reqwest::{RequestBuilder, StatusCode};
 use sea_orm::EntityTrait;
@@ -333,16 +333,20 @@ async fn a_client_registration_expires_after_the_ttl_and_an_operators_does_not(a
         .register_permanently(by_operator)
         .await
         .unwrap();
-    let stored = |doc: &'static str| {
+    // Client registrations under `pq:`, the operator's allow-list apart under `pqa:`.
+    let stored = |prefix: &'static str, doc: &'static str| {
         let kv = app.state.kv.clone();
-        async move { kv.get(&format!("pq:{}", hash(doc))).await.unwrap() }
+        async move { kv.get(&format!("{prefix}:{}", hash(doc))).await.unwrap() }
     };
-    assert_eq!(stored(by_client).await.as_deref(), Some(by_client));
+    assert_eq!(stored("pq", by_client).await.as_deref(), Some(by_client));
     wait_until(Duration::from_secs(10), || async {
-        stored(by_client).await.is_none()
+        stored("pq", by_client).await.is_none()
     })
     .await;
-    assert_eq!(stored(by_operator).await.as_deref(), Some(by_operator));
+    assert_eq!(
+        stored("pqa", by_operator).await.as_deref(),
+        Some(by_operator)
+    );
     if app.backends != Backends::Embedded {
         // A replica, which has nothing in memory, asks the cache tier.
         let b = app.spawn_replica().await;
@@ -414,6 +418,25 @@ async fn in_allow_list_mode_only_documents_the_operator_registered_run(app: Test
     ))
     .await;
     r.assert_refused("FORBIDDEN");
+    let r = send(post(
+        &app,
+        json!({ "variables": as_user("intruder"), "extensions": apq(&hash(sign_up)) }),
+    ))
+    .await;
+    r.assert_refused("PERSISTED_QUERY_NOT_FOUND");
+    let r = send(post(
+        &app,
+        json!({ "query": sign_up, "variables": as_user("intruder") }),
+    ))
+    .await;
+    r.assert_refused("FORBIDDEN");
+    assert!(usernames(&app).await.is_empty(), "nothing refused ran");
+    // A client's registration left from before the mode was on (in the same cache tier) is
+    // not on the allow-list.
+    PersistedQueries::new(app.state.kv.clone(), 1, None, false)
+        .register(&persisted::sha256(sign_up), sign_up)
+        .await
+        .unwrap();
     let r = send(post(
         &app,
         json!({ "variables": as_user("intruder"), "extensions": apq(&hash(sign_up)) }),
