@@ -1050,8 +1050,11 @@ impl Http {
                 .enable_all()
                 .build()
                 .expect("a runtime"),
+            // No idle connections kept: a server that closes idle ones (Node's keep-alive
+            // timeout is 5 s) would otherwise fail the next set-up request or probe.
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                .pool_max_idle_per_host(0)
                 .build()
                 .expect("an HTTP client"),
         }
