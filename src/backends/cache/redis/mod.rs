@@ -93,6 +93,43 @@ impl RedisCache {
 }
 
 impl RedisCache {
+    /// The lease script over `keys`: each entry, or on an unmarked miss the lease.
+    async fn leased_get_script(
+        &self,
+        keys: &[String],
+        lease: &str,
+        lease_ttl: Duration,
+    ) -> CacheResult<Vec<Option<Versioned>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stored: Vec<String> = keys.iter().map(|k| self.keys.key(k)).collect();
+        let replies = self
+            .eval_grouped(&self.scripts.leased_get, &stored, |g| {
+                let keys = g
+                    .iter()
+                    .flat_map(|&i| {
+                        [
+                            stored[i].clone(),
+                            self.keys.mark(&keys[i]),
+                            self.keys.lease(&keys[i]),
+                        ]
+                    })
+                    .collect();
+                let args = vec![Value::from(lease), Value::Integer(millis(lease_ttl))];
+                (keys, args)
+            })
+            .await?;
+        let mut out = vec![None; keys.len()];
+        for (group, reply) in replies {
+            let values = opt_strings(reply, group.len())?;
+            for (&i, v) in group.iter().zip(values) {
+                out[i] = v.as_deref().and_then(Versioned::decode);
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads entries and their marks with plain `MGET`s (one per hash slot, in one round
     /// trip): per group of key indexes, each entry, or `None` when it is missing or a write
     /// is in flight on it.
@@ -517,38 +554,36 @@ impl VersionedCache for RedisCache {
         KeyValue::ping(self).await
     }
 
+    /// Hits are read with plain `MGET`s of entry and mark; only the keys that missed (absent,
+    /// or a write in flight) go on to the lease script, which reads them again atomically
+    /// with taking the lease. `cargo bench --bench redis_read` measured the plain read of a
+    /// hit at ~0.75× the Redis CPU of the script, with the same client CPU and round trips;
+    /// a miss costs one round trip more, and then the fill's.
     async fn leased_get_many(
         &self,
         keys: &[String],
         lease: &str,
         lease_ttl: Duration,
     ) -> CacheResult<Vec<Option<Versioned>>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let stored: Vec<String> = keys.iter().map(|k| self.keys.key(k)).collect();
-        let replies = self
-            .eval_grouped(&self.scripts.leased_get, &stored, |g| {
-                let keys = g
-                    .iter()
-                    .flat_map(|&i| {
-                        [
-                            stored[i].clone(),
-                            self.keys.mark(&keys[i]),
-                            self.keys.lease(&keys[i]),
-                        ]
-                    })
-                    .collect();
-                let args = vec![Value::from(lease), Value::Integer(millis(lease_ttl))];
-                (keys, args)
-            })
-            .await?;
         let mut out = vec![None; keys.len()];
-        for (group, reply) in replies {
-            let values = opt_strings(reply, group.len())?;
-            for (&i, v) in group.iter().zip(values) {
-                out[i] = v.as_deref().and_then(Versioned::decode);
+        let mut missed = Vec::new();
+        for (group, entries) in self.plain_get(keys).await? {
+            for (i, e) in group.into_iter().zip(entries) {
+                match e.as_deref().and_then(Versioned::decode) {
+                    Some(hit) => out[i] = Some(hit),
+                    None => missed.push(i),
+                }
             }
+        }
+        if missed.is_empty() {
+            return Ok(out);
+        }
+        let missed_keys: Vec<String> = missed.iter().map(|&i| keys[i].clone()).collect();
+        let leased = self
+            .leased_get_script(&missed_keys, lease, lease_ttl)
+            .await?;
+        for (i, entry) in missed.into_iter().zip(leased) {
+            out[i] = entry;
         }
         Ok(out)
     }
