@@ -175,7 +175,7 @@ pub struct Pipeline {
     /// `arena_response_memo_total` by result: hit, miss, stale.
     memo_counts: [prometheus::IntCounter; 3],
     /// Parses of persisted documents by their hash.
-    by_hash: Mutex<LruCache<[u8; 32], Arc<Prepared>>>,
+    by_hash: Mutex<LruCache<[u8; 32], Arc<Prepared>, persisted::DigestState>>,
     usage: Arc<UsageBuffer>,
     state: AppState,
     /// Whether async-graphql's tracing extension runs (it needs the document text).
@@ -241,8 +241,9 @@ impl Pipeline {
             versions: Versions::new(state.cache.clone()),
             memo_counts: ["hit", "miss", "stale"]
                 .map(|r| state.metrics.response_memo.with_label_values(&[r])),
-            by_hash: Mutex::new(LruCache::new(
+            by_hash: Mutex::new(LruCache::with_hasher(
                 NonZeroUsize::new(s.document_cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN),
+                persisted::DigestState::default(),
             )),
             strict,
             fast,
