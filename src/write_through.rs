@@ -456,18 +456,9 @@ where
 }
 
 /// Deletes entries while they are still marked, then clears only this write's marks (a
-/// concurrent writer's mark on the same key stays until that writer ends).
+/// concurrent writer's mark on the same key stays until that writer ends); one call.
 async fn drop_entries(state: &AppState, keys: &[String]) -> bool {
-    let cache = state.cache.as_ref();
-    let unmark: Vec<(String, WriteOutcome)> = keys
-        .iter()
-        .map(|k| (k.clone(), WriteOutcome::Aborted))
-        .collect();
-    cache.invalidate(keys).await.is_ok()
-        && cache
-            .end_write(&unmark, state.settings.cache_ttl())
-            .await
-            .is_ok()
+    state.cache.drop_written(keys).await.is_ok()
 }
 
 /// A cache lookup's answer for one id.
