@@ -200,8 +200,10 @@ impl PgBulk<'_> {
 /// and deleted after it. Since the ids are known before `f` runs, they are marked *while*
 /// it runs (the marks only turn reads of the entries into database reads and revoke their
 /// leases, so setting them early is as safe as just before `COMMIT`); a write that fails
-/// clears them again, leaving every entry as it was. `f` may declare more ids with [`bulk`].
-/// PostgreSQL only.
+/// clears them again, leaving every entry as it was. `f` is handed the ids too, and may
+/// declare more with [`bulk`].
+/// It answers once `COMMIT` is done, with the entries still marked; dropping them and
+/// clearing the marks follows in the same task. PostgreSQL only.
 pub async fn write_copy<T, F>(
     state: &AppState,
     entity: &'static str,
@@ -210,7 +212,7 @@ pub async fn write_copy<T, F>(
 ) -> AppResult<T>
 where
     T: Send + 'static,
-    F: for<'c> FnOnce(PgBulk<'c>) -> BoxFuture<'c, AppResult<T>> + Send,
+    F: for<'c> FnOnce(PgBulk<'c>, &'c [String]) -> BoxFuture<'c, AppResult<T>> + Send,
 {
     if state.db.get_database_backend() != sea_orm::DbBackend::Postgres {
         return Err(AppError::internal("write_copy runs on PostgreSQL only"));
@@ -220,16 +222,20 @@ where
         .metrics
         .sql_queries
         .with_label_values(&[crate::metrics::caller()]);
-    let keys: Vec<String> = ids.into_iter().map(|id| entry_key(entity, &id)).collect();
+    let keys: Vec<String> = ids.iter().map(|id| entry_key(entity, id)).collect();
+    let ids = &ids;
     let (res, recorded) = scope::scope(async move {
         // The table may be written by bulk statements; the ids are marked here, not recorded.
         scope::declare_bulk(entity, std::iter::empty())?;
         let mut txn = pool.begin().await.map_err(sqlx_error)?;
         let marks = EarlyMarks::start(state, keys);
-        match f(PgBulk {
-            conn: &mut txn,
-            queries,
-        })
+        match f(
+            PgBulk {
+                conn: &mut txn,
+                queries,
+            },
+            ids,
+        )
         .await
         {
             Ok(v) => Ok((txn, v, marks)),
@@ -250,19 +256,35 @@ where
     let effects = Effects::of(recorded.changes, recorded.bulk);
     let state = state.clone();
     // As in `write`: from here on the task runs to completion even if the request is
-    // cancelled.
+    // cancelled. It answers as soon as `COMMIT` is done: every entry the write changed is
+    // still marked then, so any read that starts after the answer goes to the database and
+    // sees the write, on every replica, until the task has dropped the entries and cleared
+    // the marks (for 100 000 ids, a quarter of a second on Redis the client need not wait
+    // for). An instance that stops waits for the task; one that dies leaves the marks to
+    // expire (`mark_ttl`), as any writer cut off after `COMMIT` does.
+    let (answer, committed) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
+        // A stopping instance waits for this task (`app::Application::run_until`).
+        let _running = state.after_answers.start();
         let (keys, begun) = match marks.finish().await {
             Ok(m) => m,
             Err(e) => {
                 let _ = txn.rollback().await;
-                return Err(e);
+                let _ = answer.send(Err(e));
+                return;
             }
         };
-        commit_and_publish(&state, txn, effects.premarked(keys, begun)).await
-    })
-    .await
-    .or_internal("the commit task failed")??;
+        match commit(&state, txn, effects.premarked(keys, begun)).await {
+            Ok((effects, begun)) => {
+                let _ = answer.send(Ok(()));
+                publish(&state, effects, begun).await;
+            }
+            Err(e) => {
+                let _ = answer.send(Err(e));
+            }
+        }
+    });
+    committed.await.or_internal("the commit task failed")??;
     Ok(out)
 }
 
@@ -595,10 +617,17 @@ async fn after_failed_commit(state: &AppState, keys: Vec<String>, begun: Begun) 
 }
 
 async fn commit_and_publish(state: &AppState, txn: impl Txn, effects: Effects) -> AppResult<()> {
+    let (effects, begun) = commit(state, txn, effects).await?;
+    publish(state, effects, begun).await;
+    Ok(())
+}
+
+/// Marks whatever is not marked yet, then commits; what [`publish`] needs after it.
+async fn commit(state: &AppState, txn: impl Txn, effects: Effects) -> AppResult<(Effects, Begun)> {
     if effects.keys.is_empty() {
         // A write that touches no cached entity is never held back.
         txn.commit().await?;
-        return Ok(());
+        return Ok((effects, Begun::Marked));
     }
     let (premarked, begun_early) = effects.premarked.unwrap_or((0, Begun::Marked));
     let later = &effects.keys[..effects.keys.len() - premarked];
@@ -615,8 +644,7 @@ async fn commit_and_publish(state: &AppState, txn: impl Txn, effects: Effects) -
         after_failed_commit(state, effects.keys, begun).await;
         return Err(e.into());
     }
-    publish(state, effects, begun).await;
-    Ok(())
+    Ok((effects, begun))
 }
 
 /// How a change whose truth lives outside SQL ended (see [`write_outside`]).

@@ -16,9 +16,12 @@
 //!    copy afterwards. Deleted entries leave no tombstone with a huge version, so later
 //!    writes and fills of these ids work as usual.
 //!    - PostgreSQL (`write_through::write_copy`, on the transaction's own connection): the
-//!      rows are streamed as `COPY … FROM STDIN` text while the ids are being marked. When
-//!      none of the ids exists yet (one `= ANY` query before the transaction), they go
-//!      straight into the table; otherwise into a temporary table (`ON COMMIT DROP`), then
+//!      ids are marked by a task of their own while the transaction runs, and the import
+//!      answers once `COMMIT` is done (the entries are dropped and the marks cleared right
+//!      after, in the same task; until then reads of these ids go to the database). The
+//!      rows are streamed as `COPY … FROM STDIN` text. When none of the ids exists yet (one
+//!      `= ANY` query), they go straight into the table; otherwise into a temporary table
+//!      (`ON COMMIT DROP`), then
 //!      one `INSERT … SELECT … ON CONFLICT (id) DO UPDATE` that also counts the inserted
 //!      rows (`xmax = 0`). Pokémon owners are checked set-wise: one statement locks every
 //!      owner named in the file (`FOR KEY SHARE`, what the foreign key's trigger takes row
@@ -771,7 +774,7 @@ async fn write_batches<M: Importable>(
     .await
 }
 
-/// PostgreSQL: how many of `ids` exist, in one query.
+/// PostgreSQL: how many of `ids` exist, in one query (a dry run's count).
 async fn existing_count<M: Importable>(state: &AppState, ids: &[String]) -> AppResult<usize> {
     let sql = format!("SELECT count(*) FROM {} WHERE id = ANY($1)", M::TABLE);
     let mut conn = state
@@ -799,10 +802,14 @@ async fn write_postgres<M: Importable>(
     ids: Vec<String>,
     owners: Vec<String>,
 ) -> AppResult<(usize, usize)> {
-    let existing = existing_count::<M>(state, &ids).await?;
     let rows = ids.len();
-    write_through::write_copy(state, M::CACHE_ENTITY, ids, move |mut db| {
+    write_through::write_copy(state, M::CACHE_ENTITY, ids, move |mut db, ids| {
         Box::pin(async move {
+            // While the ids are being marked: which of them exist already.
+            let sql = format!("SELECT count(*) FROM {} WHERE id = ANY($1)", M::TABLE);
+            let existing = count(db.statement(&sql), &sql, ids)
+                .await
+                .map_err(sqlx_error)?;
             let version = entity::versioning::next_version(None);
             let unchecked = !owners.is_empty() && lock_owners(&mut db, &owners).await?;
             let copied = if existing == 0 {
