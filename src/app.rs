@@ -113,6 +113,16 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP")?;
+        // Bulk writes answer before their cache effects are done (`write_through::write_copy`):
+        // finish those, or their keys stay marked (read from the database) until the marks
+        // expire.
+        if !state
+            .after_answers
+            .drained(std::time::Duration::from_secs(30))
+            .await
+        {
+            tracing::warn!("stopping with cache effects of bulk writes unfinished");
+        }
         workers.stop().await;
         tracing::info!("Arena stopped");
         Ok(())

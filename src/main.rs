@@ -5,7 +5,8 @@ use clap::Parser;
 use arena::config::{Cli, Command};
 
 // mimalloc: a request allocates and frees many small objects, which glibc's allocator spends
-// a sixth of the CPU of a cached read on (profile in the README's benchmarks).
+// a sixth of the CPU of a cached read on (profile in the README's benchmarks). Built without
+// transparent huge pages (`no_thp`, see Cargo.toml), which multiplied the resident memory.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

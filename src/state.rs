@@ -36,7 +36,7 @@ pub struct StateInner {
     /// The SQL database.
     pub db: DatabaseConnection,
     /// The cache tier's plain keys (instrumented): rings, counters, user data stamps, locks,
-    /// staged imports, rate limits.
+    /// rate limits.
     pub kv: Arc<dyn KeyValue>,
     /// The cache tier's write-through entries (instrumented).
     pub cache: Arc<dyn VersionedCache>,
@@ -61,6 +61,56 @@ pub struct StateInner {
     /// Locks of this process by key (user data changes): requests of one instance queue up
     /// instead of racing each other's compare-and-set in the document store.
     pub local_locks: LocalLocks,
+    /// Work that goes on after its request was answered (a bulk write's cache effects) and
+    /// that the instance finishes before it stops.
+    pub after_answers: AfterAnswers,
+}
+
+/// Counts the tasks still running after their request was answered, so that a stopping
+/// instance can wait for them ([`AfterAnswers::drained`]).
+#[derive(Default)]
+pub struct AfterAnswers {
+    running: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One task of [`AfterAnswers`]; it is done when dropped.
+pub struct Running<'a>(&'a AfterAnswers);
+
+impl AfterAnswers {
+    /// A task starts; it ends when the returned guard is dropped.
+    pub fn start(&self) -> Running<'_> {
+        self.running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Running(self)
+    }
+
+    /// Waits until no task runs, or `limit` has passed; whether none runs.
+    pub async fn drained(&self, limit: std::time::Duration) -> bool {
+        let wait = async {
+            loop {
+                let idle = self.idle.notified();
+                if self.running.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self
+            .0
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// In-process locks by key, each created on first use and dropped once nobody holds or
@@ -191,6 +241,7 @@ impl AppState {
             ),
             cache_health: Default::default(),
             local_locks: LocalLocks::default(),
+            after_answers: AfterAnswers::default(),
         })))
     }
 
@@ -240,5 +291,28 @@ impl AppState {
             ));
         }
         backends
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::AfterAnswers;
+
+    #[tokio::test]
+    async fn a_stopping_instance_waits_for_the_work_left_after_answers() {
+        let after = AfterAnswers::default();
+        assert!(after.drained(Duration::ZERO).await);
+        let first = after.start();
+        let second = after.start();
+        assert!(!after.drained(Duration::from_millis(20)).await);
+        drop(first);
+        assert!(!after.drained(Duration::from_millis(20)).await);
+        let (done, ()) = tokio::join!(after.drained(Duration::from_secs(5)), async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(second);
+        });
+        assert!(done);
     }
 }

@@ -4,7 +4,10 @@
 //! 1. the service writes inside a transaction opened by [`write`]; entity hooks record each
 //!    row change in the task's write scope (`entity::write_through`), and a bulk statement
 //!    (an import, a cascade) declares the ids it writes first ([`bulk`]); a statement that
-//!    writes a cached table any other way makes [`write`] roll back;
+//!    writes a cached table any other way makes [`write`] roll back. A bulk write that needs
+//!    PostgreSQL's `COPY` (which sea-orm cannot run) gets the transaction's connection itself
+//!    from [`write_copy`], which names the ids up front and marks them while it runs; the
+//!    commit and everything after it is the same code as [`write`]'s;
 //! 2. if the transaction fails, the changes are dropped: the cache never hears of them;
 //! 3. before `COMMIT`, every changed key is *marked* in the cache: readers treat a marked key
 //!    as a miss and may not fill it, so no read that starts after the commit can be answered
@@ -26,10 +29,13 @@ use std::time::Duration;
 use entity::write_through::{self as scope, Change};
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use sea_orm::{DatabaseTransaction, TransactionTrait};
+use sea_orm::sqlx::{PgConnection, Postgres};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, TransactionTrait};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::backends::cache::{Versioned, WriteOutcome};
+use crate::backends::sql::sqlx_error;
 use crate::config::Consistency;
 use crate::error::{AppError, AppResult, OrInternal};
 use crate::state::AppState;
@@ -168,6 +174,225 @@ where
     Ok(out)
 }
 
+/// The connection of a [`write_copy`] transaction, on PostgreSQL. Every statement goes
+/// through [`PgBulk::statement`], which shows it to the write scope (as the server's sea-orm
+/// connection shows its own, see `backends::sql::connect`) and counts it.
+pub struct PgBulk<'c> {
+    conn: &'c mut PgConnection,
+    queries: prometheus::IntCounter,
+}
+
+impl PgBulk<'_> {
+    /// The connection, to run `sql` on (`sqlx::query(sql)…`, `copy_in_raw(sql)`): a write to
+    /// a cached table that the write does not declare makes [`write_copy`] roll back.
+    pub fn statement(&mut self, sql: &str) -> &mut PgConnection {
+        self.queries.inc();
+        if let Some(bypass) = scope::observe_statement(sql) {
+            tracing::error!("{bypass}");
+        }
+        &mut *self.conn
+    }
+}
+
+/// A bulk write of the rows of `entity` with these `ids`, over the transaction's own
+/// PostgreSQL connection (for `COPY … FROM STDIN`, which sea-orm cannot run). The same
+/// protocol as [`write`]'s bulk statements: the entries of `ids` are marked before `COMMIT`
+/// and deleted after it. Since the ids are known before `f` runs, they are marked *while*
+/// it runs (the marks only turn reads of the entries into database reads and revoke their
+/// leases, so setting them early is as safe as just before `COMMIT`); a write that fails
+/// clears them again, leaving every entry as it was. `f` is handed the ids too, and may
+/// declare more with [`bulk`].
+/// It answers once `COMMIT` is done, with the entries still marked; dropping them and
+/// clearing the marks follows in the same task. PostgreSQL only.
+pub async fn write_copy<T, F>(
+    state: &AppState,
+    entity: &'static str,
+    ids: Vec<String>,
+    f: F,
+) -> AppResult<T>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(PgBulk<'c>, &'c [String]) -> BoxFuture<'c, AppResult<T>> + Send,
+{
+    if state.db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Err(AppError::internal("write_copy runs on PostgreSQL only"));
+    }
+    let pool = state.db.get_postgres_connection_pool().clone();
+    let queries = state
+        .metrics
+        .sql_queries
+        .with_label_values(&[crate::metrics::caller()]);
+    let keys: Vec<String> = ids.iter().map(|id| entry_key(entity, id)).collect();
+    let ids = &ids;
+    let (res, recorded) = scope::scope(async move {
+        // The table may be written by bulk statements; the ids are marked here, not recorded.
+        scope::declare_bulk(entity, std::iter::empty())?;
+        let mut txn = pool.begin().await.map_err(sqlx_error)?;
+        let marks = EarlyMarks::start(state, keys);
+        match f(
+            PgBulk {
+                conn: &mut txn,
+                queries,
+            },
+            ids,
+        )
+        .await
+        {
+            Ok(v) => Ok((txn, v, marks)),
+            Err(e) => {
+                let _ = txn.rollback().await;
+                marks.abandon().await;
+                Err(e)
+            }
+        }
+    })
+    .await;
+    let (txn, out, marks) = res?;
+    if let Some(bypass) = recorded.bypass {
+        let _ = txn.rollback().await;
+        marks.abandon().await;
+        return Err(AppError::internal(bypass));
+    }
+    let effects = Effects::of(recorded.changes, recorded.bulk);
+    let state = state.clone();
+    // As in `write`: from here on the task runs to completion even if the request is
+    // cancelled. It answers as soon as `COMMIT` is done: every entry the write changed is
+    // still marked then, so any read that starts after the answer goes to the database and
+    // sees the write, on every replica, until the task has dropped the entries and cleared
+    // the marks (for 100 000 ids, a quarter of a second on Redis the client need not wait
+    // for). An instance that stops waits for the task; one that dies leaves the marks to
+    // expire (`mark_ttl`), as any writer cut off after `COMMIT` does.
+    let (answer, committed) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        // A stopping instance waits for this task (`app::Application::run_until`).
+        let _running = state.after_answers.start();
+        let (keys, begun) = match marks.finish().await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = txn.rollback().await;
+                let _ = answer.send(Err(e));
+                return;
+            }
+        };
+        match commit(&state, txn, effects.premarked(keys, begun)).await {
+            Ok((effects, begun)) => {
+                let _ = answer.send(Ok(()));
+                publish(&state, effects, begun).await;
+            }
+            Err(e) => {
+                let _ = answer.send(Err(e));
+            }
+        }
+    });
+    committed.await.or_internal("the commit task failed")??;
+    Ok(out)
+}
+
+/// The marks of a [`write_copy`], set by a task of their own while its statements run.
+/// Dropped unfinished (the write failed, or its request was cancelled), they are cleared.
+struct EarlyMarks {
+    state: AppState,
+    task: Option<JoinHandle<(Vec<String>, Begun)>>,
+}
+
+impl EarlyMarks {
+    fn start(state: &AppState, keys: Vec<String>) -> Self {
+        let marking = state.clone();
+        let task = tokio::spawn(async move {
+            let begun = begin(&marking, &keys).await;
+            (keys, begun)
+        });
+        Self {
+            state: state.clone(),
+            task: Some(task),
+        }
+    }
+
+    /// Waits until every key is marked (or the cache refused), for `COMMIT`.
+    async fn finish(mut self) -> AppResult<(Vec<String>, Begun)> {
+        let task = self.task.take().expect("an unfinished marking");
+        task.await.or_internal("the marking task failed")
+    }
+
+    /// The write failed before `COMMIT`: nothing changed, so the marks are only cleared.
+    async fn abandon(mut self) {
+        if let Some(task) = self.task.take() {
+            if let Ok((keys, begun)) = task.await {
+                unmark(&self.state, &keys, begun).await;
+            }
+        }
+    }
+}
+
+impl Drop for EarlyMarks {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                if let Ok((keys, begun)) = task.await {
+                    unmark(&state, &keys, begun).await;
+                }
+            });
+        }
+    }
+}
+
+/// Clears the marks of a write that did not commit (its entries are still right), best
+/// effort: marks that cannot be cleared expire.
+async fn unmark(state: &AppState, keys: &[String], begun: Begun) {
+    if state.cache_health.fenced() || (begun == Begun::Unreached && !state.cache_health.usable()) {
+        return;
+    }
+    let cache = state.cache.as_ref();
+    let ttl = state.settings.cache_ttl();
+    let calls = keys
+        .chunks(KEYS_PER_CALL)
+        .map(|part| async move {
+            let unmark: Vec<(String, WriteOutcome)> = part
+                .iter()
+                .map(|k| (k.clone(), WriteOutcome::Aborted))
+                .collect();
+            cache.end_write(&unmark, ttl).await.is_ok()
+        })
+        .collect();
+    if !all_ok(calls).await {
+        state.cache_health.failed(std::iter::empty());
+    }
+}
+
+/// A transaction [`commit_and_publish`] can end: sea-orm's, or the connection's own of a
+/// [`write_copy`].
+trait Txn: Send + 'static {
+    fn commit(self) -> BoxFuture<'static, Result<(), DbErr>>;
+    fn rollback(self) -> BoxFuture<'static, Result<(), DbErr>>;
+}
+
+impl Txn for DatabaseTransaction {
+    fn commit(self) -> BoxFuture<'static, Result<(), DbErr>> {
+        Box::pin(DatabaseTransaction::commit(self))
+    }
+    fn rollback(self) -> BoxFuture<'static, Result<(), DbErr>> {
+        Box::pin(DatabaseTransaction::rollback(self))
+    }
+}
+
+impl Txn for sea_orm::sqlx::Transaction<'static, Postgres> {
+    fn commit(self) -> BoxFuture<'static, Result<(), DbErr>> {
+        Box::pin(async move {
+            sea_orm::sqlx::Transaction::commit(self)
+                .await
+                .map_err(sqlx_error)
+        })
+    }
+    fn rollback(self) -> BoxFuture<'static, Result<(), DbErr>> {
+        Box::pin(async move {
+            sea_orm::sqlx::Transaction::rollback(self)
+                .await
+                .map_err(sqlx_error)
+        })
+    }
+}
+
 /// Declares, inside [`write`], that the bulk statements that follow write the rows of
 /// `entity` with these ids: the statements may run, and the ids' entries are marked before
 /// `COMMIT` and deleted after it (a bulk write leaves no entry to update, only ones to drop).
@@ -179,12 +404,16 @@ pub fn bulk(entity: &'static str, ids: impl IntoIterator<Item = String>) -> AppR
 /// to delete (bulk writes), each marked before `COMMIT`.
 struct Effects {
     stores: Vec<(String, WriteOutcome)>,
-    drops: Vec<String>,
+    /// Every key the write changes: the stores' first, then the bulk-written ones (dropped).
+    keys: Vec<String>,
+    /// How many of the last `keys` were marked already, while the transaction ran, and how
+    /// far that got.
+    premarked: Option<(usize, Begun)>,
 }
 
 impl Effects {
     fn of(changes: Vec<Change>, bulk: Vec<(&'static str, String)>) -> Self {
-        let stores = changes
+        let stores: Vec<(String, WriteOutcome)> = changes
             .into_iter()
             .map(|c| {
                 let payload = c
@@ -201,16 +430,39 @@ impl Effects {
                 )
             })
             .collect();
-        let drops = bulk.iter().map(|(e, id)| entry_key(e, id)).collect();
-        Self { stores, drops }
+        let keys = stores
+            .iter()
+            .map(|(k, _)| k.clone())
+            .chain(bulk.into_iter().map(|(e, id)| entry_key(e, &id)))
+            .collect();
+        Self {
+            stores,
+            keys,
+            premarked: None,
+        }
     }
 
-    fn keys(&self) -> impl Iterator<Item = &String> {
-        self.stores.iter().map(|(k, _)| k).chain(&self.drops)
+    /// Entries to store only.
+    fn stores(stores: Vec<(String, WriteOutcome)>) -> Self {
+        let keys = stores.iter().map(|(k, _)| k.clone()).collect();
+        Self {
+            stores,
+            keys,
+            premarked: None,
+        }
     }
 
-    fn is_empty(&self) -> bool {
-        self.stores.is_empty() && self.drops.is_empty()
+    /// Adds bulk-written keys that [`begin`] has marked already (or tried to).
+    fn premarked(mut self, keys: Vec<String>, begun: Begun) -> Self {
+        let n = keys.len();
+        self.keys.extend(keys);
+        self.premarked = Some((n, begun));
+        self
+    }
+
+    /// The keys whose entries are deleted after `COMMIT`.
+    fn drops(&self) -> &[String] {
+        &self.keys[self.stores.len()..]
     }
 }
 
@@ -225,8 +477,8 @@ where
         .await
 }
 
-/// How far the invalidation of a write's keys got before `COMMIT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How far the invalidation of a write's keys got before `COMMIT` (in order of worsening).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Begun {
     /// Every key is marked: after `COMMIT` the new entries are stored and the marks cleared.
     Marked,
@@ -322,26 +574,29 @@ async fn may_commit(state: &AppState, keys: &[String], begun: Begun) -> bool {
 
 /// After `COMMIT`: store the new entries, drop the bulk-written ones and clear the marks;
 /// whatever could not be delivered is owed.
-async fn publish(state: &AppState, effects: &Effects, keys: Vec<String>, begun: Begun) {
+async fn publish(state: &AppState, effects: Effects, begun: Begun) {
     if begun != Begun::Marked {
         // Entries were deleted by hand (a refusing server) or never marked: the keys are owed.
-        state.cache_health.failed(keys);
+        state.cache_health.failed(effects.keys);
         return;
     }
     let cache = state.cache.as_ref();
     let ttl = state.settings.cache_ttl();
-    let stored = effects
-        .stores
-        .chunks(KEYS_PER_CALL)
-        .map(|part| async move { cache.end_write(part, ttl).await.is_ok() })
-        .collect();
-    let dropped = effects
-        .drops
-        .chunks(KEYS_PER_CALL)
-        .map(|part| drop_entries(state, part))
-        .collect();
-    if !(all_ok(stored).await && all_ok(dropped).await) {
-        state.cache_health.failed(keys);
+    let delivered = {
+        let stored = effects
+            .stores
+            .chunks(KEYS_PER_CALL)
+            .map(|part| async move { cache.end_write(part, ttl).await.is_ok() })
+            .collect();
+        let dropped = effects
+            .drops()
+            .chunks(KEYS_PER_CALL)
+            .map(|part| drop_entries(state, part))
+            .collect();
+        all_ok(stored).await && all_ok(dropped).await
+    };
+    if !delivered {
+        state.cache_health.failed(effects.keys);
     }
 }
 
@@ -361,28 +616,35 @@ async fn after_failed_commit(state: &AppState, keys: Vec<String>, begun: Begun) 
     }
 }
 
-async fn commit_and_publish(
-    state: &AppState,
-    txn: DatabaseTransaction,
-    effects: Effects,
-) -> AppResult<()> {
-    if effects.is_empty() {
+async fn commit_and_publish(state: &AppState, txn: impl Txn, effects: Effects) -> AppResult<()> {
+    let (effects, begun) = commit(state, txn, effects).await?;
+    publish(state, effects, begun).await;
+    Ok(())
+}
+
+/// Marks whatever is not marked yet, then commits; what [`publish`] needs after it.
+async fn commit(state: &AppState, txn: impl Txn, effects: Effects) -> AppResult<(Effects, Begun)> {
+    if effects.keys.is_empty() {
         // A write that touches no cached entity is never held back.
         txn.commit().await?;
-        return Ok(());
+        return Ok((effects, Begun::Marked));
     }
-    let keys: Vec<String> = effects.keys().cloned().collect();
-    let begun = begin(state, &keys).await;
-    if !may_commit(state, &keys, begun).await {
+    let (premarked, begun_early) = effects.premarked.unwrap_or((0, Begun::Marked));
+    let later = &effects.keys[..effects.keys.len() - premarked];
+    let begun = if later.is_empty() {
+        begun_early
+    } else {
+        begun_early.max(begin(state, later).await)
+    };
+    if !may_commit(state, &effects.keys, begun).await {
         let _ = txn.rollback().await;
         return Err(refused());
     }
     if let Err(e) = txn.commit().await {
-        after_failed_commit(state, keys, begun).await;
+        after_failed_commit(state, effects.keys, begun).await;
         return Err(e.into());
     }
-    publish(state, &effects, keys, begun).await;
-    Ok(())
+    Ok((effects, begun))
 }
 
 /// How a change whose truth lives outside SQL ended (see [`write_outside`]).
@@ -444,11 +706,7 @@ where
                 stores.push((k.clone(), WriteOutcome::Aborted));
             }
         }
-        let effects = Effects {
-            stores,
-            drops: Vec::new(),
-        };
-        publish(&state, &effects, keys, begun).await;
+        publish(&state, Effects::stores(stores), begun).await;
         Ok(out)
     })
     .await
@@ -456,18 +714,9 @@ where
 }
 
 /// Deletes entries while they are still marked, then clears only this write's marks (a
-/// concurrent writer's mark on the same key stays until that writer ends).
+/// concurrent writer's mark on the same key stays until that writer ends); one call.
 async fn drop_entries(state: &AppState, keys: &[String]) -> bool {
-    let cache = state.cache.as_ref();
-    let unmark: Vec<(String, WriteOutcome)> = keys
-        .iter()
-        .map(|k| (k.clone(), WriteOutcome::Aborted))
-        .collect();
-    cache.invalidate(keys).await.is_ok()
-        && cache
-            .end_write(&unmark, state.settings.cache_ttl())
-            .await
-            .is_ok()
+    state.cache.drop_written(keys).await.is_ok()
 }
 
 /// A cache lookup's answer for one id.

@@ -197,8 +197,8 @@ fn abbreviate(sql: &str) -> String {
     }
 }
 
-/// The cached tables a statement writes: the targets of `INSERT INTO`, `UPDATE` and
-/// `DELETE FROM`, wherever they stand (a `WITH … INSERT` too).
+/// The cached tables a statement writes: the targets of `INSERT INTO`, `UPDATE`,
+/// `DELETE FROM` and `COPY … FROM`, wherever they stand (a `WITH … INSERT` too).
 pub fn written_tables(sql: &str) -> Vec<&'static str> {
     let normalized: String = sql
         .chars()
@@ -220,6 +220,8 @@ pub fn written_tables(sql: &str) -> Vec<&'static str> {
                 Some(&"only") => words.get(i + 3),
                 next => next,
             },
+            // `COPY t (cols) FROM STDIN` writes `t`; `COPY t TO …` only reads it.
+            "copy" if words[i + 1..].contains(&"from") => words.get(i + 1),
             _ => None,
         };
         let Some(target) = target else { continue };
@@ -251,6 +253,11 @@ mod tests {
             written_tables(r#"DELETE FROM "trainers" WHERE 1 = 1"#),
             vec!["trainers"]
         );
+        assert_eq!(
+            written_tables("COPY pokemons (id, nickname) FROM STDIN"),
+            vec!["pokemons"]
+        );
+        assert!(written_tables("COPY pokemons TO STDOUT").is_empty());
         assert!(written_tables(r#"SELECT * FROM "meals" WHERE id = 1 FOR UPDATE"#).is_empty());
         assert!(written_tables(r#"UPDATE "credentials" SET x = 1"#).is_empty());
     }

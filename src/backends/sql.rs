@@ -51,6 +51,12 @@ pub async fn connect(
     Ok(db)
 }
 
+/// A failure of a statement run on sqlx directly (`COPY`, which sea-orm cannot run), as
+/// sea-orm reports its own: [`DbErr::sql_err`] tells its constraint violations apart.
+pub fn sqlx_error(e: sea_orm::sqlx::Error) -> DbErr {
+    DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+}
+
 /// `sqlite` or `postgres` (or `mysql`).
 pub fn kind(db: &DatabaseConnection) -> &'static str {
     match db.get_database_backend() {

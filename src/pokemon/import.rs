@@ -1,49 +1,73 @@
-//! CSV imports of trainers and Pokémon, as a transaction staged in the cache tier.
+//! CSV imports of trainers and Pokémon: the whole file is validated first, then every row
+//! is written in one database transaction.
 //!
-//! 1. The upload is parsed as a stream (the `csv` crate, on a blocking thread); every row is
-//!    validated and the valid ones are sent on in chunks of [`CHUNK_ROWS`], each staged in
-//!    the cache under `import:<importId>:<chunk>` with an expiry. Only the ids seen (for
-//!    duplicates, and the owners for the unknown-owner check) stay in memory, never the rows.
-//! 2. When the file has no bad row and this is not a dry run, the chunks are read back one by
-//!    one and written in ONE database transaction, as batched inserts that update on an id
-//!    conflict ("insert or update by id"). On PostgreSQL each staged chunk (JSON) is handed to
-//!    the database as it is — one parameter, expanded by `jsonb_to_recordset` — and the
-//!    statement itself returns how many rows it inserted (`xmax = 0`); on SQLite the chunk is
-//!    decoded, which ids already exist is read first, and sea-orm's `insert_many` writes it.
-//! 3. The staged keys are removed, whatever the outcome.
+//! 1. **Validation.** The upload (async-graphql keeps it in a temporary file) is read as a
+//!    stream (the `csv` crate, on a blocking thread) and every row validated. What stays in
+//!    memory is the row count, the errors, each id's first row (for duplicates; they are the
+//!    ids written) and, for Pokémon, each owner's rows (for the unknown-owner check, one
+//!    query); never the rows. A file with any bad row, or a dry run, ends here: nothing was
+//!    written, and neither the database nor the cache was touched.
+//! 2. **Write.** The file is read again, now known valid, and its rows written in ONE
+//!    transaction ("insert or update by id") through the write path's bulk entry
+//!    (`write_through`): every imported id's entry is *marked* before `COMMIT`, so readers
+//!    treat it as a miss and may not fill it (marking revokes every reader's fill lease),
+//!    and after `COMMIT` the entries are deleted while still marked, then this import's
+//!    marks are cleared. A reader that read a row before the commit cannot fill its older
+//!    copy afterwards. Deleted entries leave no tombstone with a huge version, so later
+//!    writes and fills of these ids work as usual.
+//!    - PostgreSQL (`write_through::write_copy`, on the transaction's own connection): the
+//!      ids are marked by a task of their own while the transaction runs, and the import
+//!      answers once `COMMIT` is done (the entries are dropped and the marks cleared right
+//!      after, in the same task; until then reads of these ids go to the database). The
+//!      rows are streamed as `COPY … FROM STDIN` text. When none of the ids exists yet (one
+//!      `= ANY` query), they go straight into the table; otherwise into a temporary table
+//!      (`ON COMMIT DROP`), then
+//!      one `INSERT … SELECT … ON CONFLICT (id) DO UPDATE` that also counts the inserted
+//!      rows (`xmax = 0`). Pokémon owners are checked set-wise: one statement locks every
+//!      owner named in the file (`FOR KEY SHARE`, what the foreign key's trigger takes row
+//!      by row) and counts them, so none can be deleted until `COMMIT`; where the database
+//!      role may set `session_replication_role` (a superuser, or one granted `SET` on it),
+//!      the per-row trigger is then switched off for the `COPY`/`INSERT` alone, since it
+//!      would check again what is already checked and locked. Without that right the
+//!      trigger runs as usual.
+//!    - SQLite: batches of [`CHUNK_ROWS`] rows, each asked which of its ids exist, then
+//!      written with sea-orm's `insert_many … ON CONFLICT`.
 //!
-//! Cache invalidation: the batched upserts skip the entity hooks (recording a change per row
-//! of a 100 000-row file would hold every row in memory until commit). The transaction runs
-//! in the one write path, `write_through::write`, and declares the imported ids as a bulk
-//! write (`write_through::bulk`): right before `COMMIT` every imported id's entry is *marked*
-//! (in chunks), so readers treat it as a miss and may not fill it, and marking revokes every
-//! reader's fill lease; after `COMMIT` the entries are deleted while still marked, then this
-//! import's marks are cleared. A reader that read a row before the commit cannot fill its
-//! older copy afterwards. Deleted entries leave no tombstone with a huge version, so later
-//! writes and fills of these ids work as usual.
+//! All-or-nothing is the transaction's: any failure rolls it back (a temporary table goes
+//! with it), and marks set while it ran are cleared, so the database and the cache are as
+//! they were. Nothing is staged elsewhere: the validated rows are read back from the
+//! upload's own file (earlier versions staged them in the cache tier under the import id,
+//! which cost a JSON encoding, a round trip per 1 000 rows each way and the staged keys'
+//! memory in Redis).
+//!
+//! The batched and copied writes skip the entity hooks (recording a change per row of a
+//! 100 000-row file would hold every row in memory until commit); the bulk declaration is
+//! what lets them write the table, and what gets their entries invalidated.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::io::{BufReader, Seek, SeekFrom, Write};
+use std::sync::Arc;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use entity::{pokemon, trainer};
 use futures::future::BoxFuture;
 use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sqlx::postgres::PgRow;
+use sea_orm::sqlx::{self, PgConnection, Row as _};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QuerySelect, Set, SqlErr, Statement,
+    QuerySelect, Set, SqlErr,
 };
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::types;
-use crate::backends::sql::lock_rows;
+use crate::backends::sql::{lock_rows, sqlx_error};
 use crate::error::{AppError, AppResult, OrInternal};
 use crate::state::AppState;
-use crate::write_through;
+use crate::write_through::{self, PgBulk};
 
-/// Rows per staged cache entry and per batched insert.
+/// Rows per batched insert on SQLite, and ids per existence query.
 pub const CHUNK_ROWS: usize = 1000;
 
 /// One bad row of an imported file.
@@ -60,7 +84,7 @@ pub struct RowError {
 /// The outcome of an import.
 #[derive(Debug, Clone)]
 pub struct ImportOutcome {
-    /// The id the rows were staged under.
+    /// The import's id (in the server's log with the outcome).
     pub import_id: String,
     /// Data rows read (the header excluded).
     pub rows: i32,
@@ -95,21 +119,6 @@ impl ImportKind {
             ],
         }
     }
-}
-
-/// The key of one staged chunk.
-pub fn chunk_key(import_id: &str, chunk: usize) -> String {
-    format!("import:{import_id}:{chunk}")
-}
-
-/// What the parse leaves in memory: counts, errors and ids, never the rows.
-struct Parsed {
-    rows: usize,
-    errors: Vec<RowError>,
-    /// Ids of the valid rows, for counting and invalidation.
-    ids: Vec<String>,
-    /// Owner id → the rows naming it (Pokémon only).
-    owners: HashMap<String, Vec<u32>>,
 }
 
 /// One row's fields, by header name.
@@ -206,24 +215,33 @@ fn parse_pokemon(r: &mut Row<'_>) -> Option<pokemon::Model> {
 }
 
 /// A row type that can be imported.
-trait Importable: Serialize + DeserializeOwned + Send + 'static {
+trait Importable: Send + Sized + 'static {
     /// The cache namespace of the entity.
     const CACHE_ENTITY: &'static str;
+    /// PostgreSQL: the table.
+    const TABLE: &'static str;
+    /// PostgreSQL: the columns of a `COPY` row, in the order of [`Importable::copy_row`].
+    const COLUMNS: &'static str;
+    /// PostgreSQL: the temporary table the rows are copied into when some ids exist.
+    const STAGING: &'static str;
+    /// PostgreSQL: insert-or-update every row of the temporary table; returns `(inserted,
+    /// total)`. Inserted rows keep the version they were copied with; updated ones get their
+    /// version + 1 (versions only grow, see `entity::versioning`).
+    const UPSERT_STAGED: &'static str;
     fn parse(row: &mut Row<'_>) -> Option<Self>;
     fn id(&self) -> &str;
     fn owner(&self) -> Option<&str> {
         None
     }
-    /// Which of `ids` exist, asked in chunks.
+    /// Appends the row, at `version`, as a line of `COPY` text ([`Importable::COLUMNS`]).
+    fn copy_row(&self, version: i64, out: &mut Vec<u8>);
+    /// SQLite: which of `ids` exist, asked in chunks.
     fn existing<'a, C: ConnectionTrait + Sync>(
         db: &'a C,
         ids: &'a [String],
     ) -> BoxFuture<'a, AppResult<HashSet<String>>>;
-    /// PostgreSQL: insert-or-update every row of a staged chunk (`$1`, the chunk's JSON),
-    /// inserted rows at version `$2`; returns `(inserted, total)`.
-    const PG_UPSERT: &'static str;
-    /// One batched insert-or-update. Inserted rows get `version`; updated ones their version
-    /// + 1 (versions only grow, see `entity::versioning`).
+    /// SQLite: one batched insert-or-update. Inserted rows get `version`; updated ones their
+    /// version + 1.
     fn upsert(
         txn: &DatabaseTransaction,
         rows: Vec<Self>,
@@ -233,11 +251,13 @@ trait Importable: Serialize + DeserializeOwned + Send + 'static {
 
 impl Importable for trainer::Model {
     const CACHE_ENTITY: &'static str = trainer::CACHE_ENTITY;
-    const PG_UPSERT: &'static str = "WITH up AS (
+    const TABLE: &'static str = "trainers";
+    const COLUMNS: &'static str = "id, first_name, last_name, date_of_birth, version";
+    const STAGING: &'static str = "CREATE TEMPORARY TABLE import_rows (id text, first_name \
+        text, last_name text, date_of_birth date, version bigint) ON COMMIT DROP";
+    const UPSERT_STAGED: &'static str = "WITH up AS (
         INSERT INTO trainers AS t (id, first_name, last_name, date_of_birth, version)
-        SELECT id, first_name, last_name, date_of_birth, $2
-        FROM jsonb_to_recordset($1::jsonb)
-            AS r(id text, first_name text, last_name text, date_of_birth date)
+        SELECT id, first_name, last_name, date_of_birth, version FROM import_rows
         ON CONFLICT (id) DO UPDATE SET
             first_name = EXCLUDED.first_name,
             last_name = EXCLUDED.last_name,
@@ -251,6 +271,16 @@ impl Importable for trainer::Model {
     }
     fn id(&self) -> &str {
         &self.id
+    }
+    fn copy_row(&self, version: i64, out: &mut Vec<u8>) {
+        copy_text(out, &self.id);
+        out.push(b'\t');
+        copy_text(out, &self.first_name);
+        out.push(b'\t');
+        copy_text(out, &self.last_name);
+        out.push(b'\t');
+        copy_date(out, self.date_of_birth);
+        let _ = writeln!(out, "\t{version}");
     }
     fn existing<'a, C: ConnectionTrait + Sync>(
         db: &'a C,
@@ -295,13 +325,17 @@ impl Importable for trainer::Model {
 
 impl Importable for pokemon::Model {
     const CACHE_ENTITY: &'static str = pokemon::CACHE_ENTITY;
-    const PG_UPSERT: &'static str = "WITH up AS (
+    const TABLE: &'static str = "pokemons";
+    const COLUMNS: &'static str =
+        "id, nickname, species, level, owner_id, date_of_ownership, version";
+    const STAGING: &'static str = "CREATE TEMPORARY TABLE import_rows (id text, nickname text, \
+        species text, level integer, owner_id text, date_of_ownership date, version bigint) \
+        ON COMMIT DROP";
+    const UPSERT_STAGED: &'static str = "WITH up AS (
         INSERT INTO pokemons AS p
             (id, nickname, species, level, owner_id, date_of_ownership, version)
-        SELECT id, nickname, species, level, owner_id, date_of_ownership, $2
-        FROM jsonb_to_recordset($1::jsonb)
-            AS r(id text, nickname text, species text, level integer, owner_id text,
-                 date_of_ownership date)
+        SELECT id, nickname, species, level, owner_id, date_of_ownership, version
+        FROM import_rows
         ON CONFLICT (id) DO UPDATE SET
             nickname = EXCLUDED.nickname,
             species = EXCLUDED.species,
@@ -320,6 +354,18 @@ impl Importable for pokemon::Model {
     }
     fn owner(&self) -> Option<&str> {
         Some(&self.owner_id)
+    }
+    fn copy_row(&self, version: i64, out: &mut Vec<u8>) {
+        copy_text(out, &self.id);
+        out.push(b'\t');
+        copy_text(out, &self.nickname);
+        out.push(b'\t');
+        copy_text(out, &self.species);
+        let _ = write!(out, "\t{}\t", self.level);
+        copy_text(out, &self.owner_id);
+        out.push(b'\t');
+        copy_date(out, self.date_of_ownership);
+        let _ = writeln!(out, "\t{version}");
     }
     fn existing<'a, C: ConnectionTrait + Sync>(
         db: &'a C,
@@ -366,16 +412,35 @@ impl Importable for pokemon::Model {
     }
 }
 
-/// Streams the file: validates each row and sends the valid ones on in chunks.
-fn parse_file<M: Importable>(
-    kind: ImportKind,
-    file: File,
-    tx: mpsc::Sender<Vec<M>>,
-) -> AppResult<Parsed> {
+/// Appends `s` as a `COPY` text field: backslash, tab, newline and carriage return escaped.
+fn copy_text(out: &mut Vec<u8>, s: &str) {
+    for b in s.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b => out.push(b),
+        }
+    }
+}
+
+/// Appends a date as `YYYY-MM-DD`, which PostgreSQL reads whatever its `DateStyle`.
+fn copy_date(out: &mut Vec<u8>, d: NaiveDate) {
+    let _ = write!(out, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day());
+}
+
+/// Where each column of the header is.
+type Columns = HashMap<&'static str, usize>;
+
+/// The CSV reader of the upload, from its start, and where each column of `kind` is.
+fn open(kind: ImportKind, mut file: &File) -> AppResult<(csv::Reader<BufReader<&File>>, Columns)> {
+    file.seek(SeekFrom::Start(0))
+        .or_internal("rewinding the uploaded file")?;
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(std::io::BufReader::new(file));
+        .from_reader(BufReader::with_capacity(64 * 1024, file));
     let header = reader
         .headers()
         .map_err(|e| AppError::invalid("file", format!("could not read the CSV header: {e}")))?
@@ -397,24 +462,38 @@ fn parse_file<M: Importable>(
             }
         }
     }
-    let mut parsed = Parsed {
+    Ok((reader, columns))
+}
+
+/// What validation leaves in memory: counts, errors and ids, never the rows.
+struct Validated {
+    rows: usize,
+    errors: Vec<RowError>,
+    /// Every id → the first row naming it; with no errors, exactly the ids to write.
+    first_row_of: HashMap<String, u32>,
+    /// Owner id → the rows naming it (Pokémon only).
+    owners: HashMap<String, Vec<u32>>,
+}
+
+/// Step 1: reads the whole file and validates every row.
+fn validate<M: Importable>(kind: ImportKind, file: &File) -> AppResult<Validated> {
+    let (mut reader, columns) = open(kind, file)?;
+    let mut v = Validated {
         rows: 0,
         errors: Vec::new(),
-        ids: Vec::new(),
+        first_row_of: HashMap::new(),
         owners: HashMap::new(),
     };
-    let mut first_row_of: HashMap<String, u32> = HashMap::new();
-    let mut chunk = Vec::with_capacity(CHUNK_ROWS);
     let mut record = csv::StringRecord::new();
     loop {
-        let row = parsed.rows as u32 + 1;
+        let row = v.rows as u32 + 1;
         match reader.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
                 // A row that is not even CSV (bad UTF-8 …): report it and go on.
-                parsed.rows += 1;
-                parsed.errors.push(RowError {
+                v.rows += 1;
+                v.errors.push(RowError {
                     row: row as i32,
                     column: None,
                     message: format!("could not read the row: {e}"),
@@ -425,7 +504,7 @@ fn parse_file<M: Importable>(
                 continue;
             }
         }
-        parsed.rows += 1;
+        v.rows += 1;
         let mut r = Row {
             record: &record,
             columns: &columns,
@@ -439,38 +518,88 @@ fn parse_file<M: Importable>(
             .map(str::trim)
             .filter(|v| !v.is_empty())
         {
-            match first_row_of.get(id) {
+            match v.first_row_of.get(id) {
                 Some(first) => errors.push(RowError {
                     row: row as i32,
                     column: Some("id".into()),
                     message: format!("`{id}` is already on row {first}"),
                 }),
                 None => {
-                    first_row_of.insert(id.to_owned(), row);
+                    v.first_row_of.insert(id.to_owned(), row);
                 }
             }
         }
         if !errors.is_empty() {
-            parsed.errors.extend(errors);
+            v.errors.extend(errors);
             continue;
         }
-        let Some(model) = model else { continue };
-        if let Some(owner) = model.owner() {
-            parsed.owners.entry(owner.to_owned()).or_default().push(row);
-        }
-        parsed.ids.push(model.id().to_owned());
-        chunk.push(model);
-        if chunk.len() == CHUNK_ROWS {
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
-            if tx.blocking_send(full).is_err() {
-                return Err(AppError::internal("the import's staging stopped"));
-            }
+        if let Some(owner) = model.as_ref().and_then(|m| m.owner()) {
+            v.owners.entry(owner.to_owned()).or_default().push(row);
         }
     }
-    if !chunk.is_empty() && tx.blocking_send(chunk).is_err() {
-        return Err(AppError::internal("the import's staging stopped"));
+    Ok(v)
+}
+
+/// Step 2: reads the validated file again and hands every row to `each`, which returns
+/// false to stop. A row that does not parse now means the file changed under the import.
+fn each_row<M: Importable>(
+    kind: ImportKind,
+    file: &File,
+    mut each: impl FnMut(M) -> bool,
+) -> AppResult<usize> {
+    let (mut reader, columns) = open(kind, file)?;
+    let mut record = csv::StringRecord::new();
+    let mut rows = 0;
+    while reader
+        .read_record(&mut record)
+        .or_internal("reading the uploaded file again")?
+    {
+        rows += 1;
+        let mut r = Row {
+            record: &record,
+            columns: &columns,
+            row: rows as u32,
+            errors: Vec::new(),
+        };
+        let Some(model) = M::parse(&mut r) else {
+            return Err(AppError::internal(
+                "the uploaded file changed between its validation and its write",
+            ));
+        };
+        if !each(model) {
+            break;
+        }
     }
-    Ok(parsed)
+    Ok(rows)
+}
+
+/// Bytes of `COPY` text sent at a time.
+const COPY_BUFFER: usize = 64 * 1024;
+
+/// Step 2 on PostgreSQL, on a blocking thread: the rows as `COPY` text, in buffers of about
+/// [`COPY_BUFFER`] bytes; returns how many rows were sent.
+fn copy_buffers<M: Importable>(
+    kind: ImportKind,
+    file: &File,
+    version: i64,
+    tx: mpsc::Sender<Vec<u8>>,
+) -> AppResult<usize> {
+    let mut buf = Vec::with_capacity(COPY_BUFFER + 1024);
+    let mut sent = 0;
+    let mut open_channel = true;
+    each_row::<M>(kind, file, |row| {
+        row.copy_row(version, &mut buf);
+        sent += 1;
+        if buf.len() >= COPY_BUFFER {
+            let full = std::mem::replace(&mut buf, Vec::with_capacity(COPY_BUFFER + 1024));
+            open_channel = tx.blocking_send(full).is_ok();
+        }
+        open_channel
+    })?;
+    if !open_channel || (!buf.is_empty() && tx.blocking_send(buf).is_err()) {
+        return Err(AppError::internal("the import's COPY stopped"));
+    }
+    Ok(sent)
 }
 
 /// Imports trainers from a CSV upload.
@@ -498,65 +627,18 @@ async fn run<M: Importable>(
     dry_run: bool,
 ) -> AppResult<ImportOutcome> {
     let import_id = uuid::Uuid::new_v4().simple().to_string();
-    let (tx, mut rx) = mpsc::channel::<Vec<M>>(2);
-    let parser = tokio::task::spawn_blocking(move || parse_file::<M>(kind, file, tx));
-    // Stage every chunk as it comes; the parser waits when two are queued.
-    let ttl = state.settings.request_timeout() + std::time::Duration::from_secs(60);
-    let mut chunks = 0usize;
-    let mut staging: AppResult<()> = Ok(());
-    while let Some(chunk) = rx.recv().await {
-        if staging.is_err() {
-            continue;
-        }
-        let key = chunk_key(&import_id, chunks);
-        chunks += 1;
-        staging = match serde_json::to_string(&chunk) {
-            Ok(json) => state
-                .kv
-                .set_many(&[(key, json)], Some(ttl))
-                .await
-                .or_internal("staging the import in the cache"),
-            Err(e) => Err(AppError::caused_by("encoding a staged chunk", e)),
-        };
-        if staging.is_err() {
-            // Stop the parser early: it fails on its next send.
-            rx.close();
-        }
-    }
-    let parsed = parser.await.or_internal("the CSV parser panicked");
-    let outcome = match (staging, parsed) {
-        (Err(e), _) | (_, Err(e)) => Err(e),
-        (Ok(()), Ok(Err(e))) => Err(e),
-        (Ok(()), Ok(Ok(parsed))) => {
-            finish::<M>(state, kind, &import_id, chunks, parsed, dry_run).await
-        }
-    };
-    let keys: Vec<String> = (0..chunks).map(|c| chunk_key(&import_id, c)).collect();
-    for part in keys.chunks(500) {
-        if let Err(e) = state.kv.del(part).await {
-            tracing::warn!(error = %e, import = %import_id, "staged rows left to expire");
-            break;
-        }
-    }
-    outcome
-}
-
-/// Checks owners, then reports (errors, dry run) or writes the staged chunks.
-async fn finish<M: Importable>(
-    state: &AppState,
-    kind: ImportKind,
-    import_id: &str,
-    chunks: usize,
-    mut parsed: Parsed,
-    dry_run: bool,
-) -> AppResult<ImportOutcome> {
-    if kind == ImportKind::Pokemons && !parsed.owners.is_empty() {
-        let owners: Vec<String> = parsed.owners.keys().cloned().collect();
+    let file = Arc::new(file);
+    let reading = file.clone();
+    let mut v = tokio::task::spawn_blocking(move || validate::<M>(kind, &reading))
+        .await
+        .or_internal("the CSV parser panicked")??;
+    if kind == ImportKind::Pokemons && !v.owners.is_empty() {
+        let owners: Vec<String> = v.owners.keys().cloned().collect();
         let known =
             existing_ids::<trainer::Entity, _>(&state.db, trainer::Column::Id, &owners).await?;
         for owner in owners.iter().filter(|o| !known.contains(*o)) {
-            for row in &parsed.owners[owner] {
-                parsed.errors.push(RowError {
+            for row in &v.owners[owner] {
+                v.errors.push(RowError {
                     row: *row as i32,
                     column: Some("owner".into()),
                     message: format!("no trainer with id `{owner}`"),
@@ -565,28 +647,44 @@ async fn finish<M: Importable>(
         }
     }
     let mut report = ImportOutcome {
-        import_id: import_id.to_owned(),
-        rows: parsed.rows as i32,
+        import_id,
+        rows: v.rows as i32,
         inserted: 0,
         updated: 0,
         errors: Vec::new(),
     };
-    if !parsed.errors.is_empty() {
-        parsed
-            .errors
+    if !v.errors.is_empty() {
+        v.errors
             .sort_by(|a, b| (a.row, &a.column).cmp(&(b.row, &b.column)));
-        report.errors = parsed.errors;
+        report.errors = v.errors;
         return Ok(report);
     }
-    if dry_run {
-        let existing = M::existing(&state.db, &parsed.ids).await?;
-        report.updated = existing.len() as i32;
-        report.inserted = (parsed.ids.len() - existing.len()) as i32;
-        return Ok(report);
-    }
-    let (inserted, updated) = write_staged::<M>(state, import_id, chunks, parsed.ids).await?;
+    let ids: Vec<String> = v.first_row_of.into_keys().collect();
+    let postgres = state.db.get_database_backend() == DbBackend::Postgres;
+    let (inserted, updated) = if dry_run {
+        let existing = if postgres {
+            existing_count::<M>(state, &ids).await?
+        } else {
+            M::existing(&state.db, &ids).await?.len()
+        };
+        (ids.len() - existing, existing)
+    } else if postgres {
+        let owners = v.owners.into_keys().collect();
+        write_postgres::<M>(state, kind, file, ids, owners).await?
+    } else {
+        write_batches::<M>(state, kind, file, ids).await?
+    };
     report.inserted = inserted as i32;
     report.updated = updated as i32;
+    tracing::info!(
+        import = %report.import_id,
+        entity = M::CACHE_ENTITY,
+        rows = report.rows,
+        inserted,
+        updated,
+        dry_run,
+        "import done"
+    );
     Ok(report)
 }
 
@@ -610,75 +708,248 @@ where
     Ok(found)
 }
 
+fn deleted_owner() -> AppError {
+    AppError::Conflict(
+        "owner: a trainer named in the file was deleted during the import; nothing was written"
+            .into(),
+    )
+}
+
 fn write_error(e: DbErr) -> AppError {
-    if matches!(e.sql_err(), Some(SqlErr::ForeignKeyConstraintViolation(_))) {
-        AppError::Conflict(
-            "owner: a trainer named in the file was deleted during the import; nothing was \
-             written"
+    match e.sql_err() {
+        Some(SqlErr::ForeignKeyConstraintViolation(_)) => deleted_owner(),
+        Some(SqlErr::UniqueConstraintViolation(_)) => AppError::Conflict(
+            "id: a row of the file was created by another write during the import; nothing \
+             was written, import the file again"
                 .into(),
-        )
-    } else {
-        e.into()
+        ),
+        _ => e.into(),
     }
 }
 
-/// Writes every staged chunk in one transaction, through the write path's bulk entry: the
-/// imported ids' entries are marked before `COMMIT` and deleted after it. Returns
-/// (inserted, updated).
-async fn write_staged<M: Importable>(
+/// Step 2 on SQLite: the rows in batches of [`CHUNK_ROWS`], in one transaction, through the
+/// write path's bulk entry: the imported ids' entries are marked before `COMMIT` and
+/// deleted after it. Returns (inserted, updated).
+async fn write_batches<M: Importable>(
     state: &AppState,
-    import_id: &str,
-    chunks: usize,
+    kind: ImportKind,
+    file: Arc<File>,
     ids: Vec<String>,
 ) -> AppResult<(usize, usize)> {
-    let kv = state.kv.clone();
-    let import_id = import_id.to_owned();
+    let (tx, mut rx) = mpsc::channel::<Vec<M>>(2);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+        let mut open_channel = true;
+        each_row::<M>(kind, &file, |row| {
+            chunk.push(row);
+            if chunk.len() == CHUNK_ROWS {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
+                open_channel = tx.blocking_send(full).is_ok();
+            }
+            open_channel
+        })?;
+        if !open_channel || (!chunk.is_empty() && tx.blocking_send(chunk).is_err()) {
+            return Err(AppError::internal("the import's write stopped"));
+        }
+        Ok(())
+    });
     write_through::write(state, move |txn| {
         Box::pin(async move {
             lock_rows::<trainer::Entity, String>(txn, trainer::Column::Id, []).await?;
             write_through::bulk(M::CACHE_ENTITY, ids)?;
             let version = entity::versioning::next_version(None);
             let (mut inserted, mut updated) = (0, 0);
-            for c in 0..chunks {
-                let raw = kv
-                    .get(&chunk_key(&import_id, c))
-                    .await
-                    .or_internal("reading a staged chunk")?
-                    .ok_or_else(|| {
-                        AppError::Conflict(
-                            "file: the staged rows expired before they were written; nothing \
-                             was written, import the file again"
-                                .into(),
-                        )
-                    })?;
-                if txn.get_database_backend() == DbBackend::Postgres {
-                    let counts = txn
-                        .query_one(Statement::from_sql_and_values(
-                            DbBackend::Postgres,
-                            M::PG_UPSERT,
-                            [raw.into(), version.into()],
-                        ))
-                        .await
-                        .map_err(write_error)?
-                        .ok_or_else(|| {
-                            AppError::internal("the import's upsert returned no counts")
-                        })?;
-                    let chunk_inserted: i64 = counts.try_get("", "inserted")?;
-                    let chunk_total: i64 = counts.try_get("", "total")?;
-                    inserted += chunk_inserted as usize;
-                    updated += (chunk_total - chunk_inserted) as usize;
-                    continue;
-                }
-                let rows: Vec<M> =
-                    serde_json::from_str(&raw).or_internal("decoding a staged chunk")?;
+            while let Some(rows) = rx.recv().await {
                 let chunk_ids: Vec<String> = rows.iter().map(|r| r.id().to_owned()).collect();
                 let exists = M::existing(txn, &chunk_ids).await?;
                 updated += exists.len();
                 inserted += chunk_ids.len() - exists.len();
                 M::upsert(txn, rows, version).await.map_err(write_error)?;
             }
+            // Every row must have been read before this transaction may commit.
+            reader.await.or_internal("the CSV reader panicked")??;
             Ok((inserted, updated))
         })
     })
     .await
+}
+
+/// PostgreSQL: how many of `ids` exist, in one query (a dry run's count).
+async fn existing_count<M: Importable>(state: &AppState, ids: &[String]) -> AppResult<usize> {
+    let sql = format!("SELECT count(*) FROM {} WHERE id = ANY($1)", M::TABLE);
+    let mut conn = state
+        .db
+        .get_postgres_connection_pool()
+        .acquire()
+        .await
+        .map_err(sqlx_error)?;
+    state
+        .metrics
+        .sql_queries
+        .with_label_values(&[crate::metrics::caller()])
+        .inc();
+    let n = count(&mut conn, &sql, ids).await.map_err(sqlx_error)?;
+    Ok(n as usize)
+}
+
+/// Step 2 on PostgreSQL: `COPY`, in one transaction on its own connection, through the
+/// write path's bulk entry for `COPY` (`write_through::write_copy`). Returns (inserted,
+/// updated).
+async fn write_postgres<M: Importable>(
+    state: &AppState,
+    kind: ImportKind,
+    file: Arc<File>,
+    ids: Vec<String>,
+    owners: Vec<String>,
+) -> AppResult<(usize, usize)> {
+    let rows = ids.len();
+    write_through::write_copy(state, M::CACHE_ENTITY, ids, move |mut db, ids| {
+        Box::pin(async move {
+            // While the ids are being marked: which of them exist already.
+            let sql = format!("SELECT count(*) FROM {} WHERE id = ANY($1)", M::TABLE);
+            let existing = count(db.statement(&sql), &sql, ids)
+                .await
+                .map_err(sqlx_error)?;
+            let version = entity::versioning::next_version(None);
+            let unchecked = !owners.is_empty() && lock_owners(&mut db, &owners).await?;
+            let copied = if existing == 0 {
+                // Every id is new: straight into the table.
+                let sql = format!("COPY {} ({}) FROM STDIN", M::TABLE, M::COLUMNS);
+                let copied = copy_in::<M>(&mut db, &sql, kind, file, version).await?;
+                (copied, 0)
+            } else {
+                run_sql(&mut db, M::STAGING).await?;
+                let sql = format!("COPY import_rows ({}) FROM STDIN", M::COLUMNS);
+                copy_in::<M>(&mut db, &sql, kind, file, version).await?;
+                let counts = fetch_one(db.statement(M::UPSERT_STAGED), M::UPSERT_STAGED)
+                    .await
+                    .map_err(|e| write_error(sqlx_error(e)))?;
+                let inserted: i64 = counts.try_get("inserted").map_err(sqlx_error)?;
+                let total: i64 = counts.try_get("total").map_err(sqlx_error)?;
+                (inserted as usize, (total - inserted) as usize)
+            };
+            if unchecked {
+                run_sql(&mut db, "SET LOCAL session_replication_role = origin").await?;
+            }
+            if copied.0 + copied.1 != rows {
+                return Err(AppError::internal(format!(
+                    "the import wrote {} rows of {rows}",
+                    copied.0 + copied.1
+                )));
+            }
+            Ok(copied)
+        })
+    })
+    .await
+}
+
+// sqlx's calls are boxed in the functions below: inside the write path's higher-ranked
+// closure the compiler cannot otherwise prove their futures `Send` for every lifetime.
+
+/// Runs `sql` (statements without parameters).
+fn execute<'a>(
+    conn: &'a mut PgConnection,
+    sql: &'static str,
+) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+    let run = sqlx::Executor::execute(conn, sqlx::raw_sql(sql));
+    Box::pin(async move { run.await.map(drop) })
+}
+
+/// Runs `sql`, a count with the text array `$1`.
+fn count<'a>(
+    conn: &'a mut PgConnection,
+    sql: &'a str,
+    values: &'a [String],
+) -> BoxFuture<'a, Result<i64, sqlx::Error>> {
+    Box::pin(async move { sqlx::query_scalar(sql).bind(values).fetch_one(conn).await })
+}
+
+/// Runs `sql`, which answers one row.
+fn fetch_one<'a>(
+    conn: &'a mut PgConnection,
+    sql: &'static str,
+) -> BoxFuture<'a, Result<PgRow, sqlx::Error>> {
+    Box::pin(async move { sqlx::query(sql).fetch_one(conn).await })
+}
+
+/// Runs one statement without parameters.
+async fn run_sql(db: &mut PgBulk<'_>, sql: &'static str) -> AppResult<()> {
+    execute(db.statement(sql), sql).await.map_err(sqlx_error)?;
+    Ok(())
+}
+
+/// Locks every owner of the file against deletion until `COMMIT` (`FOR KEY SHARE`, as the
+/// foreign key's trigger does row by row) and checks they all exist; then, where the role
+/// may, switches off the per-row trigger for the rest of the transaction (until
+/// `session_replication_role` is set back): the check it would make is done. Returns
+/// whether it was switched off.
+async fn lock_owners(db: &mut PgBulk<'_>, owners: &[String]) -> AppResult<bool> {
+    const LOCK: &str = "SELECT count(*) FROM \
+        (SELECT 1 FROM trainers WHERE id = ANY($1) FOR KEY SHARE) AS owners";
+    let locked = count(db.statement(LOCK), LOCK, owners)
+        .await
+        .map_err(sqlx_error)?;
+    if locked as usize != owners.len() {
+        return Err(deleted_owner());
+    }
+    const SKIP: &str = "SAVEPOINT import_fk; SET LOCAL session_replication_role = replica; \
+        RELEASE SAVEPOINT import_fk";
+    match execute(db.statement(SKIP), SKIP).await {
+        Ok(()) => Ok(true),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {
+            // Not allowed: the foreign key's trigger checks every row again.
+            run_sql(db, "ROLLBACK TO SAVEPOINT import_fk").await?;
+            Ok(false)
+        }
+        Err(e) => Err(sqlx_error(e).into()),
+    }
+}
+
+/// Streams the rows of the file into `sql` (a `COPY … FROM STDIN`), read on a blocking
+/// thread; returns the rows copied.
+async fn copy_in<M: Importable>(
+    db: &mut PgBulk<'_>,
+    sql: &str,
+    kind: ImportKind,
+    file: Arc<File>,
+    version: i64,
+) -> AppResult<usize> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+    let reader = tokio::task::spawn_blocking(move || copy_buffers::<M>(kind, &file, version, tx));
+    let mut copy = db
+        .statement(sql)
+        .copy_in_raw(sql)
+        .await
+        .map_err(|e| write_error(sqlx_error(e)))?;
+    let mut sending = Ok(());
+    while let Some(buf) = rx.recv().await {
+        if let Err(e) = copy.send(buf).await {
+            sending = Err(e);
+            break;
+        }
+    }
+    drop(rx);
+    let read = reader.await.or_internal("the CSV reader panicked");
+    match (sending, read) {
+        (Ok(()), Ok(Ok(sent))) => {
+            let copied = copy
+                .finish()
+                .await
+                .map_err(|e| write_error(sqlx_error(e)))?;
+            if copied as usize != sent {
+                return Err(AppError::internal(format!(
+                    "COPY took {copied} rows of {sent}"
+                )));
+            }
+            Ok(sent)
+        }
+        (Err(e), _) => {
+            let _ = copy.abort("the import stopped").await;
+            Err(write_error(sqlx_error(e)))
+        }
+        (Ok(()), Err(e)) | (Ok(()), Ok(Err(e))) => {
+            let _ = copy.abort("the import stopped").await;
+            Err(e)
+        }
+    }
 }

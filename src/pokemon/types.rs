@@ -185,7 +185,7 @@ pub struct ImportError {
 /// The outcome of an import.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct ImportReport {
-    /// The id the rows were staged under.
+    /// The import's id (in the server's log with the outcome).
     pub import_id: ID,
     /// Data rows read (the header excluded).
     pub rows: i32,

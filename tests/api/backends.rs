@@ -512,6 +512,23 @@ async fn invalidation(c: &dyn VersionedCache) {
     // With the entry gone, an older version can be filled again (no tombstone was left).
     assert!(miss_and_fill(c, "inv:a", ver(1, "again")).await);
     c.invalidate(&[]).await.unwrap();
+
+    // A bulk write's end: the entries go and one mark of each is cleared; a second writer's
+    // mark on the same key keeps it a miss until that writer ends too.
+    assert!(miss_and_fill(c, "drop:a", ver(4, "a")).await);
+    assert!(miss_and_fill(c, "drop:b", ver(4, "b")).await);
+    c.begin_write(&keys(&["drop:a", "drop:b"]), TTL)
+        .await
+        .unwrap();
+    c.begin_write(&keys(&["drop:b"]), TTL).await.unwrap();
+    c.drop_written(&keys(&["drop:a", "drop:b"])).await.unwrap();
+    assert!(miss_and_fill(c, "drop:a", ver(1, "older")).await);
+    assert!(!miss_and_fill(c, "drop:b", ver(1, "older")).await);
+    c.end_write(&[("drop:b".to_owned(), WriteOutcome::Aborted)], TTL)
+        .await
+        .unwrap();
+    assert!(miss_and_fill(c, "drop:b", ver(1, "older")).await);
+    c.drop_written(&[]).await.unwrap();
 }
 
 async fn versioned_prefixes_isolate(c: &dyn VersionedCache, other: &dyn VersionedCache) {

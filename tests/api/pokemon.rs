@@ -1084,7 +1084,227 @@ async fn listing_fifty_trainers_with_their_pokemon_costs_a_constant_number_of_qu
     );
 }
 
+/// `solo1` (owned by `trainer2`), created through the hooks and read into the cache; returns
+/// what a read of it answers.
+async fn a_cached_pokemon(app: &TestApp, token: &str) -> Value {
+    let r = app
+        .gql_as(
+            token,
+            "mutation { createPokemon(input: { id: \"solo1\", nickname: \"Before\", species: \"Mew\", level: 7, ownerId: \"trainer2\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let first = read_solo(app).await;
+    assert_eq!(first["nickname"], "Before");
+    first
+}
+
+/// Reads `solo1`, each time with another alias: the memo of responses would otherwise
+/// answer a repeated query without a cache read.
+async fn read_solo(app: &TestApp) -> Value {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static READS: AtomicUsize = AtomicUsize::new(0);
+    let alias = format!("r{}", READS.fetch_add(1, Ordering::Relaxed));
+    let r = app
+        .gql(
+            &format!(
+                "{{ {alias}: pokemon(id: \"solo1\") {{ nickname species level ownerId dateOfOwnership }} }}"
+            ),
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    r["data"][&alias].clone()
+}
+
+/// `solo1` reads as `expected` and straight from the cache: its entry was neither changed
+/// nor dropped, and no write mark was left on it (a marked entry reads as a miss).
+async fn solo_is_served_from_the_cache_as(app: &TestApp, expected: &Value) {
+    let hits = "arena_cache_hits_total{entity=\"pokemon\"}";
+    let before = app.metric(hits).await;
+    assert_eq!(&read_solo(app).await, expected);
+    assert_eq!(
+        app.metric(hits).await,
+        before + 1.0,
+        "served from the cache"
+    );
+}
+
+/// Whether the cache entry of Pokémon `id` (which has none) carries no write mark: a fill
+/// after a leased miss is stored only on an unmarked key. The probe entry is removed.
+async fn unmarked(app: &TestApp, id: &str) -> bool {
+    let key = vec![arena::write_through::entry_key("pokemon", id)];
+    let ttl = Duration::from_secs(60);
+    let cache = app.state.cache.as_ref();
+    let got = cache.leased_get_many(&key, "probe", ttl).await.unwrap();
+    assert_eq!(got, vec![None], "{id} has no entry");
+    let probe = arena::backends::cache::Versioned {
+        version: 1,
+        payload: "null".into(),
+    };
+    let stored = cache
+        .leased_fill_many(&[(key[0].clone(), probe)], "probe", ttl)
+        .await
+        .unwrap();
+    cache.invalidate(&key).await.unwrap();
+    stored == [true]
+}
+
+/// A file of `rows` Pokémon rows: `solo1` changed first when `with_solo`, then new ids
+/// `big1` …, then `last`.
+fn big_csv(rows: usize, with_solo: bool, last: &str) -> String {
+    let mut csv = String::from("id,nickname,species,level,owner,dateOfOwnership\n");
+    let mut left = rows - 1;
+    if with_solo {
+        csv.push_str("solo1,After,Mew,9,trainer1,02-03-2021\n");
+        left -= 1;
+    }
+    for i in 1..=left {
+        csv.push_str(&format!(
+            "big{i},Nick{i},Pikachu,{},trainer{},15-06-2020\n",
+            i % 100 + 1,
+            i % 3 + 1
+        ));
+    }
+    csv.push_str(last);
+    csv.push('\n');
+    csv
+}
+
+/// After a failed import: nothing of the file was written, `solo1` is still served from
+/// the cache as it was, and the file's new ids carry no write mark.
+async fn nothing_was_written_and_the_cache_is_as_it_was(app: &TestApp, solo: &Value) {
+    assert_eq!(pokemon_count(app).await, 1);
+    solo_is_served_from_the_cache_as(app, solo).await;
+    for id in ["big1", "big9000"] {
+        assert!(app
+            .gql(&format!("{{ pokemon(id: \"{id}\") {{ id }} }}"), json!({}))
+            .await["data"]["pokemon"]
+            .is_null());
+        assert!(unmarked(app, id).await, "{id} was left marked");
+    }
+    let staged = app.state.kv.scan_prefix("import:").await.unwrap();
+    assert!(staged.is_empty(), "{staged:?}");
+}
+
+/// A bad row at the end of a large file, or an unknown owner there, means nothing is
+/// written: not the 19 999 good rows before it, not the change to a cached Pokémon, and the
+/// cache is left exactly as it was.
+async fn a_bad_row_at_the_end_of_a_large_file_writes_nothing_and_leaves_the_cache_be(app: TestApp) {
+    let token = app.login_new_user("ash").await;
+    import_ok(&app, &token, "importTrainers", &trainers_csv(3)).await;
+    let solo = a_cached_pokemon(&app, &token).await;
+    for (last, column) in [
+        ("late,Nick,Pikachu,101,trainer1,01-02-2020", "level"),
+        ("late,Nick,Pikachu,5,ghost,01-02-2020", "owner"),
+    ] {
+        let r = import(
+            &app,
+            &token,
+            "importPokemons",
+            &big_csv(20_000, true, last),
+            false,
+        )
+        .await;
+        assert_no_errors(&r);
+        let report = &r["data"]["importPokemons"];
+        assert_eq!(report["rows"], 20_000);
+        assert_eq!(
+            (&report["inserted"], &report["updated"]),
+            (&json!(0), &json!(0))
+        );
+        let errors = report["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 1, "{report:#}");
+        assert_eq!(
+            (&errors[0]["row"], &errors[0]["column"]),
+            (&json!(20_000), &json!(column))
+        );
+        nothing_was_written_and_the_cache_is_as_it_was(&app, &solo).await;
+    }
+}
+
+/// PostgreSQL: a row the database refuses although it passed validation (here a `CHECK`
+/// constraint the test adds) fails the import during the write, after the ids were marked:
+/// the transaction rolls back and the marks are cleared, both when the rows go through the
+/// temporary table (the file updates `solo1`) and when they are copied straight into the
+/// table (every id is new).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_that_fails_in_the_database_leaves_it_and_the_cache_as_they_were() {
+    let Some(app) = spawn_app(Backends::Real).await else {
+        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
+    };
+    let token = app.login_new_user("ash").await;
+    import_ok(&app, &token, "importTrainers", &trainers_csv(3)).await;
+    let solo = a_cached_pokemon(&app, &token).await;
+    use sea_orm::ConnectionTrait;
+    app.state
+        .db
+        .execute_unprepared(
+            "ALTER TABLE pokemons ADD CONSTRAINT no_doom CHECK (nickname <> 'Doom')",
+        )
+        .await
+        .unwrap();
+    for with_solo in [true, false] {
+        let csv = big_csv(20_000, with_solo, "late,Doom,Pikachu,5,trainer1,01-02-2020");
+        let r = import(&app, &token, "importPokemons", &csv, false).await;
+        assert_eq!(error_code(&r), "INTERNAL", "{r:#}");
+        nothing_was_written_and_the_cache_is_as_it_was(&app, &solo).await;
+    }
+    // The same file without the refused row imports.
+    let csv = big_csv(20_000, true, "late,Fine,Pikachu,5,trainer1,01-02-2020");
+    let report = import_ok(&app, &token, "importPokemons", &csv).await;
+    assert_eq!(
+        (&report["inserted"], &report["updated"]),
+        (&json!(19_999), &json!(1))
+    );
+    assert_eq!(read_solo(&app).await["nickname"], "After");
+}
+
+/// PostgreSQL: the owners of an import are locked for its transaction (`FOR KEY SHARE`, set
+/// for the whole file at once, in place of the foreign key's check of every row): a trainer
+/// deleted by a transaction that held its row while the import started makes the import
+/// write nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_owner_deleted_while_the_import_waits_for_it_means_nothing_is_written() {
+    let Some(app) = spawn_app(Backends::Real).await else {
+        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
+    };
+    let token = app.login_new_user("ash").await;
+    import_ok(&app, &token, "importTrainers", &trainers_csv(3)).await;
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let deleter = app.state.db.begin().await.unwrap();
+    deleter
+        .execute_unprepared("SELECT id FROM trainers WHERE id = 'trainer1' FOR UPDATE")
+        .await
+        .unwrap();
+    let csv = big_csv(5_000, false, "late,Nick,Pikachu,5,trainer2,01-02-2020");
+    let importing = async {
+        let r = import(&app, &token, "importPokemons", &csv, false).await;
+        (r, std::time::Instant::now())
+    };
+    let deleting = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        deleter
+            .execute_unprepared("DELETE FROM trainers WHERE id = 'trainer1'")
+            .await
+            .unwrap();
+        deleter.commit().await.unwrap();
+        std::time::Instant::now()
+    };
+    let ((r, answered), deleted) = tokio::join!(importing, deleting);
+    assert!(answered > deleted, "the import waited for trainer1's row");
+    assert_eq!(error_code(&r), "CONFLICT", "{r:#}");
+    assert!(
+        error_message(&r).contains("deleted during the import"),
+        "{r:#}"
+    );
+    assert_eq!(pokemon_count(&app).await, 0);
+    assert_eq!(trainer_count(&app).await, 2);
+}
+
 crate::both_backends!(
+    a_bad_row_at_the_end_of_a_large_file_writes_nothing_and_leaves_the_cache_be,
     the_trainer_csv_imports_and_pages_five_at_a_time,
     a_trainer_is_read_with_their_pokemon,
     trainers_and_pokemon_are_created_updated_and_deleted,

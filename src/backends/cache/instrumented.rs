@@ -32,13 +32,14 @@ enum Op {
     BeginWrite,
     EndWrite,
     Invalidate,
+    DropWritten,
     StorageGet,
     StoragePut,
     StorageKeys,
     StorageForget,
 }
 
-const OPS: [(Op, &str); 22] = [
+const OPS: [(Op, &str); 23] = [
     (Op::Ping, "ping"),
     (Op::Get, "get"),
     (Op::Set, "set"),
@@ -57,6 +58,7 @@ const OPS: [(Op, &str); 22] = [
     (Op::BeginWrite, "begin_write"),
     (Op::EndWrite, "end_write"),
     (Op::Invalidate, "invalidate"),
+    (Op::DropWritten, "drop_written"),
     (Op::StorageGet, "storage_get"),
     (Op::StoragePut, "storage_put"),
     (Op::StorageKeys, "storage_keys"),
@@ -233,5 +235,8 @@ impl VersionedCache for Instrumented<dyn VersionedCache> {
     }
     async fn invalidate(&self, keys: &[String]) -> CacheResult<()> {
         self.count(Op::Invalidate, self.inner.invalidate(keys).await)
+    }
+    async fn drop_written(&self, keys: &[String]) -> CacheResult<()> {
+        self.count(Op::DropWritten, self.inner.drop_written(keys).await)
     }
 }

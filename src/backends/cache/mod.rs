@@ -203,4 +203,15 @@ pub trait VersionedCache: Send + Sync + 'static {
     /// Deletes the entries (not their marks): a failed commit's, a bulk write's, or the ones
     /// an outage left owed.
     async fn invalidate(&self, keys: &[String]) -> CacheResult<()>;
+    /// A bulk write's end (or a failed commit's): deletes the entries while they are still
+    /// marked, then clears one mark of each, as [`Self::invalidate`] followed by an
+    /// [`Self::end_write`] of [`WriteOutcome::Aborted`] would, in one call.
+    async fn drop_written(&self, keys: &[String]) -> CacheResult<()> {
+        self.invalidate(keys).await?;
+        let unmark: Vec<(String, WriteOutcome)> = keys
+            .iter()
+            .map(|k| (k.clone(), WriteOutcome::Aborted))
+            .collect();
+        self.end_write(&unmark, Duration::ZERO).await
+    }
 }

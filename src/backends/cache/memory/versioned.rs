@@ -228,6 +228,20 @@ impl VersionedCache for MemoryVersioned {
         }
         Ok(())
     }
+
+    async fn drop_written(&self, keys: &[String]) -> CacheResult<()> {
+        let mut s = self.store.lock();
+        for k in keys {
+            s.lru.pop(&(k.clone(), Slot::Entry));
+            if let Some(mark) = s.marks.get_mut(k) {
+                mark.value -= 1;
+                if mark.value <= 0 {
+                    s.marks.remove(k);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

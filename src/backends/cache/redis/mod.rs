@@ -682,4 +682,20 @@ impl VersionedCache for RedisCache {
     async fn invalidate(&self, keys: &[String]) -> CacheResult<()> {
         KeyValue::del(self, keys).await.map(drop)
     }
+
+    async fn drop_written(&self, keys: &[String]) -> CacheResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let stored: Vec<String> = keys.iter().map(|k| self.keys.key(k)).collect();
+        self.eval_grouped(&self.scripts.drop_written, &stored, |g| {
+            let keys = g
+                .iter()
+                .flat_map(|&i| [stored[i].clone(), self.keys.mark(&keys[i])])
+                .collect();
+            (keys, Vec::new())
+        })
+        .await
+        .map(drop)
+    }
 }
