@@ -131,6 +131,17 @@ pub struct Settings {
     )]
     pub cache_capacity: u64,
 
+    /// With Redis: entries each replica keeps in process and serves without a round trip
+    /// while it holds a near lease; every write waits until each holder has dropped its keys
+    /// (docs/cache-consistency.md, "Near caches"). 0 turns the near cache off.
+    #[arg(
+        long,
+        env = "ARENA_NEAR_CACHE",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub near_cache_entries: usize,
+
     /// `strict`: a write to a cached entity is acknowledged only once its invalidation reached
     /// the cache tier, and refused with `UNAVAILABLE` otherwise. `available`: such writes
     /// commit anyway, and other replicas may serve the older entry for a bounded time (see

@@ -29,6 +29,10 @@ pub struct Metrics {
     /// Queries looked up in the memo of responses, by `result`: `hit`, `stale` (an entry
     /// read changed) or `miss`.
     pub response_memo: IntCounterVec,
+    /// `arena_near_cache_total{result}`: keys served from (`hit`) or not found in (`miss`)
+    /// the near cache, entries dropped by an invalidation, fills refused after one, other
+    /// replicas' leases revoked by a write (they did not acknowledge in time).
+    pub near_cache: IntCounterVec,
     /// SQL statements sent to the database, by `caller`: `request` (on a request's path) or
     /// `background` (the workers: count flushes, sync passes, health probes).
     pub sql_queries: IntCounterVec,
@@ -158,6 +162,14 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let near_cache = IntCounterVec::new(
+            Opts::new(
+                "arena_near_cache_total",
+                "Keys looked up in the near cache of Redis entries, and its invalidations",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_latency.clone()),
@@ -167,6 +179,7 @@ impl Metrics {
             Box::new(cache_hits.clone()),
             Box::new(cache_misses.clone()),
             Box::new(response_memo.clone()),
+            Box::new(near_cache.clone()),
             Box::new(sql_queries.clone()),
             Box::new(hashes.clone()),
             Box::new(hashes_refused.clone()),
@@ -187,6 +200,7 @@ impl Metrics {
             cache_hits,
             cache_misses,
             response_memo,
+            near_cache,
             sql_queries,
             hashes,
             hashes_refused,

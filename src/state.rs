@@ -14,6 +14,8 @@ use sea_orm::DatabaseConnection;
 
 use crate::backends::cache::instrumented::Instrumented;
 use crate::backends::cache::memory::{MemoryKv, MemoryLru, MemoryVersioned};
+use crate::backends::cache::near::{NearCache, NearState};
+use crate::backends::cache::redis::near::RedisNearBus;
 use crate::backends::cache::redis::RedisCache;
 use crate::backends::cache::{KeyValue, LruStore, VersionedCache};
 use crate::backends::documents::mongo::MongoDocuments;
@@ -187,13 +189,30 @@ impl AppState {
                 let events = RedisEvents::connect(url, &prefix, timeout)
                     .await
                     .context("connecting to Redis (events)")?;
-                (redis.clone(), redis.clone(), Arc::new(events), redis)
+                let cache: Arc<dyn VersionedCache> = Arc::new(Instrumented::new(
+                    redis.clone() as Arc<dyn VersionedCache>,
+                    &metrics,
+                ));
+                let cache: Arc<dyn VersionedCache> = if settings.near_cache_entries > 0 {
+                    let near = NearState::new(settings.near_cache_entries, &metrics);
+                    let bus = RedisNearBus::connect(url, &prefix, timeout, near.clone())
+                        .await
+                        .context("connecting to Redis (near cache)")?;
+                    Arc::new(NearCache::new(cache, near, Arc::new(bus)))
+                } else {
+                    cache
+                };
+                (redis.clone(), cache, Arc::new(events), redis)
             }
             // Embedded: the storage in an LRU of its own, so that stored values evict one
             // another, never the cache tier's values.
             None => (
                 Arc::new(MemoryKv::new()),
-                Arc::new(MemoryVersioned::new(settings.cache_capacity)),
+                Arc::new(Instrumented::new(
+                    Arc::new(MemoryVersioned::new(settings.cache_capacity))
+                        as Arc<dyn VersionedCache>,
+                    &metrics,
+                )),
                 Arc::new(LocalEvents::new()),
                 Arc::new(MemoryLru::new(settings.cache_capacity)),
             ),
@@ -207,7 +226,6 @@ impl AppState {
             None => shared_storage,
         };
         let kv: Arc<dyn KeyValue> = Arc::new(Instrumented::new(kv, &metrics));
-        let cache: Arc<dyn VersionedCache> = Arc::new(Instrumented::new(cache, &metrics));
         let storage: Arc<dyn LruStore> = Arc::new(Instrumented::new(storage, &metrics));
         let docs: Arc<dyn DocumentStore> = match &settings.mongodb_url {
             Some(url) => Arc::new(

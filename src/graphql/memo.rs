@@ -170,7 +170,10 @@ impl Memo {
 /// in the same pass of the runtime go to the cache tier as one call (on Redis, one `MGET` per
 /// hash slot), so under load one round trip vouches for many responses. A check still reads
 /// the cache tier after its request began: a write acknowledged before then is seen.
-pub struct Versions(BatchLoader<String, CurrentVersions>);
+pub struct Versions {
+    cache: Arc<dyn VersionedCache>,
+    batch: BatchLoader<String, CurrentVersions>,
+}
 
 /// The loader behind [`Versions`].
 pub struct CurrentVersions(Arc<dyn VersionedCache>);
@@ -193,7 +196,10 @@ impl Loader<String> for CurrentVersions {
 impl Versions {
     /// Checks over `cache`.
     pub fn new(cache: Arc<dyn VersionedCache>) -> Self {
-        Self(BatchLoader::new(CurrentVersions(cache)))
+        Self {
+            batch: BatchLoader::new(CurrentVersions(cache.clone())),
+            cache,
+        }
     }
 
     /// Whether every entry still holds the version read; `Err` when the cache tier could not
@@ -202,10 +208,16 @@ impl Versions {
         if reads.is_empty() {
             return Ok(true);
         }
-        let now = self
-            .0
-            .load_many(reads.iter().map(|(k, _)| k.clone()))
-            .await?;
+        // In process (the embedded cache, or a near cache under its lease): as of now, no
+        // round trip to share.
+        let keys: Vec<String> = reads.iter().map(|(k, _)| k.clone()).collect();
+        if let Some(now) = self.cache.versions_now(&keys) {
+            return Ok(reads
+                .iter()
+                .zip(now)
+                .all(|((_, then), now)| now == Some(*then)));
+        }
+        let now = self.batch.load_many(keys).await?;
         Ok(reads.iter().all(|(k, then)| now.get(k) == Some(then)))
     }
 }

@@ -572,12 +572,13 @@ pub async fn spawn_behind_proxy_with(
     Some((app, proxy))
 }
 
-/// A TCP proxy in front of Redis that the test can cut and restore: a real outage for
-/// this app only, without touching the Redis server other tests share.
+/// A TCP proxy in front of Redis that the test can cut and restore, or freeze: a real
+/// outage for this app only, without touching the Redis server other tests share.
 pub struct Proxy {
     /// The port it listens on.
     pub port: u16,
     task: Option<tokio::task::JoinHandle<()>>,
+    frozen: tokio::sync::watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -587,16 +588,19 @@ impl Proxy {
             .await
             .unwrap();
         let port = listener.local_addr().unwrap().port();
+        let (frozen, watch) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     break;
                 };
+                let watch = watch.clone();
                 conns.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:6379").await
-                    {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = tokio::net::TcpStream::connect("127.0.0.1:6379").await {
+                        let (ri, wi) = inbound.into_split();
+                        let (ro, wo) = outbound.into_split();
+                        tokio::join!(pump(ri, wo, watch.clone()), pump(ro, wi, watch));
                     }
                 });
             }
@@ -604,6 +608,7 @@ impl Proxy {
         Proxy {
             port,
             task: Some(task),
+            frozen,
         }
     }
 
@@ -613,6 +618,40 @@ impl Proxy {
             t.abort();
         }
     }
+
+    /// Stops forwarding (connections stay open, bytes wait) until [`Proxy::thaw`]: a Redis
+    /// that does not answer, or a network that lost its packets.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// Forwards again what waited and what follows.
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+}
+
+/// Copies `from` to `to`, holding the bytes while the proxy is frozen.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|f| !*f).await.is_err() {
+            break;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 /// A Redis server of this test's own (`redis-server` on a free port, nothing on disk),

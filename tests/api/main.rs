@@ -12,6 +12,7 @@ mod credentials;
 mod graphiql;
 mod http_pipeline;
 mod meals;
+mod near;
 mod platform;
 mod pokemon;
 mod specs;

@@ -617,7 +617,15 @@ async fn warm_reads_cost_one_cache_round_trip_and_no_sql(app: TestApp) {
     let (a0, s0) = (request_ops(&metrics_text().await), app.metric(sql).await);
     get_meal(&app, &ids[0]).await;
     let (a1, s1) = (request_ops(&metrics_text().await), app.metric(sql).await);
-    assert_eq!(a1 - a0, 1.0, "warm meal(id): one cache round trip");
+    // On Redis the entry is in the near cache by now (the 30 aliases' warm read kept it):
+    // none at all.
+    let near = app.state.settings.redis_url.is_some() && app.state.settings.near_cache_entries > 0;
+    let expected = if near { 0.0 } else { 1.0 };
+    assert_eq!(
+        a1 - a0,
+        expected,
+        "warm meal(id): one cache round trip, none from the near cache"
+    );
     assert_eq!(s1 - s0, 0.0, "warm meal(id): no SQL");
     let hits = app.metric("arena_cache_hits_total{entity=\"meal\"}").await;
     assert!(hits >= 31.0);

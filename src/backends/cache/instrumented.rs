@@ -216,6 +216,13 @@ impl VersionedCache for Instrumented<dyn VersionedCache> {
     async fn entry_versions(&self, keys: &[String]) -> CacheResult<Vec<Option<i64>>> {
         self.count(Op::LeasedGetMany, self.inner.entry_versions(keys).await)
     }
+    async fn entries(&self, keys: &[String]) -> CacheResult<Vec<Option<Versioned>>> {
+        self.count(Op::LeasedGetMany, self.inner.entries(keys).await)
+    }
+    fn versions_now(&self, keys: &[String]) -> Option<Vec<Option<i64>>> {
+        // No round trip: nothing to count.
+        self.inner.versions_now(keys)
+    }
     async fn leased_fill_many(
         &self,
         entries: &[(String, Versioned)],

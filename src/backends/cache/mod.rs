@@ -27,6 +27,7 @@ pub mod health;
 pub mod instrumented;
 pub mod lock;
 pub mod memory;
+pub mod near;
 pub mod redis;
 
 use std::time::Duration;
@@ -186,6 +187,15 @@ pub trait VersionedCache: Send + Sync + 'static {
     /// The versions of the entries present now (`None` for a missing entry or one with a
     /// write in flight), without taking a lease: what the memo of responses checks.
     async fn entry_versions(&self, keys: &[String]) -> CacheResult<Vec<Option<i64>>>;
+    /// The entries present now (`None` for a missing entry or one with a write in flight),
+    /// without taking a lease: [`Self::entry_versions`] with the payloads.
+    async fn entries(&self, keys: &[String]) -> CacheResult<Vec<Option<Versioned>>>;
+    /// [`Self::entry_versions`] when it can be answered in process, without a round trip and
+    /// as of now (the in-process cache, or a near cache holding every key under its lease);
+    /// `None` otherwise.
+    fn versions_now(&self, _keys: &[String]) -> Option<Vec<Option<i64>>> {
+        None
+    }
     /// Fills after a leased miss: each entry is stored only while the key's lease is still
     /// `lease`, no write is in flight and nothing as new is present; the lease is then
     /// released. Returns which were stored.

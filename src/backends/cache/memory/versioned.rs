@@ -103,6 +103,20 @@ impl MemoryVersioned {
             }),
         }
     }
+
+    /// The versions of the entries present now (`None` when missing or marked).
+    fn current_versions(&self, keys: &[String]) -> Vec<Option<i64>> {
+        let now = Instant::now();
+        let mut s = self.store.lock();
+        keys.iter()
+            .map(|k| {
+                if s.marked(k, now) {
+                    return None;
+                }
+                s.entry_version(k, now)
+            })
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -144,18 +158,27 @@ impl VersionedCache for MemoryVersioned {
             .collect())
     }
 
-    async fn entry_versions(&self, keys: &[String]) -> CacheResult<Vec<Option<i64>>> {
+    async fn entries(&self, keys: &[String]) -> CacheResult<Vec<Option<Versioned>>> {
         let now = Instant::now();
         let mut s = self.store.lock();
         Ok(keys
             .iter()
             .map(|k| {
                 if s.marked(k, now) {
-                    return None;
+                    None
+                } else {
+                    s.entry(k, now)
                 }
-                s.entry_version(k, now)
             })
             .collect())
+    }
+
+    async fn entry_versions(&self, keys: &[String]) -> CacheResult<Vec<Option<i64>>> {
+        Ok(self.current_versions(keys))
+    }
+
+    fn versions_now(&self, keys: &[String]) -> Option<Vec<Option<i64>>> {
+        Some(self.current_versions(keys))
     }
 
     async fn leased_fill_many(

@@ -8,6 +8,7 @@
 
 pub mod connection;
 pub mod keys;
+pub mod near;
 pub mod scripts;
 
 use std::time::Duration;
@@ -584,6 +585,16 @@ impl VersionedCache for RedisCache {
             .await?;
         for (i, entry) in missed.into_iter().zip(leased) {
             out[i] = entry;
+        }
+        Ok(out)
+    }
+
+    async fn entries(&self, keys: &[String]) -> CacheResult<Vec<Option<Versioned>>> {
+        let mut out = vec![None; keys.len()];
+        for (group, entries) in self.plain_get(keys).await? {
+            for (i, e) in group.into_iter().zip(entries) {
+                out[i] = e.as_deref().and_then(Versioned::decode);
+            }
         }
         Ok(out)
     }
