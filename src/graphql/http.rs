@@ -247,8 +247,36 @@ struct Wire<'a> {
     operation_name: Option<String>,
     #[serde(default)]
     variables: async_graphql::Variables,
-    #[serde(borrow, default)]
-    extensions: Option<WireExtensions<'a>>,
+    /// Read straight from the body's bytes (see [`persisted_of_raw`]).
+    #[serde(borrow, default, deserialize_with = "extensions_of")]
+    extensions: Option<PersistedOf<'a>>,
+}
+
+/// The `extensions` of a body, kept as its text until [`persisted_of_raw`] reads it.
+struct PersistedOf<'a>(&'a serde_json::value::RawValue);
+
+/// `extensions` as its raw text: the map is read once, by [`persisted_of_raw`], instead of
+/// through serde's visitors here.
+fn extensions_of<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<PersistedOf<'de>>, D::Error> {
+    let raw: Option<&'de serde_json::value::RawValue> = Deserialize::deserialize(d)?;
+    Ok(raw.map(PersistedOf))
+}
+
+/// The persisted query named by the text of an `extensions` map. The form every Apollo client
+/// sends, `{"persistedQuery":{"version":1,"sha256Hash":"<64 hex digits>"}}`, is recognised
+/// by its bytes; anything else (spaces, other keys, another order) is read as JSON.
+fn persisted_of_raw(text: &str) -> Result<Persisted, serde_json::Error> {
+    const HEAD: &str = r#"{"persistedQuery":{"version":1,"sha256Hash":""#;
+    const TAIL: &str = r#""}}"#;
+    if let Some(hash) = text.strip_prefix(HEAD).and_then(|r| r.strip_suffix(TAIL)) {
+        if hash.len() == 64 {
+            return Ok(Persisted::parse(Some(1), Some(hash)));
+        }
+    }
+    let ext: Option<WireExtensions<'_>> = serde_json::from_str(text)?;
+    Ok(ext.map(|e| e.persisted()).unwrap_or(Persisted::No))
 }
 
 /// The `extensions` of a request: Arena reads only `persistedQuery`.
@@ -307,17 +335,18 @@ impl<'a> Wire<'a> {
         Ok((w, persisted))
     }
 
-    /// The document, and the rest as async-graphql's request.
-    fn split(self) -> (Cow<'a, str>, Persisted, Request) {
-        let persisted = self
-            .extensions
-            .as_ref()
-            .map(|e| e.persisted())
-            .unwrap_or(Persisted::No);
+    /// The document, and the rest as async-graphql's request; `Err` when `extensions` is
+    /// not a map of the right shape.
+    fn split(self) -> Result<(Cow<'a, str>, Persisted, Request), String> {
+        let persisted = match &self.extensions {
+            None => Persisted::No,
+            Some(PersistedOf(raw)) => persisted_of_raw(raw.get())
+                .map_err(|e| format!("the body is not a GraphQL request: `extensions`: {e}"))?,
+        };
         let mut r = Request::new(String::new());
         r.operation_name = self.operation_name;
         r.variables = self.variables;
-        (self.query.unwrap_or_default(), persisted, r)
+        Ok((self.query.unwrap_or_default(), persisted, r))
     }
 }
 
@@ -354,7 +383,11 @@ pub async fn graphql_get(
         Err(resp) => return *resp,
     };
     let auth = auth_of(&http, peer, &headers);
-    let (query, _, request) = params.split();
+    // `extensions` of a query string were read above (`persisted`).
+    let (query, _, request) = match params.split() {
+        Ok(split) => split,
+        Err(message) => return bad_request(media, message),
+    };
     let answer = http
         .pipeline
         .execute(
@@ -423,7 +456,10 @@ pub async fn graphql_post(
             let auth = auth_of(&http, peer, &headers);
             return match parse_json_body(&bytes, settings.max_batch) {
                 Ok(Parsed::Single(wire)) => {
-                    let (query, persisted, request) = wire.split();
+                    let (query, persisted, request) = match wire.split() {
+                        Ok(split) => split,
+                        Err(message) => return bad_request(media, message),
+                    };
                     let answer = http
                         .pipeline
                         .execute(
@@ -436,10 +472,15 @@ pub async fn graphql_post(
                     answer_response(&answer, media)
                 }
                 Ok(Parsed::Batch(wires)) => {
-                    let answers: Vec<Answer> = wires
+                    let split: Result<Vec<_>, String> =
+                        wires.into_iter().map(Wire::split).collect();
+                    let split = match split {
+                        Ok(split) => split,
+                        Err(message) => return bad_request(media, message),
+                    };
+                    let answers: Vec<Answer> = split
                         .into_iter()
-                        .map(|w| {
-                            let (query, persisted, request) = w.split();
+                        .map(|(query, persisted, request)| {
                             let pipeline = &http.pipeline;
                             let auth = auth.clone();
                             async move {
