@@ -28,6 +28,8 @@
 //! Environment:
 //! - `BENCH_SECS` (default 10): length of each measured `wrk` run;
 //! - `BENCH_WARMUP_SECS` (default 2): an unmeasured `wrk` run before each scenario;
+//! - `BENCH_ROUNDS` (default 3): rounds of every scenario in turn; each figure is the median
+//!   round's (a shared machine's slower spells spread over every scenario);
 //! - `BENCH_ONLY`: comma-separated scenario keys to run (see `SCENARIOS`), default all;
 //! - `BENCH_BACKENDS`: `embedded`, `postgres` or `embedded,postgres` (default: every set whose
 //!   variables are present);
@@ -275,6 +277,7 @@ fn main() {
 
 struct Config {
     secs: u64,
+    rounds: u64,
     warmup_secs: u64,
     only: Option<Vec<String>>,
     backends: Option<Vec<String>>,
@@ -308,6 +311,7 @@ impl Config {
             .expect("getconf runs");
         Config {
             secs: num("BENCH_SECS", 10),
+            rounds: num("BENCH_ROUNDS", 3).max(1),
             warmup_secs: num("BENCH_WARMUP_SECS", 2),
             only: list("BENCH_ONLY"),
             backends: list("BENCH_BACKENDS"),
@@ -365,45 +369,76 @@ fn run_backend_set(
         memory_scenario(dir, &arena, &fixture);
     }
 
-    let mut rows = Vec::new();
+    // Every round runs each scenario once, in turn, so that a slower spell of a shared machine
+    // spreads over all of them; each figure is then the median round's.
+    let mut runs: Vec<Vec<Row>> = Vec::new();
     let mut skipped = Vec::new();
-    for sc in SCENARIOS {
-        if cfg
-            .only
-            .as_ref()
-            .is_some_and(|only| !only.iter().any(|k| k == sc.key))
-        {
-            continue;
-        }
-        let server = match sc.target {
-            Target::Bare => bare,
-            Target::Arena => &arena,
-            Target::PostGraphile => match &postgraphile {
-                Some(p) => p,
-                None => continue,
-            },
-        };
-        let body = (sc.body)(&fixture);
-        if let Err(why) = probe(http, server, sc.probe, &body) {
-            println!("skipped {}: {why}", sc.key);
-            skipped.push(sc.key);
-            continue;
-        }
-        let lua = write_lua(dir, sc.key, &body, None);
-        if cfg.warmup_secs > 0 {
-            run_wrk(&server.url, &lua, sc.connections[0], cfg.warmup_secs);
-        }
-        for &conns in sc.connections {
-            let row = measure(cfg, server, &lua, conns, sc);
-            eprintln!(
-                "  {} @{conns}: {:.0} req/s, p50 {}",
-                sc.key,
-                row.wrk.rps,
-                fmt_latency(row.wrk.p50_us)
-            );
-            rows.push(row);
+    for round in 0..cfg.rounds {
+        let mut slot = 0;
+        for sc in SCENARIOS {
+            if cfg
+                .only
+                .as_ref()
+                .is_some_and(|only| !only.iter().any(|k| k == sc.key))
+            {
+                continue;
+            }
+            let server = match sc.target {
+                Target::Bare => bare,
+                Target::Arena => &arena,
+                Target::PostGraphile => match &postgraphile {
+                    Some(p) => p,
+                    None => continue,
+                },
+            };
+            if skipped.contains(&sc.key) {
+                continue;
+            }
+            let body = (sc.body)(&fixture);
+            if round == 0 {
+                if let Err(why) = probe(http, server, sc.probe, &body) {
+                    println!("skipped {}: {why}", sc.key);
+                    skipped.push(sc.key);
+                    continue;
+                }
+            }
+            let lua = write_lua(dir, sc.key, &body, None);
+            if cfg.warmup_secs > 0 && round == 0 {
+                run_wrk(&server.url, &lua, sc.connections[0], cfg.warmup_secs);
+            }
+            for &conns in sc.connections {
+                let row = measure(cfg, server, &lua, conns, sc);
+                eprintln!(
+                    "  round {} {} @{conns}: {:.0} req/s, p50 {}",
+                    round + 1,
+                    sc.key,
+                    row.wrk.rps,
+                    fmt_latency(row.wrk.p50_us)
+                );
+                if runs.len() <= slot {
+                    runs.push(Vec::new());
+                }
+                runs[slot].push(row);
+                slot += 1;
+            }
         }
     }
+    if cfg.rounds > 1 {
+        println!("req/s in each round (the tables show the median round of each scenario):\n");
+        for r in &runs {
+            let each: Vec<String> = r.iter().map(|row| format!("{:.0}", row.wrk.rps)).collect();
+            println!("- {} @{}: {}", r[0].label, r[0].conns, each.join(" / "));
+        }
+        println!();
+    }
+    let rows: Vec<Row> = runs
+        .into_iter()
+        .map(|mut r| {
+            r.sort_by(|a, b| a.wrk.rps.total_cmp(&b.wrk.rps));
+            let mid = r.len() / 2;
+            r.swap_remove(mid)
+        })
+        .collect();
     print_table(&rows);
     print_ratios(&rows, &skipped);
     // Children are killed here (guards), then the scratch database is dropped.

@@ -195,9 +195,15 @@ impl AppState {
                 ));
                 let cache: Arc<dyn VersionedCache> = if settings.near_cache_entries > 0 {
                     let near = NearState::new(settings.near_cache_entries, &metrics);
-                    let bus = RedisNearBus::connect(url, &prefix, timeout, near.clone())
-                        .await
-                        .context("connecting to Redis (near cache)")?;
+                    let bus = RedisNearBus::connect(
+                        url,
+                        redis.connection(),
+                        &prefix,
+                        timeout,
+                        near.clone(),
+                    )
+                    .await
+                    .context("connecting to Redis (near cache)")?;
                     Arc::new(NearCache::new(cache, near, Arc::new(bus)))
                 } else {
                     cache

@@ -264,6 +264,51 @@ fn extensions_of<'de, D: serde::Deserializer<'de>>(
     Ok(raw.map(PersistedOf))
 }
 
+/// The `extensions` member of a persisted query as Apollo's clients send it, up to the hash.
+const APQ_HEAD: &[u8] = br#""extensions":{"persistedQuery":{"version":1,"sha256Hash":""#;
+/// And after the hash.
+const APQ_TAIL: &[u8] = br#""}}"#;
+
+/// A JSON body whose `extensions` member is exactly the one Apollo's clients send, as the
+/// object's first member or its last: the hash, and the body without that member, so that
+/// the persisted query costs no JSON parse of its own. Anything else (another shape,
+/// whitespace, a batch) is `None` and parsed as it is.
+fn split_canonical_apq(body: &[u8]) -> Option<(&str, Vec<u8>)> {
+    const HASH: usize = 64;
+    let member = APQ_HEAD.len() + HASH + APQ_TAIL.len();
+    let hash_at = |start: usize| std::str::from_utf8(&body[start + APQ_HEAD.len()..][..HASH]).ok();
+    let is_member = |start: usize| {
+        body.len() >= start + member
+            && body[start..].starts_with(APQ_HEAD)
+            && body[start + member - APQ_TAIL.len()..start + member] == *APQ_TAIL
+    };
+    // First: `{"extensions":{…},…}` or `{"extensions":{…}}`.
+    if body.first() == Some(&b'{') && is_member(1) {
+        let rest = match body.get(1 + member) {
+            Some(b',') => &body[2 + member..],
+            Some(b'}') => &body[1 + member..],
+            _ => return None,
+        };
+        let mut out = Vec::with_capacity(rest.len() + 1);
+        out.push(b'{');
+        out.extend_from_slice(rest);
+        return Some((hash_at(1)?, out));
+    }
+    // Last: `{…,"extensions":{…}}`: the member right before the root's closing brace (the
+    // value of a nested key would be followed by that object's own brace first).
+    let end = body.len().checked_sub(1)?;
+    if body[end] == b'}' && end > member {
+        let start = end - member;
+        if body[start - 1] == b',' && is_member(start) {
+            let mut out = Vec::with_capacity(start);
+            out.extend_from_slice(&body[..start - 1]);
+            out.push(b'}');
+            return Some((hash_at(start)?, out));
+        }
+    }
+    None
+}
+
 /// The persisted query named by the text of an `extensions` map. The form every Apollo client
 /// sends, `{"persistedQuery":{"version":1,"sha256Hash":"<64 hex digits>"}}`, is recognised
 /// by its bytes; anything else (spaces, other keys, another order) is read as JSON.
@@ -454,11 +499,26 @@ pub async fn graphql_post(
                 Err(resp) => return resp(media),
             };
             let auth = auth_of(&http, peer, &headers);
-            return match parse_json_body(&bytes, settings.max_batch) {
+            let canonical = split_canonical_apq(&bytes);
+            let (json, hash) = match &canonical {
+                Some((hash, rest)) => (rest.as_slice(), Some(*hash)),
+                None => (&bytes[..], None),
+            };
+            return match parse_json_body(json, settings.max_batch) {
                 Ok(Parsed::Single(wire)) => {
+                    if hash.is_some() && wire.extensions.is_some() {
+                        return bad_request(
+                            media,
+                            "the body is not a GraphQL request: duplicate field `extensions`",
+                        );
+                    }
                     let (query, persisted, request) = match wire.split() {
                         Ok(split) => split,
                         Err(message) => return bad_request(media, message),
+                    };
+                    let persisted = match hash {
+                        Some(hash) => Persisted::parse(Some(1), Some(hash)),
+                        None => persisted,
                     };
                     let answer = http
                         .pipeline
@@ -677,5 +737,62 @@ async fn read_multipart(
             let message = format!("could not read the GraphQL request: {e}");
             Err(Box::new(move |media| bad_request(media, message)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_canonical_apq;
+
+    const H: &str = "ecf4edb46db40b5132295c0291d62fb65d6759a9eedfa4d5d612dd5ec54a6b38";
+
+    fn ext() -> String {
+        format!(r#""extensions":{{"persistedQuery":{{"version":1,"sha256Hash":"{H}"}}}}"#)
+    }
+
+    fn split(body: &str) -> Option<(String, String)> {
+        split_canonical_apq(body.as_bytes())
+            .map(|(h, rest)| (h.to_owned(), String::from_utf8(rest).unwrap()))
+    }
+
+    #[test]
+    fn the_canonical_member_first_last_or_alone_is_taken_out() {
+        let v = r#""variables":{"id":"1"}"#;
+        let expected = Some((H.to_owned(), format!("{{{v}}}")));
+        assert_eq!(split(&format!("{{{},{v}}}", ext())), expected);
+        assert_eq!(split(&format!("{{{v},{}}}", ext())), expected);
+        assert_eq!(
+            split(&format!("{{{}}}", ext())),
+            Some((H.to_owned(), "{}".to_owned()))
+        );
+    }
+
+    #[test]
+    fn anything_else_is_left_to_the_json_parser() {
+        // Nested in another object, at its end or its start.
+        assert_eq!(
+            split(&format!(r#"{{"variables":{{"a":1,{}}}}}"#, ext())),
+            None
+        );
+        assert_eq!(
+            split(&format!(r#"{{"variables":{{{},"a":1}}}}"#, ext())),
+            None
+        );
+        // Whitespace, another order, another version, a short hash, a batch.
+        assert_eq!(split(&format!("{{ {}}}", ext())), None);
+        assert_eq!(split(&format!("{{{} }}", ext())), None);
+        // (After the root object, whitespace is the parser's to read.)
+        assert_eq!(
+            split(&format!("{{{}}} ", ext())),
+            Some((H.to_owned(), "{} ".to_owned()))
+        );
+        let other =
+            format!(r#"{{"extensions":{{"persistedQuery":{{"sha256Hash":"{H}","version":1}}}}}}"#);
+        assert_eq!(split(&other), None);
+        assert_eq!(split(&format!("{{{}}}", ext().replace(":1,", ":2,"))), None);
+        assert_eq!(split(&format!("{{{}}}", ext().replace(H, &H[1..]))), None);
+        assert_eq!(split(&format!("[{{{}}}]", ext())), None);
+        assert_eq!(split(""), None);
+        assert_eq!(split("}"), None);
     }
 }

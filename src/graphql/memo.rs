@@ -210,13 +210,10 @@ impl Versions {
         }
         // In process (the embedded cache, or a near cache under its lease): as of now, no
         // round trip to share.
-        let keys: Vec<String> = reads.iter().map(|(k, _)| k.clone()).collect();
-        if let Some(now) = self.cache.versions_now(&keys) {
-            return Ok(reads
-                .iter()
-                .zip(now)
-                .all(|((_, then), now)| now == Some(*then)));
+        if let Some(current) = self.cache.still_at_now(reads) {
+            return Ok(current);
         }
+        let keys = reads.iter().map(|(k, _)| k.clone());
         let now = self.batch.load_many(keys).await?;
         Ok(reads.iter().all(|(k, then)| now.get(k) == Some(then)))
     }

@@ -988,7 +988,63 @@ async fn graphql_response_json_answers_a_refused_request_with_400_and_no_data(ap
     assert!(r.body[1].get("data").is_none());
 }
 
+/// The hash-only body as Apollo's clients send it (compact, `extensions` first or last, or
+/// alone), which the server reads by its bytes, answers exactly as any other spelling of it;
+/// a body with `extensions` twice is refused.
+async fn a_persisted_query_runs_whatever_the_order_and_spacing_of_its_body(app: TestApp) {
+    let t = app.login_new_user("chef").await;
+    let m = create_meal(&app, &t, "Ramen", "Japanese", 9.0, "MED").await;
+    let doc = "query ApqOrder($id: ID!) { meal(id: $id) { name } }";
+    let h = hash(doc);
+    let id = m["id"].as_str().unwrap();
+    let raw = |body: String| {
+        app.client
+            .post(format!("{}/graphql", app.url))
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let ext = format!(r#""extensions":{{"persistedQuery":{{"version":1,"sha256Hash":"{h}"}}}}"#);
+    let vars = format!(r#""variables":{{"id":"{id}"}}"#);
+    // Unknown yet: a miss in every spelling.
+    for body in [format!("{{{ext},{vars}}}"), format!("{{{vars},{ext}}}")] {
+        send(raw(body))
+            .await
+            .assert_refused("PERSISTED_QUERY_NOT_FOUND");
+    }
+    let r = send(post(
+        &app,
+        json!({ "query": doc, "variables": { "id": id }, "extensions": apq(&h) }),
+    ))
+    .await;
+    assert_no_errors(&r.body);
+    for body in [
+        format!("{{{ext},{vars}}}"),
+        format!("{{{vars},{ext}}}"),
+        format!(r#"{{ {vars} , {ext} }}"#),
+        format!(r#"{{"operationName":"ApqOrder",{vars},{ext}}}"#),
+    ] {
+        let r = send(raw(body.clone())).await;
+        assert_eq!(r.status, 200, "{body}: {:#}", r.body);
+        assert_eq!(
+            r.body["data"]["meal"]["name"], "Ramen",
+            "{body}: {:#}",
+            r.body
+        );
+    }
+    // No variables: the operation needs `$id`.
+    let r = send(raw(format!("{{{ext}}}"))).await;
+    assert_eq!(error_code(&r.body), "BAD_USER_INPUT", "{:#}", r.body);
+    // `extensions` twice.
+    let r = send(raw(format!("{{{ext},{vars},{ext}}}"))).await;
+    assert_eq!(r.status, 400, "{:#}", r.body);
+    assert!(r.body["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("duplicate field `extensions`"));
+}
+
 crate::both_backends!(
+    a_persisted_query_runs_whatever_the_order_and_spacing_of_its_body,
     a_persisted_query_is_registered_on_first_use_and_then_runs_by_its_hash,
     a_hash_that_is_not_the_documents_own_is_refused_and_registers_nothing,
     a_malformed_persisted_query_extension_is_a_400_with_a_code,

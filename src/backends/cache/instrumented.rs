@@ -219,9 +219,9 @@ impl VersionedCache for Instrumented<dyn VersionedCache> {
     async fn entries(&self, keys: &[String]) -> CacheResult<Vec<Option<Versioned>>> {
         self.count(Op::LeasedGetMany, self.inner.entries(keys).await)
     }
-    fn versions_now(&self, keys: &[String]) -> Option<Vec<Option<i64>>> {
+    fn still_at_now(&self, reads: &[(String, i64)]) -> Option<bool> {
         // No round trip: nothing to count.
-        self.inner.versions_now(keys)
+        self.inner.still_at_now(reads)
     }
     async fn leased_fill_many(
         &self,

@@ -190,10 +190,11 @@ pub trait VersionedCache: Send + Sync + 'static {
     /// The entries present now (`None` for a missing entry or one with a write in flight),
     /// without taking a lease: [`Self::entry_versions`] with the payloads.
     async fn entries(&self, keys: &[String]) -> CacheResult<Vec<Option<Versioned>>>;
-    /// [`Self::entry_versions`] when it can be answered in process, without a round trip and
-    /// as of now (the in-process cache, or a near cache holding every key under its lease);
-    /// `None` otherwise.
-    fn versions_now(&self, _keys: &[String]) -> Option<Vec<Option<i64>>> {
+    /// Whether every entry of `reads` still holds the version read (present, unmarked, same
+    /// version), when that can be answered in process, as of now and without a round trip
+    /// (the in-process cache, or a near cache holding every key under its lease); `None`
+    /// otherwise.
+    fn still_at_now(&self, _reads: &[(String, i64)]) -> Option<bool> {
         None
     }
     /// Fills after a leased miss: each entry is stored only while the key's lease is still

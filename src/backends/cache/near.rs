@@ -138,14 +138,20 @@ impl NearState {
 
     /// The entry of `key`, if it may be served.
     fn get(&self, e: &mut Entries, key: &str, now: Instant) -> Option<Versioned> {
-        match e.lru.get(key) {
-            Some((v, at)) if now.duration_since(*at) < MAX_AGE => Some(v.clone()),
-            Some(_) => {
-                e.lru.pop(key);
-                None
-            }
-            None => None,
+        self.fresh(e, key, now).cloned()
+    }
+
+    /// The entry of `key` if it may be served (dropped once older than [`MAX_AGE`]).
+    fn fresh<'e>(&self, e: &'e mut Entries, key: &str, now: Instant) -> Option<&'e Versioned> {
+        let stale = match e.lru.get(key) {
+            None => return None,
+            Some((_, at)) => now.duration_since(*at) >= MAX_AGE,
+        };
+        if stale {
+            e.lru.pop(key);
+            return None;
         }
+        e.lru.peek(key).map(|(v, _)| v)
     }
 
     /// Keeps what a read sent at `epoch` got from the cache tier, unless an invalidation came
@@ -291,11 +297,26 @@ impl VersionedCache for NearCache {
             .collect())
     }
 
-    fn versions_now(&self, keys: &[String]) -> Option<Vec<Option<i64>>> {
-        let (_, out, missed) = self.lookup(keys);
-        missed
-            .is_empty()
-            .then(|| out.into_iter().map(|v| v.map(|v| v.version)).collect())
+    fn still_at_now(&self, reads: &[(String, i64)]) -> Option<bool> {
+        if !self.state.holds_lease() {
+            return None;
+        }
+        let now = Instant::now();
+        let mut e = self.state.entries.lock();
+        let mut all = true;
+        for (k, then) in reads {
+            match self.state.fresh(&mut e, k, now) {
+                Some(v) => all &= v.version == *then,
+                None => {
+                    drop(e);
+                    self.state.counts.miss.inc();
+                    return None;
+                }
+            }
+        }
+        drop(e);
+        self.state.counts.hit.inc_by(reads.len() as u64);
+        Some(all)
     }
 
     async fn leased_fill_many(

@@ -177,8 +177,14 @@ impl VersionedCache for MemoryVersioned {
         Ok(self.current_versions(keys))
     }
 
-    fn versions_now(&self, keys: &[String]) -> Option<Vec<Option<i64>>> {
-        Some(self.current_versions(keys))
+    fn still_at_now(&self, reads: &[(String, i64)]) -> Option<bool> {
+        let now = Instant::now();
+        let mut s = self.store.lock();
+        Some(
+            reads
+                .iter()
+                .all(|(k, v)| !s.marked(k, now) && s.entry_version(k, now) == Some(*v)),
+        )
     }
 
     async fn leased_fill_many(

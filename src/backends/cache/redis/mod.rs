@@ -29,7 +29,7 @@ const SCAN_PAGE: u32 = 500;
 
 /// The Redis cache. See the module documentation.
 pub struct RedisCache {
-    conn: Connection,
+    conn: std::sync::Arc<Connection>,
     keys: Keys,
     scripts: Scripts,
 }
@@ -61,7 +61,7 @@ impl RedisCache {
         };
         let keys = Keys::new(prefix, conn.is_clustered());
         Ok(RedisCache {
-            conn,
+            conn: std::sync::Arc::new(conn),
             keys,
             scripts,
         })
@@ -70,6 +70,12 @@ impl RedisCache {
     /// Whether the server is a Redis Cluster.
     pub fn is_clustered(&self) -> bool {
         self.keys.clustered()
+    }
+
+    /// The cache's connections, for what shares them (the near cache's bus: it is then
+    /// connected whenever the cache is).
+    pub fn connection(&self) -> std::sync::Arc<Connection> {
+        self.conn.clone()
     }
 
     /// Closes the connections. Dropping the cache does the same in the background.

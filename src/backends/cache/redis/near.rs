@@ -15,8 +15,8 @@
 //! * A replica whose subscriber lost messages (it fell behind, or reconnected) stops serving
 //!   its near cache at once and joins again with an empty one.
 //!
-//! One subscriber connection and one command connection per instance; the messages are fed
-//! to the near cache by a task of their own.
+//! One subscriber connection per instance (commands share the cache's connections); the
+//! messages are fed to the near cache by a task of their own.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,7 +56,7 @@ type Pending = Mutex<HashMap<u64, (HashSet<String>, Arc<Notify>)>>;
 struct Shared {
     /// This replica's id in the lease set.
     id: String,
-    conn: Connection,
+    conn: Arc<Connection>,
     renew: Script,
     publish: Script,
     revoke: Script,
@@ -95,15 +95,17 @@ fn fred_err(e: fred::error::Error) -> CacheError {
 }
 
 impl RedisNearBus {
-    /// Connects to `url`, subscribes, and starts renewing a lease for `state` under
-    /// `prefix`. `command_timeout` is also how long a writer waits for acknowledgements.
+    /// Subscribes to `url`, and starts renewing a lease for `state` under `prefix`; commands
+    /// go through `conn`, the cache's own connections, so that the bus can be used whenever
+    /// the cache can. `command_timeout` is also how long a writer waits for
+    /// acknowledgements.
     pub async fn connect(
         url: &str,
+        conn: Arc<Connection>,
         prefix: &str,
         command_timeout: Duration,
         state: Arc<NearState>,
     ) -> CacheResult<RedisNearBus> {
-        let conn = Connection::connect_pool(url, command_timeout, 1).await?;
         let body = |s: &str| s.to_owned();
         let (renew, publish, revoke) = futures::try_join!(
             load(&conn, body(include_str!("lua/near_renew.lua"))),
@@ -414,7 +416,6 @@ impl Drop for RedisNearBus {
                     )
                     .await;
                 let _ = subscriber.quit().await;
-                shared.conn.quit().await;
             });
         }
     }
