@@ -1284,7 +1284,23 @@ async fn an_owner_deleted_while_the_import_waits_for_it_means_nothing_is_written
         (r, std::time::Instant::now())
     };
     let deleting = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Once the import waits for trainer1's row lock (not before: a busy machine may take
+        // longer than any fixed delay to get there).
+        let db = &app.state.db;
+        wait_until(Duration::from_secs(60), || async move {
+            let waiting = db
+                .query_one(sea_orm::Statement::from_string(
+                    sea_orm::DatabaseBackend::Postgres,
+                    "SELECT count(*) AS n FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                ))
+                .await
+                .unwrap()
+                .and_then(|row| row.try_get::<i64>("", "n").ok())
+                .unwrap_or(0);
+            waiting > 0
+        })
+        .await;
         deleter
             .execute_unprepared("DELETE FROM trainers WHERE id = 'trainer1'")
             .await

@@ -650,7 +650,13 @@ async fn counts_are_restored_from_documents_after_the_cache_is_emptied(app: Test
     // A restore is idempotent: another pass, even with its marker gone (evicted), never
     // counts twice.
     app.state.kv.del(&[RESTORED.to_owned()]).await.unwrap();
-    assert_eq!(sync_now(&app).await, SyncOutcome::Restored);
+    // The pass restores, unless the background flush (every 100 ms) noticed the missing
+    // marker and restored first; either way nothing is counted twice.
+    let outcome = sync_now(&app).await;
+    assert!(
+        matches!(outcome, SyncOutcome::Restored | SyncOutcome::UpToDate),
+        "{outcome:?}"
+    );
     assert_eq!(sync_now(&app).await, SyncOutcome::UpToDate);
     assert_eq!(stats(&app).await.count("roll"), 7);
 
