@@ -638,10 +638,31 @@ impl WrkResult {
 
 /// A Lua script that POSTs `body` as JSON; with `stop_after`, wrk's thread stops sending after
 /// that many responses (one thread, so one counter), though wrk itself runs out its `-d`.
+/// The body as clients write it. serde_json's map sorts keys, which would put `sha256Hash`
+/// before `version`; Apollo's clients send `{"variables":…,"extensions":{"persistedQuery":
+/// {"version":1,"sha256Hash":…}}}`, and so does this for a hash-only body.
+fn body_text(body: &Value) -> String {
+    let hash = body
+        .pointer("/extensions/persistedQuery/sha256Hash")
+        .and_then(Value::as_str);
+    match hash {
+        Some(hash) if body.get("query").is_none() => {
+            let vars = body
+                .get("variables")
+                .map(|v| format!("\"variables\":{v},"))
+                .unwrap_or_default();
+            format!(
+                r#"{{{vars}"extensions":{{"persistedQuery":{{"version":1,"sha256Hash":"{hash}"}}}}}}"#
+            )
+        }
+        _ => body.to_string(),
+    }
+}
+
 fn write_lua(dir: &Path, name: &str, body: &Value, stop_after: Option<u64>) -> PathBuf {
     let mut script = format!(
         "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = {}\n",
-        lua_string(&body.to_string())
+        lua_string(&body_text(body))
     );
     if let Some(n) = stop_after {
         script.push_str(&format!(
