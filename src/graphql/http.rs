@@ -264,61 +264,71 @@ fn extensions_of<'de, D: serde::Deserializer<'de>>(
     Ok(raw.map(PersistedOf))
 }
 
-/// The `extensions` member of a persisted query as Apollo's clients send it, up to the hash.
-const APQ_HEAD: &[u8] = br#""extensions":{"persistedQuery":{"version":1,"sha256Hash":""#;
+/// The `extensions` value of a persisted query as Apollo's clients send it: this, the 64 hex
+/// digits of the hash, then [`APQ_TAIL`].
+const APQ_HEAD: &[u8] = br#"{"persistedQuery":{"version":1,"sha256Hash":""#;
 /// And after the hash.
 const APQ_TAIL: &[u8] = br#""}}"#;
+/// Its length.
+const APQ_LEN: usize = APQ_HEAD.len() + 64 + APQ_TAIL.len();
+/// The key before it in a body.
+const EXTENSIONS_KEY: &[u8] = br#""extensions":"#;
+
+/// The hash of `value` if it is exactly the `extensions` value Apollo's clients send.
+fn canonical_apq(value: &[u8]) -> Option<&str> {
+    if value.len() != APQ_LEN || !value.starts_with(APQ_HEAD) || !value.ends_with(APQ_TAIL) {
+        return None;
+    }
+    std::str::from_utf8(&value[APQ_HEAD.len()..APQ_LEN - APQ_TAIL.len()]).ok()
+}
 
 /// A JSON body whose `extensions` member is exactly the one Apollo's clients send, as the
 /// object's first member or its last: the hash, and the body without that member, so that
 /// the persisted query costs no JSON parse of its own. Anything else (another shape,
 /// whitespace, a batch) is `None` and parsed as it is.
 fn split_canonical_apq(body: &[u8]) -> Option<(&str, Vec<u8>)> {
-    const HASH: usize = 64;
-    let member = APQ_HEAD.len() + HASH + APQ_TAIL.len();
-    let hash_at = |start: usize| std::str::from_utf8(&body[start + APQ_HEAD.len()..][..HASH]).ok();
-    let is_member = |start: usize| {
-        body.len() >= start + member
-            && body[start..].starts_with(APQ_HEAD)
-            && body[start + member - APQ_TAIL.len()..start + member] == *APQ_TAIL
+    let member = EXTENSIONS_KEY.len() + APQ_LEN;
+    // The hash of the member starting at `start`, if it is the canonical one.
+    let hash_at = |start: usize| {
+        let m = body.get(start..start + member)?;
+        canonical_apq(m.strip_prefix(EXTENSIONS_KEY)?)
     };
     // First: `{"extensions":{…},…}` or `{"extensions":{…}}`.
-    if body.first() == Some(&b'{') && is_member(1) {
-        let rest = match body.get(1 + member) {
-            Some(b',') => &body[2 + member..],
-            Some(b'}') => &body[1 + member..],
-            _ => return None,
-        };
-        let mut out = Vec::with_capacity(rest.len() + 1);
-        out.push(b'{');
-        out.extend_from_slice(rest);
-        return Some((hash_at(1)?, out));
+    if body.first() == Some(&b'{') {
+        if let Some(hash) = hash_at(1) {
+            let rest = match body.get(1 + member) {
+                Some(b',') => &body[2 + member..],
+                Some(b'}') => &body[1 + member..],
+                _ => return None,
+            };
+            let mut out = Vec::with_capacity(rest.len() + 1);
+            out.push(b'{');
+            out.extend_from_slice(rest);
+            return Some((hash, out));
+        }
     }
     // Last: `{…,"extensions":{…}}`: the member right before the root's closing brace (the
     // value of a nested key would be followed by that object's own brace first).
     let end = body.len().checked_sub(1)?;
     if body[end] == b'}' && end > member {
         let start = end - member;
-        if body[start - 1] == b',' && is_member(start) {
+        if body[start - 1] == b',' {
+            let hash = hash_at(start)?;
             let mut out = Vec::with_capacity(start);
             out.extend_from_slice(&body[..start - 1]);
             out.push(b'}');
-            return Some((hash_at(start)?, out));
+            return Some((hash, out));
         }
     }
     None
 }
 
 /// The persisted query named by the text of an `extensions` map. The form every Apollo client
-/// sends, `{"persistedQuery":{"version":1,"sha256Hash":"<64 hex digits>"}}`, is recognised
-/// by its bytes; anything else (spaces, other keys, another order) is read as JSON.
+/// sends ([`canonical_apq`]) is recognised by its bytes; anything else (spaces, other keys,
+/// another order) is read as JSON.
 fn persisted_of_raw(text: &str) -> Result<Persisted, serde_json::Error> {
-    const HEAD: &str = r#"{"persistedQuery":{"version":1,"sha256Hash":""#;
-    const TAIL: &str = r#""}}"#;
-    if let Some(hash) = text.strip_prefix(HEAD).and_then(|r| r.strip_suffix(TAIL)) {
-        if hash.len() == 64 {
-            return Ok(Persisted::parse(Some(1), Some(hash)));
-        }
+    if let Some(hash) = canonical_apq(text.as_bytes()) {
+        return Ok(Persisted::parse(Some(1), Some(hash)));
     }
     let ext: Option<WireExtensions<'_>> = serde_json::from_str(text)?;
     Ok(ext.map(|e| e.persisted()).unwrap_or(Persisted::No))

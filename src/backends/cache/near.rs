@@ -130,17 +130,6 @@ impl NearState {
         }
     }
 
-    /// The epoch to fill with, when the lease is held now.
-    fn read_epoch(&self) -> Option<u64> {
-        let epoch = self.entries.lock().epoch;
-        self.holds_lease().then_some(epoch)
-    }
-
-    /// The entry of `key`, if it may be served.
-    fn get(&self, e: &mut Entries, key: &str, now: Instant) -> Option<Versioned> {
-        self.fresh(e, key, now).cloned()
-    }
-
     /// The entry of `key` if it may be served (dropped once older than [`MAX_AGE`]).
     fn fresh<'e>(&self, e: &'e mut Entries, key: &str, now: Instant) -> Option<&'e Versioned> {
         let stale = match e.lru.get(key) {
@@ -173,16 +162,6 @@ impl NearState {
     pub fn revoked(&self, n: usize) {
         self.counts.revoked.inc_by(n as u64);
     }
-
-    /// How many entries it holds.
-    pub fn len(&self) -> usize {
-        self.entries.lock().lru.len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// A [`VersionedCache`] with a near cache in front of it (see the module documentation).
@@ -202,24 +181,28 @@ impl NearCache {
         Self { inner, state, bus }
     }
 
-    /// Looks `keys` up in the near cache: the epoch to fill with, each key's entry if served
-    /// from it, and the indexes of those that were not.
+    /// Looks `keys` up in the near cache: the epoch to fill with (when the lease is held),
+    /// each key's entry if served from it, and the indexes of those that were not.
     fn lookup(&self, keys: &[String]) -> (Option<u64>, Vec<Option<Versioned>>, Vec<usize>) {
         let mut out = vec![None; keys.len()];
-        let Some(epoch) = self.state.read_epoch() else {
-            return (None, out, (0..keys.len()).collect());
-        };
-        let now = Instant::now();
         let mut missed = Vec::new();
-        {
+        let epoch = {
             let mut e = self.state.entries.lock();
+            // The epoch first, then the lease: a fill is allowed only for a read whose epoch
+            // was taken while the lease was held.
+            let epoch = e.epoch;
+            if !self.state.holds_lease() {
+                return (None, out, (0..keys.len()).collect());
+            }
+            let now = Instant::now();
             for (i, k) in keys.iter().enumerate() {
-                match self.state.get(&mut e, k, now) {
-                    Some(v) => out[i] = Some(v),
+                match self.state.fresh(&mut e, k, now) {
+                    Some(v) => out[i] = Some(v.clone()),
                     None => missed.push(i),
                 }
             }
-        }
+            epoch
+        };
         self.state
             .counts
             .hit
@@ -228,16 +211,36 @@ impl NearCache {
         (Some(epoch), out, missed)
     }
 
-    /// Keeps what a read sent at `epoch` (if the lease was held) got from the cache tier.
-    fn keep(&self, epoch: Option<u64>, keys: &[String], got: &[Option<Versioned>]) {
+    /// Serves `keys` from the near cache where it can and from `read` (one call for the rest)
+    /// otherwise, keeping what `read` got when the lease was held when it was sent.
+    async fn read_through<F, Fut>(
+        &self,
+        keys: &[String],
+        read: F,
+    ) -> CacheResult<Vec<Option<Versioned>>>
+    where
+        F: FnOnce(Vec<String>) -> Fut,
+        Fut: std::future::Future<Output = (Vec<String>, CacheResult<Vec<Option<Versioned>>>)>,
+    {
+        let (epoch, mut out, missed) = self.lookup(keys);
+        if missed.is_empty() {
+            return Ok(out);
+        }
+        let (missed_keys, got) = read(missed.iter().map(|&i| keys[i].clone()).collect()).await;
+        let got = got?;
         if let Some(epoch) = epoch {
             self.state.fill(
                 epoch,
-                keys.iter()
-                    .zip(got)
+                missed_keys
+                    .iter()
+                    .zip(&got)
                     .filter_map(|(k, v)| Some((k, v.as_ref()?))),
             );
         }
+        for (i, v) in missed.into_iter().zip(got) {
+            out[i] = v;
+        }
+        Ok(out)
     }
 }
 
@@ -257,34 +260,19 @@ impl VersionedCache for NearCache {
         lease: &str,
         lease_ttl: Duration,
     ) -> CacheResult<Vec<Option<Versioned>>> {
-        let (epoch, mut out, missed) = self.lookup(keys);
-        if missed.is_empty() {
-            return Ok(out);
-        }
-        let missed_keys: Vec<String> = missed.iter().map(|&i| keys[i].clone()).collect();
-        let got = self
-            .inner
-            .leased_get_many(&missed_keys, lease, lease_ttl)
-            .await?;
-        self.keep(epoch, &missed_keys, &got);
-        for (i, v) in missed.into_iter().zip(got) {
-            out[i] = v;
-        }
-        Ok(out)
+        self.read_through(keys, |missed| async move {
+            let got = self.inner.leased_get_many(&missed, lease, lease_ttl).await;
+            (missed, got)
+        })
+        .await
     }
 
     async fn entries(&self, keys: &[String]) -> CacheResult<Vec<Option<Versioned>>> {
-        let (epoch, mut out, missed) = self.lookup(keys);
-        if missed.is_empty() {
-            return Ok(out);
-        }
-        let missed_keys: Vec<String> = missed.iter().map(|&i| keys[i].clone()).collect();
-        let got = self.inner.entries(&missed_keys).await?;
-        self.keep(epoch, &missed_keys, &got);
-        for (i, v) in missed.into_iter().zip(got) {
-            out[i] = v;
-        }
-        Ok(out)
+        self.read_through(keys, |missed| async move {
+            let got = self.inner.entries(&missed).await;
+            (missed, got)
+        })
+        .await
     }
 
     async fn entry_versions(&self, keys: &[String]) -> CacheResult<Vec<Option<i64>>> {

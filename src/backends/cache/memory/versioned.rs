@@ -103,20 +103,6 @@ impl MemoryVersioned {
             }),
         }
     }
-
-    /// The versions of the entries present now (`None` when missing or marked).
-    fn current_versions(&self, keys: &[String]) -> Vec<Option<i64>> {
-        let now = Instant::now();
-        let mut s = self.store.lock();
-        keys.iter()
-            .map(|k| {
-                if s.marked(k, now) {
-                    return None;
-                }
-                s.entry_version(k, now)
-            })
-            .collect()
-    }
 }
 
 #[async_trait]
@@ -174,7 +160,17 @@ impl VersionedCache for MemoryVersioned {
     }
 
     async fn entry_versions(&self, keys: &[String]) -> CacheResult<Vec<Option<i64>>> {
-        Ok(self.current_versions(keys))
+        let now = Instant::now();
+        let mut s = self.store.lock();
+        Ok(keys
+            .iter()
+            .map(|k| {
+                if s.marked(k, now) {
+                    return None;
+                }
+                s.entry_version(k, now)
+            })
+            .collect())
     }
 
     fn still_at_now(&self, reads: &[(String, i64)]) -> Option<bool> {

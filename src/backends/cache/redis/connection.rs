@@ -38,19 +38,10 @@ impl Connection {
     /// Connects to `url` (`redis://`, or `redis-cluster://` for a cluster). Fails when the
     /// server cannot be reached now; once connected, the pool reconnects by itself.
     pub async fn connect(url: &str, command_timeout: Duration) -> CacheResult<Connection> {
-        Self::connect_pool(url, command_timeout, POOL_SIZE).await
-    }
-
-    /// [`Connection::connect`] with `size` connections.
-    pub async fn connect_pool(
-        url: &str,
-        command_timeout: Duration,
-        size: usize,
-    ) -> CacheResult<Connection> {
         let builder = builder(url, command_timeout).map_err(|e| {
             CacheError::Protocol(format!("invalid Redis URL: {}", e.details()).into())
         })?;
-        let pool = builder.build_pool(size).map_err(map_err)?;
+        let pool = builder.build_pool(POOL_SIZE).map_err(map_err)?;
         if let Err(e) = pool.init().await {
             // Some of the pool's clients may have connected: close them.
             let _ = pool.quit().await;

@@ -106,11 +106,10 @@ impl RedisNearBus {
         command_timeout: Duration,
         state: Arc<NearState>,
     ) -> CacheResult<RedisNearBus> {
-        let body = |s: &str| s.to_owned();
         let (renew, publish, revoke) = futures::try_join!(
-            load(&conn, body(include_str!("lua/near_renew.lua"))),
-            load(&conn, body(include_str!("lua/near_publish.lua"))),
-            load(&conn, body(include_str!("lua/near_revoke.lua"))),
+            load(&conn, include_str!("lua/near_renew.lua").to_owned()),
+            load(&conn, include_str!("lua/near_publish.lua").to_owned()),
+            load(&conn, include_str!("lua/near_revoke.lua").to_owned()),
         )?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let shared = Arc::new(Shared {
@@ -154,11 +153,6 @@ impl RedisNearBus {
             .map_err(fred_err)?;
         bus.tasks.push(tokio::spawn(renew_forever(shared)));
         Ok(bus)
-    }
-
-    /// This replica's id in the lease set.
-    pub fn id(&self) -> &str {
-        &self.shared.id
     }
 }
 
@@ -334,9 +328,9 @@ impl NearBus for RedisNearBus {
             .pending
             .lock()
             .insert(seq, (HashSet::new(), notify.clone()));
-        let _done = scopeguard(|| {
+        scopeguard::defer! {
             shared.pending.lock().remove(&seq);
-        });
+        }
         let message = serde_json::to_string(&Invalidation {
             w: shared.id.clone(),
             s: seq,
@@ -379,19 +373,6 @@ impl NearBus for RedisNearBus {
             }
         }
     }
-}
-
-/// Runs `f` when dropped.
-fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }
 
 impl Drop for RedisNearBus {
