@@ -49,11 +49,11 @@ impl Application {
             .with_context(|| format!("binding {addr}"))?;
         let usage = Arc::new(UsageBuffer::default());
         let pipeline = build_pipeline(&state, usage.clone());
-        let router = router(HttpState {
-            app: state.clone(),
+        let router = router(HttpState::new(
+            state.clone(),
             pipeline,
-            auth: HeaderAuthenticator::shared(state.clone()),
-        })?;
+            HeaderAuthenticator::shared(state.clone()),
+        ))?;
         Ok(Self {
             listener,
             router,

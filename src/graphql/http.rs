@@ -31,9 +31,31 @@ use crate::viewer::{Authenticator, RequestAuth};
 /// The connection's peer address (present when the router is served with connect info).
 pub type Peer = Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>;
 
-/// What the HTTP handlers share: the app state, the pipeline and the authenticator.
+/// What the HTTP handlers share, behind one `Arc`: every request clones the router's state
+/// (once per extractor), and one reference count costs less than one per field.
 #[derive(Clone)]
-pub struct HttpState {
+pub struct HttpState(Arc<HttpShared>);
+
+impl HttpState {
+    /// The state of the HTTP handlers.
+    pub fn new(app: AppState, pipeline: Arc<Pipeline>, auth: Arc<dyn Authenticator>) -> Self {
+        Self(Arc::new(HttpShared {
+            app,
+            pipeline,
+            auth,
+        }))
+    }
+}
+
+impl std::ops::Deref for HttpState {
+    type Target = HttpShared;
+    fn deref(&self) -> &HttpShared {
+        &self.0
+    }
+}
+
+/// The app state, the pipeline and the authenticator.
+pub struct HttpShared {
     /// Shared state.
     pub app: AppState,
     /// Where every operation runs.
@@ -245,11 +267,20 @@ struct Wire<'a> {
     query: Option<Cow<'a, str>>,
     #[serde(default)]
     operation_name: Option<String>,
-    #[serde(default)]
-    variables: async_graphql::Variables,
+    /// Kept as its text: a memoized response is found by it, without parsing it (see
+    /// [`Document::variables`]).
+    #[serde(borrow, default, deserialize_with = "raw_of")]
+    variables: Option<&'a serde_json::value::RawValue>,
     /// Read straight from the body's bytes (see [`persisted_of_raw`]).
     #[serde(borrow, default, deserialize_with = "extensions_of")]
     extensions: Option<PersistedOf<'a>>,
+}
+
+/// A member kept as its raw text (`null` is absence).
+fn raw_of<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<&'de serde_json::value::RawValue>, D::Error> {
+    Deserialize::deserialize(d)
 }
 
 /// The `extensions` of a body, kept as its text until [`persisted_of_raw`] reads it.
@@ -366,9 +397,12 @@ impl WireExtensions<'_> {
 
 impl<'a> Wire<'a> {
     /// Reads the query string of a `GET` (`variables` and `extensions` as JSON text).
-    fn from_query_string(raw: &str) -> Result<(Wire<'static>, Persisted), String> {
+    fn from_query_string(
+        raw: &str,
+    ) -> Result<(Wire<'static>, Persisted, async_graphql::Variables), String> {
         let mut w = Wire::default();
         let mut persisted = Persisted::No;
+        let mut variables = async_graphql::Variables::default();
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
             .map_err(|e| format!("the query string is not form-encoded: {e}"))?;
         for (k, v) in pairs {
@@ -376,8 +410,9 @@ impl<'a> Wire<'a> {
                 "query" => w.query = Some(Cow::Owned(v)),
                 "operationName" => w.operation_name = Some(v).filter(|s| !s.is_empty()),
                 "variables" => {
-                    w.variables = serde_json::from_str(&v)
+                    variables = serde_json::from_str::<Option<_>>(&v)
                         .map_err(|_| "`variables` must be a JSON object".to_owned())?
+                        .unwrap_or_default()
                 }
                 "extensions" => {
                     let ext: Option<WireExtensions<'_>> = serde_json::from_str(&v)
@@ -387,12 +422,13 @@ impl<'a> Wire<'a> {
                 _ => {}
             }
         }
-        Ok((w, persisted))
+        Ok((w, persisted, variables))
     }
 
-    /// The document, and the rest as async-graphql's request; `Err` when `extensions` is
-    /// not a map of the right shape.
-    fn split(self) -> Result<(Cow<'a, str>, Persisted, Request), String> {
+    /// The document, the variables' text, and the rest as async-graphql's request (without
+    /// the variables); `Err` when `extensions` is not a map of the right shape.
+    #[allow(clippy::type_complexity)]
+    fn split(self) -> Result<(Cow<'a, str>, Persisted, Option<&'a str>, Request), String> {
         let persisted = match &self.extensions {
             None => Persisted::No,
             Some(PersistedOf(raw)) => persisted_of_raw(raw.get())
@@ -400,8 +436,8 @@ impl<'a> Wire<'a> {
         };
         let mut r = Request::new(String::new());
         r.operation_name = self.operation_name;
-        r.variables = self.variables;
-        Ok((self.query.unwrap_or_default(), persisted, r))
+        let variables = self.variables.map(|v| v.get());
+        Ok((self.query.unwrap_or_default(), persisted, variables, r))
     }
 }
 
@@ -423,7 +459,7 @@ pub async fn graphql_get(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let raw = raw.unwrap_or_default();
-    let (params, persisted) = match Wire::from_query_string(&raw) {
+    let (params, persisted, variables) = match Wire::from_query_string(&raw) {
         Ok(p) => p,
         Err(e) => {
             let media = media_of(&headers).unwrap_or(MediaType::Json);
@@ -439,10 +475,11 @@ pub async fn graphql_get(
     };
     let auth = auth_of(&http, peer, &headers);
     // `extensions` of a query string were read above (`persisted`).
-    let (query, _, request) = match params.split() {
+    let (query, _, _, mut request) = match params.split() {
         Ok(split) => split,
         Err(message) => return bad_request(media, message),
     };
+    request.variables = variables;
     let answer = http
         .pipeline
         .execute(
@@ -522,7 +559,7 @@ pub async fn graphql_post(
                             "the body is not a GraphQL request: duplicate field `extensions`",
                         );
                     }
-                    let (query, persisted, request) = match wire.split() {
+                    let (query, persisted, variables, request) = match wire.split() {
                         Ok(split) => split,
                         Err(message) => return bad_request(media, message),
                     };
@@ -533,7 +570,7 @@ pub async fn graphql_post(
                     let answer = http
                         .pipeline
                         .execute(
-                            Document::new(&query, persisted),
+                            Document::new(&query, persisted).with_variables(variables),
                             request,
                             auth,
                             Transport::Post,
@@ -550,11 +587,12 @@ pub async fn graphql_post(
                     };
                     let answers: Vec<Answer> = split
                         .into_iter()
-                        .map(|(query, persisted, request)| {
+                        .map(|(query, persisted, variables, request)| {
                             let pipeline = &http.pipeline;
                             let auth = auth.clone();
                             async move {
-                                let doc = Document::new(&query, persisted);
+                                let doc =
+                                    Document::new(&query, persisted).with_variables(variables);
                                 pipeline.execute(doc, request, auth, Transport::Post).await
                             }
                         })

@@ -34,6 +34,8 @@ pub struct Entry {
     pub body: Bytes,
     /// The entries it was computed from, with their versions.
     pub reads: Vec<(String, i64)>,
+    /// The root fields it ran (with its variables), which a hit counts again.
+    pub fields: Arc<[async_graphql::Name]>,
 }
 
 impl Entry {
@@ -114,6 +116,7 @@ impl Memo {
         variables: String,
         body: Bytes,
         reads: Vec<(String, i64)>,
+        fields: Arc<[async_graphql::Name]>,
     ) {
         let key = self.key(prepared, operation, &variables);
         let entry = Arc::new(Entry {
@@ -122,6 +125,7 @@ impl Memo {
             variables,
             body,
             reads,
+            fields,
         });
         let size = entry.size();
         if size > self.max_bytes / 4 {

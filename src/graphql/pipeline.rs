@@ -16,6 +16,7 @@
 //! [`persisted`]: super::persisted
 //! [`variables`]: super::variables
 
+use std::borrow::Cow;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -111,12 +112,25 @@ pub struct Document<'a> {
     pub text: &'a str,
     /// Its persisted-query hash, if given.
     pub persisted: Persisted,
+    /// The variables as the JSON text the client sent, when they came so (a JSON body):
+    /// they are parsed only when the operation runs, and a memoized response is found by
+    /// this text, so a memo hit parses no variables. `None`: the request's own variables.
+    pub variables: Option<&'a str>,
 }
 
 impl<'a> Document<'a> {
     /// The document `text` (maybe empty) with its `persisted` hash.
     pub fn new(text: &'a str, persisted: Persisted) -> Self {
-        Self { text, persisted }
+        Self {
+            text,
+            persisted,
+            variables: None,
+        }
+    }
+
+    /// With the variables' JSON text (see [`Document::variables`]).
+    pub fn with_variables(self, variables: Option<&'a str>) -> Self {
+        Self { variables, ..self }
     }
 }
 
@@ -290,21 +304,31 @@ impl Pipeline {
         auth: RequestAuth,
         via: Transport,
     ) -> Answer {
-        let (prepared, request) = match self.prepare(doc, request, via).await {
+        let (prepared, mut request) = match self.prepare(doc, request, via).await {
             Ok(p) => p,
             Err(refused) => return refused,
         };
         let operation = request.operation_name.clone();
-        // The memo answers queries while the cache tier can vouch for what they read.
-        let memo_key = (self.memo.enabled()
+        // The memo answers queries while the cache tier can vouch for what they read. Its key
+        // is the variables' text as sent (a response memoized for it had them parsed and
+        // coerced), or the request's variables serialized.
+        let memo_key: Option<Cow<'_, str>> = (self.memo.enabled()
             && prepared.operation_type(operation.as_deref()) == Some(OperationType::Query)
             && self.state.cache_health.usable())
-        .then(|| serde_json::to_string(&request.variables).unwrap_or_default());
+        .then(|| match doc.variables {
+            Some(text) => Cow::Borrowed(text),
+            None => Cow::Owned(serde_json::to_string(&request.variables).unwrap_or_default()),
+        });
         if let Some(vars) = &memo_key {
             if let Some(entry) = self.memo.get(&prepared, operation.as_deref(), vars) {
                 if self.still_current(&entry.reads).await {
                     self.memo_result(MemoResult::Hit);
-                    Counting::new(&self.usage, &prepared, &request, Some(auth)).record();
+                    Counting {
+                        usage: self.usage.clone(),
+                        fields: entry.fields.clone(),
+                        auth: Some(auth),
+                    }
+                    .record();
                     return Answer {
                         response: Response::default(),
                         outcome: Outcome::Executed,
@@ -317,8 +341,31 @@ impl Pipeline {
                 self.memo_result(MemoResult::Miss);
             }
         }
+        if let Some(text) = doc.variables {
+            request.variables = match parse_variables(text) {
+                Ok(v) => v,
+                Err(e) => return e,
+            };
+        }
+        if let Err(e) = self.coerce(&prepared, &request) {
+            return e;
+        }
+        Box::pin(self.run_operation(prepared, request, auth, memo_key)).await
+    }
+
+    /// Step 4 and 5 for an operation the memo did not answer. Boxed: async-graphql's
+    /// execution is a large future, which a memo hit then never moves.
+    async fn run_operation(
+        &self,
+        prepared: Arc<Prepared>,
+        request: Request,
+        auth: RequestAuth,
+        memo_key: Option<Cow<'_, str>>,
+    ) -> Answer {
+        let operation = request.operation_name.clone();
         let validated = Validated::default();
         let counting = Counting::new(&self.usage, &prepared, &request, Some(auth.clone()));
+        let counting_fields = counting.fields.clone();
         let schema = if prepared.is_validated() {
             validated.0.store(true, Ordering::Release);
             &self.fast
@@ -350,9 +397,10 @@ impl Pipeline {
                 self.memo.put(
                     &prepared,
                     operation.as_deref(),
-                    vars,
+                    vars.into_owned(),
                     body.clone(),
                     reads.entries,
+                    counting_fields,
                 );
                 answer.body = Some(body);
             }
@@ -395,7 +443,14 @@ impl Pipeline {
             let mut request = request;
             let query = std::mem::take(&mut request.query);
             let doc = Document::new(&query, Persisted::of(&request.extensions));
-            let (prepared, request) = match this.prepare(doc, request, Transport::WebSocket).await {
+            let prepared = this
+                .prepare(doc, request, Transport::WebSocket)
+                .await
+                .and_then(|(prepared, request)| {
+                    this.coerce(&prepared, &request)?;
+                    Ok((prepared, request))
+                });
+            let (prepared, request) = match prepared {
                 Ok(p) => p,
                 Err(refused) => {
                     return futures::stream::once(async move { refused.response }).boxed()
@@ -433,7 +488,8 @@ impl Pipeline {
         .boxed()
     }
 
-    /// Steps 1 to 3: the document, its parse, the operation and its variables.
+    /// Steps 1 to 3: the document, its parse and the operation (its variables are coerced by
+    /// [`Pipeline::coerce`]).
     async fn prepare(
         &self,
         doc: Document<'_>,
@@ -465,12 +521,18 @@ impl Pipeline {
             }
             _ => {}
         }
-        if !op.variable_definitions.is_empty() {
-            self.inputs
-                .coerce(op, &request.variables)
-                .map_err(request_error)?;
-        }
         Ok((prepared, request))
+    }
+
+    /// Step 3's end: the request's variable values against the operation's definitions.
+    fn coerce(&self, prepared: &Prepared, request: &Request) -> Result<(), Answer> {
+        match prepared.operation(request.operation_name.as_deref()) {
+            Some(op) if !op.variable_definitions.is_empty() => self
+                .inputs
+                .coerce(op, &request.variables)
+                .map_err(request_error),
+            _ => Ok(()),
+        }
     }
 
     /// Steps 1 and 2: the request's document, sent or named by its hash, parsed.
@@ -572,6 +634,15 @@ impl Pipeline {
         }
         super::loaders::attach(request, &self.state)
     }
+}
+
+/// The variables of a JSON body, from their text: a map (`null` was absence already).
+fn parse_variables(text: &str) -> Result<async_graphql::Variables, Answer> {
+    serde_json::from_str(text).map_err(|e| {
+        Answer::malformed(&format!(
+            "the body is not a GraphQL request: `variables` must be a map: {e}"
+        ))
+    })
 }
 
 /// A request refused for `e` (a parse or limit error) before it ran.

@@ -648,6 +648,40 @@ async fn a_warm_meal_read_is_answered_from_the_memo_and_follows_every_write(app:
     assert_eq!(app.metric(HITS).await, h0 + 1.0);
     assert_eq!(app.metric(SQL).await, s0, "a memo hit runs no SQL");
 
+    // A memoized response is found by the variables' text as sent: the same values spelt
+    // otherwise answer the same (memoized for that text), and variables that are not a map,
+    // or not the operation's, are refused even while good ones are memoized.
+    let raw = |variables: &str| {
+        app.client
+            .post(format!("{}/graphql", app.url))
+            .header(CONTENT_TYPE, "application/json")
+            .body(format!(
+                r#"{{"query":{},"variables":{variables}}}"#,
+                json!(MEAL)
+            ))
+    };
+    for spelt in [
+        format!(r#"{{ "id" : {id} }}"#),
+        format!("{{\n\"id\":{id}}}"),
+    ] {
+        for _ in 0..2 {
+            assert_eq!(send(raw(&spelt)).await.body, first, "{spelt}");
+        }
+        let h = app.metric(HITS).await;
+        assert_eq!(send(raw(&spelt)).await.body, first, "{spelt}");
+        assert_eq!(app.metric(HITS).await, h + 1.0, "{spelt} is memoized");
+    }
+    for bad in ["5", r#""id""#, "[]"] {
+        let r = send(raw(bad)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:#}", r.body);
+        r.assert_refused("BAD_USER_INPUT");
+    }
+    for bad in ["{}", r#"{"id":{"a":1}}"#, r#"{"id":null}"#] {
+        let r = send(raw(bad)).await;
+        r.assert_refused("BAD_USER_INPUT");
+    }
+    assert_eq!(send(raw(&format!(r#"{{"id":{id}}}"#))).await.body, first);
+
     // The same document with other variables, or another operation of one document, is
     // another response.
     let r = read_meal(&app, &tacos["id"]).await;
