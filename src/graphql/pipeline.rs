@@ -344,11 +344,11 @@ impl Pipeline {
         if let Some(text) = doc.variables {
             request.variables = match parse_variables(text) {
                 Ok(v) => v,
-                Err(e) => return e,
+                Err(e) => return *e,
             };
         }
         if let Err(e) = self.coerce(&prepared, &request) {
-            return e;
+            return *e;
         }
         Box::pin(self.run_operation(prepared, request, auth, memo_key)).await
     }
@@ -443,19 +443,14 @@ impl Pipeline {
             let mut request = request;
             let query = std::mem::take(&mut request.query);
             let doc = Document::new(&query, Persisted::of(&request.extensions));
-            let prepared = this
-                .prepare(doc, request, Transport::WebSocket)
-                .await
-                .and_then(|(prepared, request)| {
-                    this.coerce(&prepared, &request)?;
-                    Ok((prepared, request))
-                });
-            let (prepared, request) = match prepared {
+            let refused = |refused: Answer| futures::stream::once(async move { refused.response });
+            let (prepared, request) = match this.prepare(doc, request, Transport::WebSocket).await {
                 Ok(p) => p,
-                Err(refused) => {
-                    return futures::stream::once(async move { refused.response }).boxed()
-                }
+                Err(answer) => return refused(answer).boxed(),
             };
+            if let Err(answer) = this.coerce(&prepared, &request) {
+                return refused(*answer).boxed();
+            }
             let validated = Validated::default();
             let schema = if prepared.is_validated() {
                 validated.0.store(true, Ordering::Release);
@@ -525,12 +520,12 @@ impl Pipeline {
     }
 
     /// Step 3's end: the request's variable values against the operation's definitions.
-    fn coerce(&self, prepared: &Prepared, request: &Request) -> Result<(), Answer> {
+    fn coerce(&self, prepared: &Prepared, request: &Request) -> Result<(), Box<Answer>> {
         match prepared.operation(request.operation_name.as_deref()) {
             Some(op) if !op.variable_definitions.is_empty() => self
                 .inputs
                 .coerce(op, &request.variables)
-                .map_err(request_error),
+                .map_err(|e| Box::new(request_error(e))),
             _ => Ok(()),
         }
     }
@@ -637,11 +632,11 @@ impl Pipeline {
 }
 
 /// The variables of a JSON body, from their text: a map (`null` was absence already).
-fn parse_variables(text: &str) -> Result<async_graphql::Variables, Answer> {
+fn parse_variables(text: &str) -> Result<async_graphql::Variables, Box<Answer>> {
     serde_json::from_str(text).map_err(|e| {
-        Answer::malformed(&format!(
+        Box::new(Answer::malformed(&format!(
             "the body is not a GraphQL request: `variables` must be a map: {e}"
-        ))
+        )))
     })
 }
 
