@@ -269,18 +269,11 @@ struct Wire<'a> {
     operation_name: Option<String>,
     /// Kept as its text: a memoized response is found by it, without parsing it (see
     /// [`Document::variables`]).
-    #[serde(borrow, default, deserialize_with = "raw_of")]
+    #[serde(borrow, default)]
     variables: Option<&'a serde_json::value::RawValue>,
     /// Read straight from the body's bytes (see [`persisted_of_raw`]).
     #[serde(borrow, default, deserialize_with = "extensions_of")]
     extensions: Option<PersistedOf<'a>>,
-}
-
-/// A member kept as its raw text (`null` is absence).
-fn raw_of<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<&'de serde_json::value::RawValue>, D::Error> {
-    Deserialize::deserialize(d)
 }
 
 /// The `extensions` of a body, kept as its text until [`persisted_of_raw`] reads it.
@@ -410,9 +403,8 @@ impl<'a> Wire<'a> {
                 "query" => w.query = Some(Cow::Owned(v)),
                 "operationName" => w.operation_name = Some(v).filter(|s| !s.is_empty()),
                 "variables" => {
-                    variables = serde_json::from_str::<Option<_>>(&v)
+                    variables = serde_json::from_str(&v)
                         .map_err(|_| "`variables` must be a JSON object".to_owned())?
-                        .unwrap_or_default()
                 }
                 "extensions" => {
                     let ext: Option<WireExtensions<'_>> = serde_json::from_str(&v)
