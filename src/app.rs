@@ -20,16 +20,17 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
-use crate::graphql::auth::HeaderAuthenticator;
+use crate::graphql::transport::auth::HeaderAuthenticator;
 use crate::metrics::RouteMetrics;
 use std::sync::Arc;
 
+use crate::consistency;
 use crate::graphql::build_pipeline;
-use crate::graphql::http::HttpState;
+use crate::graphql::transport::http::HttpState;
 use crate::state::AppState;
 use crate::usage::counting::UsageBuffer;
-use crate::workers::Workers;
-use crate::write_through;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A built, bound, not yet running Arena.
 pub struct Application {
@@ -85,23 +86,24 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
-        let mut workers = Workers::new();
+        let workers = TaskTracker::new();
+        let stop = CancellationToken::new();
         // The workers' SQL is counted apart from the requests' (`caller="background"`).
         use crate::metrics::background;
-        workers.spawn(background(write_through::health_worker(
+        workers.spawn(background(consistency::health_worker(
             state.clone(),
-            workers.stop_signal(),
+            stop.clone(),
         )));
         workers.spawn(background(crate::usage::counting::flush_worker(
             state.clone(),
             self.usage.clone(),
-            workers.stop_signal(),
+            stop.clone(),
         )));
         if state.settings.sync_enabled {
             workers.spawn(background(crate::usage::sync::sync_worker(
                 state.clone(),
                 Some(self.usage.clone()),
-                workers.stop_signal(),
+                stop.clone(),
             )));
         }
         tracing::info!(addr = %self.local_addr(), "Arena is serving GraphQL on /graphql");
@@ -113,17 +115,21 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP")?;
-        // Bulk writes answer before their cache effects are done (`write_through::write_copy`):
+        // Bulk writes answer before their cache effects are done (`consistency::write_copy`):
         // finish those, or their keys stay marked (read from the database) until the marks
         // expire.
-        if !state
-            .after_answers
-            .drained(std::time::Duration::from_secs(30))
+        state.deferred_effects.close();
+        let drained = state.deferred_effects.wait();
+        if tokio::time::timeout(std::time::Duration::from_secs(30), drained)
             .await
+            .is_err()
         {
             tracing::warn!("stopping with cache effects of bulk writes unfinished");
         }
-        workers.stop().await;
+        // The workers flush on the way out.
+        stop.cancel();
+        workers.close();
+        workers.wait().await;
         tracing::info!("Arena stopped");
         Ok(())
     }
@@ -158,7 +164,7 @@ pub async fn shutdown_signal() {
 }
 
 fn router(state: HttpState) -> anyhow::Result<Router> {
-    use crate::graphql::http;
+    use crate::graphql::transport::http;
     let settings = &state.app.settings;
     // The GraphQL routes: a request that runs past the time limit is cancelled (a write that
     // had not reached its commit rolls back), and answered with a GraphQL error.
@@ -179,8 +185,8 @@ fn router(state: HttpState) -> anyhow::Result<Router> {
         .merge(graphql)
         .route(
             "/graphql/ws",
-            get(crate::graphql::ws::graphql_ws).layer(axum::Extension(
-                crate::graphql::ws::Connections::new(
+            get(crate::graphql::transport::ws::graphql_ws).layer(axum::Extension(
+                crate::graphql::transport::ws::Connections::new(
                     &state.app.settings,
                     state.app.metrics.clone(),
                 ),
@@ -230,9 +236,9 @@ fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .or_else(|| err.downcast_ref::<&str>().copied())
         .unwrap_or("a panic");
     tracing::error!(panic = what, "a request panicked");
-    crate::graphql::http::error_response(
+    crate::graphql::transport::http::error_response(
         StatusCode::INTERNAL_SERVER_ERROR,
-        crate::graphql::http::MediaType::Json,
+        crate::graphql::transport::http::MediaType::Json,
         "INTERNAL",
         "internal error",
     )
@@ -240,7 +246,7 @@ fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// Gives the answers of the body-limit and timeout layers a GraphQL body with a code.
 async fn limit_errors(State(http): State<HttpState>, req: Request, next: Next) -> Response {
-    use crate::graphql::http::{error_response, MediaType};
+    use crate::graphql::transport::http::{error_response, MediaType};
     let media = req
         .headers()
         .get(axum::http::header::ACCEPT)

@@ -54,10 +54,14 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                  server"
             );
             let state = AppState::connect(settings).await?;
-            let persisted =
-                crate::graphql::persisted::PersistedQueries::new(state.kv.clone(), 1, None, true);
+            let persisted = crate::graphql::engine::persisted::PersistedQueries::new(
+                state.kv.clone(),
+                1,
+                None,
+                true,
+            );
             for path in files {
-                for document in crate::graphql::persisted::documents_in(&path)? {
+                for document in crate::graphql::engine::persisted::documents_in(&path)? {
                     async_graphql::parser::parse_query(&document).with_context(|| {
                         format!("{}: a document does not parse", path.display())
                     })?;
@@ -77,14 +81,17 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                  whose own sync worker copies it"
             );
             let state = AppState::connect(settings).await?;
-            let mut workers = crate::workers::Workers::new();
+            let workers = tokio_util::task::TaskTracker::new();
+            let stop = tokio_util::sync::CancellationToken::new();
             workers.spawn(crate::metrics::background(crate::usage::sync::sync_worker(
                 state,
                 None,
-                workers.stop_signal(),
+                stop.clone(),
             )));
             crate::app::shutdown_signal().await;
-            workers.stop().await;
+            stop.cancel();
+            workers.close();
+            workers.wait().await;
             Ok(())
         }
     }

@@ -2,9 +2,9 @@
 
 pub mod app;
 pub mod backends;
-pub mod batch;
 pub mod battles;
 pub mod config;
+pub mod consistency;
 pub mod credentials;
 pub mod crypto;
 pub mod error;
@@ -13,7 +13,6 @@ pub mod meals;
 pub mod metrics;
 pub mod pagination;
 pub mod pokemon;
-pub mod reads;
 pub mod specs;
 pub mod state;
 pub mod storage;
@@ -21,8 +20,6 @@ pub mod telemetry;
 pub mod usage;
 pub mod users;
 pub mod viewer;
-pub mod workers;
-pub mod write_through;
 
 pub use app::Application;
 pub use config::Settings;

@@ -11,11 +11,10 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sea_orm::DatabaseConnection;
+use tokio_util::task::TaskTracker;
 
 use crate::backends::cache::instrumented::Instrumented;
 use crate::backends::cache::memory::{MemoryKv, MemoryLru, MemoryVersioned};
-use crate::backends::cache::near::{NearCache, NearState};
-use crate::backends::cache::redis::near::RedisNearBus;
 use crate::backends::cache::redis::RedisCache;
 use crate::backends::cache::{KeyValue, LruStore, VersionedCache};
 use crate::backends::documents::mongo::MongoDocuments;
@@ -26,6 +25,8 @@ use crate::backends::events::redis::RedisEvents;
 use crate::backends::events::EventBus;
 use crate::backends::{sql, BackendStatus};
 use crate::config::Settings;
+use crate::consistency::near::redis::RedisNearBus;
+use crate::consistency::near::{NearCache, NearState};
 use crate::metrics::Metrics;
 
 /// What every resolver and service reaches: settings and the four backends.
@@ -59,60 +60,13 @@ pub struct StateInner {
     /// The threads every password and secret hash runs on, and the bound on waiting hashes.
     pub hasher: crate::crypto::Hasher,
     /// Cache health and the invalidations owed to it after an outage.
-    pub cache_health: crate::backends::cache::health::CacheHealth,
+    pub cache_health: crate::consistency::CacheHealth,
     /// Locks of this process by key (user data changes): requests of one instance queue up
     /// instead of racing each other's compare-and-set in the document store.
     pub local_locks: LocalLocks,
     /// Work that goes on after its request was answered (a bulk write's cache effects) and
     /// that the instance finishes before it stops.
-    pub after_answers: AfterAnswers,
-}
-
-/// Counts the tasks still running after their request was answered, so that a stopping
-/// instance can wait for them ([`AfterAnswers::drained`]).
-#[derive(Default)]
-pub struct AfterAnswers {
-    running: std::sync::atomic::AtomicUsize,
-    idle: tokio::sync::Notify,
-}
-
-/// One task of [`AfterAnswers`]; it is done when dropped.
-pub struct Running<'a>(&'a AfterAnswers);
-
-impl AfterAnswers {
-    /// A task starts; it ends when the returned guard is dropped.
-    pub fn start(&self) -> Running<'_> {
-        self.running
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Running(self)
-    }
-
-    /// Waits until no task runs, or `limit` has passed; whether none runs.
-    pub async fn drained(&self, limit: std::time::Duration) -> bool {
-        let wait = async {
-            loop {
-                let idle = self.idle.notified();
-                if self.running.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-                    return;
-                }
-                idle.await;
-            }
-        };
-        tokio::time::timeout(limit, wait).await.is_ok()
-    }
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        if self
-            .0
-            .running
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
-            == 1
-        {
-            self.0.idle.notify_waiters();
-        }
-    }
+    pub deferred_effects: TaskTracker,
 }
 
 /// In-process locks by key, each created on first use and dropped once nobody holds or
@@ -265,7 +219,7 @@ impl AppState {
             ),
             cache_health: Default::default(),
             local_locks: LocalLocks::default(),
-            after_answers: AfterAnswers::default(),
+            deferred_effects: TaskTracker::new(),
         })))
     }
 
@@ -318,25 +272,26 @@ impl AppState {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::AfterAnswers;
-
-    #[tokio::test]
-    async fn a_stopping_instance_waits_for_the_work_left_after_answers() {
-        let after = AfterAnswers::default();
-        assert!(after.drained(Duration::ZERO).await);
-        let first = after.start();
-        let second = after.start();
-        assert!(!after.drained(Duration::from_millis(20)).await);
-        drop(first);
-        assert!(!after.drained(Duration::from_millis(20)).await);
-        let (done, ()) = tokio::join!(after.drained(Duration::from_secs(5)), async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            drop(second);
-        });
-        assert!(done);
+impl crate::consistency::Context for AppState {
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+    fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+    fn cache(&self) -> &Arc<dyn VersionedCache> {
+        &self.cache
+    }
+    fn health(&self) -> &crate::consistency::CacheHealth {
+        &self.cache_health
+    }
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+    fn cache_prefix(&self) -> &str {
+        &self.cache_prefix
+    }
+    fn deferred_effects(&self) -> &TaskTracker {
+        &self.deferred_effects
     }
 }

@@ -200,7 +200,7 @@ impl RequestAuth {
     /// The viewer, resolving the header on first use.
     pub async fn viewer(&self) -> AppResult<Option<Viewer>> {
         // Who is asking decides the answer: an operation that asked is not memoized.
-        crate::reads::taint();
+        entity::scope::read::taint();
         let res = self
             .resolved
             .get_or_init(|| async {

@@ -9,13 +9,13 @@ pub mod credential;
 pub mod document;
 pub mod meal;
 pub mod pokemon;
+pub mod scope;
 pub mod session;
 pub mod spec;
 pub mod trade;
 pub mod trainer;
 pub mod user;
 pub mod versioning;
-pub mod write_through;
 
 /// The value an active model holds for a column, if it holds one.
 pub fn value_of<T: Clone + Into<sea_orm::Value>>(v: &sea_orm::ActiveValue<T>) -> Option<T> {

@@ -6,8 +6,8 @@ use sea_orm::entity::prelude::*;
 use sea_orm::ActiveValue::Set;
 use serde::{Deserialize, Serialize};
 
+use crate::scope::write::{self as write_through, Change};
 use crate::value_of;
-use crate::write_through::{self, Change};
 
 /// The cache namespace of meals.
 pub const CACHE_ENTITY: &str = "meal";

@@ -1,6 +1,6 @@
 //! `pokemons`: Pokémon and their owner. Every hooked write bumps the version and records the
 //! change for the write-through cache; bulk writes (imports, cascades) declare
-//! their ids to the write scope instead (see `write_through`).
+//! their ids to the write scope instead (see `scope::write`).
 
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};

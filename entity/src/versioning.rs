@@ -28,7 +28,7 @@ macro_rules! time_versioned_hooks {
             where
                 C: ConnectionTrait,
             {
-                $crate::write_through::before_write(CACHE_ENTITY)?;
+                $crate::scope::write::before_write(CACHE_ENTITY)?;
                 let prev = if insert {
                     None
                 } else {
@@ -44,7 +44,7 @@ macro_rules! time_versioned_hooks {
             {
                 let row = serde_json::to_value(&model)
                     .map_err(|e| DbErr::Custom(format!("a row cannot be cached: {e}")))?;
-                $crate::write_through::record($crate::write_through::Change {
+                $crate::scope::write::record($crate::scope::write::Change {
                     entity: CACHE_ENTITY,
                     id: model.id.clone(),
                     version: model.version,
@@ -57,7 +57,7 @@ macro_rules! time_versioned_hooks {
             where
                 C: ConnectionTrait,
             {
-                $crate::write_through::before_write(CACHE_ENTITY)?;
+                $crate::scope::write::before_write(CACHE_ENTITY)?;
                 Ok(self)
             }
 
@@ -65,7 +65,7 @@ macro_rules! time_versioned_hooks {
             where
                 C: ConnectionTrait,
             {
-                $crate::write_through::record($crate::write_through::Change {
+                $crate::scope::write::record($crate::scope::write::Change {
                     entity: CACHE_ENTITY,
                     id: $crate::value_of(&self.id).unwrap_or_default(),
                     version: $crate::versioning::next_version($crate::value_of(&self.version)),

@@ -35,7 +35,7 @@ pub async fn connect(
     db.set_metric_callback(move |info| {
         // A statement makes the running operation's response depend on more than cache
         // entries: it cannot be memoized.
-        crate::reads::taint();
+        entity::scope::read::taint();
         if crate::metrics::caller() == "background" {
             in_background.inc();
         } else {
@@ -44,7 +44,7 @@ pub async fn connect(
         // Every statement is shown to the write scope: a write to a cached table that went
         // around the write path poisons the scope (the write path then rolls back), or, run
         // outside any write, is at least told of.
-        if let Some(bypass) = entity::write_through::observe_statement(&info.statement.sql) {
+        if let Some(bypass) = entity::scope::write::observe_statement(&info.statement.sql) {
             tracing::error!("{bypass}");
         }
     });
@@ -93,7 +93,7 @@ where
     let read = E::find().filter(key.is_in(ids.clone())).order_by_asc(key);
     match txn.get_database_backend() {
         DatabaseBackend::Sqlite => {
-            entity::write_through::announce_row_lock(E::default().table_name());
+            entity::scope::write::announce_row_lock(E::default().table_name());
             E::update_many()
                 .col_expr(key, Expr::col(key).into())
                 .filter(key.is_in(ids))

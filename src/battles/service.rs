@@ -25,13 +25,13 @@ use serde_json::{json, Value};
 use super::rules;
 use crate::backends::cache::lock::{CacheLock, Wait};
 use crate::backends::cache::CacheError;
+use crate::consistency;
 use crate::error::{AppError, AppResult, OrInternal};
 use crate::meals::loaders::load_meals;
 use crate::meals::service::lock_meal;
 use crate::pagination::{keyset_page, Page};
 use crate::state::AppState;
 use crate::users::hooks::AccountHook;
-use crate::write_through;
 
 /// The document-store collection of per-user session documents: each keeps the combatants
 /// of the user's ring between a log out and the next log in.
@@ -296,7 +296,7 @@ async fn fight_locked(state: &AppState, user_id: i64) -> AppResult<BattleOutcome
         (two.id, one.id, verdict.score_2, verdict.score_1)
     };
 
-    let fought = write_through::write(state, move |txn| {
+    let fought = consistency::write(state, move |txn| {
         Box::pin(async move {
             // Lower id first, so two battles over the same meals cannot deadlock.
             let mut rows = HashMap::with_capacity(2);

@@ -1,16 +1,23 @@
 //! The GraphQL schema: merged roots of every domain, limits, and the pipeline operations run
-//! through.
+//! through. [`engine`] runs an operation, whatever carried it; [`transport`] carries
+//! operations over HTTP and WebSocket.
+//!
+//! ## What Arena does instead of async-graphql
+//!
+//! The schema, the resolvers and execution are async-graphql's. These pieces around them are
+//! Arena's own; on an async-graphql upgrade, re-check each against the new release.
+//!
+//! | async-graphql's piece | Arena's replacement | why | re-check on upgrade |
+//! |---|---|---|---|
+//! | `DataLoader` | `consistency::BatchLoader` | no 1 ms timer and no spawned task per batch: a request with one lookup pays neither | the `Loader` trait's signature |
+//! | variable coercion during validation | `engine::variables` | a document validates once (cached), so new variable values of every request are coerced here, from the schema's own SDL | `coercion_agrees_with_async_graphql_on_a_corpus` (`engine/variables.rs`) compares both on a corpus |
+//! | validating every request | `engine::documents` + the fast schema build (`ValidationMode::Fast`) | a document is measured in linear time, then validated once by the strict build and run by the fast one afterwards | that the strict build still rejects what the fast one would run (`ValidationWitness`) |
+//! | `async-graphql-axum` (`GraphQLRequest`, `GraphQLSubscription`) | `transport::http`, `transport::ws` | content negotiation per GraphQL over HTTP, bounded bodies, batches, close codes and caps of both WebSocket protocols | `async_graphql::http::receive_batch_body` (multipart) and the `Request`/`Response` types |
+//! | `ApolloPersistedQueries` extension | `engine::persisted` + `transport::http::request` (APQ matched on the raw body bytes) | the hash is found without parsing the body, and stored across replicas in the cache tier | Apollo's APQ error codes and message text |
 
-pub mod auth;
-pub mod documents;
-pub mod graphiql;
-pub mod http;
+pub mod engine;
 pub mod loaders;
-pub mod memo;
-pub mod persisted;
-pub mod pipeline;
-pub mod variables;
-pub mod ws;
+pub mod transport;
 
 use std::sync::Arc;
 
@@ -28,7 +35,7 @@ use crate::usage::counting::UsageBuffer;
 use crate::usage::{UsageMutation, UsageQuery};
 use crate::users::hooks::AccountHooks;
 use crate::users::{UserMutation, UserQuery};
-use pipeline::Pipeline;
+use engine::pipeline::Pipeline;
 
 /// Every query root field.
 #[derive(MergedObject, Default)]
@@ -80,9 +87,9 @@ fn build_schema(
     .validation_mode(mode)
     .limit_depth(settings.max_depth)
     .limit_complexity(settings.max_complexity)
-    .limit_recursive_depth(documents::MAX_NESTING);
+    .limit_recursive_depth(engine::documents::MAX_NESTING);
     if matches!(mode, ValidationMode::Strict) {
-        builder = builder.extension(pipeline::ValidationWitness);
+        builder = builder.extension(engine::pipeline::ValidationWitness);
     }
     if settings.trace_resolvers {
         builder = builder.extension(async_graphql::extensions::Tracing);

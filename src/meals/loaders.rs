@@ -9,10 +9,10 @@ use async_graphql::Context;
 use entity::meal;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
-use crate::batch::BatchLoader;
+use crate::consistency::BatchLoader;
+use crate::consistency::{self, Cached};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
-use crate::write_through::{self, Cached};
 
 /// Loads live (not deleted) meals by id.
 pub struct MealByIdLoader {
@@ -31,7 +31,7 @@ impl MealByIdLoader {
 pub async fn load_meals(state: &AppState, ids: &[i64]) -> AppResult<HashMap<i64, meal::Model>> {
     let keys: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
     let (cached, lease) =
-        write_through::read_many::<meal::Model>(state, meal::CACHE_ENTITY, &keys).await;
+        consistency::read_many::<meal::Model>(state, meal::CACHE_ENTITY, &keys).await;
     let mut found = HashMap::with_capacity(ids.len());
     let mut misses = Vec::new();
     for (id, c) in ids.iter().zip(cached) {
@@ -62,7 +62,7 @@ pub async fn load_meals(state: &AppState, ids: &[i64]) -> AppResult<HashMap<i64,
             found.insert(m.id, m);
         }
     }
-    write_through::fill_many(state, meal::CACHE_ENTITY, &lease, fills).await;
+    consistency::fill_many(state, meal::CACHE_ENTITY, &lease, fills).await;
     Ok(found)
 }
 

@@ -1,4 +1,4 @@
-//! The rules of the catalogue. Every write goes through [`write_through::write`] and the
+//! The rules of the catalogue. Every write goes through [`consistency::write`] and the
 //! entity hooks; there is no bulk update of meals anywhere (one would be refused).
 
 use entity::meal::{self, Difficulty};
@@ -9,10 +9,10 @@ use sea_orm::{
 
 use super::types;
 use crate::backends::sql::lock_rows;
+use crate::consistency::{self, Cached};
 use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::pagination::{keyset_page, Page};
 use crate::state::AppState;
-use crate::write_through::{self, Cached};
 
 /// A new meal, as asked for (checked by [`create_meal`]).
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ pub async fn create_meal(state: &AppState, new: NewMeal) -> AppResult<meal::Mode
     let cuisine = types::text("cuisine", &new.cuisine, 50)?;
     let price = types::price("price", new.price)?;
     let difficulty = new.difficulty;
-    write_through::write(state, move |txn| {
+    consistency::write(state, move |txn| {
         Box::pin(async move {
             meal::ActiveModel {
                 name: Set(name.clone()),
@@ -106,7 +106,7 @@ pub async fn update_meal(
         .price
         .map(|p| types::price("price", p))
         .transpose()?;
-    write_through::write(state, move |txn| {
+    consistency::write(state, move |txn| {
         Box::pin(async move {
             let row = lock_meal(txn, id)
                 .await?
@@ -130,7 +130,7 @@ pub async fn update_meal(
 
 /// Soft-deletes a meal: gone from every read, its name stays taken.
 pub async fn delete_meal(state: &AppState, id: i64) -> AppResult<bool> {
-    write_through::write(state, move |txn| {
+    consistency::write(state, move |txn| {
         Box::pin(async move {
             let row = lock_meal(txn, id)
                 .await?
@@ -150,8 +150,7 @@ pub async fn delete_meal(state: &AppState, id: i64) -> AppResult<bool> {
 /// another meal, so only a deletion changes the pair, through the write path.
 pub async fn meal_id_by_name(state: &AppState, name: &str) -> AppResult<Option<i64>> {
     let names = [name.to_owned()];
-    let (mut cached, lease) =
-        write_through::read_many::<i64>(state, meal::NAME_ENTITY, &names).await;
+    let (mut cached, lease) = consistency::read_many::<i64>(state, meal::NAME_ENTITY, &names).await;
     match cached.pop() {
         Some(Cached::Row(id)) => return Ok(Some(id)),
         Some(Cached::Gone) => return Ok(None),
@@ -165,7 +164,7 @@ pub async fn meal_id_by_name(state: &AppState, name: &str) -> AppResult<Option<i
         return Ok(None);
     };
     let pair = (!row.deleted).then(|| serde_json::Value::from(row.id));
-    write_through::fill_many(
+    consistency::fill_many(
         state,
         meal::NAME_ENTITY,
         &lease,

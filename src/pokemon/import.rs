@@ -9,13 +9,13 @@
 //!    written, and neither the database nor the cache was touched.
 //! 2. **Write.** The file is read again, now known valid, and its rows written in ONE
 //!    transaction ("insert or update by id") through the write path's bulk entry
-//!    (`write_through`): every imported id's entry is *marked* before `COMMIT`, so readers
+//!    (`consistency`): every imported id's entry is *marked* before `COMMIT`, so readers
 //!    treat it as a miss and may not fill it (marking revokes every reader's fill lease),
 //!    and after `COMMIT` the entries are deleted while still marked, then this import's
 //!    marks are cleared. A reader that read a row before the commit cannot fill its older
 //!    copy afterwards. Deleted entries leave no tombstone with a huge version, so later
 //!    writes and fills of these ids work as usual.
-//!    - PostgreSQL (`write_through::write_copy`, on the transaction's own connection): the
+//!    - PostgreSQL (`consistency::write_copy`, on the transaction's own connection): the
 //!      ids are marked by a task of their own while the transaction runs, and the import
 //!      answers once `COMMIT` is done (the entries are dropped and the marks cleared right
 //!      after, in the same task; until then reads of these ids go to the database). The
@@ -63,9 +63,9 @@ use tokio::sync::mpsc;
 
 use super::types;
 use crate::backends::sql::{lock_rows, sqlx_error};
+use crate::consistency::{self, PgBulk};
 use crate::error::{AppError, AppResult, OrInternal};
 use crate::state::AppState;
-use crate::write_through::{self, PgBulk};
 
 /// Rows per batched insert on SQLite, and ids per existence query.
 pub const CHUNK_ROWS: usize = 1000;
@@ -753,10 +753,10 @@ async fn write_batches<M: Importable>(
         }
         Ok(())
     });
-    write_through::write(state, move |txn| {
+    consistency::write(state, move |txn| {
         Box::pin(async move {
             lock_rows::<trainer::Entity, String>(txn, trainer::Column::Id, []).await?;
-            write_through::bulk(M::CACHE_ENTITY, ids)?;
+            consistency::bulk(M::CACHE_ENTITY, ids)?;
             let version = entity::versioning::next_version(None);
             let (mut inserted, mut updated) = (0, 0);
             while let Some(rows) = rx.recv().await {
@@ -793,7 +793,7 @@ async fn existing_count<M: Importable>(state: &AppState, ids: &[String]) -> AppR
 }
 
 /// Step 2 on PostgreSQL: `COPY`, in one transaction on its own connection, through the
-/// write path's bulk entry for `COPY` (`write_through::write_copy`). Returns (inserted,
+/// write path's bulk entry for `COPY` (`consistency::write_copy`). Returns (inserted,
 /// updated).
 async fn write_postgres<M: Importable>(
     state: &AppState,
@@ -803,7 +803,7 @@ async fn write_postgres<M: Importable>(
     owners: Vec<String>,
 ) -> AppResult<(usize, usize)> {
     let rows = ids.len();
-    write_through::write_copy(state, M::CACHE_ENTITY, ids, move |mut db, ids| {
+    consistency::write_copy(state, M::CACHE_ENTITY, ids, move |mut db, ids| {
         Box::pin(async move {
             // While the ids are being marked: which of them exist already.
             let sql = format!("SELECT count(*) FROM {} WHERE id = ANY($1)", M::TABLE);

@@ -13,10 +13,10 @@ use async_graphql::Context;
 use entity::{pokemon, trainer};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
-use crate::batch::BatchLoader;
+use crate::consistency::BatchLoader;
+use crate::consistency::{self, Cached, Lease};
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::write_through::{self, Cached, Lease};
 
 /// Reads trainers by id through the cache.
 pub async fn load_trainers(
@@ -39,7 +39,7 @@ pub async fn load_trainers(
         .iter()
         .map(|m| (m.id.clone(), m.version, serde_json::to_value(m).ok()))
         .collect();
-    write_through::fill_many(state, trainer::CACHE_ENTITY, &lease, fills).await;
+    consistency::fill_many(state, trainer::CACHE_ENTITY, &lease, fills).await;
     found.extend(rows.into_iter().map(|m| (m.id.clone(), m)));
     Ok(found)
 }
@@ -65,7 +65,7 @@ pub async fn load_pokemons(
         .iter()
         .map(|m| (m.id.clone(), m.version, serde_json::to_value(m).ok()))
         .collect();
-    write_through::fill_many(state, pokemon::CACHE_ENTITY, &lease, fills).await;
+    consistency::fill_many(state, pokemon::CACHE_ENTITY, &lease, fills).await;
     found.extend(rows.into_iter().map(|m| (m.id.clone(), m)));
     Ok(found)
 }
@@ -78,7 +78,7 @@ async fn cached<M: serde::de::DeserializeOwned>(
     ids: &[String],
     id_of: impl Fn(&M) -> String,
 ) -> (HashMap<String, M>, Vec<String>, Lease) {
-    let (answers, lease) = write_through::read_many::<M>(state, entity, ids).await;
+    let (answers, lease) = consistency::read_many::<M>(state, entity, ids).await;
     let mut found = HashMap::with_capacity(ids.len());
     let mut misses = Vec::new();
     for (id, c) in ids.iter().zip(answers) {

@@ -1,5 +1,5 @@
 //! The rules of trainers, Pokémon and trades. Every write goes through
-//! [`write_through::write`]: single rows through the entity hooks (rows are locked first, so
+//! [`consistency::write`]: single rows through the entity hooks (rows are locked first, so
 //! the checks hold at commit time), the cascade of a trainer's deletion and the CSV import
 //! (see [`super::import`]) as bulk statements whose ids they declare.
 
@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use super::types;
 use crate::backends::sql::lock_rows;
+use crate::consistency;
 use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::pagination::{keyset_page, Page};
 use crate::state::AppState;
-use crate::write_through;
 
 /// The event bus topic every completed trade is published on.
 pub const TRADES_TOPIC: &str = "trades";
@@ -142,7 +142,7 @@ where
     E::Model: IntoActiveModel<A> + Send + Sync,
     A: ActiveModelTrait<Entity = E> + ActiveModelBehavior + Send + 'static,
 {
-    write_through::write(state, move |txn| {
+    consistency::write(state, move |txn| {
         Box::pin(async move {
             let row = lock_rows::<E, _>(txn, key, [id.clone()])
                 .await?
@@ -162,7 +162,7 @@ pub async fn create_trainer(state: &AppState, new: NewTrainer) -> AppResult<trai
     let first_name = types::text("firstName", &new.first_name)?;
     let last_name = types::text("lastName", &new.last_name)?;
     let dob = types::iso_date("dateOfBirth", &new.date_of_birth)?;
-    write_through::write(state, move |txn| {
+    consistency::write(state, move |txn| {
         Box::pin(async move {
             trainer::ActiveModel {
                 id: Set(id.clone()),
@@ -223,7 +223,7 @@ pub async fn update_trainer(
 /// their Pokémon too, in the same transaction, as one bulk statement through the write path.
 pub async fn delete_trainer(state: &AppState, id: &str, cascade: bool) -> AppResult<bool> {
     let id = id.to_owned();
-    write_through::write(state, move |txn| {
+    consistency::write(state, move |txn| {
         Box::pin(async move {
             let row = lock_trainer(txn, &id)
                 .await?
@@ -245,7 +245,7 @@ pub async fn delete_trainer(state: &AppState, id: &str, cascade: bool) -> AppRes
                 )));
             }
             if !owned.is_empty() {
-                write_through::bulk(pokemon::CACHE_ENTITY, owned.iter().cloned())?;
+                consistency::bulk(pokemon::CACHE_ENTITY, owned.iter().cloned())?;
                 pokemon::Entity::delete_many()
                     .filter(pokemon::Column::Id.is_in(owned))
                     .exec(txn)
@@ -279,7 +279,7 @@ pub async fn create_pokemon(state: &AppState, new: NewPokemon) -> AppResult<poke
         Some(d) => types::iso_date("dateOfOwnership", d)?,
         None => Utc::now().date_naive(),
     };
-    write_through::write(state, move |txn| {
+    consistency::write(state, move |txn| {
         Box::pin(async move {
             // Locking the owner keeps it from being deleted meanwhile (and, on SQLite, starts
             // the transaction with a write).
@@ -359,7 +359,7 @@ pub async fn update_pokemon(
 /// Deletes a Pokémon.
 pub async fn delete_pokemon(state: &AppState, id: &str) -> AppResult<bool> {
     let id = id.to_owned();
-    write_through::write(state, move |txn| {
+    consistency::write(state, move |txn| {
         Box::pin(async move {
             let row = lock_pokemons(txn, std::slice::from_ref(&id))
                 .await?
@@ -468,7 +468,7 @@ pub struct TradeEvent {
 /// of concurrent trades of one Pokémon, the first to lock it wins and the others see the new
 /// owner and fail. Every move goes through the hooks, so the cache hears of it on commit.
 pub async fn exchange_pokemons(state: &AppState, req: TradeRequest) -> AppResult<trade::Model> {
-    let trade = write_through::write(state, move |txn| {
+    let trade = consistency::write(state, move |txn| {
         Box::pin(async move {
             let all: Vec<String> = req
                 .pokemons_a

@@ -24,7 +24,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::watch;
 
 use crate::backends::cache::{CacheResult, KeyValue};
 use crate::backends::documents::Update;
@@ -312,11 +311,11 @@ pub async fn read_time(kv: &dyn KeyValue, key: &str) -> CacheResult<Option<i64>>
 pub async fn flush_worker(
     state: AppState,
     usage: Arc<UsageBuffer>,
-    mut stop: watch::Receiver<bool>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
         tokio::select! {
-            _ = stop.changed() => break,
+            _ = stop.cancelled() => break,
             _ = tokio::time::sleep(FLUSH_EVERY) => {}
         }
         usage.flush(&state).await;

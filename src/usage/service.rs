@@ -10,7 +10,7 @@
 //!   there first; changes of one user on one instance queue on an in-process lock, so none of
 //!   them ever runs out of retries, and no change is lost with or without the cache;
 //! * the copy is marked before the document is written and replaced after
-//!   ([`write_through::write_outside`]); under `strict` a change the cache cannot hear of is
+//!   ([`consistency::write_outside`]); under `strict` a change the cache cannot hear of is
 //!   refused (`UNAVAILABLE`) before anything is written, under `available` it goes ahead
 //!   and the copy is owed a deletion;
 //! * a read that misses (or finds the copy marked) loads the document and fills the copy
@@ -26,9 +26,9 @@ use super::counting::{
 };
 use super::dice::{self, DiceError};
 use crate::backends::cache::{CacheError, Versioned};
+use crate::consistency::{self, Cached, OutsideOutcome, TOMBSTONE};
 use crate::error::{AppError, AppResult, OrInternal};
 use crate::state::AppState;
-use crate::write_through::{self, Cached, Outside, TOMBSTONE};
 
 /// The document store collection of user data documents (`user_<id>`).
 pub const USER_DATA_COLLECTION: &str = "user_data";
@@ -191,7 +191,7 @@ pub fn user_stamp_key(user_id: i64) -> String {
 pub async fn user_data(state: &AppState, user_id: i64) -> AppResult<UserData> {
     let key = user_key(user_id);
     let (cached, lease) =
-        write_through::read_keys::<UserData>(state, CACHE_ENTITY, std::slice::from_ref(&key)).await;
+        consistency::read_keys::<UserData>(state, CACHE_ENTITY, std::slice::from_ref(&key)).await;
     match cached.into_iter().next() {
         Some(Cached::Row(doc)) => return Ok(doc),
         Some(Cached::Gone) => return Ok(UserData::default()),
@@ -203,7 +203,7 @@ pub async fn user_data(state: &AppState, user_id: i64) -> AppResult<UserData> {
     } else {
         None
     };
-    write_through::fill_keys(state, &lease, vec![(key, doc.updated_time, row)]).await;
+    consistency::fill_keys(state, &lease, vec![(key, doc.updated_time, row)]).await;
     Ok(doc)
 }
 
@@ -231,7 +231,7 @@ where
     let _queued = state.local_locks.lock(&key).await;
     let docs = state.docs.clone();
     let doc_key = key.clone();
-    let (out, version) = write_through::write_outside(state, vec![key], async move {
+    let (out, version) = consistency::write_outside(state, vec![key], async move {
         for _ in 0..CHANGE_ATTEMPTS {
             let stored = docs.get(USER_DATA_COLLECTION, &doc_key).await?;
             let expected = stored
@@ -242,7 +242,7 @@ where
                 .unwrap_or_default();
             let out = match change(&mut doc) {
                 Ok(out) => out,
-                Err(e) => return Ok(Outside::Refused(e)),
+                Err(e) => return Ok(OutsideOutcome::Refused(e)),
             };
             doc.updated_time = Utc::now().timestamp_millis().max(doc.updated_time + 1);
             let value = serde_json::to_value(&doc).or_internal("encoding user data")?;
@@ -260,13 +260,13 @@ where
                     version: doc.updated_time,
                     payload: value.to_string(),
                 };
-                return Ok(Outside::Written(
+                return Ok(OutsideOutcome::Written(
                     (out, doc.updated_time),
                     vec![(doc_key, entry)],
                 ));
             }
         }
-        Ok(Outside::Refused(AppError::Conflict(
+        Ok(OutsideOutcome::Refused(AppError::Conflict(
             "your user data is being changed by other requests; try again".into(),
         )))
     })
@@ -472,8 +472,8 @@ impl crate::users::hooks::AccountHook for UsageAccountHook {
             payload: TOMBSTONE.to_owned(),
         };
         let entry_key = key.clone();
-        write_through::write_outside(state, vec![key], async move {
-            Ok(Outside::Written((), vec![(entry_key, tombstone)]))
+        consistency::write_outside(state, vec![key], async move {
+            Ok(OutsideOutcome::Written((), vec![(entry_key, tombstone)]))
         })
         .await?;
         state

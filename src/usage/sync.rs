@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::watch;
 
 use super::counting::{self, read_counter, UsageBuffer, COUNTERS_DOC};
 pub use super::counting::{RESTORED, USAGE_COLLECTION};
@@ -50,13 +49,13 @@ pub enum SyncOutcome {
 pub async fn sync_worker(
     state: AppState,
     usage: Option<Arc<UsageBuffer>>,
-    mut stop: watch::Receiver<bool>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let every = Duration::from_secs(state.settings.sync_interval_secs.max(1));
     log_pass("start", sync_once(&state).await);
     loop {
         tokio::select! {
-            _ = stop.changed() => break,
+            _ = stop.cancelled() => break,
             _ = tokio::time::sleep(every) => {}
         }
         log_pass("interval", sync_once(&state).await);

@@ -24,12 +24,13 @@ const LAYERS: &[&[&str]] = &[
         "storage",
         "users",
     ],
-    &["write_through", "pagination", "viewer", "batch"],
+    &["pagination", "viewer"],
     &["state"],
+    &["consistency"],
     &["crypto"],
     &["error", "telemetry"],
     &["backends", "config"],
-    &["metrics", "reads"],
+    &["metrics"],
 ];
 
 /// Edges allowed inside one layer (domains using a lower domain, seeding through a command).

@@ -350,7 +350,7 @@ async fn after_cache_reset_no_entry_written_before_it_is_served(app: TestApp) {
     restored.price = Set(1.0);
     restored.version = Set(0); // the hook bumps it: version 1
 
-    entity::write_through::scope(async { restored.update(&app.state.db).await })
+    entity::scope::write::scope(async { restored.update(&app.state.db).await })
         .await
         .0
         .unwrap();

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use arena::graphql::persisted::{self, PersistedQueries};
+use arena::graphql::engine::persisted::{self, PersistedQueries};
 use reqwest::header::{HeaderMap, ACCEPT, ALLOW, CONTENT_TYPE};
 use reqwest::{RequestBuilder, StatusCode};
 use sea_orm::EntityTrait;

@@ -233,7 +233,7 @@ async fn an_omitted_or_null_sort_by_ranks_by_wins(app: TestApp) {
     let rate = create_meal(&app, &t, "Rate", "x", 1.0, "LOW").await;
     for (meal, battles, wins) in [(&many, 10, 5), (&rate, 2, 2)] {
         let id: i64 = meal["id"].as_str().unwrap().parse().unwrap();
-        arena::write_through::write(&app.state, move |txn| {
+        arena::consistency::write(&app.state, move |txn| {
             Box::pin(async move {
                 let row = arena::meals::service::lock_meal(txn, id).await?.unwrap();
                 let mut am: meal::ActiveModel = row.into();
@@ -289,7 +289,7 @@ async fn the_leaderboard_ranks_meals_that_have_battled(app: TestApp) {
     // Record results through the write path (the battles domain does the same).
     for (id, battles, wins) in [(&a, 4, 1), (&b, 2, 2)] {
         let id: i64 = id["id"].as_str().unwrap().parse().unwrap();
-        arena::write_through::write(&app.state, move |txn| {
+        arena::consistency::write(&app.state, move |txn| {
             Box::pin(async move {
                 let row = arena::meals::service::lock_meal(txn, id).await?.unwrap();
                 let mut am: meal::ActiveModel = row.into();
@@ -362,7 +362,7 @@ async fn a_rolled_back_transaction_never_reaches_the_cache(app: TestApp) {
     let id: i64 = m["id"].as_str().unwrap().parse().unwrap();
     get_meal(&app, &id.to_string()).await;
     let before = cached_entry(&app, &id.to_string()).await.unwrap();
-    let res: Result<(), AppError> = arena::write_through::write(&app.state, move |txn| {
+    let res: Result<(), AppError> = arena::consistency::write(&app.state, move |txn| {
         Box::pin(async move {
             let row = arena::meals::service::lock_meal(txn, id).await?.unwrap();
             let mut am: meal::ActiveModel = row.into();

@@ -1134,7 +1134,7 @@ async fn solo_is_served_from_the_cache_as(app: &TestApp, expected: &Value) {
 /// Whether the cache entry of Pokémon `id` (which has none) carries no write mark: a fill
 /// after a leased miss is stored only on an unmarked key. The probe entry is removed.
 async fn unmarked(app: &TestApp, id: &str) -> bool {
-    let key = vec![arena::write_through::entry_key("pokemon", id)];
+    let key = vec![arena::consistency::entry_key("pokemon", id)];
     let ttl = Duration::from_secs(60);
     let cache = app.state.cache.as_ref();
     let got = cache.leased_get_many(&key, "probe", ttl).await.unwrap();

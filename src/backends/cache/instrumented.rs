@@ -102,7 +102,7 @@ impl<T: ?Sized> Instrumented<T> {
         // Versioned reads are recorded by the write-through layer with their versions; any
         // other call makes the running operation's response unfit for the memo.
         if !matches!(op, Op::Ping | Op::LeasedGetMany) {
-            crate::reads::taint();
+            entity::scope::read::taint();
         }
         let caller = usize::from(crate::metrics::caller() == "background");
         self.round_trips[op as usize][caller].inc();

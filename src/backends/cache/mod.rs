@@ -23,11 +23,9 @@
 //!
 //! Every method is one atomic step and (on Redis) one round trip.
 
-pub mod health;
 pub mod instrumented;
 pub mod lock;
 pub mod memory;
-pub mod near;
 pub mod redis;
 
 use std::time::Duration;

@@ -113,7 +113,7 @@ impl DocumentStore for MongoDocuments {
     }
 
     async fn get(&self, collection: &str, id: &str) -> DocResult<Option<Value>> {
-        crate::reads::taint();
+        entity::scope::read::taint();
         let found = self
             .collection(collection)
             .find_one(doc! { "_id": id })
@@ -125,7 +125,7 @@ impl DocumentStore for MongoDocuments {
     }
 
     async fn put(&self, collection: &str, id: &str, doc: &Value) -> DocResult<()> {
-        crate::reads::taint();
+        entity::scope::read::taint();
         let document = to_document(id, doc)?;
         self.collection(collection)
             .replace_one(doc! { "_id": id }, document)
@@ -143,7 +143,7 @@ impl DocumentStore for MongoDocuments {
         field: &str,
         expected: Option<i64>,
     ) -> DocResult<bool> {
-        crate::reads::taint();
+        entity::scope::read::taint();
         let document = to_document(id, doc)?;
         let coll = self.collection(collection);
         let Some(expected) = expected else {
@@ -164,7 +164,7 @@ impl DocumentStore for MongoDocuments {
     }
 
     async fn update(&self, collection: &str, id: &str, update: &Update) -> DocResult<Value> {
-        crate::reads::taint();
+        entity::scope::read::taint();
         let mut ops = Document::new();
         if !update.inc.is_empty() {
             let inc: Document = update
@@ -217,7 +217,7 @@ impl DocumentStore for MongoDocuments {
     }
 
     async fn delete(&self, collection: &str, id: &str) -> DocResult<bool> {
-        crate::reads::taint();
+        entity::scope::read::taint();
         let result = self
             .collection(collection)
             .delete_one(doc! { "_id": id })
@@ -227,7 +227,7 @@ impl DocumentStore for MongoDocuments {
     }
 
     async fn list(&self, collection: &str) -> DocResult<Vec<(String, Value)>> {
-        crate::reads::taint();
+        entity::scope::read::taint();
         let docs: Vec<Document> = self
             .collection(collection)
             .find(doc! {})

@@ -8,7 +8,6 @@
 
 pub mod connection;
 pub mod keys;
-pub mod near;
 pub mod scripts;
 
 use std::time::Duration;

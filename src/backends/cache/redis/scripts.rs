@@ -75,7 +75,7 @@ impl Scripts {
     }
 }
 
-pub(super) async fn load(conn: &Connection, body: String) -> CacheResult<Script> {
+pub async fn load(conn: &Connection, body: String) -> CacheResult<Script> {
     let sha: String = conn
         .pool()
         .script_load(body.as_str())

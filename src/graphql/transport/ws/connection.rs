@@ -17,7 +17,7 @@ use tokio_stream::StreamMap;
 use super::limits::Slot;
 use super::protocol::{close, Action, Connection, InitOutcome, Protocol};
 use crate::error::{AppError, AppResult};
-use crate::graphql::pipeline::Pipeline;
+use crate::graphql::engine::pipeline::Pipeline;
 use crate::viewer::{Authenticator, ClientAddr, RequestAuth, Viewer};
 
 /// The legacy protocol's `ka`, and a WebSocket ping on `graphql-transport-ws`, this often:

@@ -239,4 +239,139 @@ mod tests {
         .is_err());
         assert!(coerce("query($l: [Int!]!) { a }", json!({ "l": [1, null] })).is_err());
     }
+
+    /// A schema of the same input types as [`SDL`], for async-graphql to judge.
+    mod pinned {
+        use async_graphql::{EmptyMutation, EmptySubscription, Enum, InputObject, Object, ID};
+
+        #[derive(Enum, Copy, Clone, Eq, PartialEq)]
+        pub enum Difficulty {
+            Low,
+            Med,
+            High,
+        }
+
+        #[derive(InputObject)]
+        pub struct NewMeal {
+            pub name: String,
+            pub price: f64,
+            pub difficulty: Option<Difficulty>,
+            pub tags: Option<Vec<String>>,
+        }
+
+        pub struct Query;
+
+        #[Object]
+        impl Query {
+            async fn by_id(&self, id: ID) -> i32 {
+                id.len() as i32
+            }
+            async fn meal(&self, m: NewMeal) -> i32 {
+                m.name.len() as i32
+            }
+            async fn ints(&self, l: Vec<i32>) -> i32 {
+                l.len() as i32
+            }
+            async fn opt_int(&self, n: Option<i32>) -> i32 {
+                n.unwrap_or(0)
+            }
+            async fn flag(&self, d: Option<bool>) -> bool {
+                d.unwrap_or(false)
+            }
+            async fn level(&self, d: Difficulty) -> bool {
+                d == Difficulty::High
+            }
+        }
+
+        pub type S = async_graphql::Schema<Query, EmptyMutation, EmptySubscription>;
+        pub fn schema() -> S {
+            S::new(Query, EmptyMutation, EmptySubscription)
+        }
+    }
+
+    /// Arena's coercion accepts exactly the variable values async-graphql's own validation
+    /// accepts, on a corpus of documents and values (the pin to re-check on an upgrade).
+    #[tokio::test]
+    async fn coercion_agrees_with_async_graphql_on_a_corpus() {
+        let schema = pinned::schema();
+        let types = InputTypes::from_sdl(&schema.sdl());
+        let corpus: Vec<(&str, serde_json::Value)> = vec![
+            ("query($id: ID!) { byId(id: $id) }", json!({ "id": "1" })),
+            ("query($id: ID!) { byId(id: $id) }", json!({ "id": 7 })),
+            ("query($id: ID!) { byId(id: $id) }", json!({ "id": null })),
+            ("query($id: ID!) { byId(id: $id) }", json!({})),
+            ("query($id: ID!) { byId(id: $id) }", json!({ "id": 1.5 })),
+            ("query($id: ID!) { byId(id: $id) }", json!({ "id": true })),
+            ("query($id: ID!) { byId(id: $id) }", json!({ "id": { "x": 1 } })),
+            ("query($id: ID!) { byId(id: $id) }", json!({ "id": ["1"] })),
+            ("query($n: Int) { optInt(n: $n) }", json!({})),
+            ("query($n: Int) { optInt(n: $n) }", json!({ "n": null })),
+            ("query($n: Int) { optInt(n: $n) }", json!({ "n": 3 })),
+            ("query($n: Int) { optInt(n: $n) }", json!({ "n": -2147483648i64 })),
+            ("query($n: Int) { optInt(n: $n) }", json!({ "n": 1.5 })),
+            ("query($n: Int) { optInt(n: $n) }", json!({ "n": 3_000_000_000i64 })),
+            ("query($n: Int) { optInt(n: $n) }", json!({ "n": "3" })),
+            ("query($n: Int = 4) { optInt(n: $n) }", json!({ "n": null })),
+            ("query($d: Boolean) { flag(d: $d) }", json!({ "d": true })),
+            ("query($d: Boolean) { flag(d: $d) }", json!({ "d": "true" })),
+            ("query($d: Boolean = true) { flag(d: $d) }", json!({})),
+            ("query($l: [Int!]!) { ints(l: $l) }", json!({ "l": [1, 2] })),
+            ("query($l: [Int!]!) { ints(l: $l) }", json!({ "l": 1 })),
+            ("query($l: [Int!]!) { ints(l: $l) }", json!({ "l": [1, null] })),
+            ("query($l: [Int!]!) { ints(l: $l) }", json!({ "l": [] })),
+            ("query($l: [Int!]!) { ints(l: $l) }", json!({ "l": ["a"] })),
+            ("query($e: Difficulty!) { level(d: $e) }", json!({ "e": "HIGH" })),
+            ("query($e: Difficulty!) { level(d: $e) }", json!({ "e": "EASY" })),
+            ("query($e: Difficulty!) { level(d: $e) }", json!({ "e": "high" })),
+            ("query($e: Difficulty!) { level(d: $e) }", json!({ "e": 1 })),
+            (
+                "query($m: NewMeal!) { meal(m: $m) }",
+                json!({ "m": { "name": "x", "price": 2 } }),
+            ),
+            (
+                "query($m: NewMeal!) { meal(m: $m) }",
+                json!({ "m": { "name": "x", "price": 2, "tags": "one" } }),
+            ),
+            (
+                "query($m: NewMeal!) { meal(m: $m) }",
+                json!({ "m": { "name": "x", "price": 2, "tags": ["a", "b"] } }),
+            ),
+            (
+                "query($m: NewMeal!) { meal(m: $m) }",
+                json!({ "m": { "name": "x", "price": 2, "difficulty": "LOW" } }),
+            ),
+            (
+                "query($m: NewMeal!) { meal(m: $m) }",
+                json!({ "m": { "name": "x", "price": 2, "difficulty": "EASY" } }),
+            ),
+            ("query($m: NewMeal!) { meal(m: $m) }", json!({ "m": { "name": "x" } })),
+            (
+                "query($m: NewMeal!) { meal(m: $m) }",
+                json!({ "m": { "name": "x", "price": 1, "colour": 1 } }),
+            ),
+            (
+                "query($m: NewMeal!) { meal(m: $m) }",
+                json!({ "m": { "name": null, "price": 1 } }),
+            ),
+            ("query($m: NewMeal!) { meal(m: $m) }", json!({ "m": "x" })),
+            ("query($m: NewMeal!) { meal(m: $m) }", json!({ "m": [] })),
+        ];
+        for (query, vars) in corpus {
+            let doc = async_graphql::parser::parse_query(query).unwrap();
+            let (_, op) = doc.operations.iter().next().unwrap();
+            let ours = types.coerce(&op.node, &Variables::from_json(vars.clone()));
+            let theirs = schema
+                .execute(async_graphql::Request::new(query).variables(Variables::from_json(
+                    vars.clone(),
+                )))
+                .await;
+            assert_eq!(
+                ours.is_ok(),
+                theirs.errors.is_empty(),
+                "{query} with {vars}: Arena says {:?}, async-graphql says {:?}",
+                ours.err().map(|e| e.message),
+                theirs.errors
+            );
+        }
+    }
 }

@@ -19,8 +19,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
-use crate::graphql::auth::client_addr;
-use crate::graphql::http::{HttpState, Peer};
+use crate::graphql::transport::auth::client_addr;
+use crate::graphql::transport::http::{HttpState, Peer};
 pub use limits::Connections;
 use protocol::Protocol;
 

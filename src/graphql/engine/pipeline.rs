@@ -30,11 +30,12 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::documents::{DocumentCache, DocumentLimits, Prepared};
-use super::memo::{Memo, Versions};
+use super::memo::Memo;
 use super::persisted::{self, PersistedQueries};
 use super::variables::InputTypes;
-use super::ArenaSchema;
+use crate::consistency::Versions;
 use crate::error::ErrorCode;
+use crate::graphql::ArenaSchema;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::usage::counting::UsageBuffer;
@@ -375,7 +376,7 @@ impl Pipeline {
         let request = self.attach(request, &prepared, Some(auth), validated.clone());
         let _count = counting.armed_by(validated.clone());
         let (response, reads) = match &memo_key {
-            Some(_) => crate::reads::tracking(schema.execute(request)).await,
+            Some(_) => entity::scope::read::tracking(schema.execute(request)).await,
             None => (schema.execute(request).await, Default::default()),
         };
         if !validated.0.load(Ordering::Acquire) {
@@ -627,7 +628,7 @@ impl Pipeline {
         if let Some(auth) = auth {
             request = request.data(auth);
         }
-        super::loaders::attach(request, &self.state)
+        crate::graphql::loaders::attach(request, &self.state)
     }
 }
 

@@ -171,7 +171,7 @@ pub fn observe_statement(sql: &str) -> Option<String> {
                         if s.recorded.bypass.is_none() {
                             s.recorded.bypass = Some(format!(
                                 "a statement wrote `{table}` without its hooks or a bulk \
-                                 declaration (see entity::write_through): {}",
+                                 declaration (see entity::scope::write): {}",
                                 abbreviate(sql)
                             ));
                         }

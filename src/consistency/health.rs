@@ -9,9 +9,12 @@
 //! cache-reset`) is *fenced*: it never uses the cache again and refuses writes to cached
 //! entities, since the other replicas no longer read the namespace it would invalidate.
 
+use super::Context;
 use std::collections::HashSet;
 
 use parking_lot::Mutex;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// The cache tier's health as this instance knows it.
 #[derive(Default)]
@@ -104,4 +107,58 @@ impl CacheHealth {
 pub struct Owed {
     /// Write-through entries.
     pub entries: Vec<String>,
+}
+
+/// Background task: probes the cache, and once it answers again deletes every key it owes
+/// an invalidation before letting reads use it.
+pub async fn health_worker(state: impl Context, stop: CancellationToken) {
+    {
+        let mut probes: u64 = 0;
+        loop {
+            probes += 1;
+            let degraded = state.health().degraded();
+            let pause = if degraded {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_millis(500)
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            if probes.is_multiple_of(NAMESPACE_CHECK_EVERY) {
+                check_namespace(&state).await;
+            }
+            if degraded {
+                recover(&state).await;
+            } else if state.cache().ping().await.is_err() {
+                state.health().failed(std::iter::empty());
+            }
+        }
+    }
+}
+
+/// Every this many probes the health worker checks that the database's cache namespace is
+/// still this instance's (every 2 s when healthy).
+const NAMESPACE_CHECK_EVERY: u64 = 4;
+
+/// Fences the instance when `arena cache-reset` gave its database a new namespace.
+pub async fn check_namespace(state: &impl Context) {
+    if let Ok(current) = crate::backends::sql::cache_namespace(&state.db()).await {
+        if !state.cache_prefix().ends_with(&format!("{current}:")) {
+            state.health().fence();
+        }
+    }
+}
+
+/// One recovery attempt: delete the owed keys, then leave degraded mode if nothing new is owed.
+pub async fn recover(state: &impl Context) -> bool {
+    let owed = state.health().owed();
+    if state.cache().ping().await.is_err() {
+        return false;
+    }
+    if !owed.entries.is_empty() && state.cache().invalidate(&owed.entries).await.is_err() {
+        return false;
+    }
+    state.health().delivered(&owed)
 }

@@ -21,6 +21,8 @@
 //! Entries are also dropped after [`MAX_AGE`], which bounds what an `available` partition
 //! (a write the cache tier never heard of) can add to the entry's TTL.
 
+pub mod redis;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +32,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 use prometheus::IntCounter;
 
-use super::{CacheResult, Versioned, VersionedCache, WriteOutcome};
+use crate::backends::cache::{CacheResult, Versioned, VersionedCache, WriteOutcome};
 use crate::metrics::Metrics;
 
 /// How long an entry is served from the near cache at most after it was read from the cache

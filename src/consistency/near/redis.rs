@@ -33,9 +33,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::connection::Connection;
-use super::scripts::{load, Script};
-use crate::backends::cache::near::{NearBus, NearState};
+use super::{NearBus, NearState};
+use crate::backends::cache::redis::connection::Connection;
+use crate::backends::cache::redis::scripts::{load, Script};
 use crate::backends::cache::{CacheError, CacheResult};
 use crate::backends::redis_client::builder;
 

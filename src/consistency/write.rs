@@ -1,0 +1,381 @@
+//! The write path: a transaction whose changes to cached entities are marked in the cache
+//! before `COMMIT`, and stored (or dropped) and unmarked after it.
+
+use super::Context;
+use entity::scope::write::{self as scope, Change};
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use sea_orm::sqlx::Postgres;
+use sea_orm::{DatabaseTransaction, DbErr, TransactionTrait};
+
+use super::{entry_key, mark_ttl, refused, TOMBSTONE};
+use crate::backends::cache::{Versioned, WriteOutcome};
+use crate::backends::sql::sqlx_error;
+use crate::config::Consistency;
+use crate::error::{AppError, AppResult, OrInternal};
+
+/// Keys marked or cleared in one cache call.
+pub(super) const KEYS_PER_CALL: usize = 1000;
+/// Cache calls of one write in flight at the same time.
+pub(super) const CALLS_AT_ONCE: usize = 8;
+
+/// Runs `f` in a transaction whose writes to cached entities reach the cache only once
+/// committed: single-row writes through the entity hooks, bulk statements through
+/// [`bulk`]. A write to a cached table that went around both rolls the transaction back.
+pub async fn write<T, F>(state: &impl Context, f: F) -> AppResult<T>
+where
+    T: Send,
+    F: for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>> + Send,
+{
+    let db = &state.db();
+    let (res, recorded) = scope::scope(async move {
+        let txn = db.begin().await?;
+        match f(&txn).await {
+            Ok(v) => Ok((txn, v)),
+            Err(e) => {
+                // Dropping would roll back too; doing it here returns the connection at once.
+                let _ = txn.rollback().await;
+                Err(e)
+            }
+        }
+    })
+    .await;
+    let (txn, out) = res?;
+    if let Some(bypass) = recorded.bypass {
+        let _ = txn.rollback().await;
+        return Err(AppError::internal(bypass));
+    }
+    // From here on nothing may be cancelled half-way (a request timeout drops the request's
+    // future): a commit whose cache effects were never applied would leave a stale entry
+    // once its mark expires. The task runs to completion even if nobody awaits it.
+    let effects = CacheEffects::of(recorded.changes, recorded.bulk);
+    let state = state.clone();
+    tokio::spawn(async move { commit_and_publish(&state, txn, effects).await })
+        .await
+        .or_internal("the commit task failed")??;
+    Ok(out)
+}
+
+/// Clears the marks of a write that did not commit (its entries are still right), best
+/// effort: marks that cannot be cleared expire.
+pub(super) async fn unmark(state: &impl Context, keys: &[String], begun: Marking) {
+    if state.health().fenced() || (begun == Marking::Unreached && !state.health().usable()) {
+        return;
+    }
+    let cache = state.cache().as_ref();
+    let ttl = state.settings().cache_ttl();
+    let calls = keys
+        .chunks(KEYS_PER_CALL)
+        .map(|part| async move {
+            let unmark: Vec<(String, WriteOutcome)> = part
+                .iter()
+                .map(|k| (k.clone(), WriteOutcome::Aborted))
+                .collect();
+            cache.end_write(&unmark, ttl).await.is_ok()
+        })
+        .collect();
+    if !all_ok(calls).await {
+        state.health().failed(std::iter::empty());
+    }
+}
+
+/// A transaction [`commit_and_publish`] can end: sea-orm's, or the connection's own of a
+/// [`write_copy`].
+pub(super) trait Txn: Send + 'static {
+    fn commit(self) -> BoxFuture<'static, Result<(), DbErr>>;
+    fn rollback(self) -> BoxFuture<'static, Result<(), DbErr>>;
+}
+
+impl Txn for DatabaseTransaction {
+    fn commit(self) -> BoxFuture<'static, Result<(), DbErr>> {
+        Box::pin(DatabaseTransaction::commit(self))
+    }
+    fn rollback(self) -> BoxFuture<'static, Result<(), DbErr>> {
+        Box::pin(DatabaseTransaction::rollback(self))
+    }
+}
+
+impl Txn for sea_orm::sqlx::Transaction<'static, Postgres> {
+    fn commit(self) -> BoxFuture<'static, Result<(), DbErr>> {
+        Box::pin(async move {
+            sea_orm::sqlx::Transaction::commit(self)
+                .await
+                .map_err(sqlx_error)
+        })
+    }
+    fn rollback(self) -> BoxFuture<'static, Result<(), DbErr>> {
+        Box::pin(async move {
+            sea_orm::sqlx::Transaction::rollback(self)
+                .await
+                .map_err(sqlx_error)
+        })
+    }
+}
+
+/// Declares, inside [`write`], that the bulk statements that follow write the rows of
+/// `entity` with these ids: the statements may run, and the ids' entries are marked before
+/// `COMMIT` and deleted after it (a bulk write leaves no entry to update, only ones to drop).
+pub fn bulk(entity: &'static str, ids: impl IntoIterator<Item = String>) -> AppResult<()> {
+    Ok(scope::declare_bulk(entity, ids)?)
+}
+
+/// What a committed write does to the cache: entries to store (hooked writes) and entries
+/// to delete (bulk writes), each marked before `COMMIT`.
+pub(super) struct CacheEffects {
+    pub(super) stores: Vec<(String, WriteOutcome)>,
+    /// Every key the write changes: the stores' first, then the bulk-written ones (dropped).
+    pub(super) keys: Vec<String>,
+    /// How many of the last `keys` were marked already, while the transaction ran, and how
+    /// far that got.
+    pub(super) premarked: Option<(usize, Marking)>,
+}
+
+impl CacheEffects {
+    pub(super) fn of(changes: Vec<Change>, bulk: Vec<(&'static str, String)>) -> Self {
+        let stores: Vec<(String, WriteOutcome)> = changes
+            .into_iter()
+            .map(|c| {
+                let payload = c
+                    .row
+                    .as_ref()
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| TOMBSTONE.to_owned());
+                (
+                    entry_key(c.entity, &c.id),
+                    WriteOutcome::Committed(Versioned {
+                        version: c.version,
+                        payload,
+                    }),
+                )
+            })
+            .collect();
+        let keys = stores
+            .iter()
+            .map(|(k, _)| k.clone())
+            .chain(bulk.into_iter().map(|(e, id)| entry_key(e, &id)))
+            .collect();
+        Self {
+            stores,
+            keys,
+            premarked: None,
+        }
+    }
+
+    /// Entries to store only.
+    pub(super) fn stores(stores: Vec<(String, WriteOutcome)>) -> Self {
+        let keys = stores.iter().map(|(k, _)| k.clone()).collect();
+        Self {
+            stores,
+            keys,
+            premarked: None,
+        }
+    }
+
+    /// Adds bulk-written keys that [`begin`] has marked already (or tried to).
+    pub(super) fn premarked(mut self, keys: Vec<String>, begun: Marking) -> Self {
+        let n = keys.len();
+        self.keys.extend(keys);
+        self.premarked = Some((n, begun));
+        self
+    }
+
+    /// The keys whose entries are deleted after `COMMIT`.
+    pub(super) fn drops(&self) -> &[String] {
+        &self.keys[self.stores.len()..]
+    }
+}
+
+/// Runs cache calls, [`CALLS_AT_ONCE`] at a time; whether every one succeeded.
+async fn all_ok<F>(calls: Vec<F>) -> bool
+where
+    F: std::future::Future<Output = bool>,
+{
+    futures::stream::iter(calls)
+        .buffer_unordered(CALLS_AT_ONCE)
+        .all(std::future::ready)
+        .await
+}
+
+/// How far the invalidation of a write's keys got before `COMMIT` (in order of worsening).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Marking {
+    /// Every key is marked: after `COMMIT` the new entries are stored and the marks cleared.
+    Marked,
+    /// Every key is marked or, where a server that answered refused the marks (a full Redis),
+    /// its entry deleted: no replica can read an older entry, but the keys are owed.
+    Invalidated,
+    /// The cache could not be told of some key (unreachable, or degraded and `available`).
+    Unreached,
+}
+
+/// Marks `keys` before `COMMIT`. Under `available` a degraded instance does not try (the
+/// write goes to the database alone); under `strict` it always tries, since the write may
+/// only go ahead if the cache tier hears of it.
+pub(super) async fn begin(state: &impl Context, keys: &[String]) -> Marking {
+    if state.health().fenced() {
+        return Marking::Unreached;
+    }
+    if state.settings().consistency == Consistency::Available && !state.health().usable() {
+        return Marking::Unreached;
+    }
+    let cache = state.cache().as_ref();
+    let ttl = mark_ttl(state);
+    let calls: Vec<_> = keys
+        .chunks(KEYS_PER_CALL)
+        .map(|part| async move {
+            match cache.begin_write(part, ttl).await {
+                Ok(()) => Marking::Marked,
+                Err(e) if e.is_refusal() => {
+                    // The server answered but refused the marks (a full Redis under `noeviction`
+                    // refuses every write but DEL): remove the entries before COMMIT, so that no
+                    // replica serves them after it. Fills need a lease, which a full server
+                    // refuses too.
+                    if cache.invalidate(part).await.is_ok() {
+                        Marking::Invalidated
+                    } else {
+                        Marking::Unreached
+                    }
+                }
+                Err(_) => Marking::Unreached,
+            }
+        })
+        .collect();
+    let parts: Vec<Marking> = futures::stream::iter(calls)
+        .buffer_unordered(CALLS_AT_ONCE)
+        .collect()
+        .await;
+    if parts.contains(&Marking::Unreached) {
+        Marking::Unreached
+    } else if parts.contains(&Marking::Invalidated) {
+        Marking::Invalidated
+    } else {
+        Marking::Marked
+    }
+}
+
+/// Whether a write that [`begin`] left at `begun` may commit; a refused one has cleared
+/// whatever marks it set (best effort: they expire otherwise).
+pub(super) async fn may_commit(state: &impl Context, keys: &[String], begun: Marking) -> bool {
+    if begun != Marking::Unreached {
+        return true;
+    }
+    if state.health().fenced() {
+        // Other replicas read another namespace now: nothing this instance does reaches them.
+        return false;
+    }
+    // The cache is away, or was when this instance last tried.
+    state.health().failed(std::iter::empty());
+    match state.settings().consistency {
+        Consistency::Available => {
+            // The write goes ahead from the database alone; the cache still holds whatever it
+            // had and owes these keys a deletion.
+            state.health().failed(keys.iter().cloned());
+            true
+        }
+        Consistency::Strict => {
+            let unmark: Vec<(String, WriteOutcome)> = keys
+                .iter()
+                .map(|k| (k.clone(), WriteOutcome::Aborted))
+                .collect();
+            let cache = state.cache().as_ref();
+            let ttl = state.settings().cache_ttl();
+            let calls = unmark
+                .chunks(KEYS_PER_CALL)
+                .map(|part| async move { cache.end_write(part, ttl).await.is_ok() })
+                .collect();
+            // Only chunks that were marked hold a mark; DECR of an absent one is harmless
+            // (it is deleted at or below zero).
+            all_ok(calls).await;
+            false
+        }
+    }
+}
+
+/// After `COMMIT`: store the new entries, drop the bulk-written ones and clear the marks;
+/// whatever could not be delivered is owed.
+pub(super) async fn publish(state: &impl Context, effects: CacheEffects, begun: Marking) {
+    if begun != Marking::Marked {
+        // Entries were deleted by hand (a refusing server) or never marked: the keys are owed.
+        state.health().failed(effects.keys);
+        return;
+    }
+    let cache = state.cache().as_ref();
+    let ttl = state.settings().cache_ttl();
+    let delivered = {
+        let stored = effects
+            .stores
+            .chunks(KEYS_PER_CALL)
+            .map(|part| async move { cache.end_write(part, ttl).await.is_ok() })
+            .collect();
+        let dropped = effects
+            .drops()
+            .chunks(KEYS_PER_CALL)
+            .map(|part| drop_entries(state, part))
+            .collect();
+        all_ok(stored).await && all_ok(dropped).await
+    };
+    if !delivered {
+        state.health().failed(effects.keys);
+    }
+}
+
+/// A failed `COMMIT` does not prove nothing was committed (the connection may have dropped
+/// after the server committed): the entries are removed while still marked, so the next read
+/// goes to the database, then the marks are cleared.
+pub(super) async fn after_failed_commit(state: &impl Context, keys: Vec<String>, begun: Marking) {
+    let cleared = begun == Marking::Marked && {
+        let calls = keys
+            .chunks(KEYS_PER_CALL)
+            .map(|part| drop_entries(state, part))
+            .collect();
+        all_ok(calls).await
+    };
+    if !cleared {
+        state.health().failed(keys);
+    }
+}
+
+async fn commit_and_publish(
+    state: &impl Context,
+    txn: impl Txn,
+    effects: CacheEffects,
+) -> AppResult<()> {
+    let (effects, begun) = commit(state, txn, effects).await?;
+    publish(state, effects, begun).await;
+    Ok(())
+}
+
+/// Marks whatever is not marked yet, then commits; what [`publish`] needs after it.
+pub(super) async fn commit(
+    state: &impl Context,
+    txn: impl Txn,
+    effects: CacheEffects,
+) -> AppResult<(CacheEffects, Marking)> {
+    if effects.keys.is_empty() {
+        // A write that touches no cached entity is never held back.
+        txn.commit().await?;
+        return Ok((effects, Marking::Marked));
+    }
+    let (premarked, begun_early) = effects.premarked.unwrap_or((0, Marking::Marked));
+    let later = &effects.keys[..effects.keys.len() - premarked];
+    let begun = if later.is_empty() {
+        begun_early
+    } else {
+        begun_early.max(begin(state, later).await)
+    };
+    if !may_commit(state, &effects.keys, begun).await {
+        let _ = txn.rollback().await;
+        return Err(refused());
+    }
+    if let Err(e) = txn.commit().await {
+        after_failed_commit(state, effects.keys, begun).await;
+        return Err(e.into());
+    }
+    Ok((effects, begun))
+}
+
+/// Deletes entries while they are still marked, then clears only this write's marks (a
+/// concurrent writer's mark on the same key stays until that writer ends); one call.
+pub(super) async fn drop_entries(state: &impl Context, keys: &[String]) -> bool {
+    state.cache().drop_written(keys).await.is_ok()
+}
