@@ -302,14 +302,23 @@ mod tests {
             ("query($id: ID!) { byId(id: $id) }", json!({})),
             ("query($id: ID!) { byId(id: $id) }", json!({ "id": 1.5 })),
             ("query($id: ID!) { byId(id: $id) }", json!({ "id": true })),
-            ("query($id: ID!) { byId(id: $id) }", json!({ "id": { "x": 1 } })),
+            (
+                "query($id: ID!) { byId(id: $id) }",
+                json!({ "id": { "x": 1 } }),
+            ),
             ("query($id: ID!) { byId(id: $id) }", json!({ "id": ["1"] })),
             ("query($n: Int) { optInt(n: $n) }", json!({})),
             ("query($n: Int) { optInt(n: $n) }", json!({ "n": null })),
             ("query($n: Int) { optInt(n: $n) }", json!({ "n": 3 })),
-            ("query($n: Int) { optInt(n: $n) }", json!({ "n": -2147483648i64 })),
+            (
+                "query($n: Int) { optInt(n: $n) }",
+                json!({ "n": -2147483648i64 }),
+            ),
             ("query($n: Int) { optInt(n: $n) }", json!({ "n": 1.5 })),
-            ("query($n: Int) { optInt(n: $n) }", json!({ "n": 3_000_000_000i64 })),
+            (
+                "query($n: Int) { optInt(n: $n) }",
+                json!({ "n": 3_000_000_000i64 }),
+            ),
             ("query($n: Int) { optInt(n: $n) }", json!({ "n": "3" })),
             ("query($n: Int = 4) { optInt(n: $n) }", json!({ "n": null })),
             ("query($d: Boolean) { flag(d: $d) }", json!({ "d": true })),
@@ -317,12 +326,24 @@ mod tests {
             ("query($d: Boolean = true) { flag(d: $d) }", json!({})),
             ("query($l: [Int!]!) { ints(l: $l) }", json!({ "l": [1, 2] })),
             ("query($l: [Int!]!) { ints(l: $l) }", json!({ "l": 1 })),
-            ("query($l: [Int!]!) { ints(l: $l) }", json!({ "l": [1, null] })),
+            (
+                "query($l: [Int!]!) { ints(l: $l) }",
+                json!({ "l": [1, null] }),
+            ),
             ("query($l: [Int!]!) { ints(l: $l) }", json!({ "l": [] })),
             ("query($l: [Int!]!) { ints(l: $l) }", json!({ "l": ["a"] })),
-            ("query($e: Difficulty!) { level(d: $e) }", json!({ "e": "HIGH" })),
-            ("query($e: Difficulty!) { level(d: $e) }", json!({ "e": "EASY" })),
-            ("query($e: Difficulty!) { level(d: $e) }", json!({ "e": "high" })),
+            (
+                "query($e: Difficulty!) { level(d: $e) }",
+                json!({ "e": "HIGH" }),
+            ),
+            (
+                "query($e: Difficulty!) { level(d: $e) }",
+                json!({ "e": "EASY" }),
+            ),
+            (
+                "query($e: Difficulty!) { level(d: $e) }",
+                json!({ "e": "high" }),
+            ),
             ("query($e: Difficulty!) { level(d: $e) }", json!({ "e": 1 })),
             (
                 "query($m: NewMeal!) { meal(m: $m) }",
@@ -344,7 +365,10 @@ mod tests {
                 "query($m: NewMeal!) { meal(m: $m) }",
                 json!({ "m": { "name": "x", "price": 2, "difficulty": "EASY" } }),
             ),
-            ("query($m: NewMeal!) { meal(m: $m) }", json!({ "m": { "name": "x" } })),
+            (
+                "query($m: NewMeal!) { meal(m: $m) }",
+                json!({ "m": { "name": "x" } }),
+            ),
             (
                 "query($m: NewMeal!) { meal(m: $m) }",
                 json!({ "m": { "name": "x", "price": 1, "colour": 1 } }),
@@ -361,9 +385,10 @@ mod tests {
             let (_, op) = doc.operations.iter().next().unwrap();
             let ours = types.coerce(&op.node, &Variables::from_json(vars.clone()));
             let theirs = schema
-                .execute(async_graphql::Request::new(query).variables(Variables::from_json(
-                    vars.clone(),
-                )))
+                .execute(
+                    async_graphql::Request::new(query)
+                        .variables(Variables::from_json(vars.clone())),
+                )
                 .await;
             assert_eq!(
                 ours.is_ok(),
