@@ -1,17 +1,24 @@
-//! Import benchmark (SPEC §7): 100 000 Pokémon rows through Arena's `importPokemons` over
-//! HTTP, against `psql \copy` of the same rows into a scratch table of the same database.
+//! `cargo bench --bench import`: a CSV of 100 000 Pokémon rows through Arena's
+//! `importPokemons` over HTTP, inserted, then imported again (every row an update), against
+//! `psql \copy` of the same rows into a scratch table of the same database, in the same run.
+//! The figures are the rows per second of each and Arena's insert rate ÷ `\copy`'s, and
+//! Arena's peak memory.
 //!
 //! Runs when `TEST_DATABASE_URL` is set (a PostgreSQL URL whose user may create databases;
 //! `TEST_REDIS_URL` is used for the cache tier when set). It spawns the `arena` binary on a
 //! fresh database, so the peak memory reported (VmHWM) is Arena's alone.
 //!
-//! `cargo bench --bench import` (rows with `BENCH_ROWS`, default 100 000).
+//! Environment: `BENCH_ROWS` (default 100 000), `BENCH_NO_WRITE=1` (print only). The results
+//! go into the `import` section of `docs/benchmarks.md`, with the date, commit and machine
+//! (`benches/report/`).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+mod report;
 
 const TRAINERS: usize = 1_000;
 
@@ -250,21 +257,69 @@ async fn run(db_url: &str, rows: usize) {
     .as_secs_f64();
 
     let arena_rate = rows as f64 / arena_secs;
+    let update_rate = rows as f64 / update_secs;
     let copy_rate = rows as f64 / copy_secs;
+    let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
         "import bench: {rows} Pokémon rows ({:.1} MiB of CSV), PostgreSQL + {cache} cache",
         bytes as f64 / 1048576.0
     );
     println!("  arena importPokemons (insert): {arena_secs:>7.2} s  {arena_rate:>9.0} rows/s");
-    println!(
-        "  arena importPokemons (update): {update_secs:>7.2} s  {:>9.0} rows/s",
-        rows as f64 / update_secs
-    );
+    println!("  arena importPokemons (update): {update_secs:>7.2} s  {update_rate:>9.0} rows/s");
     println!("  psql \\copy (scratch table)   : {copy_secs:>7.2} s  {copy_rate:>9.0} rows/s");
     println!(
         "  ratio arena/psql (insert)    : {:.3} ({:.1}x slower)",
         arena_rate / copy_rate,
         copy_rate / arena_rate
     );
-    println!("  arena peak RSS (VmHWM)       : {:.1} MiB (after start-up and the trainer import: {:.1} MiB)", peak_kib as f64 / 1024.0, idle_kib as f64 / 1024.0);
+    println!(
+        "  arena peak RSS (VmHWM)       : {:.1} MiB (after start-up and the trainer import: {:.1} MiB)",
+        mib(peak_kib),
+        mib(idle_kib)
+    );
+
+    let mut section = report::Section::new(
+        "import",
+        "CSV import",
+        "The release `arena` on a fresh PostgreSQL database, after 1 000 trainers were imported, \
+         receives a Pokémon CSV on `importPokemons` twice: new rows, then the same ids again \
+         (every row an update). `psql \\copy` loads the same file into a scratch table (primary \
+         key only) of the same database. Peak RSS is the Arena process's VmHWM.",
+    );
+    section.setting(format!(
+        "{rows} rows, {:.1} MiB of CSV",
+        bytes as f64 / 1048576.0
+    ));
+    section.setting(format!("PostgreSQL + {cache} cache"));
+    let row = |what: &str, secs: f64, rate: f64| {
+        vec![
+            what.to_owned(),
+            format!("{secs:.2} s"),
+            format!("{rate:.0}"),
+            format!("{:.3}×", rate / copy_rate),
+        ]
+    };
+    section.table(
+        &["what", "time", "rows/s", "rate ÷ `\\copy`"],
+        &[
+            row("Arena `importPokemons`, new rows", arena_secs, arena_rate),
+            row(
+                "Arena `importPokemons`, the same rows again (updates)",
+                update_secs,
+                update_rate,
+            ),
+            row("`psql \\copy` into a scratch table", copy_secs, copy_rate),
+        ],
+    );
+    section.table(
+        &[
+            "Arena peak RSS (VmHWM)",
+            "after start-up and the trainer import",
+        ],
+        &[vec![
+            format!("{:.1} MiB", mib(peak_kib)),
+            format!("{:.1} MiB", mib(idle_kib)),
+        ]],
+    );
+    section.write();
 }

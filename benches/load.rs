@@ -1,5 +1,6 @@
-//! `cargo bench --bench load`: Arena under load, measured as a user sees it (issue 12, "How it
-//! is measured").
+//! `cargo bench --bench load`: Arena's read path under load, measured as a user sees it: over
+//! HTTP, from a load generator in a process of its own, against a bare endpoint and another
+//! GraphQL server in the same run.
 //!
 //! Every server is a separate process pinned to core 0 (`taskset -c 0`). The load generator,
 //! `wrk` (Debian package `wrk`), runs pinned to core 1 with one thread
@@ -21,7 +22,11 @@
 //! For each run it prints requests/s, p50 and p99 latency, errors (socket errors and non-2xx
 //! responses; a run with any is flagged), the server's CPU time per request (utime + stime from
 //! `/proc/<pid>/stat`, before and after the run), how busy the server, `wrk` and each core were,
-//! and the server's RSS (`VmRSS`) after the run; then the ratios issue 12 sets targets for.
+//! and the server's RSS (`VmRSS`) after the run; then the ratios of `RATIOS`, each against its
+//! target: warm `meal(id)` at ≥ 0.9× the throughput of `{ __typename }` and ≥ 0.5× the bare
+//! endpoint's, its p50 at one connection ≤ 1.2× `{ __typename }`'s, a persisted query below
+//! the full document's server CPU, ≥ 5× PostGraphile's throughput (and, with `BENCH_MEMORY=1`,
+//! RSS after 1 000 000 warm reads ≤ 1.1× RSS after 10 000).
 //! Server CPU is the server process's alone: PostgreSQL and Redis, which are not pinned, are not
 //! in it (the per-core busy figures show where they ran).
 //!
@@ -35,7 +40,11 @@
 //!   variables are present);
 //! - `BENCH_MEMORY=1`: also measure RSS after the first 10 000 warm `meal(id)` reads and after
 //!   1 000 000 (on each Arena instance, before the other scenarios; takes minutes);
-//! - `TEST_DATABASE_URL`, `TEST_REDIS_URL`, `POSTGRAPHILE`: see above.
+//! - `TEST_DATABASE_URL`, `TEST_REDIS_URL`, `POSTGRAPHILE`: see above;
+//! - `BENCH_NO_WRITE=1`: print the results only, leaving `docs/benchmarks.md` alone.
+//!
+//! At the end the ratios and the median figures of every backend set go into the `load`
+//! section of `docs/benchmarks.md`, with the date, commit and machine (`benches/report/`).
 //!
 //! Children are killed when the bench ends, also on a panic (guards with `Drop`); the bare
 //! server also exits when its stdin (a pipe from the bench) closes.
@@ -47,6 +56,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+mod report;
 
 /// The core every server is pinned to, and the core `wrk` is pinned to.
 const SERVER_CORE: &str = "0";
@@ -260,11 +271,12 @@ fn main() {
     if cfg.postgraphile.is_some() && pg.is_none() {
         println!("(PostGraphile skipped: it needs TEST_DATABASE_URL and TEST_REDIS_URL)");
     }
+    let mut sets = Vec::new();
     if wanted("embedded") {
-        run_backend_set(&cfg, &http, dir.path(), &bare, None);
+        sets.push(run_backend_set(&cfg, &http, dir.path(), &bare, None));
     }
     match (&pg, wanted("postgres")) {
-        (Some(pg), true) => run_backend_set(&cfg, &http, dir.path(), &bare, Some(pg)),
+        (Some(pg), true) => sets.push(run_backend_set(&cfg, &http, dir.path(), &bare, Some(pg))),
         (None, true) if cfg.backends.is_some() => {
             panic!("BENCH_BACKENDS asks for postgres: set TEST_DATABASE_URL and TEST_REDIS_URL")
         }
@@ -273,6 +285,7 @@ fn main() {
         ),
         _ => {}
     }
+    write_report(&cfg, &sets);
 }
 
 struct Config {
@@ -329,6 +342,16 @@ impl Config {
 // One backend set: Arena (and PostGraphile) started, set up, loaded, reported.
 // ---------------------------------------------------------------------------------------------
 
+/// What one backend set measured: the median round of each scenario, the ratios, and the
+/// memory figures when `BENCH_MEMORY=1`.
+struct BackendSet {
+    /// Short name, a column of the report: `embedded` or `PostgreSQL + Redis`.
+    name: &'static str,
+    rows: Vec<Row>,
+    ratios: Vec<RatioValue>,
+    memory: Option<Memory>,
+}
+
 /// One measured `wrk` run, with what the server did during it.
 struct Row {
     key: &'static str,
@@ -348,7 +371,7 @@ fn run_backend_set(
     dir: &Path,
     bare: &Server,
     pg: Option<&(String, String)>,
-) {
+) -> BackendSet {
     let title = if pg.is_some() {
         "PostgreSQL + Redis"
     } else {
@@ -365,9 +388,7 @@ fn run_backend_set(
         _ => None,
     };
 
-    if cfg.memory {
-        memory_scenario(dir, &arena, &fixture);
-    }
+    let memory = cfg.memory.then(|| memory_scenario(dir, &arena, &fixture));
 
     // Every round runs each scenario once, in turn, so that a slower spell of a shared machine
     // spreads over all of them; each figure is then the median round's.
@@ -440,8 +461,19 @@ fn run_backend_set(
         })
         .collect();
     print_table(&rows);
-    print_ratios(&rows, &skipped);
+    let ratios = ratios(&rows, &skipped);
+    print_ratios(&ratios);
     // Children are killed here (guards), then the scratch database is dropped.
+    BackendSet {
+        name: if pg.is_some() {
+            "PostgreSQL + Redis"
+        } else {
+            "embedded"
+        },
+        rows,
+        ratios,
+        memory,
+    }
 }
 
 /// Runs `wrk` against `server`, reading the server's CPU time, the cores' busy time and the
@@ -472,8 +504,23 @@ fn measure(cfg: &Config, server: &Server, lua: &Path, conns: u32, sc: &Scenario)
     }
 }
 
+/// RSS after the first 10 000 warm `meal(id)` reads and after 1 000 000, in KiB.
+struct Memory {
+    first_kib: u64,
+    total_kib: u64,
+    errors: u64,
+}
+
+impl Memory {
+    const GOAL: Goal = Goal::AtMost(1.10);
+
+    fn ratio(&self) -> f64 {
+        self.total_kib as f64 / self.first_kib.max(1) as f64
+    }
+}
+
 /// RSS after the first 10 000 warm `meal(id)` reads, and after 1 000 000.
-fn memory_scenario(dir: &Path, arena: &Server, fixture: &Fixture) {
+fn memory_scenario(dir: &Path, arena: &Server, fixture: &Fixture) -> Memory {
     const FIRST: u64 = 10_000;
     const TOTAL: u64 = 1_000_000;
     let body = json!({ "query": MEAL_QUERY, "variables": { "id": fixture.meal_id } });
@@ -498,19 +545,25 @@ fn memory_scenario(dir: &Path, arena: &Server, fixture: &Fixture) {
     let rss_first = rss_kib(arena.pid());
     let total = read_until(TOTAL, 10);
     let rss_total = rss_kib(arena.pid());
-    let ratio = rss_total as f64 / rss_first.max(1) as f64;
+    let memory = Memory {
+        first_kib: rss_first,
+        total_kib: rss_total,
+        errors,
+    };
     println!(
         "memory: RSS {:.1} MiB after {first} warm meal(id) reads, {:.1} MiB after {total}: \
-         **{ratio:.3}×** ({}){}\n",
+         **{:.3}×** ({}){}\n",
         rss_first as f64 / 1024.0,
         rss_total as f64 / 1024.0,
-        verdict(Goal::AtMost(1.10), ratio),
+        memory.ratio(),
+        verdict(Memory::GOAL, memory.ratio()),
         if errors > 0 {
             format!(" ⚠ {errors} errors")
         } else {
             String::new()
         }
     );
+    memory
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -553,7 +606,14 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-fn print_ratios(rows: &[Row], skipped: &[&str]) {
+/// A ratio of `RATIOS` as one backend set measured it: the value and whether either run had
+/// errors, or why it could not be computed.
+struct RatioValue {
+    spec: &'static RatioSpec,
+    value: Result<(f64, bool), String>,
+}
+
+fn ratios(rows: &[Row], skipped: &[&str]) -> Vec<RatioValue> {
     let find = |(key, conns, metric): (&str, u32, Metric)| -> Result<(f64, bool), String> {
         let row = rows
             .iter()
@@ -572,38 +632,174 @@ fn print_ratios(rows: &[Row], skipped: &[&str]) {
         };
         Ok((value, row.wrk.errors() > 0))
     };
+    RATIOS
+        .iter()
+        .map(|spec| RatioValue {
+            spec,
+            value: find(spec.num)
+                .and_then(|(n, n_err)| find(spec.den).map(|(d, d_err)| (n / d, n_err || d_err))),
+        })
+        .collect()
+}
+
+fn print_ratios(ratios: &[RatioValue]) {
     println!("\nratios:");
-    for spec in RATIOS {
-        match (find(spec.num), find(spec.den)) {
-            (Ok((n, n_err)), Ok((d, d_err))) => {
-                let ratio = n / d;
-                println!(
-                    "- {}: **{ratio:.2}×**{}{}",
-                    spec.label,
-                    match spec.goal {
-                        Goal::Info => String::new(),
-                        goal => format!(" ({})", verdict(goal, ratio)),
-                    },
-                    if n_err || d_err {
-                        " ⚠ from a run with errors"
-                    } else {
-                        ""
-                    }
-                );
-            }
-            (Err(why), _) | (_, Err(why)) => println!("- {}: n/a ({why})", spec.label),
+    for r in ratios {
+        match &r.value {
+            Ok((ratio, errors)) => println!(
+                "- {}: **{ratio:.2}×**{}{}",
+                r.spec.label,
+                match r.spec.goal {
+                    Goal::Info => String::new(),
+                    goal => format!(" ({})", verdict(goal, *ratio)),
+                },
+                if *errors {
+                    " ⚠ from a run with errors"
+                } else {
+                    ""
+                }
+            ),
+            Err(why) => println!("- {}: n/a ({why})", r.spec.label),
         }
     }
 }
 
-fn verdict(goal: Goal, value: f64) -> String {
-    let (met, what) = match goal {
-        Goal::AtLeast(t) => (value >= t, format!("target ≥ {t}")),
-        Goal::AtMost(t) => (value <= t, format!("target ≤ {t}")),
-        Goal::Below(t) => (value < t, format!("target < {t}")),
-        Goal::Info => return String::new(),
+/// The `load` section of docs/benchmarks.md: the ratios, one column per backend set, then the
+/// median figures of every scenario.
+fn write_report(cfg: &Config, sets: &[BackendSet]) {
+    let mut section = report::Section::new(
+        "load",
+        "Read path under load",
+        "Every server is a process of its own pinned to core 0; `wrk` (one thread, pinned to \
+         core 1) POSTs a fixed GraphQL body over 32 connections, then over 1. The bare endpoint \
+         parses the JSON body and answers a constant; PostGraphile v4 reads the same row of the \
+         same PostgreSQL database. Ratios compare figures of the same run; ✗ marks a target \
+         not met, ⚠ a figure from a run with socket errors or non-2xx answers.",
+    );
+    section.rounds(format!(
+        "{} (each figure is the median round's), {} s per run, {} s warm-up per scenario",
+        cfg.rounds, cfg.secs, cfg.warmup_secs
+    ));
+    section.setting(format!(
+        "backends: {}",
+        sets.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+    ));
+    if let Some(only) = &cfg.only {
+        section.setting(format!("BENCH_ONLY={}", only.join(",")));
+    }
+    if cfg.postgraphile.is_none() {
+        section.setting("PostGraphile not run (POSTGRAPHILE unset)");
+    }
+
+    let cell = |value: &Result<(f64, bool), String>, goal: Goal, digits: usize| match value {
+        Ok((v, errors)) => format!(
+            "{v:.digits$}×{}{}",
+            if met(goal, *v) == Some(false) {
+                " ✗"
+            } else {
+                ""
+            },
+            if *errors { " ⚠" } else { "" }
+        ),
+        Err(_) => "—".to_owned(),
     };
-    format!("{what}: {}", if met { "met" } else { "NOT met" })
+    let mut headers = vec!["ratio", "target"];
+    headers.extend(sets.iter().map(|s| s.name));
+    let mut rows: Vec<Vec<String>> = RATIOS
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let mut row = vec![spec.label.to_owned(), target(spec.goal)];
+            row.extend(sets.iter().map(|s| cell(&s.ratios[i].value, spec.goal, 2)));
+            row
+        })
+        .collect();
+    if sets.iter().any(|s| s.memory.is_some()) {
+        let mut row = vec![
+            "RSS after 1 000 000 warm meal(id) ÷ after 10 000".to_owned(),
+            target(Memory::GOAL),
+        ];
+        row.extend(sets.iter().map(|s| match &s.memory {
+            Some(m) => format!(
+                "{} ({:.1} → {:.1} MiB)",
+                cell(&Ok((m.ratio(), m.errors > 0)), Memory::GOAL, 3),
+                m.first_kib as f64 / 1024.0,
+                m.total_kib as f64 / 1024.0
+            ),
+            None => "—".to_owned(),
+        }));
+        rows.push(row);
+    }
+    section.table(&headers, &rows);
+
+    let rows: Vec<Vec<String>> = sets
+        .iter()
+        .flat_map(|set| {
+            set.rows.iter().map(move |r| {
+                let errors = r.wrk.errors();
+                vec![
+                    set.name.to_owned(),
+                    r.label.to_owned(),
+                    r.conns.to_string(),
+                    format!("{:.0}", r.wrk.rps),
+                    fmt_latency(r.wrk.p50_us),
+                    fmt_latency(r.wrk.p99_us),
+                    format!("{:.1}", r.cpu_us_per_req),
+                    format!("{:.1}", r.rss_kib as f64 / 1024.0),
+                    if errors > 0 {
+                        format!("{errors} ⚠")
+                    } else {
+                        "0".to_owned()
+                    },
+                ]
+            })
+        })
+        .collect();
+    section.table(
+        &[
+            "backends",
+            "scenario",
+            "conns",
+            "req/s",
+            "p50",
+            "p99",
+            "server CPU µs/req",
+            "server RSS MiB",
+            "errors",
+        ],
+        &rows,
+    );
+    section.write();
+}
+
+/// Whether `value` meets `goal`; `None` for a ratio without a target.
+fn met(goal: Goal, value: f64) -> Option<bool> {
+    match goal {
+        Goal::AtLeast(t) => Some(value >= t),
+        Goal::AtMost(t) => Some(value <= t),
+        Goal::Below(t) => Some(value < t),
+        Goal::Info => None,
+    }
+}
+
+fn target(goal: Goal) -> String {
+    match goal {
+        Goal::AtLeast(t) => format!("≥ {t}"),
+        Goal::AtMost(t) => format!("≤ {t}"),
+        Goal::Below(t) => format!("< {t}"),
+        Goal::Info => "—".to_owned(),
+    }
+}
+
+fn verdict(goal: Goal, value: f64) -> String {
+    match met(goal, value) {
+        None => String::new(),
+        Some(met) => format!(
+            "target {}: {}",
+            target(goal),
+            if met { "met" } else { "NOT met" }
+        ),
+    }
 }
 
 fn fmt_latency(us: f64) -> String {

@@ -1,9 +1,13 @@
 //! `cargo bench --bench meal_read`: warm `meal(id)` over HTTP under concurrent load, against a
-//! bare axum JSON endpoint in the same run, and warm against cold. Prints ratios.
+//! bare axum JSON endpoint in the same run, and warm against cold (every read's cache entry
+//! removed just before). Client and servers share this one process, so the figures are
+//! coarser than `cargo bench --bench load`'s; the ratios are what it is for.
 //!
 //! Embedded backends by default; PostgreSQL + Redis when `TEST_DATABASE_URL` and
 //! `TEST_REDIS_URL` are set (a scratch database is created). `BENCH_REQUESTS` and
-//! `BENCH_CONCURRENCY` tune the load.
+//! `BENCH_CONCURRENCY` tune the load; `BENCH_NO_WRITE=1` only prints the results, which
+//! otherwise go into the `meal_read` section of `docs/benchmarks.md`, with the date, commit and
+//! machine (`benches/report/`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +17,8 @@ use arena::{Application, Settings};
 use clap::Parser;
 use entity::meal::Difficulty;
 use serde_json::json;
+
+mod report;
 
 struct Stats {
     rps: f64,
@@ -180,29 +186,54 @@ async fn main() {
     let cold_bodies = Arc::new(ids.iter().map(|&i| body(i)).collect::<Vec<_>>());
     let c = load(&url, cold_bodies, cold_n, concurrency).await;
 
-    println!("meal_read ({backend}; {requests} requests, {concurrency} concurrent, one machine, one run)");
-    println!("| scenario | req/s | p50 ms | p99 ms |");
-    println!("|---|---|---|---|");
-    for (name, s) in [
-        ("bare axum JSON", &b),
+    let mut section = report::Section::new(
+        "meal_read",
+        "Warm and cold `meal(id)`, in one process",
+        "Arena (started in this process) and a bare axum JSON endpoint, loaded by concurrent \
+         tasks of the same process. Warm reads cycle over 100 cached meals; cold reads each \
+         read a meal whose cache entry was removed just before. `cargo bench --bench load` \
+         measures the read path more faithfully; this one is quick and shows warm ÷ cold.",
+    );
+    section.setting(format!(
+        "{backend}; BENCH_REQUESTS={requests} (cold: {cold_n}), BENCH_CONCURRENCY={concurrency}"
+    ));
+    let rows: Vec<Vec<String>> = [
+        ("bare axum JSON endpoint", &b),
         ("Arena warm meal(id)", &w),
         ("Arena cold meal(id)", &c),
-    ] {
-        println!(
-            "| {name} | {:.0} | {:.3} | {:.3} |",
-            s.rps,
-            ms(s.p50),
-            ms(s.p99)
-        );
-    }
-    println!(
-        "ratios: warm/bare throughput {:.2}, p50 {:.2}x, p99 {:.2}x; warm/cold throughput {:.2}, p50 {:.2}x faster",
-        w.rps / b.rps,
-        ms(w.p50) / ms(b.p50),
-        ms(w.p99) / ms(b.p99),
-        w.rps / c.rps,
-        ms(c.p50) / ms(w.p50),
+    ]
+    .iter()
+    .map(|(name, s)| {
+        vec![
+            name.to_string(),
+            format!("{:.0}", s.rps),
+            format!("{:.3}", ms(s.p50)),
+            format!("{:.3}", ms(s.p99)),
+            format!("{:.2}×", s.rps / b.rps),
+        ]
+    })
+    .collect();
+    section.table(
+        &["scenario", "req/s", "p50 ms", "p99 ms", "req/s ÷ bare"],
+        &rows,
     );
+    section.table(
+        &[
+            "warm ÷ bare, req/s",
+            "warm ÷ bare, p50",
+            "warm ÷ bare, p99",
+            "warm ÷ cold, req/s",
+            "cold ÷ warm, p50",
+        ],
+        &[vec![
+            format!("{:.2}×", w.rps / b.rps),
+            format!("{:.2}×", ms(w.p50) / ms(b.p50)),
+            format!("{:.2}×", ms(w.p99) / ms(b.p99)),
+            format!("{:.2}×", w.rps / c.rps),
+            format!("{:.2}×", ms(c.p50) / ms(w.p50)),
+        ]],
+    );
+    section.write();
     if let Some((admin, name)) = scratch_db {
         let conn = sea_orm::Database::connect(&admin).await.unwrap();
         let _ = sea_orm::ConnectionTrait::execute_unprepared(

@@ -1,5 +1,6 @@
-//! `cargo bench --bench ws_idle`: what an idle WebSocket subscriber costs the server
-//! (issue 16, "A WebSocket cannot exhaust the server's memory").
+//! `cargo bench --bench ws_idle`: what an idle WebSocket subscriber costs the server in
+//! memory, so that the connection caps (`ARENA_WS_MAX_CONNECTIONS`,
+//! `ARENA_WS_MAX_UNAUTHENTICATED`) bound it.
 //!
 //! Starts the release `arena` binary as a process of its own (embedded backends, a fresh
 //! SQLite file, connection caps raised above the counts), then opens idle
@@ -9,6 +10,9 @@
 //! `/metrics`) and reads the server's VmRSS from `/proc/<pid>/status`; the cost per
 //! connection is the growth over the resident size before the first connection, divided by
 //! the connections open.
+//!
+//! The table goes into the `ws_idle` section of `docs/benchmarks.md`, with the date, commit and
+//! machine (`benches/report/`); `BENCH_NO_WRITE=1` only prints it.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,6 +22,8 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
+
+mod report;
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -167,12 +173,12 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let base = resident_kib(pid);
+        let mib = |kib: u64| kib as f64 / 1024.0;
         println!(
             "ws_idle: arena (release, embedded backends) resident before any subscriber: {:.1} MiB",
-            base as f64 / 1024.0
+            mib(base)
         );
-        println!("| idle subscribers | server RSS | growth | per connection |");
-        println!("|---|---|---|---|");
+        let mut rows = Vec::new();
         let mut sockets: Vec<Socket> = Vec::with_capacity(max);
         for &n in &steps {
             // Open in batches of 100 at a time.
@@ -189,13 +195,42 @@ fn main() {
             }
             let rss = resident_kib(pid);
             let grew = rss.saturating_sub(base);
-            println!(
-                "| {n} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
-                rss as f64 / 1024.0,
-                grew as f64 / 1024.0,
-                grew as f64 / n as f64
-            );
+            let row = vec![
+                n.to_string(),
+                format!("{:.1} MiB", mib(rss)),
+                format!("{:.1} MiB", mib(grew)),
+                format!("{:.1} KiB", grew as f64 / n as f64),
+            ];
+            eprintln!("ws_idle: {}", row.join(", "));
+            rows.push(row);
         }
         drop(sockets);
+
+        let mut section = report::Section::new(
+            "ws_idle",
+            "Idle WebSocket subscribers",
+            "The release `arena` on embedded backends, a process of its own; this bench opens \
+             idle `graphql-transport-ws` connections to it, each acknowledged and subscribed to \
+             `battleResults`, and reads the server's VmRSS once every subscription runs. The \
+             cost per connection is the growth over the resident size before the first \
+             subscriber, divided by the connections open.",
+        );
+        section.setting(format!(
+            "BENCH_WS_STEPS={}",
+            steps
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+        section.note(format!(
+            "Resident before any subscriber: {:.1} MiB.",
+            mib(base)
+        ));
+        section.table(
+            &["idle subscribers", "server RSS", "growth", "per connection"],
+            &rows,
+        );
+        section.write();
     });
 }

@@ -203,17 +203,25 @@ fn lower_this_threads_priority() {
 /// same stored hash skips the expensive check; a rotation changes the stored hash, so an old
 /// entry never matches again. Bounded in size and age, and owned by one instance's state.
 pub struct VerifiedSecrets {
-    cache: moka::sync::Cache<String, (String, [u8; 32])>,
+    cache: parking_lot::Mutex<lru::LruCache<String, Remembered>>,
+    ttl: Duration,
+}
+
+/// What [`VerifiedSecrets`] keeps per key.
+struct Remembered {
+    stored_hash: String,
+    digest: [u8; 32],
+    until: std::time::Instant,
 }
 
 impl VerifiedSecrets {
     /// At most `capacity` keys, each remembered for at most `ttl`.
     pub fn new(capacity: u64, ttl: Duration) -> Self {
+        let capacity = std::num::NonZeroUsize::new(capacity.max(1) as usize)
+            .unwrap_or(std::num::NonZeroUsize::MIN);
         Self {
-            cache: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build(),
+            cache: parking_lot::Mutex::new(lru::LruCache::new(capacity)),
+            ttl,
         }
     }
 
@@ -221,16 +229,26 @@ impl VerifiedSecrets {
     /// secret).
     pub fn verified(&self, key: &str, stored_hash: &str, secret: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        self.cache.get(key).is_some_and(|(hash, remembered)| {
-            hash == stored_hash && bool::from(remembered.ct_eq(&digest))
-        })
+        let mut cache = self.cache.lock();
+        match cache.get(key) {
+            Some(r) if r.until <= std::time::Instant::now() => {
+                cache.pop(key);
+                false
+            }
+            Some(r) => r.stored_hash == stored_hash && bool::from(r.digest.ct_eq(&digest)),
+            None => false,
+        }
     }
 
     /// Remembers that `secret` matched `stored_hash` for `key`.
     pub fn remember(&self, key: &str, stored_hash: &str, secret: &str) {
         let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        self.cache
-            .insert(key.to_owned(), (stored_hash.to_owned(), digest));
+        let remembered = Remembered {
+            stored_hash: stored_hash.to_owned(),
+            digest,
+            until: std::time::Instant::now() + self.ttl,
+        };
+        self.cache.lock().put(key.to_owned(), remembered);
     }
 }
 

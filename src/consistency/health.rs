@@ -144,7 +144,7 @@ const NAMESPACE_CHECK_EVERY: u64 = 4;
 
 /// Fences the instance when `arena cache-reset` gave its database a new namespace.
 pub async fn check_namespace(state: &impl Context) {
-    if let Ok(current) = crate::backends::sql::cache_namespace(&state.db()).await {
+    if let Ok(current) = crate::backends::sql::cache_namespace(state.db()).await {
         if !state.cache_prefix().ends_with(&format!("{current}:")) {
             state.health().fence();
         }

@@ -195,7 +195,7 @@ pub async fn graphql_post(
                             if let Some(hash) = hash {
                                 op.persisted = Persisted::parse(Some(1), Some(hash));
                             }
-                            Operations::Single(op)
+                            Operations::Single(Box::new(op))
                         }
                         Err(message) => return bad_request(media, message),
                     }
@@ -213,7 +213,7 @@ pub async fn graphql_post(
         "multipart/form-data" => {
             let operations = match read_multipart(&content_type, body, settings).await {
                 Ok(BatchRequest::Single(request)) => {
-                    Operations::Single(Operation::of_request(request))
+                    Operations::Single(Box::new(Operation::of_request(request)))
                 }
                 Ok(BatchRequest::Batch(requests)) => {
                     if requests.is_empty() || requests.len() > settings.max_batch {
@@ -276,7 +276,7 @@ impl<'a> Operation<'a> {
 
 /// A `POST`'s operations: one, or a batch (answered as an array, in order).
 enum Operations<'a> {
-    Single(Operation<'a>),
+    Single(Box<Operation<'a>>),
     Batch(Vec<Operation<'a>>),
 }
 
@@ -288,7 +288,7 @@ async fn run(
     media: MediaType,
 ) -> Response {
     match operations {
-        Operations::Single(op) => answer_response(&run_one(http, op, auth).await, media),
+        Operations::Single(op) => answer_response(&run_one(http, *op, auth).await, media),
         Operations::Batch(ops) => {
             let answers: Vec<_> = ops
                 .into_iter()
