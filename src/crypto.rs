@@ -1,4 +1,4 @@
-//! Salted, SHA-256 based hashing of passwords and API secrets (no argon2, SPEC §3).
+//! Salted, SHA-256 based hashing of passwords and API secrets (no argon2).
 //!
 //! New hashes are PBKDF2-HMAC-SHA256 in a self-describing string,
 //! `pbkdf2-sha256$<iterations>$<salt>$<hash>`. The seed's form, `hex(sha256(secret ‖ salt))`

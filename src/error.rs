@@ -131,7 +131,7 @@ impl AppError {
     }
 }
 
-/// The `extensions.code` values of SPEC §2.
+/// The `extensions.code` values Arena answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// The input is wrong (parse, validation, a bad argument).

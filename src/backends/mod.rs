@@ -1,4 +1,4 @@
-//! The four backends of SPEC §1: SQL, cache, documents and events. Each is a trait (or, for
+//! The four backends: SQL, cache, documents and events. Each is a trait (or, for
 //! SQL, sea-orm's connection) with an embedded implementation and a server one, chosen by URL.
 
 pub mod cache;

@@ -1,4 +1,4 @@
-//! Battles (SPEC §4 from "Battle ring" on): the per-user battle ring in the cache tier, the
+//! Battles: the per-user battle ring in the cache tier, the
 //! battle itself and its history, and live battle results over the event bus.
 
 mod resolvers;

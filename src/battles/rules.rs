@@ -1,4 +1,4 @@
-//! The pure rules of a battle (SPEC §4): each combatant's score, the delta between them and
+//! The pure rules of a battle: each combatant's score, the delta between them and
 //! the winner rule. No I/O here, so every case is unit-tested with fixed draws.
 
 use entity::meal::Difficulty;

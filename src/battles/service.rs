@@ -212,7 +212,7 @@ pub struct BattleOutcome {
     pub loser: meal::Model,
 }
 
-/// Fights the battle of the user's ring (SPEC §4): scores from the ring's data (expired
+/// Fights the battle of the user's ring: scores from the ring's data (expired
 /// entries re-fetched), the winner rule with a draw from the app's random generator, both
 /// meals' stats updated from their locked rows in one transaction, the battle stored, the
 /// loser out of the ring, the result published on [`TOPIC`].

@@ -1,5 +1,5 @@
-//! Credentials (SPEC §6): every user's API keys, and API-key authentication (SPEC §2,
-//! `Authorization: Basic base64(publicKey:secretKey)`).
+//! Credentials: every user's API keys, and API-key authentication
+//! (`Authorization: Basic base64(publicKey:secretKey)`).
 
 mod resolvers;
 pub mod service;

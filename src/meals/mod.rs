@@ -1,4 +1,4 @@
-//! Meals (SPEC §4 up to the battle ring): the catalogue, read through the cache by id and by
+//! Meals: the catalogue, read through the cache by id and by
 //! name, written through it by the entity hooks.
 
 pub mod loaders;

@@ -1,4 +1,4 @@
-//! Specs (SPEC §5): every user's versioned specs. Each `putSpec` adds a version; reads see the
+//! Specs: every user's versioned specs. Each `putSpec` adds a version; reads see the
 //! latest version of each spec, or every version of one, newest first.
 
 mod resolvers;

@@ -1,4 +1,4 @@
-//! Key-value storage (SPEC §9): per-user string values, evicted least recently used first at
+//! Key-value storage: per-user string values, evicted least recently used first at
 //! a configured capacity. Embedded: an in-process LRU of its own (`ARENA_CACHE_CAPACITY`
 //! values). With `ARENA_STORAGE_REDIS_URL`: a Redis of their own, run with `maxmemory` and
 //! `maxmemory-policy allkeys-lru`. With only `REDIS_URL`: the cache tier's Redis, which must

@@ -1,4 +1,4 @@
-//! Usage (SPEC §8): every command counted once for all fields, dice rolls, per-user data
+//! Usage: every command counted once for all fields, dice rolls, per-user data
 //! (`user_<id>`: saved rolls) and the cache → document store sync worker.
 
 pub mod counting;

@@ -1,4 +1,4 @@
-//! Users and sessions (SPEC §3): sign up, log in and out, change password, delete account.
+//! Users and sessions: sign up, log in and out, change password, delete account.
 
 pub mod hooks;
 mod resolvers;

@@ -1,4 +1,4 @@
-//! How many password and API-key checks may fail: per account (SPEC §3: slowed from the
+//! How many password and API-key checks may fail: per account (slowed from the
 //! third attempt, refused past `ARENA_LOGIN_MAX_FAILURES`) and per client address (refused
 //! past `ARENA_ADDRESS_MAX_FAILURES`), each within `ARENA_LOGIN_LOCKOUT`.
 //!

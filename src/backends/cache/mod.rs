@@ -1,12 +1,12 @@
-//! The cache tier, behind two narrow traits, each implemented in process ([`memory`]) and on
+//! The cache tier, behind three narrow traits, each implemented in process ([`memory`]) and on
 //! Redis or Redis Cluster ([`redis`], through fred), with one conformance suite per trait
 //! running against both:
 //!
 //! * [`KeyValue`]: plain values with expiries, counters, sets and key scans: the battle
-//!   rings, usage counters and user data stamps, locks ([`lock::CacheLock`]), staged
-//!   imports and rate limits;
+//!   rings, usage counters and user data stamps, locks ([`lock::CacheLock`])
+//!   and rate limits;
 //! * [`LruStore`]: values per owner with an exact least-recently-used bound: the key-value
-//!   storage (SPEC §9);
+//!   storage;
 //! * [`VersionedCache`]: the versioned entries of the write-through cache (cached rows, and
 //!   the copies of user data documents) and their protocol (see `docs/cache-consistency.md`):
 //!   * an entry is stored as `"<version>|<payload>"`;

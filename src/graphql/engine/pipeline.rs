@@ -673,7 +673,7 @@ pub fn ensure_code(err: &mut ServerError, default: &str) -> String {
     }
 }
 
-/// Counting of one operation (SPEC §8): each root field it runs, and its viewer. It counts
+/// Counting of one operation: each root field it runs, and its viewer. It counts
 /// when dropped — after the operation, or when a timeout cancels it — provided the operation
 /// passed validation, so an operation that never ran counts nothing.
 struct Counting {

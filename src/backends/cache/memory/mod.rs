@@ -3,7 +3,7 @@
 //!
 //! * [`MemoryKv`] keeps plain values, counters and sets until they expire (expired ones are
 //!   swept as writes go on) or are deleted, as a Redis run with `noeviction` does: reading
-//!   many meals can never drop a user's ring or free a lock someone holds. The key-value
+//!   many meals can never drop a user's ring or free a lock someone holds;
 //! * [`MemoryLru`] keeps the key-value storage: per owner an exact LRU at the capacity each
 //!   call names, and over all owners at most `ARENA_CACHE_CAPACITY` values (the memory
 //!   bound, like a dedicated `allkeys-lru` Redis), least recently used first.
