@@ -1,6 +1,6 @@
 //! Conformance suites for the backend traits. One generic suite per trait runs against every
-//! implementation: the embedded ones always, the server ones when `TEST_REDIS_URL` /
-//! `TEST_MONGODB_URL` name a server (each test then works under a fresh prefix or database).
+//! implementation: the embedded ones always, the server ones when their server was found
+//! (`crate::support::backends`; each test then works under a fresh prefix or database).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,8 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::json;
 
+use crate::support::{servers, wait_until, Backends, PrivateRedis, TestApp};
+
 /// The longest any awaited condition may take.
 const WAIT: Duration = Duration::from_secs(5);
 const TTL: Duration = Duration::from_secs(60);
@@ -28,25 +30,14 @@ fn unique_prefix() -> String {
     format!("arena-test:{}:", uuid::Uuid::new_v4().simple())
 }
 
-fn redis_url() -> Option<String> {
-    let url = std::env::var("TEST_REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
-    if url.is_none() {
-        crate::helpers::skipped("TEST_REDIS_URL not set");
-    }
-    url
+/// The test Redis; `None` (the case not run) when there is none.
+fn redis_url() -> Option<&'static str> {
+    servers().redis.or_skip()
 }
 
 /// A three-node Redis Cluster (`redis-cluster://…`, see `.ci/start-redis-cluster.sh`).
-fn redis_cluster_url() -> Option<String> {
-    let url = std::env::var("TEST_REDIS_CLUSTER_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
-    if url.is_none() {
-        crate::helpers::skipped("TEST_REDIS_CLUSTER_URL not set");
-    }
-    url
+fn redis_cluster_url() -> Option<&'static str> {
+    servers().redis_cluster.or_skip()
 }
 
 fn ver(version: i64, payload: &str) -> Versioned {
@@ -145,7 +136,7 @@ async fn plain_values(c: &dyn KeyValue) {
     c.set("plain:short", "v", Some(Duration::from_millis(50)))
         .await
         .unwrap();
-    crate::helpers::wait_until(WAIT, || async {
+    wait_until(WAIT, || async {
         c.get("plain:short").await.unwrap().is_none()
     })
     .await;
@@ -560,7 +551,7 @@ async fn memory_versioned_cache_conforms() {
 #[tokio::test]
 async fn redis_cache_conforms() {
     let Some(url) = redis_url() else { return };
-    redis_cache_conforms_at(&url).await;
+    redis_cache_conforms_at(url).await;
 }
 
 #[tokio::test]
@@ -568,7 +559,7 @@ async fn redis_cluster_cache_conforms() {
     let Some(url) = redis_cluster_url() else {
         return;
     };
-    redis_cache_conforms_at(&url).await;
+    redis_cache_conforms_at(url).await;
 }
 
 async fn redis_cache_conforms_at(url: &str) {
@@ -611,8 +602,8 @@ async fn a_full_redis_refuses_every_leased_fill() {
     if redis_url().is_none() {
         return;
     }
-    let Some(server) = crate::helpers::PrivateRedis::start().await else {
-        return crate::helpers::skipped("redis-server is not installed");
+    let Some(server) = PrivateRedis::try_start().await else {
+        return;
     };
     let c = RedisCache::connect(&server.url(), &unique_prefix(), COMMAND_TIMEOUT)
         .await
@@ -724,9 +715,9 @@ async fn local_events_conform() {
 #[tokio::test]
 async fn redis_events_conform() {
     let Some(url) = redis_url() else { return };
-    let bus = RedisEvents::connect(&url, &unique_prefix(), COMMAND_TIMEOUT)
+    let bus = RedisEvents::connect(url, &unique_prefix(), COMMAND_TIMEOUT)
         .await
-        .expect("connect to TEST_REDIS_URL");
+        .expect("connect to the test Redis");
     events_conformance(Arc::new(bus)).await;
 }
 
@@ -735,16 +726,16 @@ async fn redis_cluster_events_conform() {
     let Some(url) = redis_cluster_url() else {
         return;
     };
-    let bus = RedisEvents::connect(&url, &unique_prefix(), COMMAND_TIMEOUT)
+    let bus = RedisEvents::connect(url, &unique_prefix(), COMMAND_TIMEOUT)
         .await
-        .expect("connect to TEST_REDIS_CLUSTER_URL");
+        .expect("connect to the test Redis Cluster");
     events_conformance(Arc::new(bus)).await;
 }
 
 #[tokio::test]
 async fn redis_events_reach_every_instance_sharing_the_prefix() {
     let Some(url) = redis_url() else { return };
-    events_reach_every_instance_sharing_the_prefix(url).await;
+    events_reach_every_instance_sharing_the_prefix(url.to_owned()).await;
 }
 
 #[tokio::test]
@@ -752,7 +743,7 @@ async fn redis_cluster_events_reach_every_instance_sharing_the_prefix() {
     let Some(url) = redis_cluster_url() else {
         return;
     };
-    events_reach_every_instance_sharing_the_prefix(url).await;
+    events_reach_every_instance_sharing_the_prefix(url.to_owned()).await;
 }
 
 async fn events_reach_every_instance_sharing_the_prefix(url: String) {
@@ -895,10 +886,7 @@ async fn sqlite_documents_conform() {
 
 #[tokio::test]
 async fn postgres_documents_conform() {
-    let Some(app) = crate::helpers::spawn_app(crate::helpers::Backends::Real).await else {
-        crate::helpers::skipped(
-            "TEST_DATABASE_URL not set (SQL document store on PostgreSQL not tested)",
-        );
+    let Some(app) = TestApp::builder(Backends::Real).try_spawn().await else {
         return;
     };
     documents_conformance(Arc::new(
@@ -909,17 +897,13 @@ async fn postgres_documents_conform() {
 
 #[tokio::test]
 async fn mongo_documents_conform() {
-    let Some(url) = std::env::var("TEST_MONGODB_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        crate::helpers::skipped("TEST_MONGODB_URL not set (MongoDB document store not tested)");
+    let Some(url) = servers().mongodb.or_skip() else {
         return;
     };
     let database = format!("arena_test_{}", uuid::Uuid::new_v4().simple());
-    let store = MongoDocuments::connect(&url, &database)
+    let store = MongoDocuments::connect(url, &database)
         .await
-        .expect("connect to TEST_MONGODB_URL");
+        .expect("connect to the test MongoDB");
     let db = store.database().clone();
     documents_conformance(Arc::new(store)).await;
     db.drop().await.expect("drop the test database");
@@ -966,9 +950,9 @@ async fn memory_lru_store_conforms() {
 async fn redis_lru_store_conforms() {
     let Some(url) = redis_url() else { return };
     let cache = Arc::new(
-        RedisCache::connect(&url, &unique_prefix(), COMMAND_TIMEOUT)
+        RedisCache::connect(url, &unique_prefix(), COMMAND_TIMEOUT)
             .await
-            .expect("connect to TEST_REDIS_URL"),
+            .expect("connect to the test Redis"),
     );
     lru_conformance(cache.clone()).await;
     assert_eq!(cache.scan_prefix("").await.unwrap(), Vec::<String>::new());

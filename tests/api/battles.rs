@@ -11,55 +11,23 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::helpers::*;
-use crate::ws;
+use crate::fixtures::battles::{prep, prep_ok};
+use crate::fixtures::id_of;
+use crate::fixtures::meals::{create_meal, delete_meal, get_meal};
+use crate::support::ws;
+use crate::support::*;
 
-const MEAL_FIELDS: &str = "id name battles wins winPct";
 const BATTLE_FIELDS: &str =
     "id winner { id name battles wins } loser { id name battles wins } winnerScore loserScore delta random foughtAt";
 
-/// Creates a meal; returns its id.
-async fn meal(
-    app: &TestApp,
-    token: &str,
-    name: &str,
-    cuisine: &str,
-    price: f64,
-    difficulty: &str,
-) -> String {
-    let r = app
-        .gql_as(
-            token,
-            "mutation($i: CreateMealInput!) { createMeal(input: $i) { id } }",
-            json!({ "i": { "name": name, "cuisine": cuisine, "price": price, "difficulty": difficulty } }),
-        )
-        .await;
-    assert_no_errors(&r);
-    r["data"]["createMeal"]["id"].as_str().unwrap().to_owned()
-}
-
 /// A meal that beats [`weak`] whenever it is combatant 1 (score 697 against 0).
 async fn strong(app: &TestApp, token: &str, name: &str) -> String {
-    meal(app, token, name, "Italian", 100.0, "LOW").await
+    id_of(&create_meal(app, token, name, "Italian", 100.0, "LOW").await)
 }
 
 /// A meal with score 0 (2 × 1 − 2).
 async fn weak(app: &TestApp, token: &str, name: &str) -> String {
-    meal(app, token, name, "X", 2.0, "MED").await
-}
-
-async fn prep(app: &TestApp, token: &str, id: &str) -> Value {
-    app.gql_as(
-        token,
-        &format!("mutation($m: ID!) {{ prepCombatant(mealId: $m) {{ {MEAL_FIELDS} }} }}"),
-        json!({ "m": id }),
-    )
-    .await
-}
-
-async fn prep_ok(app: &TestApp, token: &str, id: &str) {
-    let r = prep(app, token, id).await;
-    assert_no_errors(&r);
+    id_of(&create_meal(app, token, name, "X", 2.0, "MED").await)
 }
 
 fn ids(list: &Value) -> Vec<String> {
@@ -107,17 +75,6 @@ async fn fight(app: &TestApp, token: &str, a: &str, b: &str) -> Value {
     battle_ok(app, token).await
 }
 
-async fn meal_stats(app: &TestApp, id: &str) -> Value {
-    let r = app
-        .gql(
-            &format!("query($id: ID!) {{ meal(id: $id) {{ {MEAL_FIELDS} }} }}"),
-            json!({ "id": id }),
-        )
-        .await;
-    assert_no_errors(&r);
-    r["data"]["meal"].clone()
-}
-
 // ---------------------------------------------------------------- the ring
 
 async fn ring_operations_need_a_signed_in_viewer(app: TestApp) {
@@ -143,13 +100,7 @@ async fn a_ring_holds_two_distinct_live_meals_and_says_why_it_refuses(app: TestA
     let b = weak(&app, &token, "Toast").await;
     let c = weak(&app, &token, "Crackers").await;
     let gone = weak(&app, &token, "Gone").await;
-    let r = app
-        .gql_as(
-            &token,
-            "mutation($id: ID!) { deleteMeal(id: $id) }",
-            json!({ "id": gone }),
-        )
-        .await;
+    let r = delete_meal(&app, &token, &gone).await;
     assert_no_errors(&r);
     assert!(
         ring(&app, &token).await.is_empty(),
@@ -280,7 +231,7 @@ async fn a_battle_updates_both_meals_stores_the_result_and_sends_the_loser_out(a
     assert_eq!(ring(&app, &token).await, vec![a.clone()]);
 
     // Every read (through the cache) sees the new stats.
-    let sa = meal_stats(&app, &a).await;
+    let sa = get_meal(&app, &a).await;
     assert_eq!(
         (
             sa["battles"].as_i64(),
@@ -289,7 +240,7 @@ async fn a_battle_updates_both_meals_stores_the_result_and_sends_the_loser_out(a
         ),
         (Some(1), Some(1), Some(1.0))
     );
-    let sb = meal_stats(&app, &b).await;
+    let sb = get_meal(&app, &b).await;
     assert_eq!(
         (
             sb["battles"].as_i64(),
@@ -340,8 +291,8 @@ async fn combatant_one_wins_a_big_delta_and_combatant_two_wins_a_tie(app: TestAp
     let token = app.login_new_user("alice").await;
     let a = strong(&app, &token, "Lasagne").await;
     let b = weak(&app, &token, "Toast").await;
-    let twin_1 = meal(&app, &token, "Twin One", "Thai", 10.0, "HIGH").await;
-    let twin_2 = meal(&app, &token, "Twin Two", "Thai", 10.0, "HIGH").await;
+    let twin_1 = id_of(&create_meal(&app, &token, "Twin One", "Thai", 10.0, "HIGH").await);
+    let twin_2 = id_of(&create_meal(&app, &token, "Twin Two", "Thai", 10.0, "HIGH").await);
 
     // The weak meal as combatant 1 still wins on delta ≥ 1.
     let f = fight(&app, &token, &b, &a).await;
@@ -362,7 +313,7 @@ async fn combatant_one_wins_a_big_delta_and_combatant_two_wins_a_tie(app: TestAp
             "a tie goes to combatant 2"
         );
     }
-    let s = meal_stats(&app, &twin_1).await;
+    let s = get_meal(&app, &twin_1).await;
     assert_eq!(
         (s["battles"].as_i64(), s["wins"].as_i64()),
         (Some(6), Some(3))
@@ -375,23 +326,13 @@ async fn a_combatant_deleted_after_prepping_cannot_fight_and_leaves_the_ring(app
     let b = weak(&app, &token, "Toast").await;
     prep_ok(&app, &token, &a).await;
     prep_ok(&app, &token, &b).await;
-    let r = app
-        .gql_as(
-            &token,
-            "mutation($id: ID!) { deleteMeal(id: $id) }",
-            json!({ "id": b }),
-        )
-        .await;
+    let r = delete_meal(&app, &token, &b).await;
     assert_no_errors(&r);
     let r = battle(&app, &token).await;
     assert_eq!(error_code(&r), "NOT_FOUND", "{r}");
     assert!(error_message(&r).contains(&b), "{r}");
     assert_eq!(ring(&app, &token).await, vec![a.clone()]);
-    assert_eq!(
-        meal_stats(&app, &a).await["battles"],
-        0,
-        "nothing was fought"
-    );
+    assert_eq!(get_meal(&app, &a).await["battles"], 0, "nothing was fought");
     let r = app.gql("{ battles { totalCount } }", json!({})).await;
     assert_eq!(r["data"]["battles"]["totalCount"], 0);
 }
@@ -401,13 +342,7 @@ async fn the_history_keeps_naming_a_meal_deleted_after_its_battle(app: TestApp) 
     let a = strong(&app, &token, "Lasagne").await;
     let b = weak(&app, &token, "Toast").await;
     let f = fight(&app, &token, &a, &b).await;
-    let r = app
-        .gql_as(
-            &token,
-            "mutation($id: ID!) { deleteMeal(id: $id) }",
-            json!({ "id": b }),
-        )
-        .await;
+    let r = delete_meal(&app, &token, &b).await;
     assert_no_errors(&r);
     let r = app
         .gql(
@@ -518,7 +453,7 @@ async fn two_battles_at_once_on_one_ring_count_once(app: TestApp) {
         assert_eq!(error_code(refused), "BAD_USER_INPUT", "{refused}");
         let r = app.gql("{ battles { totalCount } }", json!({})).await;
         assert_eq!(r["data"]["battles"]["totalCount"], round);
-        let (sa, sb) = (meal_stats(&app, &a).await, meal_stats(&app, &b).await);
+        let (sa, sb) = (get_meal(&app, &a).await, get_meal(&app, &b).await);
         assert_eq!(sa["battles"], round, "stats moved once per round");
         assert_eq!(sb["battles"], round);
         assert_eq!(
@@ -528,7 +463,8 @@ async fn two_battles_at_once_on_one_ring_count_once(app: TestApp) {
     }
 }
 
-crate::both_backends!(
+crate::scenario! {
+    backends: [embedded, postgres_redis];
     ring_operations_need_a_signed_in_viewer,
     a_ring_holds_two_distinct_live_meals_and_says_why_it_refuses,
     each_user_has_their_own_ring,
@@ -538,7 +474,7 @@ crate::both_backends!(
     the_history_keeps_naming_a_meal_deleted_after_its_battle,
     battles_page_newest_first_and_filter_by_meal,
     two_battles_at_once_on_one_ring_count_once,
-);
+}
 
 // ---------------------------------------------------------------- settings-dependent
 
@@ -610,8 +546,8 @@ async fn expired_combatants_are_fetched_again_in_one_round_trip(app: TestApp) {
 
 async fn a_random_seed_makes_the_draws_reproducible(app: TestApp) {
     let token = app.login_new_user("alice").await;
-    let a = meal(&app, &token, "Near One", "Thai", 10.0, "HIGH").await;
-    let b = meal(&app, &token, "Near Two", "Thai", 10.0, "LOW").await;
+    let a = id_of(&create_meal(&app, &token, "Near One", "Thai", 10.0, "HIGH").await);
+    let b = id_of(&create_meal(&app, &token, "Near Two", "Thai", 10.0, "LOW").await);
     let mut expected = rand::rngs::StdRng::seed_from_u64(20261122);
     for _ in 0..5 {
         let f = fight(&app, &token, &a, &b).await;
@@ -624,11 +560,12 @@ async fn a_random_seed_makes_the_draws_reproducible(app: TestApp) {
     }
 }
 
-crate::both_backends_with!(
+crate::scenario! {
+    backends: [embedded, postgres_redis];
     an_unexpired_combatant_is_not_fetched_again => |s| s.combatant_ttl_secs = 3600,
     expired_combatants_are_fetched_again_in_one_round_trip => |s| s.combatant_ttl_secs = 0,
     a_random_seed_makes_the_draws_reproducible => |s| s.random_seed = Some(20261122),
-);
+}
 
 // ---------------------------------------------------------------- live results
 
@@ -819,37 +756,25 @@ async fn a_battle_fought_on_one_replica_reaches_subscribers_and_rings_on_another
     on_b.close().await;
 
     // And the stats fought on A read the same on B.
-    let stats = meal_stats(&replica, &b).await;
-    assert_eq!(stats, meal_stats(&app, &b).await);
+    let stats = get_meal(&replica, &b).await;
+    assert_eq!(stats, get_meal(&app, &b).await);
     replica.stop().await;
 }
 
-crate::both_backends!(
+crate::scenario! {
+    backends: [embedded, postgres_redis];
     subscribers_see_every_battle_as_it_is_fought,
     a_filtered_subscription_sees_only_its_meals_battles,
     the_legacy_graphql_ws_protocol_delivers_battles_too,
     a_malformed_meal_filter_is_refused,
-);
+}
 
-crate::across_replicas!(a_battle_fought_on_one_replica_reaches_subscribers_and_rings_on_another);
+crate::scenario! {
+    backends: replicas;
+    a_battle_fought_on_one_replica_reaches_subscribers_and_rings_on_another,
+}
 
 // ---------------------------------------------------------------- log out / log in
-
-async fn log_in(app: &TestApp, username: &str) -> String {
-    let r = app
-        .gql(
-            "mutation($u: String!) { login(username: $u, password: \"password123\") { token } }",
-            json!({ "u": username }),
-        )
-        .await;
-    assert_no_errors(&r);
-    r["data"]["login"]["token"].as_str().unwrap().to_owned()
-}
-
-async fn log_out(app: &TestApp, token: &str) {
-    let r = app.gql_as(token, "mutation { logout }", json!({})).await;
-    assert_no_errors(&r);
-}
 
 async fn logging_out_and_in_again_restores_the_ring(app: TestApp) {
     let token = app.login_new_user("alice").await;
@@ -858,7 +783,7 @@ async fn logging_out_and_in_again_restores_the_ring(app: TestApp) {
     let b = weak(&app, &token, "Toast").await;
     prep_ok(&app, &token, &b).await;
     prep_ok(&app, &token, &a).await;
-    log_out(&app, &token).await;
+    app.log_out(&token).await;
 
     // Saved in the session document, gone from the cache tier.
     let doc = app
@@ -880,7 +805,7 @@ async fn logging_out_and_in_again_restores_the_ring(app: TestApp) {
         None
     );
 
-    let token = log_in(&app, "alice").await;
+    let token = app.log_in("alice").await;
     assert_eq!(
         ring(&app, &token).await,
         vec![b.clone(), a.clone()],
@@ -901,16 +826,10 @@ async fn a_restored_ring_skips_meals_deleted_while_logged_out(app: TestApp) {
     let b = weak(&app, &token, "Toast").await;
     prep_ok(&app, &token, &a).await;
     prep_ok(&app, &token, &b).await;
-    log_out(&app, &token).await;
-    let r = app
-        .gql_as(
-            &other,
-            "mutation($id: ID!) { deleteMeal(id: $id) }",
-            json!({ "id": a }),
-        )
-        .await;
+    app.log_out(&token).await;
+    let r = delete_meal(&app, &other, &a).await;
     assert_no_errors(&r);
-    let token = log_in(&app, "alice").await;
+    let token = app.log_in("alice").await;
     assert_eq!(ring(&app, &token).await, vec![b.clone()]);
 }
 
@@ -928,7 +847,7 @@ async fn logging_in_replaces_the_ring_with_the_saved_one(app: TestApp) {
     let a = strong(&app, &token, "Lasagne").await;
     prep_ok(&app, &token, &a).await;
     // A second log in (another device) restores the saved ring: empty.
-    let second = log_in(&app, "alice").await;
+    let second = app.log_in("alice").await;
     assert!(ring(&app, &second).await.is_empty());
     assert!(
         ring(&app, &token).await.is_empty(),
@@ -936,8 +855,9 @@ async fn logging_in_replaces_the_ring_with_the_saved_one(app: TestApp) {
     );
 }
 
-crate::both_backends!(
+crate::scenario! {
+    backends: [embedded, postgres_redis];
     logging_out_and_in_again_restores_the_ring,
     a_restored_ring_skips_meals_deleted_while_logged_out,
     logging_in_replaces_the_ring_with_the_saved_one,
-);
+}

@@ -11,20 +11,20 @@ use entity::meal;
 use sea_orm::{ActiveModelTrait, Set};
 use serde_json::json;
 
-use crate::helpers::*;
-use crate::meals::{cached_entry, create_meal, db_row, get_meal, update_price};
+use crate::fixtures::meals::{
+    cached_entry, chef_with_a_meal, create_meal, db_row, get_meal, price, update_price,
+};
+use crate::support::*;
 
 /// Replica A reaches Redis through a proxy the test cuts; replica B reaches it directly. Both
 /// share the database, the cache prefix and the namespace.
 async fn partitioned(consistency: Consistency) -> Option<(TestApp, TestApp, Proxy)> {
-    let redis = std::env::var("TEST_REDIS_URL").ok()?;
-    let (a, proxy) = spawn_behind_proxy_with(|s| s.consistency = consistency).await?;
-    let b = a.spawn_replica_with(|s| s.redis_url = Some(redis)).await;
+    let (a, proxy) = TestApp::builder(Backends::Real)
+        .settings(|s| s.consistency = consistency)
+        .try_spawn_behind_proxy()
+        .await?;
+    let b = a.spawn_direct_replica().await;
     Some((a, b, proxy))
-}
-
-fn price(meal: &serde_json::Value) -> f64 {
-    meal["price"].as_f64().unwrap()
 }
 
 /// `strict`: while A is cut off, every write of a cached meal on A is refused with
@@ -34,12 +34,9 @@ fn price(meal: &serde_json::Value) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn under_strict_a_replica_cut_off_from_the_cache_refuses_writes_and_no_read_is_older() {
     let Some((a, b, mut proxy)) = partitioned(Consistency::Strict).await else {
-        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
+        return;
     };
-    let port = proxy.port;
-    let t = a.login_new_user("chef").await;
-    let m = create_meal(&a, &t, "Partitioned", "x", 1.0, "LOW").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let (t, id) = chef_with_a_meal(&a, "Partitioned").await;
     assert_eq!(price(&get_meal(&a, &id).await), 1.0);
     assert_eq!(price(&get_meal(&b, &id).await), 1.0);
     assert!(cached_entry(&b, &id).await.is_some(), "warm on B");
@@ -116,7 +113,7 @@ async fn under_strict_a_replica_cut_off_from_the_cache_refuses_writes_and_no_rea
     assert_eq!(row.version, 1 + 30, "only B's writes were committed");
 
     // Healed: A's writes go through again and B's next read sees them.
-    let _back = Proxy::start(port).await;
+    proxy.restore().await;
     let healed = Instant::now();
     wait_until(Duration::from_secs(20), || async {
         !a.state.cache_health.degraded()
@@ -131,7 +128,6 @@ async fn under_strict_a_replica_cut_off_from_the_cache_refuses_writes_and_no_rea
          A used the cache again {recovered_in:?} after it was reachable",
         reads.load(Ordering::SeqCst)
     ));
-    drop(proxy);
 }
 
 /// `available`: A's write during the partition is acknowledged, and B serves the older entry
@@ -140,12 +136,9 @@ async fn under_strict_a_replica_cut_off_from_the_cache_refuses_writes_and_no_rea
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn under_available_a_cut_off_replica_s_write_is_hidden_only_until_it_reaches_the_cache() {
     let Some((a, b, mut proxy)) = partitioned(Consistency::Available).await else {
-        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
+        return;
     };
-    let port = proxy.port;
-    let t = a.login_new_user("chef").await;
-    let m = create_meal(&a, &t, "Available", "x", 1.0, "LOW").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let (t, id) = chef_with_a_meal(&a, "Available").await;
     assert_eq!(price(&get_meal(&b, &id).await), 1.0);
     assert!(cached_entry(&b, &id).await.is_some(), "warm on B");
 
@@ -159,7 +152,7 @@ async fn under_available_a_cut_off_replica_s_write_is_hidden_only_until_it_reach
         assert_eq!(price(&get_meal(&b, &id).await), 1.0, "B cannot know yet");
         stale_reads += 1;
     }
-    let _back = Proxy::start(port).await;
+    proxy.restore().await;
     let healed = Instant::now();
     wait_until(Duration::from_secs(20), || async {
         price(&get_meal(&b, &id).await) == 2.0
@@ -176,30 +169,26 @@ async fn under_available_a_cut_off_replica_s_write_is_hidden_only_until_it_reach
          again ({stale_reads} stale reads on B)",
         healed - acknowledged
     ));
-    drop(proxy);
 }
 
 /// `available`, a partition that never heals: B's older entry stops being served when it
 /// expires (`ARENA_CACHE_TTL`, here 2 s), the outer bound of the staleness.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn under_available_staleness_ends_when_the_entry_expires_even_if_the_partition_lasts() {
-    let Ok(redis) = std::env::var("TEST_REDIS_URL") else {
-        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
-    };
-    let Some((a, mut proxy)) = spawn_behind_proxy_with(|s| {
-        s.consistency = Consistency::Available;
-        s.cache_ttl_secs = 2;
-    })
-    .await
+    let Some((a, mut proxy)) = TestApp::builder(Backends::Real)
+        .settings(|s| {
+            s.consistency = Consistency::Available;
+            s.cache_ttl_secs = 2;
+        })
+        .try_spawn_behind_proxy()
+        .await
     else {
-        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
+        return;
     };
-    let b = a.spawn_replica_with(|s| s.redis_url = Some(redis)).await;
-    let t = a.login_new_user("chef").await;
-    let m = create_meal(&a, &t, "Expiring", "x", 1.0, "LOW").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let b = a.spawn_direct_replica().await;
+    let (t, id) = chef_with_a_meal(&a, "Expiring").await;
     // B fills its entry now: it expires 2 s from here.
-    crate::helpers::wait_until(Duration::from_secs(5), || async {
+    wait_until(Duration::from_secs(5), || async {
         get_meal(&b, &id).await;
         cached_entry(&b, &id).await.is_some()
     })
@@ -223,7 +212,6 @@ async fn under_available_staleness_ends_when_the_entry_expires_even_if_the_parti
          its entry was filled (TTL 2 s)",
         acknowledged.elapsed()
     ));
-    drop(proxy);
 }
 
 /// `strict`, the whole cache away: writes of cached entities are refused (nothing is
@@ -232,15 +220,14 @@ async fn under_available_staleness_ends_when_the_entry_expires_even_if_the_parti
 /// nothing stale is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn under_strict_a_cache_outage_refuses_cached_writes_loses_none_and_serves_reads() {
-    let Some((app, mut proxy)) =
-        spawn_behind_proxy_with(|s| s.consistency = Consistency::Strict).await
+    let Some((app, mut proxy)) = TestApp::builder(Backends::Real)
+        .settings(|s| s.consistency = Consistency::Strict)
+        .try_spawn_behind_proxy()
+        .await
     else {
-        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
+        return;
     };
-    let port = proxy.port;
-    let t = app.login_new_user("chef").await;
-    let m = create_meal(&app, &t, "Outage", "x", 1.0, "LOW").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let (t, id) = chef_with_a_meal(&app, "Outage").await;
     assert_eq!(price(&get_meal(&app, &id).await), 1.0);
 
     proxy.cut();
@@ -281,7 +268,7 @@ async fn under_strict_a_cache_outage_refuses_cached_writes_loses_none_and_serves
         .await;
     assert_no_errors(&r);
 
-    let _back = Proxy::start(port).await;
+    proxy.restore().await;
     wait_until(Duration::from_secs(20), || async {
         !app.state.cache_health.degraded()
     })
@@ -293,7 +280,6 @@ async fn under_strict_a_cache_outage_refuses_cached_writes_loses_none_and_serves
     figure(&format!(
         "{refused} cached writes refused during the outage, 0 committed"
     ));
-    drop(proxy);
 }
 
 // ---- the namespace --------------------------------------------------------------------
@@ -302,9 +288,7 @@ async fn under_strict_a_cache_outage_refuses_cached_writes_loses_none_and_serves
 /// database dropped and re-created under a Redis that keeps running, a new meal 1 created at
 /// price 100. Every read answers the new row.
 async fn re_creating_the_database_under_a_running_cache_serves_no_old_row(app: TestApp) {
-    let t = app.login_new_user("chef").await;
-    let m = create_meal(&app, &t, "Phoenix", "x", 1.0, "LOW").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let (t, id) = chef_with_a_meal(&app, "Phoenix").await;
     for p in [4.0, 5.0, 6.0] {
         assert_no_errors(&update_price(&app, &t, &id, p).await);
     }
@@ -337,9 +321,7 @@ async fn re_creating_the_database_under_a_running_cache_serves_no_old_row(app: T
 /// fenced, since every restarted replica reads the new namespace), and once restarted it
 /// serves the restored row, never the entry written before the reset.
 async fn after_cache_reset_no_entry_written_before_it_is_served(app: TestApp) {
-    let t = app.login_new_user("chef").await;
-    let m = create_meal(&app, &t, "Restored", "x", 1.0, "LOW").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let (t, id) = chef_with_a_meal(&app, "Restored").await;
     assert_no_errors(&update_price(&app, &t, &id, 2.0).await);
     assert_eq!(price(&get_meal(&app, &id).await), 2.0);
     assert_eq!(cached_entry(&app, &id).await.map(|e| e.version), Some(2));
@@ -374,7 +356,8 @@ async fn after_cache_reset_no_entry_written_before_it_is_served(app: TestApp) {
     assert_eq!(price(&get_meal(&app, &id).await), 3.0);
 }
 
-crate::both_backends!(
+crate::scenario! {
+    backends: [embedded, postgres_redis];
     re_creating_the_database_under_a_running_cache_serves_no_old_row,
     after_cache_reset_no_entry_written_before_it_is_served,
-);
+}

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::*;
+use crate::support::*;
 
 const CREATE: &str = "mutation($id: String!) {
     createCredential(id: $id) { credential { id publicKey salt createdAt } secretKey }
@@ -351,7 +351,7 @@ async fn an_api_key_authenticates_over_the_websocket(app: TestApp) {
 }
 
 /// The `me` answer to operation `id` on an open connection: the username, or the error code.
-async fn me_on(ws: &mut crate::ws::WsClient, id: &str) -> Result<String, String> {
+async fn me_on(ws: &mut crate::support::ws::WsClient, id: &str) -> Result<String, String> {
     ws.subscribe(id, "{ me { username } }", json!({})).await;
     let m = loop {
         let m = ws
@@ -379,7 +379,7 @@ async fn me_on(ws: &mut crate::ws::WsClient, id: &str) -> Result<String, String>
 async fn an_open_websocket_checks_its_key_again_at_every_operation(app: TestApp) {
     let alice = app.login_new_user("alice").await;
     let key = create(&app, &alice, "ws").await;
-    let mut ws = crate::ws::connect(
+    let mut ws = crate::support::ws::connect(
         &app.ws_url(),
         "graphql-transport-ws",
         json!({ "authorization": key.basic() }),
@@ -393,7 +393,7 @@ async fn an_open_websocket_checks_its_key_again_at_every_operation(app: TestApp)
 
     // Deleted: likewise.
     let key = create(&app, &alice, "ws").await;
-    let mut ws = crate::ws::connect(
+    let mut ws = crate::support::ws::connect(
         &app.ws_url(),
         "graphql-transport-ws",
         json!({ "authorization": key.basic() }),
@@ -570,11 +570,12 @@ async fn every_credential_access_pattern_is_one_index_search(app: TestApp) {
         "DELETE FROM credentials WHERE user_id = 1 AND credential_id = 'a'",
         "DELETE FROM credentials WHERE user_id = 1",
     ] {
-        crate::specs::assert_indexed(&app, sql).await;
+        crate::support::sql::assert_indexed(&app, sql).await;
     }
 }
 
-crate::both_backends!(
+crate::scenario! {
+    backends: [embedded, postgres_redis];
     create_credential_returns_a_public_key_and_a_secret_key_once,
     credentials_lists_the_viewers_keys_and_credential_reads_one,
     create_credential_again_rotates_the_key_and_the_old_one_stops_working,
@@ -589,14 +590,15 @@ crate::both_backends!(
     deleting_a_user_removes_their_specs_and_credentials,
     credentials_need_a_signed_in_viewer_and_a_valid_id,
     every_credential_access_pattern_is_one_index_search,
-);
+}
 
-crate::both_backends_with!(
+crate::scenario! {
+    backends: [embedded, postgres_redis];
     made_up_api_keys_cost_a_hash_only_where_skipping_it_would_tell => |s| {
         s.address_max_failures = 5;
         s.throttle_delay_ms = 10;
     },
-);
+}
 
 /// Runs the built `arena` binary with debug logging on a fresh SQLite file, returns its
 /// address and a handle collecting everything it writes to stderr.

@@ -2,7 +2,7 @@
 //! `Authorization`, and assets from `ARENA_GRAPHIQL_ASSETS`. (A browser drives it end to end
 //! in `conformance/graphiql.mjs`.)
 
-use crate::helpers::*;
+use crate::support::*;
 
 async fn page(app: &TestApp) -> String {
     let resp = app
@@ -42,9 +42,9 @@ async fn graphiql_loads_its_assets_from_the_configured_mirror(app: TestApp) {
     assert!(!html.contains("unpkg.com"));
 }
 
-crate::both_backends!(graphiql_opens_with_a_public_example_and_an_authorization_hint);
-
-crate::both_backends_with!(
+crate::scenario! {
+    backends: [embedded, postgres_redis];
+    graphiql_opens_with_a_public_example_and_an_authorization_hint,
     graphiql_loads_its_assets_from_the_configured_mirror =>
         |s| s.graphiql_assets = "https://mirror.example/npm/".into(),
-);
+}

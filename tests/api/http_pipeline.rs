@@ -11,8 +11,8 @@ use sea_orm::EntityTrait;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::*;
-use crate::meals::{create_meal, update_price};
+use crate::fixtures::meals::{create_meal, delete_meal, update_price};
+use crate::support::*;
 
 /// `application/graphql-response+json`.
 const GQL: &str = "application/graphql-response+json";
@@ -508,9 +508,19 @@ async fn register_queries(
     .unwrap()
 }
 
+/// `arena register-queries` registers documents into the cache tier that a running
+/// allow-list server reads; on embedded backends there is none, and the command says so.
+async fn register_queries_feeds_a_running_allow_list(app: TestApp) {
+    if app.backends == Backends::Embedded {
+        register_queries_without_a_shared_cache_tier_is_refused(app).await
+    } else {
+        registered_queries_run_on_the_running_server(app).await
+    }
+}
+
 /// The command registers a file's document and a manifest's into the cache tier a running
 /// allow-list server reads, and prints each hash.
-async fn register_queries_feeds_a_running_allow_list(app: TestApp) {
+async fn registered_queries_run_on_the_running_server(app: TestApp) {
     let dir = tempfile::tempdir().unwrap();
     let single = "query Catalogue { meals(first: 3) { totalCount } }";
     let first = "query Named($n: String!) { mealByName(name: $n) { id } }";
@@ -596,26 +606,6 @@ async fn register_queries_without_a_shared_cache_tier_is_refused(app: TestApp) {
     send(post(&app, json!({ "query": "{ __typename }" })))
         .await
         .assert_refused("FORBIDDEN");
-}
-
-mod register_queries_feeds_a_running_allow_list {
-    use crate::helpers::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn embedded() {
-        let app = spawn_app_with(Backends::Embedded, |s| s.persisted_only = true)
-            .await
-            .expect("embedded backends are always available");
-        super::register_queries_without_a_shared_cache_tier_is_refused(app).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn postgres_redis() {
-        match spawn_app_with(Backends::Real, |s| s.persisted_only = true).await {
-            Some(app) => super::register_queries_feeds_a_running_allow_list(app).await,
-            None => skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set"),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -728,13 +718,7 @@ async fn a_warm_meal_read_is_answered_from_the_memo_and_follows_every_write(app:
         let r = app.gql(by_name, json!({ "n": "Paella" })).await;
         assert_eq!(r["data"]["mealByName"]["id"], *id);
     }
-    let r = app
-        .gql_as(
-            &t,
-            "mutation($id: ID!) { deleteMeal(id: $id) }",
-            json!({ "id": id }),
-        )
-        .await;
+    let r = delete_meal(&app, &t, id.as_str().unwrap()).await;
     assert_eq!(r["data"]["deleteMeal"], true);
     assert!(read_meal(&app, id).await["data"]["meal"].is_null());
     let r = app.gql(by_name, json!({ "n": "Paella" })).await;
@@ -1077,7 +1061,8 @@ async fn a_persisted_query_runs_whatever_the_order_and_spacing_of_its_body(app: 
         .contains("duplicate field `extensions`"));
 }
 
-crate::both_backends!(
+crate::scenario! {
+    backends: [embedded, postgres_redis];
     a_persisted_query_runs_whatever_the_order_and_spacing_of_its_body,
     a_persisted_query_is_registered_on_first_use_and_then_runs_by_its_hash,
     a_hash_that_is_not_the_documents_own_is_refused_and_registers_nothing,
@@ -1087,18 +1072,17 @@ crate::both_backends!(
     get_runs_queries_and_refuses_mutations_with_405,
     post_honours_content_type_and_accept,
     graphql_response_json_answers_a_refused_request_with_400_and_no_data,
-);
-
-crate::both_backends_with!(
     a_client_registration_expires_after_the_ttl_and_an_operators_does_not =>
         |s| s.persisted_ttl_secs = 1,
     in_allow_list_mode_only_documents_the_operator_registered_run =>
         |s| s.persisted_only = true,
     with_the_memo_off_reads_work_and_nothing_is_memoized =>
         |s| s.response_memo_entries = 0,
-);
+    register_queries_feeds_a_running_allow_list => |s| s.persisted_only = true,
+}
 
-crate::across_replicas!(
+crate::scenario! {
+    backends: replicas;
     a_query_registered_through_one_replica_runs_by_hash_on_the_others,
     a_write_on_another_replica_is_seen_through_the_memo,
-);
+}

@@ -1,7 +1,10 @@
 //! Arena's integration tests: one binary, a module per domain. Each test spawns the real app
-//! on port 0 and talks to it over HTTP and WebSocket.
+//! on port 0 and talks to it over HTTP and WebSocket; `support` starts it on the backends of
+//! the test matrix (and says how the real servers are found), `fixtures` sets up what several
+//! domains share.
 
-mod helpers;
+mod fixtures;
+mod support;
 
 mod architecture;
 

@@ -6,81 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arena::backends::cache::Versioned;
+use arena::config::Consistency;
 use arena::error::AppError;
 use entity::meal;
-use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+use sea_orm::{ActiveModelTrait, Set};
 use serde_json::{json, Value};
 
-use crate::helpers::*;
-
-const FIELDS: &str = "id name cuisine price difficulty battles wins winPct version";
-
-pub async fn create_meal(
-    app: &TestApp,
-    token: &str,
-    name: &str,
-    cuisine: &str,
-    price: f64,
-    difficulty: &str,
-) -> Value {
-    let r = app
-        .gql_as(
-            token,
-            &format!("mutation($i: CreateMealInput!) {{ createMeal(input: $i) {{ {FIELDS} }} }}"),
-            json!({ "i": { "name": name, "cuisine": cuisine, "price": price, "difficulty": difficulty } }),
-        )
-        .await;
-    assert_no_errors(&r);
-    r["data"]["createMeal"].clone()
-}
-
-pub async fn get_meal(app: &TestApp, id: &str) -> Value {
-    let r = app
-        .gql(
-            &format!("query($id: ID!) {{ meal(id: $id) {{ {FIELDS} }} }}"),
-            json!({ "id": id }),
-        )
-        .await;
-    assert_no_errors(&r);
-    r["data"]["meal"].clone()
-}
-
-pub async fn update_price(app: &TestApp, token: &str, id: &str, price: f64) -> Value {
-    app.gql_as(
-        token,
-        &format!("mutation($id: ID!, $p: Float!) {{ updateMeal(id: $id, input: {{ price: $p }}) {{ {FIELDS} }} }}"),
-        json!({ "id": id, "p": price }),
-    )
-    .await
-}
-
-/// The cache entry of a meal as a reader sees it (None when absent or marked).
-pub async fn cached_entry(app: &TestApp, id: &str) -> Option<Versioned> {
-    cached(app, &format!("meal:{id}")).await
-}
-
-/// A cache entry as a reader sees it (taking a throw-away lease on a miss).
-async fn cached(app: &TestApp, key: &str) -> Option<Versioned> {
-    app.state
-        .cache
-        .leased_get_many(&[key.to_owned()], "test-peek", Duration::from_secs(60))
-        .await
-        .unwrap()
-        .remove(0)
-}
-
-pub async fn db_row(app: &TestApp, id: &str) -> meal::Model {
-    meal::Entity::find_by_id(id.parse::<i64>().unwrap())
-        .one(&app.state.db)
-        .await
-        .unwrap()
-        .unwrap()
-}
+use crate::fixtures::id_of;
+use crate::fixtures::meals::*;
+use crate::support::*;
 
 async fn meals_can_be_created_read_updated_and_deleted(app: TestApp) {
     let t = app.login_new_user("chef").await;
     let m = create_meal(&app, &t, "Paella", "Spanish", 18.5, "HIGH").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let id = id_of(&m);
     assert_eq!(m["price"], 18.5);
     assert_eq!(m["battles"], 0);
     assert_eq!(m["winPct"], 0.0);
@@ -104,13 +43,7 @@ async fn meals_can_be_created_read_updated_and_deleted(app: TestApp) {
     );
     assert_eq!(get_meal(&app, &id).await["cuisine"], "Valencian");
 
-    let r = app
-        .gql_as(
-            &t,
-            "mutation($id: ID!) { deleteMeal(id: $id) }",
-            json!({ "id": id }),
-        )
-        .await;
+    let r = delete_meal(&app, &t, &id).await;
     assert_eq!(r["data"]["deleteMeal"], true);
     assert!(get_meal(&app, &id).await.is_null());
     let by_name = app
@@ -122,13 +55,7 @@ async fn meals_can_be_created_read_updated_and_deleted(app: TestApp) {
         error_code(&update_price(&app, &t, &id, 3.0).await),
         "NOT_FOUND"
     );
-    let r = app
-        .gql_as(
-            &t,
-            "mutation($id: ID!) { deleteMeal(id: $id) }",
-            json!({ "id": id }),
-        )
-        .await;
+    let r = delete_meal(&app, &t, &id).await;
     assert_eq!(error_code(&r), "NOT_FOUND");
     let r = app
         .gql_as(&t, "mutation { createMeal(input: { name: \"Paella\", cuisine: \"x\", price: 1, difficulty: LOW }) { id } }", json!({}))
@@ -321,7 +248,7 @@ async fn the_leaderboard_ranks_meals_that_have_battled(app: TestApp) {
 async fn a_cached_meal_keeps_its_types_and_follows_every_write(app: TestApp) {
     let t = app.login_new_user("chef").await;
     let m = create_meal(&app, &t, "Pho", "Vietnamese", 9.0, "MED").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let id = id_of(&m);
     // The write itself filled the cache with the committed row.
     let e = cached_entry(&app, &id)
         .await
@@ -338,12 +265,7 @@ async fn a_cached_meal_keeps_its_types_and_follows_every_write(app: TestApp) {
         9.75
     );
     assert_eq!(get_meal(&app, &id).await["price"], 9.75);
-    app.gql_as(
-        &t,
-        "mutation($id: ID!) { deleteMeal(id: $id) }",
-        json!({ "id": id }),
-    )
-    .await;
+    delete_meal(&app, &t, &id).await;
     let e = cached_entry(&app, &id).await.unwrap();
     assert_eq!(e.payload, "null", "a delete leaves a versioned tombstone");
     assert_eq!(
@@ -395,7 +317,7 @@ async fn a_meal_write_outside_the_write_path_is_refused(app: TestApp) {
 async fn no_read_is_older_than_a_write_committed_before_it_began(app: TestApp) {
     let t = app.login_new_user("chef").await;
     let m = create_meal(&app, &t, "Stress", "Test", 1.0, "LOW").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let id = id_of(&m);
     let app = Arc::new(app);
     // Highest version whose write response has been received: committed before any read
     // that starts afterwards.
@@ -448,7 +370,7 @@ async fn no_read_is_older_than_a_write_committed_before_it_began(app: TestApp) {
 async fn a_slow_reader_cannot_put_back_an_older_row(app: TestApp) {
     let t = app.login_new_user("chef").await;
     let m = create_meal(&app, &t, "Race", "Test", 1.0, "LOW").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let id = id_of(&m);
     let key = format!("meal:{id}");
     let ttl = Duration::from_secs(60);
     app.state
@@ -486,7 +408,7 @@ async fn a_slow_reader_cannot_put_back_an_older_row(app: TestApp) {
 async fn a_slow_reader_cannot_fill_even_after_the_newer_entry_was_evicted(app: TestApp) {
     let t = app.login_new_user("chef").await;
     let m = create_meal(&app, &t, "Evicted", "Test", 1.0, "LOW").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let id = id_of(&m);
     let key = format!("meal:{id}");
     let cache = &app.state.cache;
     let ttl = Duration::from_secs(60);
@@ -535,12 +457,9 @@ async fn warm_reads_cost_one_cache_round_trip_and_no_sql(app: TestApp) {
     let t = app.login_new_user("chef").await;
     let mut ids = vec![];
     for i in 0..30 {
-        ids.push(
-            create_meal(&app, &t, &format!("rt{i}"), "x", 1.0, "LOW").await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        ids.push(id_of(
+            &create_meal(&app, &t, &format!("rt{i}"), "x", 1.0, "LOW").await,
+        ));
     }
     let reads = "arena_cache_round_trips_total{op=\"leased_get_many\"}";
     let fills = "arena_cache_round_trips_total{op=\"leased_fill_many\"}";
@@ -604,19 +523,15 @@ async fn warm_reads_cost_one_cache_round_trip_and_no_sql(app: TestApp) {
         })
         .sum::<f64>()
     };
-    let metrics_text = || async {
-        app.client
-            .get(format!("{}/metrics", app.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let (a0, s0) = (request_ops(&metrics_text().await), app.metric(sql).await);
+    let (a0, s0) = (
+        request_ops(&app.metrics_text().await),
+        app.metric(sql).await,
+    );
     get_meal(&app, &ids[0]).await;
-    let (a1, s1) = (request_ops(&metrics_text().await), app.metric(sql).await);
+    let (a1, s1) = (
+        request_ops(&app.metrics_text().await),
+        app.metric(sql).await,
+    );
     // On Redis the entry is in the near cache by now (the 30 aliases' warm read kept it):
     // none at all.
     let near = app.state.settings.redis_url.is_some() && app.state.settings.near_cache_entries > 0;
@@ -633,9 +548,7 @@ async fn warm_reads_cost_one_cache_round_trip_and_no_sql(app: TestApp) {
 
 async fn a_write_on_one_replica_is_seen_by_the_very_next_read_on_another(app: TestApp) {
     let b = app.spawn_replica().await;
-    let t = app.login_new_user("chef").await;
-    let m = create_meal(&app, &t, "Replicated", "x", 1.0, "LOW").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let (t, id) = chef_with_a_meal(&app, "Replicated").await;
     assert_eq!(get_meal(&b, &id).await["price"], 1.0);
     for p in [2.0, 3.0, 4.0] {
         assert_no_errors(&update_price(&app, &t, &id, p).await);
@@ -644,12 +557,7 @@ async fn a_write_on_one_replica_is_seen_by_the_very_next_read_on_another(app: Te
         assert_no_errors(&update_price(&b, &t, &id, p + 0.5).await);
         assert_eq!(get_meal(&app, &id).await["price"], p + 0.5);
     }
-    app.gql_as(
-        &t,
-        "mutation($id: ID!) { deleteMeal(id: $id) }",
-        json!({ "id": id }),
-    )
-    .await;
+    delete_meal(&app, &t, &id).await;
     assert!(get_meal(&b, &id).await.is_null());
     let r = b
         .gql("{ mealByName(name: \"Replicated\") { id } }", json!({}))
@@ -663,20 +571,18 @@ async fn a_write_on_one_replica_is_seen_by_the_very_next_read_on_another(app: Te
 /// removes the entries before `COMMIT`, so the other replica's very next read is fresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_cache_that_refuses_writes_serves_nothing_stale() {
-    if std::env::var("TEST_DATABASE_URL").is_err() || std::env::var("TEST_REDIS_URL").is_err() {
-        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
-    }
-    let Some(redis) = PrivateRedis::start().await else {
-        return skipped("redis-server is not installed (a Redis of the test's own is needed)");
+    let Some(redis) = PrivateRedis::try_start().await else {
+        return;
     };
-    let url = redis.url();
-    let a = spawn_app_with(Backends::Real, |s| s.redis_url = Some(url))
+    let Some(a) = TestApp::builder(Backends::Real)
+        .settings(|s| s.redis_url = Some(redis.url()))
+        .try_spawn()
         .await
-        .expect("TEST_DATABASE_URL and TEST_REDIS_URL are set");
+    else {
+        return;
+    };
     let b = a.spawn_replica().await;
-    let t = a.login_new_user("chef").await;
-    let m = create_meal(&a, &t, "Full", "x", 1.0, "LOW").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let (t, id) = chef_with_a_meal(&a, "Full").await;
     assert_eq!(get_meal(&b, &id).await["price"], 1.0);
     assert!(cached_entry(&b, &id).await.is_some(), "warm on B");
 
@@ -712,13 +618,9 @@ async fn a_full_cache_that_refuses_writes_serves_nothing_stale() {
 /// outage commit from the database alone: the `available` policy (the `strict` one refuses
 /// them: `consistency.rs`).
 async fn a_cache_outage_under_available_degrades_to_the_database_and_serves_nothing_stale_after(
-    app: TestApp,
-    mut proxy: Proxy,
+    (app, mut proxy): (TestApp, Proxy),
 ) {
-    let port = proxy.port;
-    let t = app.login_new_user("chef").await;
-    let m = create_meal(&app, &t, "Outage", "x", 1.0, "LOW").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let (t, id) = chef_with_a_meal(&app, "Outage").await;
     assert_eq!(get_meal(&app, &id).await["price"], 1.0);
     assert!(
         cached_entry(&app, &id).await.is_some(),
@@ -730,10 +632,7 @@ async fn a_cache_outage_under_available_degrades_to_the_database_and_serves_noth
     assert_no_errors(&update_price(&app, &t, &id, 2.0).await);
     assert_eq!(get_meal(&app, &id).await["price"], 2.0);
     let m2 = create_meal(&app, &t, "During", "x", 5.0, "LOW").await;
-    assert_eq!(
-        get_meal(&app, m2["id"].as_str().unwrap()).await["price"],
-        5.0
-    );
+    assert_eq!(get_meal(&app, &id_of(&m2)).await["price"], 5.0);
     assert!(app.state.cache_health.degraded());
     let ready = app
         .client
@@ -744,7 +643,7 @@ async fn a_cache_outage_under_available_degrades_to_the_database_and_serves_noth
     assert_eq!(ready.status(), 503, "readiness reports the cache down");
 
     // Redis kept the pre-outage entry (version 1, price 1.0) all along.
-    let _proxy = Proxy::start(port).await;
+    proxy.restore().await;
     wait_until(Duration::from_secs(20), || async {
         !app.state.cache_health.degraded()
     })
@@ -758,10 +657,10 @@ async fn a_cache_outage_under_available_degrades_to_the_database_and_serves_noth
     assert_eq!(e.version, 2);
     assert_no_errors(&update_price(&app, &t, &id, 3.0).await);
     assert_eq!(get_meal(&app, &id).await["price"], 3.0);
-    drop(proxy);
 }
 
-crate::both_backends!(
+crate::scenario! {
+    backends: [embedded, postgres_redis];
     meals_can_be_created_read_updated_and_deleted,
     meal_input_is_validated_field_by_field,
     meals_page_by_cursor_and_filter_by_cuisine_and_difficulty,
@@ -774,28 +673,20 @@ crate::both_backends!(
     a_slow_reader_cannot_put_back_an_older_row,
     a_slow_reader_cannot_fill_even_after_the_newer_entry_was_evicted,
     warm_reads_cost_one_cache_round_trip_and_no_sql,
-);
+}
 
-crate::across_replicas!(a_write_on_one_replica_is_seen_by_the_very_next_read_on_another);
+crate::scenario! {
+    backends: replicas;
+    a_write_on_one_replica_is_seen_by_the_very_next_read_on_another,
+}
 
-mod a_cache_outage_under_available_degrades_to_the_database_and_serves_nothing_stale_after {
-    use crate::helpers::{skipped, spawn_behind_proxy_with};
-    use arena::config::Consistency;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    #[ignore = "the in-process cache cannot be unreachable: outages exist only on Redis"]
-    async fn embedded() {}
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn postgres_redis() {
-        match spawn_behind_proxy_with(|s| s.consistency = Consistency::Available).await {
-            Some((app, proxy)) => {
-                super::a_cache_outage_under_available_degrades_to_the_database_and_serves_nothing_stale_after(
-                    app, proxy,
-                )
-                .await
-            }
-            None => skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set"),
-        }
-    }
+crate::scenario! {
+    backends: [
+        #[ignore = "the in-process cache cannot be unreachable: outages exist only on Redis"]
+        embedded,
+        postgres_redis,
+    ];
+    spawn: try_spawn_behind_proxy;
+    a_cache_outage_under_available_degrades_to_the_database_and_serves_nothing_stale_after =>
+        |s| s.consistency = Consistency::Available,
 }

@@ -8,12 +8,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::*;
-use crate::meals::{create_meal, get_meal, update_price};
-
-fn price(meal: &serde_json::Value) -> f64 {
-    meal["price"].as_f64().unwrap()
-}
+use crate::fixtures::meals::{chef_with_a_meal, delete_meal, get_meal, price, update_price};
+use crate::support::*;
 
 /// Cache calls made for requests (what a warm read served from the near cache makes none
 /// of).
@@ -51,9 +47,7 @@ async fn warm_reads_come_from_the_near_cache_and_a_write_on_another_replica_empt
     app: TestApp,
 ) {
     let b = app.spawn_replica().await;
-    let t = app.login_new_user("chef").await;
-    let m = create_meal(&app, &t, "Near", "x", 1.0, "LOW").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let (t, id) = chef_with_a_meal(&app, "Near").await;
     holding_lease(&b, &id).await;
     holding_lease(&app, &id).await;
     let hits = b.metric("arena_near_cache_total{result=\"hit\"}").await;
@@ -92,14 +86,7 @@ async fn warm_reads_come_from_the_near_cache_and_a_write_on_another_replica_empt
         0.0,
         "every holder acknowledged in time"
     );
-    assert_no_errors(
-        &app.gql_as(
-            &t,
-            "mutation($id: ID!) { deleteMeal(id: $id) }",
-            json!({ "id": id }),
-        )
-        .await,
-    );
+    assert_no_errors(&delete_meal(&app, &t, &id).await);
     let r = b
         .gql(
             "query($id: ID!) { meal(id: $id) { id } }",
@@ -115,9 +102,7 @@ async fn warm_reads_come_from_the_near_cache_and_a_write_on_another_replica_empt
 /// began, whichever replica wrote and whichever read.
 async fn no_read_on_either_replica_is_older_than_a_write_acknowledged_before_it(app: TestApp) {
     let b = app.spawn_replica().await;
-    let t = app.login_new_user("chef").await;
-    let m = create_meal(&app, &t, "NearStress", "x", 1.0, "LOW").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let (t, id) = chef_with_a_meal(&app, "NearStress").await;
     holding_lease(&app, &id).await;
     holding_lease(&b, &id).await;
     let hits_before = near_hits(&app).await + near_hits(&b).await;
@@ -161,10 +146,11 @@ async fn no_read_on_either_replica_is_older_than_a_write_acknowledged_before_it(
     ));
 }
 
-crate::across_replicas!(
+crate::scenario! {
+    backends: replicas;
     warm_reads_come_from_the_near_cache_and_a_write_on_another_replica_empties_it,
     no_read_on_either_replica_is_older_than_a_write_acknowledged_before_it,
-);
+}
 
 /// Replica B reaches Redis through a proxy that the test freezes: B can neither acknowledge
 /// an invalidation nor renew its lease. A's write is held back until B's lease has run out
@@ -172,16 +158,14 @@ crate::across_replicas!(
 /// an empty near cache, so that A's next write is acknowledged by B itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_that_cannot_acknowledge_holds_a_write_back_only_until_its_lease_ran_out() {
-    let Ok(redis) = std::env::var("TEST_REDIS_URL") else {
-        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
+    let Some((b, proxy)) = TestApp::builder(Backends::Real)
+        .try_spawn_behind_proxy()
+        .await
+    else {
+        return;
     };
-    let Some((b, proxy)) = spawn_behind_proxy().await else {
-        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
-    };
-    let a = b.spawn_replica_with(|s| s.redis_url = Some(redis)).await;
-    let t = a.login_new_user("chef").await;
-    let m = create_meal(&a, &t, "Frozen", "x", 1.0, "LOW").await;
-    let id = m["id"].as_str().unwrap().to_owned();
+    let a = b.spawn_direct_replica().await;
+    let (t, id) = chef_with_a_meal(&a, "Frozen").await;
     holding_lease(&b, &id).await;
     assert_eq!(price(&get_meal(&b, &id).await), 1.0);
 
@@ -214,5 +198,4 @@ async fn a_replica_that_cannot_acknowledge_holds_a_write_back_only_until_its_lea
     figure(&format!(
         "a write with one replica frozen was acknowledged after {held_back:?} (the ack timeout, then the rest of the frozen replica's 1 s lease)"
     ));
-    drop(proxy);
 }

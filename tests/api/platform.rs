@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::*;
+use crate::support::*;
 
 async fn still_answers(app: &TestApp) {
     let r = app.gql("{ __typename }", json!({})).await;
@@ -89,15 +89,7 @@ async fn health_readiness_and_metrics_report_every_backend(app: TestApp) {
         );
     }
     still_answers(&app).await;
-    let m = app
-        .client
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = app.metrics_text().await;
     assert!(
         metric_in(&m, "arena_http_requests_total{path=\"/graphql\"}") >= 1.0,
         "{m}"
@@ -153,12 +145,6 @@ async fn a_too_deep_query_is_refused(app: TestApp) {
 }
 
 async fn a_too_complex_query_is_refused(app: TestApp) {
-    let app = spawn_app_with(app.backends, |s| {
-        s.max_complexity = 20;
-        s.max_root_fields = 1000;
-    })
-    .await
-    .unwrap();
     let fields: String = (0..30)
         .map(|i| format!("a{i}: meal(id: \"1\") {{ id name }} "))
         .collect();
@@ -293,9 +279,6 @@ async fn an_oversized_body_is_refused(app: TestApp) {
 }
 
 async fn an_oversized_upload_is_refused(app: TestApp) {
-    let app = spawn_app_with(app.backends, |s| s.max_upload_bytes = 1024)
-        .await
-        .unwrap();
     let operations =
         json!({ "query": "mutation($f: Upload!) { __typename }", "variables": { "f": null } });
     let form = reqwest::multipart::Form::new()
@@ -336,13 +319,6 @@ async fn pages_larger_than_the_limit_are_refused(app: TestApp) {
 }
 
 async fn a_request_over_the_time_limit_is_cancelled_and_nothing_is_written(app: TestApp) {
-    // Hashing 3M PBKDF2 rounds takes far longer than 200 ms.
-    let app = spawn_app_with(app.backends, |s| {
-        s.request_timeout_ms = 200;
-        s.pbkdf2_iterations = 3_000_000;
-    })
-    .await
-    .unwrap();
     let r = app
         .gql(
             "mutation { createUser(username: \"slowpoke\", password: \"password123\") { id } }",
@@ -405,7 +381,7 @@ async fn websocket_speaks_both_protocols_and_reads_the_token_from_connection_ini
 /// pass through the HTTP path), and a message over the body limit is refused without
 /// harming the server.
 async fn websocket_errors_carry_codes_and_messages_are_size_limited(app: TestApp) {
-    use crate::ws;
+    use crate::support::ws;
     for protocol in [ws::TRANSPORT_WS, ws::LEGACY_WS] {
         let mut client = ws::connect(&app.ws_url(), protocol, json!({})).await;
         for (id, query) in [
@@ -496,23 +472,31 @@ async fn a_websocket_with_a_bad_token_is_closed(app: TestApp) {
     still_answers(&app).await;
 }
 
-crate::both_backends!(
+crate::scenario! {
+    backends: [embedded, postgres_redis];
     graphiql_is_served_on_root_and_on_get_graphql,
     health_readiness_and_metrics_report_every_backend,
     every_error_carries_a_code,
     a_too_deep_query_is_refused,
-    a_too_complex_query_is_refused,
+    a_too_complex_query_is_refused => |s| {
+        s.max_complexity = 20;
+        s.max_root_fields = 1000;
+    },
     too_many_aliased_root_fields_are_refused,
     a_fragment_bomb_is_refused_and_the_server_keeps_answering,
     batches_are_capped,
     an_oversized_body_is_refused,
-    an_oversized_upload_is_refused,
+    an_oversized_upload_is_refused => |s| s.max_upload_bytes = 1024,
     pages_larger_than_the_limit_are_refused,
-    a_request_over_the_time_limit_is_cancelled_and_nothing_is_written,
+    // Hashing 3M PBKDF2 rounds takes far longer than 200 ms.
+    a_request_over_the_time_limit_is_cancelled_and_nothing_is_written => |s| {
+        s.request_timeout_ms = 200;
+        s.pbkdf2_iterations = 3_000_000;
+    },
     websocket_speaks_both_protocols_and_reads_the_token_from_connection_init,
     websocket_errors_carry_codes_and_messages_are_size_limited,
     a_websocket_with_a_bad_token_is_closed,
-);
+}
 
 #[test]
 fn schema_graphql_matches_the_code() {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::*;
+use crate::support::*;
 
 const TRAINER_FIELDS: &str = "id firstName lastName dateOfBirth";
 const REPORT_FIELDS: &str = "importId rows inserted updated errors { row column message }";
@@ -1231,8 +1231,8 @@ async fn a_bad_row_at_the_end_of_a_large_file_writes_nothing_and_leaves_the_cach
 /// table (every id is new).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_that_fails_in_the_database_leaves_it_and_the_cache_as_they_were() {
-    let Some(app) = spawn_app(Backends::Real).await else {
-        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
+    let Some(app) = TestApp::builder(Backends::Real).try_spawn().await else {
+        return;
     };
     let token = app.login_new_user("ash").await;
     import_ok(&app, &token, "importTrainers", &trainers_csv(3)).await;
@@ -1267,8 +1267,8 @@ async fn a_write_that_fails_in_the_database_leaves_it_and_the_cache_as_they_were
 /// write nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_owner_deleted_while_the_import_waits_for_it_means_nothing_is_written() {
-    let Some(app) = spawn_app(Backends::Real).await else {
-        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
+    let Some(app) = TestApp::builder(Backends::Real).try_spawn().await else {
+        return;
     };
     let token = app.login_new_user("ash").await;
     import_ok(&app, &token, "importTrainers", &trainers_csv(3)).await;
@@ -1319,7 +1319,8 @@ async fn an_owner_deleted_while_the_import_waits_for_it_means_nothing_is_written
     assert_eq!(trainer_count(&app).await, 2);
 }
 
-crate::both_backends!(
+crate::scenario! {
+    backends: [embedded, postgres_redis];
     a_bad_row_at_the_end_of_a_large_file_writes_nothing_and_leaves_the_cache_be,
     the_trainer_csv_imports_and_pages_five_at_a_time,
     a_trainer_is_read_with_their_pokemon,
@@ -1333,4 +1334,4 @@ crate::both_backends!(
     an_omitted_or_null_cascade_refuses_to_delete_an_owner,
     a_second_import_of_the_same_file_updates_instead_of_duplicating,
     listing_fifty_trainers_with_their_pokemon_costs_a_constant_number_of_queries,
-);
+}

@@ -2,7 +2,8 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::*;
+use crate::support::sql::assert_indexed;
+use crate::support::*;
 
 const PUT: &str = "mutation($input: PutSpecInput!) {
     putSpec(input: $input) { id version modelCount title description updatedAt revision }
@@ -303,42 +304,6 @@ async fn concurrent_puts_of_one_spec_get_distinct_revisions_and_one_latest(app: 
     assert_eq!(d["specVersions"].as_array().unwrap().len(), 8);
 }
 
-/// Asserts that `sql` (literal values, no parameters) is planned as an index search: no
-/// sequential scan on PostgreSQL (with sequential scans discouraged, as on a big table), no
-/// table scan nor extra sort on SQLite.
-pub async fn assert_indexed(app: &TestApp, sql: &str) {
-    use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait};
-    let txn = app.state.db.begin().await.unwrap();
-    let backend = txn.get_database_backend();
-    let explain = match backend {
-        DatabaseBackend::Postgres => {
-            txn.execute_unprepared("SET LOCAL enable_seqscan = off")
-                .await
-                .unwrap();
-            format!("EXPLAIN {sql}")
-        }
-        _ => format!("EXPLAIN QUERY PLAN {sql}"),
-    };
-    let rows = txn
-        .query_all(Statement::from_string(backend, explain))
-        .await
-        .unwrap();
-    let plan: Vec<String> = rows
-        .iter()
-        .map(|r| match backend {
-            DatabaseBackend::Postgres => r.try_get_by_index::<String>(0).unwrap(),
-            _ => r.try_get::<String>("", "detail").unwrap(),
-        })
-        .collect();
-    let plan = plan.join("\n");
-    let bad = ["Seq Scan", "SCAN specs", "SCAN credentials", "TEMP B-TREE"];
-    assert!(
-        !bad.iter().any(|b| plan.contains(b)) && plan.to_lowercase().contains("index"),
-        "not an index search: {sql}\n{plan}"
-    );
-    txn.rollback().await.unwrap();
-}
-
 async fn every_spec_access_pattern_is_one_index_search(app: TestApp) {
     let alice = app.login_new_user("alice").await;
     for i in 0..20 {
@@ -364,7 +329,8 @@ async fn every_spec_access_pattern_is_one_index_search(app: TestApp) {
     }
 }
 
-crate::both_backends!(
+crate::scenario! {
+    backends: [embedded, postgres_redis];
     put_spec_creates_a_spec_and_spec_returns_its_latest_version,
     two_versions_put_back_to_back_in_the_same_second_are_both_kept_newest_first,
     spec_versions_lists_every_version_newest_first,
@@ -377,4 +343,4 @@ crate::both_backends!(
     put_spec_refuses_bad_input_and_names_the_field,
     concurrent_puts_of_one_spec_get_distinct_revisions_and_one_latest,
     every_spec_access_pattern_is_one_index_search,
-);
+}

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::*;
+use crate::support::*;
 
 const SET: &str = "mutation($e: [StorageEntryInput!]!) { storageSet(entries: $e) }";
 const GET: &str = "query($k: String!) { storageGet(key: $k) }";
@@ -91,10 +91,11 @@ async fn size_limits_are_checked_before_anything_is_written(app: TestApp) {
     assert_eq!(error_code(&r), "BAD_USER_INPUT");
 }
 
-crate::both_backends!(
+crate::scenario! {
+    backends: [embedded, postgres_redis];
     values_are_private_to_their_owner,
     size_limits_are_checked_before_anything_is_written,
-);
+}
 
 async fn keys(app: &TestApp, token: &str) -> Vec<String> {
     let r = app.gql_as(token, "{ storageKeys }", json!({})).await;
@@ -177,20 +178,25 @@ async fn keys_are_evicted_least_recently_read_or_written_first_exactly(app: Test
     ));
 }
 
+/// [`keys_are_evicted_least_recently_read_or_written_first_exactly`] on `backends`.
+async fn keys_are_evicted_exactly_on(backends: Backends) {
+    if let Some(app) = TestApp::builder(backends)
+        .settings(|s| s.storage_capacity = 3)
+        .try_spawn()
+        .await
+    {
+        keys_are_evicted_least_recently_read_or_written_first_exactly(app).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_are_evicted_least_recently_read_or_written_first_exactly_in_memory() {
-    let app = spawn_app_with(Backends::Embedded, |s| s.storage_capacity = 3)
-        .await
-        .unwrap();
-    keys_are_evicted_least_recently_read_or_written_first_exactly(app).await
+    keys_are_evicted_exactly_on(Backends::Embedded).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_are_evicted_least_recently_read_or_written_first_exactly_on_redis() {
-    match spawn_app_with(Backends::Real, |s| s.storage_capacity = 3).await {
-        Some(app) => keys_are_evicted_least_recently_read_or_written_first_exactly(app).await,
-        None => skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set"),
-    }
+    keys_are_evicted_exactly_on(Backends::Real).await
 }
 
 /// Embedded, the storage over every user is bounded by `ARENA_CACHE_CAPACITY` too (the
@@ -198,9 +204,10 @@ async fn keys_are_evicted_least_recently_read_or_written_first_exactly_on_redis(
 /// of any user makes room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_least_recently_used_key_is_evicted_at_capacity() {
-    let app = spawn_app_with(Backends::Embedded, |s| s.cache_capacity = 3)
-        .await
-        .unwrap();
+    let app = TestApp::builder(Backends::Embedded)
+        .settings(|s| s.cache_capacity = 3)
+        .spawn()
+        .await;
     let alice = app.login_new_user("alice").await;
     assert_no_errors(
         &set(
@@ -228,15 +235,16 @@ async fn the_least_recently_used_key_is_evicted_at_capacity() {
 /// counters must not be evicted; `/readyz` reports it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_separate_storage_redis_holds_the_values_apart_from_the_cache() {
-    let Ok(redis) = std::env::var("TEST_REDIS_URL") else {
-        return skipped("TEST_REDIS_URL not set (no second Redis to keep storage in)");
+    let Some(app) = TestApp::builder(Backends::Real)
+        .settings(|s| {
+            let redis = s.redis_url.as_deref().expect("Redis");
+            s.storage_redis_url = Some(format!("{}/1", redis.trim_end_matches('/')));
+        })
+        .try_spawn()
+        .await
+    else {
+        return;
     };
-    let storage_url = format!("{}/1", redis.trim_end_matches('/'));
-    let app = spawn_app_with(Backends::Real, |s| {
-        s.storage_redis_url = Some(storage_url);
-    })
-    .await
-    .expect("TEST_DATABASE_URL and TEST_REDIS_URL are set");
     let alice = app.login_new_user("alice").await;
     assert_no_errors(&set(&app, &alice, json!([{ "key": "colour", "value": "red" }])).await);
     assert_eq!(get(&app, &alice, "colour").await, "red");
@@ -285,11 +293,8 @@ async fn a_separate_storage_redis_holds_the_values_apart_from_the_cache() {
 /// evictions. Every write succeeds, only unread old values are evicted, and `k1` survives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_evicts_the_least_recently_used_values_and_keeps_a_recently_read_one() {
-    if std::env::var("TEST_DATABASE_URL").is_err() || std::env::var("TEST_REDIS_URL").is_err() {
-        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
-    }
-    let Some(redis) = PrivateRedis::start().await else {
-        return skipped("redis-server is not installed (a Redis of the test's own is needed)");
+    let Some(redis) = PrivateRedis::try_start().await else {
+        return;
     };
     assert_eq!(
         redis.cli(&["config", "set", "maxmemory-policy", "allkeys-lru"]),
@@ -299,10 +304,13 @@ async fn redis_evicts_the_least_recently_used_values_and_keeps_a_recently_read_o
         redis.cli(&["config", "set", "maxmemory-samples", "10"]),
         "OK"
     );
-    let url = redis.url();
-    let app = spawn_app_with(Backends::Real, |s| s.storage_redis_url = Some(url))
+    let Some(app) = TestApp::builder(Backends::Real)
+        .settings(|s| s.storage_redis_url = Some(redis.url()))
+        .try_spawn()
         .await
-        .expect("TEST_DATABASE_URL and TEST_REDIS_URL are set");
+    else {
+        return;
+    };
     let alice = app.login_new_user("alice").await;
     let id = app.viewer_id(&alice).await;
     let stored = |key: &str| {

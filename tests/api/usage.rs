@@ -3,11 +3,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use arena::config::Consistency;
 use arena::usage::counting::{read_counter, read_time};
 use arena::usage::sync::{sync_once, SyncOutcome, RESTORED, USAGE_COLLECTION};
 use serde_json::json;
 
-use crate::helpers::*;
+use crate::support::*;
 
 const ROLL: &str = "mutation { roll(expression: \"d6\") { total } }";
 
@@ -188,7 +189,8 @@ async fn the_viewer_joins_user_set_and_updated_time_moves(app: TestApp) {
     .await;
 }
 
-crate::both_backends!(
+crate::scenario! {
+    backends: [embedded, postgres_redis];
     every_root_field_counts_exactly_once_per_operation,
     concurrent_operations_are_all_counted,
     the_viewer_joins_user_set_and_updated_time_moves,
@@ -197,7 +199,7 @@ crate::both_backends!(
     concurrent_saves_are_all_kept,
     every_flush_adds_the_counts_to_the_document_store,
     characters_are_set_and_deleted_in_the_user_data_document,
-);
+}
 
 // ---- dice -----------------------------------------------------------------------------
 
@@ -430,12 +432,13 @@ async fn characters_are_set_and_deleted_in_the_user_data_document(app: TestApp) 
 /// copy is the stored document.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn under_available_concurrent_saves_during_a_cache_outage_are_all_kept() {
-    let Some((app, mut proxy)) =
-        spawn_behind_proxy_with(|s| s.consistency = arena::config::Consistency::Available).await
+    let Some((app, mut proxy)) = TestApp::builder(Backends::Real)
+        .settings(|s| s.consistency = Consistency::Available)
+        .try_spawn_behind_proxy()
+        .await
     else {
-        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
+        return;
     };
-    let port = proxy.port;
     let alice = app.login_new_user("alice").await;
     let id = app.viewer_id(&alice).await;
     let save = "mutation($n: String!) { saveRoll(name: $n, expression: \"d20\") { name } }";
@@ -484,7 +487,7 @@ async fn under_available_concurrent_saves_during_a_cache_outage_are_all_kept() {
         "{r:#}"
     );
 
-    let _back = Proxy::start(port).await;
+    proxy.restore().await;
     wait_until(Duration::from_secs(20), || async {
         !app.state.cache_health.degraded()
     })
@@ -522,19 +525,19 @@ async fn under_available_concurrent_saves_during_a_cache_outage_are_all_kept() {
         .remove(0)
         .expect("the copy was filled again");
     assert_eq!(copy.version, stored["updated_time"].as_i64().unwrap());
-    drop(proxy);
 }
 
 /// The same under `strict`: every change during the outage is refused with `UNAVAILABLE`
 /// and nothing is written; reads are served from the document store throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn under_strict_saves_during_a_cache_outage_are_refused_and_nothing_is_written() {
-    let Some((app, mut proxy)) =
-        spawn_behind_proxy_with(|s| s.consistency = arena::config::Consistency::Strict).await
+    let Some((app, mut proxy)) = TestApp::builder(Backends::Real)
+        .settings(|s| s.consistency = Consistency::Strict)
+        .try_spawn_behind_proxy()
+        .await
     else {
-        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
+        return;
     };
-    let port = proxy.port;
     let alice = app.login_new_user("alice").await;
     let id = app.viewer_id(&alice).await;
     let save = "mutation($n: String!) { saveRoll(name: $n, expression: \"d20\") { name } }";
@@ -558,7 +561,7 @@ async fn under_strict_saves_during_a_cache_outage_are_refused_and_nothing_is_wri
         "{r:#}"
     );
 
-    let _back = Proxy::start(port).await;
+    proxy.restore().await;
     wait_until(Duration::from_secs(20), || async {
         !app.state.cache_health.degraded()
     })
@@ -572,43 +575,9 @@ async fn under_strict_saves_during_a_cache_outage_are_refused_and_nothing_is_wri
         r["data"]["savedRolls"],
         json!([{ "name": "before" }, { "name": "after" }])
     );
-    drop(proxy);
 }
 
 // ---- sync -----------------------------------------------------------------------------
-
-/// Like `both_backends!`, with the sync worker on (interval `$secs`).
-macro_rules! with_sync {
-    ($secs:expr; $($name:ident),* $(,)?) => { $(
-        mod $name {
-            use crate::helpers::{spawn_app_with, Backends};
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn embedded() {
-                let app = spawn_app_with(Backends::Embedded, |s| {
-                    s.sync_enabled = true;
-                    s.sync_interval_secs = $secs;
-                })
-                .await
-                .expect("embedded backends are always available");
-                super::$name(app).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres_redis() {
-                let app = spawn_app_with(Backends::Real, |s| {
-                    s.sync_enabled = true;
-                    s.sync_interval_secs = $secs;
-                })
-                .await;
-                match app {
-                    Some(app) => super::$name(app).await,
-                    None => crate::helpers::skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set"),
-                }
-            }
-        }
-    )* };
-}
 
 /// Waits for the worker's start-up pass (it leaves the restore marker).
 async fn wait_for_first_sync(app: &TestApp) {
@@ -723,12 +692,17 @@ async fn every_flush_adds_the_counts_to_the_document_store(app: TestApp) {
     .await;
 }
 
-with_sync!(3600;
+crate::scenario! {
+    backends: [embedded, postgres_redis];
+    settings: |s| {
+        s.sync_enabled = true;
+        s.sync_interval_secs = 3600;
+    };
     counts_survive_a_restart_of_arena,
     counts_are_restored_from_documents_after_the_cache_is_emptied,
     counting_and_restore_passes_at_once_never_count_twice,
     the_shutdown_flush_loses_nothing_written_just_before_stop,
-);
+}
 
 // ---- a cache outage ---------------------------------------------------------------------
 
@@ -736,10 +710,12 @@ with_sync!(3600;
 /// store; `stats` answers from it; once Redis is back the cache's counters catch up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cache_outage_delays_counts_but_loses_none() {
-    let Some((app, mut proxy)) = spawn_behind_proxy().await else {
-        return skipped("TEST_REDIS_URL not set (the in-process cache cannot be unreachable)");
+    let Some((app, mut proxy)) = TestApp::builder(Backends::Real)
+        .try_spawn_behind_proxy()
+        .await
+    else {
+        return;
     };
-    let port = proxy.port;
     rolls(&app, 2).await;
     wait_until(Duration::from_secs(10), || async {
         stats(&app).await.count("roll") == 2
@@ -757,7 +733,7 @@ async fn a_cache_outage_delays_counts_but_loses_none() {
     // `stats` answers from the document store instead of failing.
     assert_eq!(stats_now(&app).await, Some(7));
 
-    let _back = Proxy::start(port).await;
+    proxy.restore().await;
     wait_until(Duration::from_secs(20), || async {
         read_counter(app.state.kv.as_ref(), "c_roll")
             .await
@@ -765,7 +741,6 @@ async fn a_cache_outage_delays_counts_but_loses_none() {
     })
     .await;
     assert_eq!(stats_now(&app).await, Some(7));
-    drop(proxy);
 }
 
 /// The `roll` count, or `None` when `stats` cannot answer.
@@ -786,16 +761,17 @@ async fn stats_now(app: &TestApp) -> Option<i64> {
 /// in `stats` on both replicas and in the cache's own counter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn counts_survive_a_redis_restart_while_two_replicas_count() {
-    if std::env::var("TEST_DATABASE_URL").is_err() || std::env::var("TEST_REDIS_URL").is_err() {
-        return skipped("TEST_DATABASE_URL / TEST_REDIS_URL not set");
-    }
-    let Some(mut redis) = PrivateRedis::start().await else {
-        return skipped("redis-server is not installed (a Redis of the test's own is needed)");
+    let Some(mut redis) = PrivateRedis::try_start().await else {
+        return;
     };
     let url = redis.url();
-    let a = spawn_app_with(Backends::Real, |s| s.redis_url = Some(url))
+    let Some(a) = TestApp::builder(Backends::Real)
+        .settings(|s| s.redis_url = Some(url))
+        .try_spawn()
         .await
-        .expect("TEST_DATABASE_URL and TEST_REDIS_URL are set");
+    else {
+        return;
+    };
     let b = a.spawn_replica().await;
     let counter = format!("{}c_roll", a.state.cache_prefix);
     let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::*;
+use crate::support::*;
 
 const LOGIN: &str = "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token expiresAt user { id username } } }";
 
@@ -365,13 +365,9 @@ async fn a_session_survives_a_restart_of_arena(app: TestApp) {
 }
 
 async fn an_expired_session_is_refused(app: TestApp) {
-    let short = spawn_app_with(app.backends, |s| s.session_ttl_secs = 0)
-        .await
-        .unwrap();
-    let token = short.login_new_user("liam").await;
-    let r = short.gql_as(&token, "{ me { id } }", json!({})).await;
+    let token = app.login_new_user("liam").await;
+    let r = app.gql_as(&token, "{ me { id } }", json!({})).await;
     assert_eq!(error_code(&r), "UNAUTHENTICATED");
-    drop(app);
 }
 
 async fn writes_need_a_viewer_and_a_bad_token_is_unauthenticated(app: TestApp) {
@@ -385,7 +381,8 @@ async fn writes_need_a_viewer_and_a_bad_token_is_unauthenticated(app: TestApp) {
     assert_eq!(error_code(&r), "UNAUTHENTICATED");
 }
 
-crate::both_backends!(
+crate::scenario! {
+    backends: [embedded, postgres_redis];
     a_new_user_can_sign_up_log_in_and_see_themselves,
     sign_up_validates_the_username_and_password_and_refuses_a_taken_name,
     passwords_are_stored_as_salted_pbkdf2_never_in_clear,
@@ -400,9 +397,9 @@ crate::both_backends!(
     changing_the_password_keeps_this_session_and_revokes_the_others,
     deleting_the_account_needs_the_password_and_removes_everything,
     a_session_survives_a_restart_of_arena,
-    an_expired_session_is_refused,
+    an_expired_session_is_refused => |s| s.session_ttl_secs = 0,
     writes_need_a_viewer_and_a_bad_token_is_unauthenticated,
-);
+}
 
 // ---- floods: the per-address budget and the bound on hashing (issue 16) ------------------
 
@@ -593,29 +590,30 @@ async fn a_legitimate_login_succeeds_during_a_flood_from_another_address(app: Te
     );
 }
 
-crate::both_backends_with!(
-    failed_checks_from_one_address_are_refused_past_its_budget => super::behind_a_proxy,
-    successful_checks_do_not_use_up_the_address_budget => super::behind_a_proxy,
+crate::scenario! {
+    backends: [embedded, postgres_redis];
+    failed_checks_from_one_address_are_refused_past_its_budget => behind_a_proxy,
+    successful_checks_do_not_use_up_the_address_budget => behind_a_proxy,
     x_forwarded_for_counts_only_from_a_trusted_proxy => |s| {
         s.address_max_failures = 3;
         s.throttle_delay_ms = 10;
     },
     a_hash_beyond_the_queue_is_refused_at_once => |s| {
-        super::behind_a_proxy(s);
+        behind_a_proxy(s);
         s.hash_threads = 1;
         s.hash_queue = 0;
     },
     a_hash_waits_in_the_queue_while_there_is_room => |s| {
-        super::behind_a_proxy(s);
+        behind_a_proxy(s);
         s.hash_threads = 1;
         s.hash_queue = 1;
     },
     a_legitimate_login_succeeds_during_a_flood_from_another_address => |s| {
-        super::behind_a_proxy(s);
+        behind_a_proxy(s);
         s.address_max_failures = 5;
         s.hash_threads = 1;
         s.hash_queue = 8;
         // Hashes slow enough that the flood is still being checked when the sign-in arrives.
         s.pbkdf2_iterations = 50_000;
     },
-);
+}

@@ -1,0 +1,108 @@
+//! A fault proxy in front of Redis: a real outage, or a Redis that does not answer, for one
+//! app only, without touching the Redis server other tests share.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// A TCP proxy in front of Redis that the test can cut and restore, or freeze.
+pub struct Proxy {
+    /// The port it listens on.
+    port: u16,
+    /// The URL of the Redis it forwards to.
+    redis_url: String,
+    task: Option<JoinHandle<()>>,
+    frozen: watch::Sender<bool>,
+}
+
+impl Proxy {
+    /// Listens on a free port and forwards each connection to the Redis at `redis_url`.
+    pub async fn start(redis_url: &str) -> Proxy {
+        let (frozen, _) = watch::channel(false);
+        let mut proxy = Proxy {
+            port: 0,
+            redis_url: redis_url.to_owned(),
+            task: None,
+            frozen,
+        };
+        proxy.restore().await;
+        proxy
+    }
+
+    /// The Redis URL through the proxy.
+    pub fn url(&self) -> String {
+        let upstream = authority(&self.redis_url);
+        self.redis_url
+            .replacen(upstream, &format!("127.0.0.1:{}", self.port), 1)
+    }
+
+    /// Cuts every connection and stops listening (dropping the JoinSet aborts the copies).
+    pub fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    /// Listens again, on the same port, after [`Proxy::cut`]: the server is back.
+    pub async fn restore(&mut self) {
+        self.cut();
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        self.port = listener.local_addr().unwrap().port();
+        let upstream = authority(&self.redis_url).to_owned();
+        let frozen = self.frozen.subscribe();
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    break;
+                };
+                let (upstream, frozen) = (upstream.clone(), frozen.clone());
+                conns.spawn(async move {
+                    if let Ok(outbound) = TcpStream::connect(&upstream).await {
+                        let (ri, wi) = inbound.into_split();
+                        let (ro, wo) = outbound.into_split();
+                        tokio::join!(pump(ri, wo, frozen.clone()), pump(ro, wi, frozen));
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Stops forwarding (connections stay open, bytes wait) until [`Proxy::thaw`]: a Redis
+    /// that does not answer, or a network that lost its packets.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// Forwards again what waited and what follows.
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+}
+
+/// The `host:port` of a `redis://[user[:password]@]host:port[/db]` URL.
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    rest.split(['/', '?']).next().unwrap_or(rest)
+}
+
+/// Copies `from` to `to`, holding the bytes while the proxy is frozen.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut frozen: watch::Receiver<bool>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|f| !*f).await.is_err() {
+            break;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
