@@ -36,6 +36,12 @@ pub fn page_size(ctx: &Context<'_>, first: Option<i32>) -> AppResult<u64> {
     }
 }
 
+/// Whether the connection being resolved selects `totalCount` (a page counts its rows only
+/// then).
+pub fn wants_total(ctx: &Context<'_>) -> bool {
+    ctx.look_ahead().field("totalCount").exists()
+}
+
 /// An opaque cursor for `key` in the list `kind`.
 pub fn encode_cursor(kind: &str, key: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{kind}:{key}"))
@@ -98,14 +104,16 @@ impl<T> Page<T> {
     }
 }
 
-/// A keyset page of `query`: the total count of the query, then at most `first` rows ordered
-/// by `key` (ascending or descending) strictly after `after`.
+/// A keyset page of `query`: at most `first` rows ordered by `key` (ascending or
+/// descending) strictly after `after`, and the total count of the query when `count` (0
+/// otherwise: the caller did not select it).
 pub async fn keyset_page<E, C>(
     db: &C,
     query: Select<E>,
     key: E::Column,
     order: Order,
     first: u64,
+    count: bool,
     after: Option<sea_orm::Value>,
 ) -> AppResult<Page<E::Model>>
 where
@@ -113,7 +121,11 @@ where
     E::Model: FromQueryResult + Send + Sync,
     C: ConnectionTrait,
 {
-    let total = query.clone().count(db).await? as i64;
+    let total = if count {
+        query.clone().count(db).await? as i64
+    } else {
+        0
+    };
     let has_previous = after.is_some();
     let query = match (after, &order) {
         (Some(a), Order::Desc) => query.filter(key.lt(a)),

@@ -34,8 +34,9 @@ pub async fn connect(
     let in_background = metrics.sql_queries.with_label_values(&["background"]);
     db.set_metric_callback(move |info| {
         // A statement makes the running operation's response depend on more than cache
-        // entries: it cannot be memoized.
-        entity::scope::read::taint();
+        // entries, unless every table it names has a collection version the operation read
+        // before it: otherwise it cannot be memoized.
+        entity::scope::read::statement(&info.statement.sql);
         if crate::metrics::caller() == "background" {
             in_background.inc();
         } else {

@@ -7,7 +7,7 @@ use super::service;
 use super::types::{battle_id, Battle};
 use crate::meals::loaders::MealLoader;
 use crate::meals::types::{meal_id as parse_meal_id, Meal};
-use crate::pagination::{decode_numeric_cursor, page_size, PageConnection};
+use crate::pagination::{decode_numeric_cursor, page_size, wants_total, PageConnection};
 use crate::state::state;
 use crate::viewer::require_viewer;
 
@@ -60,7 +60,8 @@ impl BattleQuery {
             .map(|c| decode_numeric_cursor("battle", &c))
             .transpose()?;
         let meal_id = meal_id.map(|m| parse_meal_id("mealId", &m)).transpose()?;
-        let page = service::list_battles(state(ctx), first, after, meal_id).await?;
+        let page =
+            service::list_battles(state(ctx), first, wants_total(ctx), after, meal_id).await?;
         Ok(page.into_connection("battle", |b| b.id.to_string(), Battle::from))
     }
 }

@@ -387,9 +387,11 @@ pub async fn battle_by_id(state: &AppState, id: i64) -> AppResult<Option<battle:
 pub async fn list_battles(
     state: &AppState,
     first: u64,
+    count: bool,
     after: Option<i64>,
     meal_id: Option<i64>,
 ) -> AppResult<Page<battle::Model>> {
+    consistency::reading(state, &["battles"]).await;
     let mut q = battle::Entity::find();
     if let Some(m) = meal_id {
         q = q.filter(
@@ -399,7 +401,16 @@ pub async fn list_battles(
         );
     }
     let after = after.map(Into::into);
-    keyset_page(&state.db, q, battle::Column::Id, Order::Desc, first, after).await
+    keyset_page(
+        &state.db,
+        q,
+        battle::Column::Id,
+        Order::Desc,
+        first,
+        count,
+        after,
+    )
+    .await
 }
 
 /// A meal row whether deleted or not: the history still names meals deleted since.

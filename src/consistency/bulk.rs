@@ -92,7 +92,7 @@ where
         marks.abandon().await;
         return Err(AppError::internal(bypass));
     }
-    let effects = CacheEffects::of(recorded.changes, recorded.bulk);
+    let effects = CacheEffects::of(recorded.changes, recorded.bulk, &recorded.collections);
     let state = state.clone();
     // As in `write`: from here on the task runs to completion even if the request is
     // cancelled. It answers as soon as `COMMIT` is done: every entry the write changed is

@@ -22,7 +22,7 @@ pub struct Lease(Option<String>);
 
 /// A lease no other lookup holds: this instance's random prefix and a counter (leases need
 /// to be distinct, not secret).
-fn new_lease() -> String {
+pub(super) fn new_lease() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
     static PREFIX: OnceLock<String> = OnceLock::new();

@@ -32,6 +32,7 @@
 //! | bulk writes over PostgreSQL `COPY`, marked while they run | `bulk.rs` |
 //! | writes whose truth lives outside SQL (documents, counters) | `outside.rs` |
 //! | leased reads and fills | `leased.rs` |
+//! | versions of collections (what lets lists be memoized) | `collections.rs` |
 //! | the loaders' batching | `batch.rs` |
 //! | the memo's version check | `versions.rs` |
 //! | near caches and their leases | `near/` |
@@ -43,6 +44,7 @@
 
 mod batch;
 mod bulk;
+mod collections;
 mod health;
 mod leased;
 pub mod near;
@@ -63,6 +65,7 @@ use crate::metrics::Metrics;
 
 pub use batch::BatchLoader;
 pub use bulk::{write_copy, PgBulk};
+pub use collections::{collection_key, reading};
 pub use health::{check_namespace, health_worker, recover, CacheHealth, Owed};
 pub use leased::{fill_keys, fill_many, read_keys, read_many, Cached, Lease};
 pub use outside::{write_outside, OutsideOutcome};

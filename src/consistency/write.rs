@@ -8,7 +8,7 @@ use futures::StreamExt;
 use sea_orm::sqlx::Postgres;
 use sea_orm::{DatabaseTransaction, DbErr, TransactionTrait};
 
-use super::{entry_key, mark_ttl, refused, TOMBSTONE};
+use super::{collection_key, entry_key, mark_ttl, refused, TOMBSTONE};
 use crate::backends::cache::{Versioned, WriteOutcome};
 use crate::backends::sql::sqlx_error;
 use crate::config::Consistency;
@@ -48,7 +48,7 @@ where
     // From here on nothing may be cancelled half-way (a request timeout drops the request's
     // future): a commit whose cache effects were never applied would leave a stale entry
     // once its mark expires. The task runs to completion even if nobody awaits it.
-    let effects = CacheEffects::of(recorded.changes, recorded.bulk);
+    let effects = CacheEffects::of(recorded.changes, recorded.bulk, &recorded.collections);
     let state = state.clone();
     tokio::spawn(async move { commit_and_publish(&state, txn, effects).await })
         .await
@@ -120,7 +120,8 @@ pub fn bulk(entity: &'static str, ids: impl IntoIterator<Item = String>) -> AppR
 }
 
 /// What a committed write does to the cache: entries to store (hooked writes) and entries
-/// to delete (bulk writes), each marked before `COMMIT`.
+/// to delete (bulk writes, and the versions of the collections written), each marked before
+/// `COMMIT`.
 pub(super) struct CacheEffects {
     pub(super) stores: Vec<(String, WriteOutcome)>,
     /// Every key the write changes: the stores' first, then the bulk-written ones (dropped).
@@ -131,7 +132,11 @@ pub(super) struct CacheEffects {
 }
 
 impl CacheEffects {
-    pub(super) fn of(changes: Vec<Change>, bulk: Vec<(&'static str, String)>) -> Self {
+    pub(super) fn of(
+        changes: Vec<Change>,
+        bulk: Vec<(&'static str, String)>,
+        collections: &[&'static str],
+    ) -> Self {
         let stores: Vec<(String, WriteOutcome)> = changes
             .into_iter()
             .map(|c| {
@@ -153,6 +158,7 @@ impl CacheEffects {
             .iter()
             .map(|(k, _)| k.clone())
             .chain(bulk.into_iter().map(|(e, id)| entry_key(e, &id)))
+            .chain(collections.iter().map(|t| collection_key(t)))
             .collect();
         Self {
             stores,

@@ -7,7 +7,7 @@ use super::service;
 use super::types::{
     meal_id, CreateMealInput, Difficulty, LeaderboardEntry, LeaderboardSort, Meal, UpdateMealInput,
 };
-use crate::pagination::{decode_numeric_cursor, page_size, PageConnection};
+use crate::pagination::{decode_numeric_cursor, page_size, wants_total, PageConnection};
 use crate::state::state;
 use crate::viewer::require_viewer;
 
@@ -52,7 +52,15 @@ impl MealQuery {
             .map(|c| decode_numeric_cursor("meal", &c))
             .transpose()?;
         let difficulty = difficulty.map(Into::into);
-        let page = service::list_meals(state(ctx), first, after, cuisine, difficulty).await?;
+        let page = service::list_meals(
+            state(ctx),
+            first,
+            wants_total(ctx),
+            after,
+            cuisine,
+            difficulty,
+        )
+        .await?;
         Ok(page.into_connection("meal", |m| m.id.to_string(), Meal::from))
     }
 

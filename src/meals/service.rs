@@ -178,10 +178,12 @@ pub async fn meal_id_by_name(state: &AppState, name: &str) -> AppResult<Option<i
 pub async fn list_meals(
     state: &AppState,
     first: u64,
+    count: bool,
     after: Option<i64>,
     cuisine: Option<String>,
     difficulty: Option<Difficulty>,
 ) -> AppResult<Page<meal::Model>> {
+    consistency::reading(state, &["meals"]).await;
     let mut q = meal::Entity::find().filter(meal::Column::Deleted.eq(false));
     if let Some(c) = cuisine {
         q = q.filter(meal::Column::Cuisine.eq(c));
@@ -190,7 +192,16 @@ pub async fn list_meals(
         q = q.filter(meal::Column::Difficulty.eq(d));
     }
     let after = after.map(Into::into);
-    keyset_page(&state.db, q, meal::Column::Id, Order::Asc, first, after).await
+    keyset_page(
+        &state.db,
+        q,
+        meal::Column::Id,
+        Order::Asc,
+        first,
+        count,
+        after,
+    )
+    .await
 }
 
 /// Meals with at least one battle, best first.
@@ -199,6 +210,7 @@ pub async fn leaderboard(
     ranking: Ranking,
     first: u64,
 ) -> AppResult<Vec<meal::Model>> {
+    consistency::reading(state, &["meals"]).await;
     let q = meal::Entity::find()
         .filter(meal::Column::Deleted.eq(false))
         .filter(meal::Column::Battles.gte(1));

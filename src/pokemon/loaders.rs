@@ -2,8 +2,9 @@
 //! trip; the misses → one SQL query, then one round trip filling the cache, each fill guarded
 //! by the lookup's lease and its row version), and a trainer's Pokémon by owner id (N owners → one SQL query).
 //!
-//! The per-owner lists are read from SQL, not cached: an owner's list changes with every
-//! trade and import, and one indexed query per batch is cheap.
+//! The per-owner lists are read from SQL in one indexed query per batch, under the version
+//! of the `pokemons` collection (`consistency::reading`), so a response built from them can
+//! be memoized.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -152,6 +153,7 @@ impl Loader<String> for PokemonsByOwnerLoader {
     type Error = AppError;
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+        crate::consistency::reading(&self.state, &["pokemons"]).await;
         let rows = pokemon::Entity::find()
             .filter(pokemon::Column::OwnerId.is_in(keys.iter().cloned()))
             .order_by_asc(pokemon::Column::Id)

@@ -12,7 +12,9 @@ use super::types::{
     UpdatePokemonInput, UpdateTrainerInput,
 };
 use crate::error::AppError;
-use crate::pagination::{decode_cursor, decode_numeric_cursor, page_size, PageConnection};
+use crate::pagination::{
+    decode_cursor, decode_numeric_cursor, page_size, wants_total, PageConnection,
+};
 use crate::state::state;
 use crate::viewer::require_viewer;
 
@@ -145,7 +147,7 @@ impl PokemonQuery {
     ) -> Result<TrainerConnection> {
         let first = page_size(ctx, first)?;
         let after = cursor_key("trainer", after)?;
-        let page = service::list_trainers(state(ctx), first, after).await?;
+        let page = service::list_trainers(state(ctx), first, wants_total(ctx), after).await?;
         // The page's Pokémon, when asked for, in one batch for every trainer of the page
         // (rather than one per trainer, which a DataLoader window might split).
         let mut owned = if wants(ctx, "pokemons") {
@@ -188,7 +190,9 @@ impl PokemonQuery {
         let first = page_size(ctx, first)?;
         let after = cursor_key("pokemon", after)?;
         let owner = owner_id.map(|o| entity_id("ownerId", &o)).transpose()?;
-        let page = service::list_pokemons(state(ctx), first, after, owner, species).await?;
+        let page =
+            service::list_pokemons(state(ctx), first, wants_total(ctx), after, owner, species)
+                .await?;
         // The owners, when asked for, in one batch for the whole page.
         let owners = if wants(ctx, "owner") {
             let ids = page.items.iter().map(|p| p.owner_id.clone());
@@ -225,7 +229,8 @@ impl PokemonQuery {
             .map(|c| decode_numeric_cursor("trade", &c))
             .transpose()?;
         let trainer = trainer_id.map(|t| entity_id("trainerId", &t)).transpose()?;
-        let page = service::list_trades(state(ctx), first, after, trainer).await?;
+        let page =
+            service::list_trades(state(ctx), first, wants_total(ctx), after, trainer).await?;
         Ok(page.into_connection("trade", |t| t.id.to_string(), Trade::from))
     }
 }

@@ -553,21 +553,34 @@ pub async fn exchange_pokemons(state: &AppState, req: TradeRequest) -> AppResult
 pub async fn list_trainers(
     state: &AppState,
     first: u64,
+    count: bool,
     after: Option<String>,
 ) -> AppResult<Page<trainer::Model>> {
+    consistency::reading(state, &["trainers"]).await;
     let q = trainer::Entity::find();
     let after = after.map(Into::into);
-    keyset_page(&state.db, q, trainer::Column::Id, Order::Asc, first, after).await
+    keyset_page(
+        &state.db,
+        q,
+        trainer::Column::Id,
+        Order::Asc,
+        first,
+        count,
+        after,
+    )
+    .await
 }
 
 /// A page of Pokémon by id, optionally of one owner and/or species, with the total count.
 pub async fn list_pokemons(
     state: &AppState,
     first: u64,
+    count: bool,
     after: Option<String>,
     owner: Option<String>,
     species: Option<String>,
 ) -> AppResult<Page<pokemon::Model>> {
+    consistency::reading(state, &["pokemons"]).await;
     let mut q = pokemon::Entity::find();
     if let Some(o) = owner {
         q = q.filter(pokemon::Column::OwnerId.eq(o));
@@ -576,16 +589,27 @@ pub async fn list_pokemons(
         q = q.filter(pokemon::Column::Species.eq(s));
     }
     let after = after.map(Into::into);
-    keyset_page(&state.db, q, pokemon::Column::Id, Order::Asc, first, after).await
+    keyset_page(
+        &state.db,
+        q,
+        pokemon::Column::Id,
+        Order::Asc,
+        first,
+        count,
+        after,
+    )
+    .await
 }
 
 /// A page of trades, newest first, optionally those where `trainer` took part.
 pub async fn list_trades(
     state: &AppState,
     first: u64,
+    count: bool,
     after: Option<i64>,
     trainer: Option<String>,
 ) -> AppResult<Page<trade::Model>> {
+    consistency::reading(state, &["trades"]).await;
     let mut q = trade::Entity::find();
     if let Some(t) = trainer {
         q = q.filter(
@@ -595,7 +619,16 @@ pub async fn list_trades(
         );
     }
     let after = after.map(Into::into);
-    keyset_page(&state.db, q, trade::Column::Id, Order::Desc, first, after).await
+    keyset_page(
+        &state.db,
+        q,
+        trade::Column::Id,
+        Order::Desc,
+        first,
+        count,
+        after,
+    )
+    .await
 }
 
 /// Sample trainers: (id, first name, last name, date of birth).

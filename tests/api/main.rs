@@ -10,6 +10,7 @@ mod architecture;
 
 mod backends;
 mod battles;
+mod collections;
 mod consistency;
 mod credentials;
 mod graphiql;

@@ -35,6 +35,12 @@ pub const CACHED_TABLES: &[(&str, &str)] = &[
     ("pokemons", crate::pokemon::CACHE_ENTITY),
 ];
 
+/// The tables whose rows the server lists: every write to one of them, inside a scope, makes
+/// the write path replace the table's *collection version* (marked before `COMMIT`, dropped
+/// after it), which cached lists are checked against. A write to one outside any scope is
+/// reported as the writes to cached tables are.
+pub const COLLECTION_TABLES: &[&str] = &["battles", "meals", "pokemons", "trades", "trainers"];
+
 fn table_of(entity: &str) -> Option<&'static str> {
     CACHED_TABLES
         .iter()
@@ -66,6 +72,18 @@ pub struct Recorded {
     /// Set when a statement wrote a cached table without a hook or a bulk declaration: the
     /// transaction must not commit.
     pub bypass: Option<String>,
+    /// The [`COLLECTION_TABLES`] the scope wrote (or declared it may write).
+    pub collections: Vec<&'static str>,
+}
+
+impl Recorded {
+    fn wrote(&mut self, table: &str) {
+        if let Some(t) = COLLECTION_TABLES.iter().find(|t| **t == table) {
+            if !self.collections.contains(t) {
+                self.collections.push(t);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -115,7 +133,11 @@ pub fn record(change: Change) -> Result<(), DbErr> {
 pub fn before_write(entity: &'static str) -> Result<(), DbErr> {
     let table = table_of(entity).ok_or_else(|| DbErr::Custom(format!("{entity} is not cached")))?;
     SCOPE
-        .try_with(|s| *s.borrow_mut().announced.entry(table).or_default() += 1)
+        .try_with(|s| {
+            let mut s = s.borrow_mut();
+            *s.announced.entry(table).or_default() += 1;
+            s.recorded.wrote(table);
+        })
         .map_err(|_| outside_scope(entity))
 }
 
@@ -143,6 +165,7 @@ pub fn declare_bulk(
             if !s.bulk_tables.contains(&table) {
                 s.bulk_tables.push(table);
             }
+            s.recorded.wrote(table);
             s.recorded
                 .bulk
                 .extend(ids.into_iter().map(|id| (entity, id)));
@@ -154,13 +177,17 @@ pub fn declare_bulk(
 /// hook announced and no bulk declaration covers poisons the scope. Outside a scope such a
 /// write is returned, to be logged.
 pub fn observe_statement(sql: &str) -> Option<String> {
+    let listed = written_among(sql, COLLECTION_TABLES);
     let targets = written_tables(sql);
-    if targets.is_empty() {
+    if targets.is_empty() && listed.is_empty() {
         return None;
     }
     let outside = SCOPE
         .try_with(|s| {
             let mut s = s.borrow_mut();
+            for table in &listed {
+                s.recorded.wrote(table);
+            }
             for table in &targets {
                 if s.bulk_tables.contains(table) {
                     continue;
@@ -182,8 +209,8 @@ pub fn observe_statement(sql: &str) -> Option<String> {
         .is_err();
     outside.then(|| {
         format!(
-            "a statement wrote cached table(s) {targets:?} outside the write path; their cache \
-             entries may be stale until they expire: {}",
+            "a statement wrote table(s) {listed:?} outside the write path; their cache entries \
+             and cached lists may be stale until they expire: {}",
             abbreviate(sql)
         )
     })
@@ -200,6 +227,12 @@ fn abbreviate(sql: &str) -> String {
 /// The cached tables a statement writes: the targets of `INSERT INTO`, `UPDATE`,
 /// `DELETE FROM` and `COPY … FROM`, wherever they stand (a `WITH … INSERT` too).
 pub fn written_tables(sql: &str) -> Vec<&'static str> {
+    let cached: Vec<&'static str> = CACHED_TABLES.iter().map(|(t, _)| *t).collect();
+    written_among(sql, &cached)
+}
+
+/// The tables among `tables` that a statement writes (see [`written_tables`]).
+pub fn written_among(sql: &str, tables: &[&'static str]) -> Vec<&'static str> {
     let normalized: String = sql
         .chars()
         .map(|c| match c {
@@ -226,7 +259,7 @@ pub fn written_tables(sql: &str) -> Vec<&'static str> {
         };
         let Some(target) = target else { continue };
         let name = target.rsplit('.').next().unwrap_or(target);
-        if let Some((table, _)) = CACHED_TABLES.iter().find(|(t, _)| *t == name) {
+        if let Some(table) = tables.iter().find(|t| **t == name) {
             if !out.contains(table) {
                 out.push(*table);
             }
@@ -283,11 +316,26 @@ mod tests {
         .await;
         assert!(rec.bypass.is_none());
         assert_eq!(rec.bulk.len(), 2);
+        assert_eq!(rec.collections, ["pokemons"]);
+    }
+
+    #[tokio::test]
+    async fn every_listed_table_a_scope_writes_is_recorded() {
+        let ((), rec) = scope(async {
+            observe_statement(r#"INSERT INTO "battles" ("a") VALUES ($1)"#);
+            before_write("meal").unwrap();
+            observe_statement(r#"UPDATE "meals" SET wins = 1 WHERE id = 1"#);
+            observe_statement(r#"INSERT INTO "users" ("a") VALUES ($1)"#);
+        })
+        .await;
+        assert!(rec.bypass.is_none());
+        assert_eq!(rec.collections, ["battles", "meals"]);
     }
 
     #[test]
     fn a_write_outside_any_scope_is_reported() {
         assert!(observe_statement(r#"UPDATE "meals" SET price = 2"#).is_some());
         assert!(observe_statement(r#"UPDATE "users" SET x = 2"#).is_none());
+        assert!(observe_statement(r#"INSERT INTO "trades" (x) VALUES (1)"#).is_some());
     }
 }

@@ -99,9 +99,10 @@ impl<T: ?Sized> Instrumented<T> {
     }
 
     fn count<R>(&self, op: Op, r: CacheResult<R>) -> CacheResult<R> {
-        // Versioned reads are recorded by the write-through layer with their versions; any
-        // other call makes the running operation's response unfit for the memo.
-        if !matches!(op, Op::Ping | Op::LeasedGetMany) {
+        // Versioned reads are recorded by the write-through layer with their versions, and a
+        // fill records what it stored (a collection version) or follows a miss that tainted
+        // the operation already; any other call makes the response unfit for the memo.
+        if !matches!(op, Op::Ping | Op::LeasedGetMany | Op::LeasedFillMany) {
             entity::scope::read::taint();
         }
         let caller = usize::from(crate::metrics::caller() == "background");
