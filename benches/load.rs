@@ -76,7 +76,26 @@ const MEAL_QUERY: &str =
 enum Target {
     Bare,
     Arena,
+    /// A second Arena on the same database and Redis with the memo of responses off, started
+    /// for the scenario: every request runs its SQL (PostgreSQL only).
+    ArenaCold,
     PostGraphile,
+    /// Three Arena replicas on the same database and Redis, started for the scenario; the
+    /// load is split evenly over them, one `wrk` each (PostgreSQL only).
+    ArenaReplicas,
+    /// Three PostGraphile processes on the same database, loaded the same way.
+    PostGraphileReplicas,
+    /// No server: the bench itself sends the `UPDATE` over one sqlx connection.
+    SqlFloor,
+}
+
+/// One kind of request of a scripted scenario: each request picks an arm by weight, then one
+/// of its bodies at random.
+struct Arm {
+    weight: u32,
+    /// Sent with the fixture's `Authorization` header.
+    auth: bool,
+    bodies: Vec<String>,
 }
 
 /// How a scenario's body is checked (once, over HTTP) before it is run with `wrk`.
@@ -90,9 +109,137 @@ enum Probe {
     Persisted(&'static str),
 }
 
-/// What a scenario body may refer to: the meal created during set-up.
+/// What a scenario body may refer to: the rows created during set-up.
 struct Fixture {
+    /// The meal of the by-id scenarios.
     meal_id: String,
+    /// Every meal of the list fixture (1 000), for writes spread over them.
+    meal_ids: Vec<String>,
+    /// A session of the set-up user, for writes.
+    token: String,
+    /// Arena's `after` cursor of each page of 10 trainers (`None` for the first).
+    trainer_pages: Vec<Option<String>>,
+}
+
+/// The cuisines of the list fixture: meal `i` has `CUISINES[i % 10]`.
+const CUISINES: [&str; 10] = [
+    "Thai", "Lao", "Khmer", "Viet", "Malay", "Burmese", "Sichuan", "Hunan", "Korean", "Nepali",
+];
+const LIST_MEALS: usize = 1000;
+const TRAINERS: usize = 100;
+const POKEMONS_EACH: usize = 10;
+const BATTLES: usize = 20;
+
+const LIST_QUERY: &str =
+    "{ meals(first: 20, cuisine: \"Thai\") { edges { node { id name cuisine price } } } }";
+const NESTED_QUERY: &str =
+    "{ trainers(first: 10) { edges { node { id firstName pokemons { id nickname level } } } } }";
+const LEADERBOARD_QUERY: &str =
+    "{ leaderboard(sortBy: WINS, first: 10) { rank meal { id name wins battles winPct } } }";
+const UPDATE_QUERY: &str = "mutation($id: ID!, $p: Float!) { updateMeal(id: $id, input: { price: $p }) { id price version } }";
+const PG_LIST_QUERY: &str = "{ allMeals(first: 20, orderBy: ID_ASC, condition: { cuisine: \"Thai\", deleted: false }) { nodes { id name cuisine price } } }";
+const PG_NESTED_QUERY: &str = "{ allTrainers(first: 10, orderBy: ID_ASC) { nodes { id firstName pokemonsByOwnerId(orderBy: ID_ASC) { nodes { id nickname level } } } } }";
+const PG_LEADERBOARD_QUERY: &str = "{ allMeals(first: 10, orderBy: [WINS_DESC, WIN_PCT_DESC, ID_ASC], condition: { deleted: false }) { nodes { id name wins battles winPct } } }";
+
+/// `updateMeal` bodies: two prices for each meal, so that a write almost always changes it.
+fn arena_updates(f: &Fixture) -> Vec<String> {
+    f.meal_ids
+        .iter()
+        .flat_map(|id| {
+            [1, 2].map(|p| {
+                json!({ "query": UPDATE_QUERY, "variables": { "id": id, "p": p } }).to_string()
+            })
+        })
+        .collect()
+}
+
+fn pg_updates(f: &Fixture) -> Vec<String> {
+    f.meal_ids
+        .iter()
+        .flat_map(|id| {
+            [1, 2].map(|p| {
+                json!({ "query": format!("mutation {{ updateMealById(input: {{ id: \"{id}\", mealPatch: {{ price: {p} }} }}) {{ meal {{ id price version }} }} }}") }).to_string()
+            })
+        })
+        .collect()
+}
+
+/// The mixed workload: by id, lists, nested lists and 10 % writes over the 1 000 meals.
+fn arena_mixed(f: &Fixture) -> Vec<Arm> {
+    let q = |query: String| json!({ "query": query }).to_string();
+    vec![
+        Arm {
+            weight: 40,
+            auth: false,
+            bodies: f
+                .meal_ids
+                .iter()
+                .map(|id| json!({ "query": MEAL_QUERY, "variables": { "id": id } }).to_string())
+                .collect(),
+        },
+        Arm {
+            weight: 25,
+            auth: false,
+            bodies: CUISINES
+                .iter()
+                .map(|c| q(LIST_QUERY.replace("Thai", c)))
+                .collect(),
+        },
+        Arm {
+            weight: 25,
+            auth: false,
+            bodies: f
+                .trainer_pages
+                .iter()
+                .map(|after| match after {
+                    Some(a) => q(
+                        NESTED_QUERY.replace("first: 10", &format!("first: 10, after: \"{a}\""))
+                    ),
+                    None => q(NESTED_QUERY.to_owned()),
+                })
+                .collect(),
+        },
+        Arm {
+            weight: 10,
+            auth: true,
+            bodies: arena_updates(f),
+        },
+    ]
+}
+
+fn pg_mixed(f: &Fixture) -> Vec<Arm> {
+    let q = |query: String| json!({ "query": query }).to_string();
+    vec![
+        Arm {
+            weight: 40,
+            auth: false,
+            bodies: f
+                .meal_ids
+                .iter()
+                .map(|id| q(format!("query {{ mealById(id: \"{id}\") {{ id name cuisine price difficulty battles wins winPct }} }}")))
+                .collect(),
+        },
+        Arm {
+            weight: 25,
+            auth: false,
+            bodies: CUISINES
+                .iter()
+                .map(|c| q(PG_LIST_QUERY.replace("Thai", c)))
+                .collect(),
+        },
+        Arm {
+            weight: 25,
+            auth: false,
+            bodies: (0..TRAINERS / 10)
+                .map(|page| q(PG_NESTED_QUERY.replace("first: 10", &format!("first: 10, offset: {}", page * 10))))
+                .collect(),
+        },
+        Arm {
+            weight: 10,
+            auth: false,
+            bodies: pg_updates(f),
+        },
+    ]
 }
 
 struct Scenario {
@@ -103,6 +250,8 @@ struct Scenario {
     connections: &'static [u32],
     probe: Probe,
     body: fn(&Fixture) -> Value,
+    /// Requests drawn at random instead of `body` (which is then only the probe's).
+    script: Option<fn(&Fixture) -> Vec<Arm>>,
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -113,6 +262,7 @@ const SCENARIOS: &[Scenario] = &[
         connections: &[32, 1],
         probe: Probe::Data,
         body: |_| json!({ "query": TYPENAME_QUERY }),
+        script: None,
     },
     Scenario {
         key: "typename",
@@ -121,6 +271,7 @@ const SCENARIOS: &[Scenario] = &[
         connections: &[32, 1],
         probe: Probe::Data,
         body: |_| json!({ "query": TYPENAME_QUERY }),
+        script: None,
     },
     Scenario {
         key: "meal",
@@ -129,6 +280,7 @@ const SCENARIOS: &[Scenario] = &[
         connections: &[32, 1],
         probe: Probe::Data,
         body: |f| json!({ "query": MEAL_QUERY, "variables": { "id": f.meal_id } }),
+        script: None,
     },
     Scenario {
         key: "persisted",
@@ -142,6 +294,7 @@ const SCENARIOS: &[Scenario] = &[
                 "variables": { "id": f.meal_id },
             })
         },
+        script: None,
     },
     Scenario {
         key: "postgraphile",
@@ -150,6 +303,136 @@ const SCENARIOS: &[Scenario] = &[
         connections: &[32, 1],
         probe: Probe::Data,
         body: |f| json!({ "query": format!("query {{ mealById(id: \"{}\") {{ id name cuisine price }} }}", f.meal_id) }),
+        script: None,
+    },
+    Scenario {
+        key: "list",
+        label: "Arena warm meals(first: 20, cuisine)",
+        target: Target::Arena,
+        connections: &[32],
+        probe: Probe::Data,
+        body: |_| json!({ "query": LIST_QUERY }),
+        script: None,
+    },
+    Scenario {
+        key: "pg_list",
+        label: "PostGraphile allMeals(first: 20, condition: cuisine)",
+        target: Target::PostGraphile,
+        connections: &[32],
+        probe: Probe::Data,
+        body: |_| json!({ "query": PG_LIST_QUERY }),
+        script: None,
+    },
+    Scenario {
+        key: "nested",
+        label: "Arena warm trainers(first: 10) { pokemons }",
+        target: Target::Arena,
+        connections: &[32],
+        probe: Probe::Data,
+        body: |_| json!({ "query": NESTED_QUERY }),
+        script: None,
+    },
+    Scenario {
+        key: "pg_nested",
+        label: "PostGraphile allTrainers(first: 10) { pokemonsByOwnerId }",
+        target: Target::PostGraphile,
+        connections: &[32],
+        probe: Probe::Data,
+        body: |_| json!({ "query": PG_NESTED_QUERY }),
+        script: None,
+    },
+    Scenario {
+        key: "leaderboard",
+        label: "Arena warm leaderboard(first: 10)",
+        target: Target::Arena,
+        connections: &[32],
+        probe: Probe::Data,
+        body: |_| json!({ "query": LEADERBOARD_QUERY }),
+        script: None,
+    },
+    Scenario {
+        key: "pg_leaderboard",
+        label: "PostGraphile allMeals(orderBy: WINS_DESC, first: 10)",
+        target: Target::PostGraphile,
+        connections: &[32],
+        probe: Probe::Data,
+        body: |_| json!({ "query": PG_LEADERBOARD_QUERY }),
+        script: None,
+    },
+    Scenario {
+        key: "write",
+        label: "Arena updateMeal over 1 000 rows",
+        target: Target::Arena,
+        connections: &[32, 1],
+        probe: Probe::Data,
+        body: |_| json!({ "query": TYPENAME_QUERY }),
+        script: Some(|f| {
+            vec![Arm {
+                weight: 1,
+                auth: true,
+                bodies: arena_updates(f),
+            }]
+        }),
+    },
+    Scenario {
+        key: "pg_write",
+        label: "PostGraphile updateMealById over 1 000 rows",
+        target: Target::PostGraphile,
+        connections: &[32, 1],
+        probe: Probe::Data,
+        body: |_| json!({ "query": TYPENAME_QUERY }),
+        script: Some(|f| {
+            vec![Arm {
+                weight: 1,
+                auth: false,
+                bodies: pg_updates(f),
+            }]
+        }),
+    },
+    Scenario {
+        key: "sqlx_write",
+        label: "plain sqlx UPDATE of one meal's price, one connection",
+        target: Target::SqlFloor,
+        connections: &[1],
+        probe: Probe::Data,
+        body: |_| json!({}),
+        script: None,
+    },
+    Scenario {
+        key: "list_cold",
+        label: "Arena cold meals(first: 20, cuisine), memo off",
+        target: Target::ArenaCold,
+        connections: &[32],
+        probe: Probe::Data,
+        body: |_| json!({ "query": LIST_QUERY }),
+        script: None,
+    },
+    Scenario {
+        key: "nested_cold",
+        label: "Arena cold trainers(first: 10) { pokemons }, memo off",
+        target: Target::ArenaCold,
+        connections: &[32],
+        probe: Probe::Data,
+        body: |_| json!({ "query": NESTED_QUERY }),
+        script: None,
+    },
+    Scenario {
+        key: "mixed",
+        label: "Arena mixed (40 % by id, 25 % lists, 25 % nested, 10 % writes), 3 replicas",
+        target: Target::ArenaReplicas,
+        connections: &[48],
+        probe: Probe::Data,
+        body: |_| json!({ "query": TYPENAME_QUERY }),
+        script: Some(arena_mixed),
+    },
+    Scenario {
+        key: "pg_mixed",
+        label: "PostGraphile mixed, 3 processes",
+        target: Target::PostGraphileReplicas,
+        connections: &[48],
+        probe: Probe::Data,
+        body: |_| json!({ "query": TYPENAME_QUERY }),
+        script: Some(pg_mixed),
     },
 ];
 
@@ -158,6 +441,7 @@ const SCENARIOS: &[Scenario] = &[
 enum Metric {
     Rps,
     P50,
+    P99,
     CpuPerRequest,
 }
 
@@ -171,9 +455,10 @@ enum Goal {
 
 struct RatioSpec {
     label: &'static str,
-    /// (scenario key, connections, metric) over the same of the denominator.
+    /// (scenario key, connections, metric) over the same of the denominator; with no
+    /// denominator the figure itself (server CPU µs per request) is held to the goal.
     num: (&'static str, u32, Metric),
-    den: (&'static str, u32, Metric),
+    den: Option<(&'static str, u32, Metric)>,
     goal: Goal,
 }
 
@@ -181,38 +466,116 @@ const RATIOS: &[RatioSpec] = &[
     RatioSpec {
         label: "warm meal(id) ÷ { __typename }, throughput, 32 conns",
         num: ("meal", 32, Metric::Rps),
-        den: ("typename", 32, Metric::Rps),
+        den: Some(("typename", 32, Metric::Rps)),
         goal: Goal::AtLeast(0.9),
     },
     RatioSpec {
         label: "warm meal(id) ÷ bare endpoint, throughput, 32 conns",
         num: ("meal", 32, Metric::Rps),
-        den: ("bare", 32, Metric::Rps),
+        den: Some(("bare", 32, Metric::Rps)),
         goal: Goal::AtLeast(0.5),
     },
     RatioSpec {
         label: "{ __typename } ÷ bare endpoint, throughput, 32 conns",
         num: ("typename", 32, Metric::Rps),
-        den: ("bare", 32, Metric::Rps),
+        den: Some(("bare", 32, Metric::Rps)),
         goal: Goal::Info,
     },
     RatioSpec {
         label: "warm meal(id) p50 ÷ { __typename } p50, 1 conn",
         num: ("meal", 1, Metric::P50),
-        den: ("typename", 1, Metric::P50),
+        den: Some(("typename", 1, Metric::P50)),
         goal: Goal::AtMost(1.2),
     },
     RatioSpec {
         label: "persisted ÷ full document, server CPU per request, 32 conns",
         num: ("persisted", 32, Metric::CpuPerRequest),
-        den: ("meal", 32, Metric::CpuPerRequest),
+        den: Some(("meal", 32, Metric::CpuPerRequest)),
         goal: Goal::Below(1.0),
     },
     RatioSpec {
         label: "Arena warm meal(id) ÷ PostGraphile mealById, throughput, 32 conns",
         num: ("meal", 32, Metric::Rps),
-        den: ("postgraphile", 32, Metric::Rps),
+        den: Some(("postgraphile", 32, Metric::Rps)),
         goal: Goal::AtLeast(5.0),
+    },
+    RatioSpec {
+        label: "warm meals list ÷ { __typename }, throughput, 32 conns",
+        num: ("list", 32, Metric::Rps),
+        den: Some(("typename", 32, Metric::Rps)),
+        goal: Goal::AtLeast(0.5),
+    },
+    RatioSpec {
+        label: "warm nested trainers { pokemons } ÷ { __typename }, throughput, 32 conns",
+        num: ("nested", 32, Metric::Rps),
+        den: Some(("typename", 32, Metric::Rps)),
+        goal: Goal::AtLeast(0.5),
+    },
+    RatioSpec {
+        label: "warm leaderboard ÷ { __typename }, throughput, 32 conns",
+        num: ("leaderboard", 32, Metric::Rps),
+        den: Some(("typename", 32, Metric::Rps)),
+        goal: Goal::AtLeast(0.5),
+    },
+    RatioSpec {
+        label: "Arena warm meals list ÷ PostGraphile allMeals, throughput, 32 conns",
+        num: ("list", 32, Metric::Rps),
+        den: Some(("pg_list", 32, Metric::Rps)),
+        goal: Goal::AtLeast(10.0),
+    },
+    RatioSpec {
+        label: "Arena warm nested ÷ PostGraphile nested, throughput, 32 conns",
+        num: ("nested", 32, Metric::Rps),
+        den: Some(("pg_nested", 32, Metric::Rps)),
+        goal: Goal::AtLeast(10.0),
+    },
+    RatioSpec {
+        label: "Arena warm leaderboard ÷ PostGraphile, throughput, 32 conns",
+        num: ("leaderboard", 32, Metric::Rps),
+        den: Some(("pg_leaderboard", 32, Metric::Rps)),
+        goal: Goal::AtLeast(10.0),
+    },
+    RatioSpec {
+        label: "cold 20-row page, Arena CPU µs per request",
+        num: ("list_cold", 32, Metric::CpuPerRequest),
+        den: None,
+        goal: Goal::AtMost(100.0),
+    },
+    RatioSpec {
+        label: "cold 10 × 10 nested list, Arena CPU µs per request",
+        num: ("nested_cold", 32, Metric::CpuPerRequest),
+        den: None,
+        goal: Goal::AtMost(200.0),
+    },
+    RatioSpec {
+        label: "updateMeal over 1 000 rows ÷ PostGraphile, throughput, 32 conns",
+        num: ("write", 32, Metric::Rps),
+        den: Some(("pg_write", 32, Metric::Rps)),
+        goal: Goal::AtLeast(1.5),
+    },
+    RatioSpec {
+        label: "updateMeal p50, 1 conn ÷ plain sqlx UPDATE p50",
+        num: ("write", 1, Metric::P50),
+        den: Some(("sqlx_write", 1, Metric::P50)),
+        goal: Goal::AtMost(1.1),
+    },
+    RatioSpec {
+        label: "updateMeal, Arena CPU µs per request, 32 conns",
+        num: ("write", 32, Metric::CpuPerRequest),
+        den: None,
+        goal: Goal::AtMost(150.0),
+    },
+    RatioSpec {
+        label: "mixed workload, 3 Arena replicas ÷ 3 PostGraphile, throughput",
+        num: ("mixed", 48, Metric::Rps),
+        den: Some(("pg_mixed", 48, Metric::Rps)),
+        goal: Goal::AtLeast(5.0),
+    },
+    RatioSpec {
+        label: "mixed workload p99, Arena ÷ PostGraphile",
+        num: ("mixed", 48, Metric::P99),
+        den: Some(("pg_mixed", 48, Metric::P99)),
+        goal: Goal::AtMost(1.0),
     },
 ];
 
@@ -380,11 +743,13 @@ fn run_backend_set(
     println!("\n## {title}\n");
     // Declared first so it is dropped last, after the servers that use it.
     let scratch = pg.map(|(admin, _)| ScratchDb::create(admin));
-    let arena = spawn_arena(dir, scratch.as_ref(), pg.map(|(_, redis)| redis.as_str()));
+    let prefix = format!("bench:{}:", uuid::Uuid::new_v4().simple());
+    let redis = pg.map(|(_, redis)| (redis.as_str(), prefix.as_str()));
+    let arena = spawn_arena(dir, "arena", scratch.as_ref(), redis, &[]);
     let fixture = set_up_arena(http, &arena);
 
     let postgraphile = match (&scratch, &cfg.postgraphile) {
-        (Some(db), Some(exe)) => Some(spawn_postgraphile(http, dir, exe, &db.url)),
+        (Some(db), Some(exe)) => Some(spawn_postgraphile(http, dir, "postgraphile", exe, &db.url)),
         _ => None,
     };
 
@@ -404,11 +769,72 @@ fn run_backend_set(
             {
                 continue;
             }
-            let server = match sc.target {
-                Target::Bare => bare,
-                Target::Arena => &arena,
+            // Servers of this scenario alone (replicas, a memo-less Arena), dropped after it.
+            let mut own: Vec<Server> = Vec::new();
+            let servers: Vec<&Server> = match sc.target {
+                Target::Bare => vec![bare],
+                Target::Arena => vec![&arena],
                 Target::PostGraphile => match &postgraphile {
-                    Some(p) => p,
+                    Some(p) => vec![p],
+                    None => continue,
+                },
+                Target::ArenaCold => match &scratch {
+                    Some(db) => {
+                        let memo_off = [("ARENA_RESPONSE_MEMO", "0".to_owned())];
+                        own.push(spawn_arena(dir, "arena-cold", Some(db), redis, &memo_off));
+                        own.iter().collect()
+                    }
+                    None => continue,
+                },
+                Target::ArenaReplicas => match &scratch {
+                    Some(db) => {
+                        for i in 1..3 {
+                            own.push(spawn_arena(
+                                dir,
+                                &format!("arena-{i}"),
+                                Some(db),
+                                redis,
+                                &[],
+                            ));
+                        }
+                        std::iter::once(&arena).chain(own.iter()).collect()
+                    }
+                    None => continue,
+                },
+                Target::PostGraphileReplicas => {
+                    match (&scratch, &cfg.postgraphile, &postgraphile) {
+                        (Some(db), Some(exe), Some(first)) => {
+                            for i in 1..3 {
+                                own.push(spawn_postgraphile(
+                                    http,
+                                    dir,
+                                    &format!("postgraphile-{i}"),
+                                    exe,
+                                    &db.url,
+                                ));
+                            }
+                            std::iter::once(first).chain(own.iter()).collect()
+                        }
+                        _ => continue,
+                    }
+                }
+                Target::SqlFloor => match &scratch {
+                    Some(db) => {
+                        let row = measure_sqlx_floor(cfg, http, &db.url, &fixture, sc);
+                        eprintln!(
+                            "  round {} {}: {:.0} req/s, p50 {}",
+                            round + 1,
+                            sc.key,
+                            row.wrk.rps,
+                            fmt_latency(row.wrk.p50_us)
+                        );
+                        if runs.len() <= slot {
+                            runs.push(Vec::new());
+                        }
+                        runs[slot].push(row);
+                        slot += 1;
+                        continue;
+                    }
                     None => continue,
                 },
             };
@@ -416,19 +842,27 @@ fn run_backend_set(
                 continue;
             }
             let body = (sc.body)(&fixture);
+            let arms = sc.script.map(|script| script(&fixture));
             if round == 0 {
-                if let Err(why) = probe(http, server, sc.probe, &body) {
+                let checked = match &arms {
+                    Some(arms) => probe_arms(http, servers[0], arms, &fixture.token),
+                    None => probe(http, servers[0], sc.probe, &body),
+                };
+                if let Err(why) = checked {
                     println!("skipped {}: {why}", sc.key);
                     skipped.push(sc.key);
                     continue;
                 }
             }
-            let lua = write_lua(dir, sc.key, &body, None);
-            if cfg.warmup_secs > 0 && round == 0 {
-                run_wrk(&server.url, &lua, sc.connections[0], cfg.warmup_secs);
+            let lua = match &arms {
+                Some(arms) => write_script(dir, sc.key, arms, &fixture.token),
+                None => write_lua(dir, sc.key, &body, None),
+            };
+            if cfg.warmup_secs > 0 && (round == 0 || !own.is_empty()) {
+                run_wrk_on(&servers, &lua, sc.connections[0], cfg.warmup_secs);
             }
             for &conns in sc.connections {
-                let row = measure(cfg, server, &lua, conns, sc);
+                let row = measure(cfg, &servers, &lua, conns, sc);
                 eprintln!(
                     "  round {} {} @{conns}: {:.0} req/s, p50 {}",
                     round + 1,
@@ -476,15 +910,16 @@ fn run_backend_set(
     }
 }
 
-/// Runs `wrk` against `server`, reading the server's CPU time, the cores' busy time and the
-/// server's RSS around it.
-fn measure(cfg: &Config, server: &Server, lua: &Path, conns: u32, sc: &Scenario) -> Row {
-    let cpu_before = proc_cpu_ticks(server.pid());
+/// Runs `wrk` against the servers (one `wrk` each, sharing `conns`, all on the client
+/// core), reading the servers' CPU time, the cores' busy time and the servers' RSS around it.
+fn measure(cfg: &Config, servers: &[&Server], lua: &Path, conns: u32, sc: &Scenario) -> Row {
+    let cpu = || -> u64 { servers.iter().map(|s| proc_cpu_ticks(s.pid())).sum() };
+    let cpu_before = cpu();
     let cores_before = core_ticks();
     let start = Instant::now();
-    let wrk = run_wrk(&server.url, lua, conns, cfg.secs);
+    let wrk = run_wrk_on(servers, lua, conns, cfg.secs);
     let wall = start.elapsed().as_secs_f64();
-    let cpu_secs = (proc_cpu_ticks(server.pid()) - cpu_before) as f64 / cfg.clk_tck;
+    let cpu_secs = (cpu() - cpu_before) as f64 / cfg.clk_tck;
     let cores_after = core_ticks();
     let core_busy_pct = [0, 1].map(|i| {
         let (busy0, total0) = cores_before.get(i).copied().unwrap_or_default();
@@ -499,8 +934,94 @@ fn measure(cfg: &Config, server: &Server, lua: &Path, conns: u32, sc: &Scenario)
         server_busy_pct: 100.0 * cpu_secs / wall,
         wrk_busy_pct: 100.0 * wrk.cpu_secs / wall,
         core_busy_pct,
-        rss_kib: rss_kib(server.pid()),
+        rss_kib: servers.iter().map(|s| rss_kib(s.pid())).sum(),
         wrk,
+    }
+}
+
+/// One `wrk` per server at once, `conns` split evenly; their results added up (latencies:
+/// the highest of the runs, as the slowest server bounds what clients see).
+fn run_wrk_on(servers: &[&Server], lua: &Path, conns: u32, secs: u64) -> WrkResult {
+    if let [one] = servers {
+        return run_wrk(&one.url, lua, conns, secs);
+    }
+    let each = (conns / servers.len() as u32).max(1);
+    let runs: Vec<WrkResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = servers
+            .iter()
+            .map(|s| scope.spawn(move || run_wrk(&s.url, lua, each, secs)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("wrk"))
+            .collect()
+    });
+    WrkResult {
+        requests: runs.iter().map(|r| r.requests).sum(),
+        rps: runs.iter().map(|r| r.rps).sum(),
+        p50_us: runs.iter().map(|r| r.p50_us).fold(0.0, f64::max),
+        p99_us: runs.iter().map(|r| r.p99_us).fold(0.0, f64::max),
+        socket_errors: runs.iter().map(|r| r.socket_errors).sum(),
+        non_2xx: runs.iter().map(|r| r.non_2xx).sum(),
+        cpu_secs: runs.iter().map(|r| r.cpu_secs).sum(),
+    }
+}
+
+/// The floor of a write: the `UPDATE` of one meal's price that `updateMeal` makes, sent by a
+/// plain sqlx client over one connection for `BENCH_SECS`, one at a time, ids at random.
+fn measure_sqlx_floor(
+    cfg: &Config,
+    http: &Http,
+    db_url: &str,
+    fixture: &Fixture,
+    sc: &Scenario,
+) -> Row {
+    use rand::Rng;
+    use sea_orm::sqlx::{self, Connection};
+    let ids: Vec<i64> = fixture
+        .meal_ids
+        .iter()
+        .map(|i| i.parse().expect("a numeric id"))
+        .collect();
+    let mut latencies: Vec<f64> = http.rt.block_on(async {
+        let mut conn = sqlx::PgConnection::connect(db_url)
+            .await
+            .expect("a sqlx connection");
+        let mut out = Vec::new();
+        let mut rng = rand::rng();
+        let end = Instant::now() + Duration::from_secs(cfg.secs);
+        while Instant::now() < end {
+            let id = ids[rng.random_range(0..ids.len())];
+            let price = f64::from(rng.random_range(1..3));
+            let t = Instant::now();
+            sqlx::query("UPDATE meals SET price = $1 WHERE id = $2")
+                .bind(price)
+                .bind(id)
+                .execute(&mut conn)
+                .await
+                .expect("the UPDATE");
+            out.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        out
+    });
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Row {
+        key: sc.key,
+        label: sc.label,
+        conns: 1,
+        cpu_us_per_req: 0.0,
+        server_busy_pct: 0.0,
+        wrk_busy_pct: 0.0,
+        core_busy_pct: [0.0, 0.0],
+        rss_kib: 0,
+        wrk: WrkResult {
+            requests: latencies.len() as u64,
+            rps: latencies.len() as f64 / cfg.secs as f64,
+            p50_us: at(0.5),
+            p99_us: at(0.99),
+            ..Default::default()
+        },
     }
 }
 
@@ -628,6 +1149,7 @@ fn ratios(rows: &[Row], skipped: &[&str]) -> Vec<RatioValue> {
         let value = match metric {
             Metric::Rps => row.wrk.rps,
             Metric::P50 => row.wrk.p50_us,
+            Metric::P99 => row.wrk.p99_us,
             Metric::CpuPerRequest => row.cpu_us_per_req,
         };
         Ok((value, row.wrk.errors() > 0))
@@ -636,8 +1158,10 @@ fn ratios(rows: &[Row], skipped: &[&str]) -> Vec<RatioValue> {
         .iter()
         .map(|spec| RatioValue {
             spec,
-            value: find(spec.num)
-                .and_then(|(n, n_err)| find(spec.den).map(|(d, d_err)| (n / d, n_err || d_err))),
+            value: find(spec.num).and_then(|(n, n_err)| match spec.den {
+                Some(den) => find(den).map(|(d, d_err)| (n / d, n_err || d_err)),
+                None => Ok((n, n_err)),
+            }),
         })
         .collect()
 }
@@ -647,8 +1171,9 @@ fn print_ratios(ratios: &[RatioValue]) {
     for r in ratios {
         match &r.value {
             Ok((ratio, errors)) => println!(
-                "- {}: **{ratio:.2}×**{}{}",
+                "- {}: **{ratio:.2}{}**{}{}",
                 r.spec.label,
+                unit(r.spec),
                 match r.spec.goal {
                     Goal::Info => String::new(),
                     goal => format!(" ({})", verdict(goal, *ratio)),
@@ -691,18 +1216,19 @@ fn write_report(cfg: &Config, sets: &[BackendSet]) {
         section.setting("PostGraphile not run (POSTGRAPHILE unset)");
     }
 
-    let cell = |value: &Result<(f64, bool), String>, goal: Goal, digits: usize| match value {
-        Ok((v, errors)) => format!(
-            "{v:.digits$}×{}{}",
-            if met(goal, *v) == Some(false) {
-                " ✗"
-            } else {
-                ""
-            },
-            if *errors { " ⚠" } else { "" }
-        ),
-        Err(_) => "—".to_owned(),
-    };
+    let cell =
+        |value: &Result<(f64, bool), String>, goal: Goal, digits: usize, unit: &str| match value {
+            Ok((v, errors)) => format!(
+                "{v:.digits$}{unit}{}{}",
+                if met(goal, *v) == Some(false) {
+                    " ✗"
+                } else {
+                    ""
+                },
+                if *errors { " ⚠" } else { "" }
+            ),
+            Err(_) => "—".to_owned(),
+        };
     let mut headers = vec!["ratio", "target"];
     headers.extend(sets.iter().map(|s| s.name));
     let mut rows: Vec<Vec<String>> = RATIOS
@@ -710,7 +1236,10 @@ fn write_report(cfg: &Config, sets: &[BackendSet]) {
         .enumerate()
         .map(|(i, spec)| {
             let mut row = vec![spec.label.to_owned(), target(spec.goal)];
-            row.extend(sets.iter().map(|s| cell(&s.ratios[i].value, spec.goal, 2)));
+            row.extend(
+                sets.iter()
+                    .map(|s| cell(&s.ratios[i].value, spec.goal, 2, unit(spec))),
+            );
             row
         })
         .collect();
@@ -722,7 +1251,7 @@ fn write_report(cfg: &Config, sets: &[BackendSet]) {
         row.extend(sets.iter().map(|s| match &s.memory {
             Some(m) => format!(
                 "{} ({:.1} → {:.1} MiB)",
-                cell(&Ok((m.ratio(), m.errors > 0)), Memory::GOAL, 3),
+                cell(&Ok((m.ratio(), m.errors > 0)), Memory::GOAL, 3, "×"),
                 m.first_kib as f64 / 1024.0,
                 m.total_kib as f64 / 1024.0
             ),
@@ -770,6 +1299,15 @@ fn write_report(cfg: &Config, sets: &[BackendSet]) {
         &rows,
     );
     section.write();
+}
+
+/// `×` for a ratio, ` µs` for a figure held to its goal alone.
+fn unit(spec: &RatioSpec) -> &'static str {
+    if spec.den.is_some() {
+        "×"
+    } else {
+        " µs"
+    }
 }
 
 /// Whether `value` meets `goal`; `None` for a ratio without a target.
@@ -1142,7 +1680,16 @@ fn spawn_bare(dir: &Path) -> Server {
     )
 }
 
-fn spawn_arena(dir: &Path, db: Option<&ScratchDb>, redis: Option<&str>) -> Server {
+/// An Arena process named `name`: embedded in a data dir of `dir`, or on `db` and
+/// `redis` (its URL and the key prefix every replica of the run shares), with `extra`
+/// settings.
+fn spawn_arena(
+    dir: &Path,
+    name: &str,
+    db: Option<&ScratchDb>,
+    redis: Option<(&str, &str)>,
+    extra: &[(&str, String)],
+) -> Server {
     let port = free_port();
     let mut envs = vec![
         ("ARENA_ADDR", format!("127.0.0.1:{port}")),
@@ -1150,15 +1697,13 @@ fn spawn_arena(dir: &Path, db: Option<&ScratchDb>, redis: Option<&str>) -> Serve
         ("ARENA_LOG", "warn".into()),
         ("ARENA_SYNC_ENABLED", "false".into()),
     ];
-    let (name, cwd) = match (db, redis) {
-        (Some(db), Some(redis)) => {
+    envs.extend(extra.iter().cloned());
+    let cwd = match (db, redis) {
+        (Some(db), Some((redis, prefix))) => {
             envs.push(("DATABASE_URL", db.url.clone()));
             envs.push(("REDIS_URL", redis.to_owned()));
-            envs.push((
-                "ARENA_CACHE_PREFIX",
-                format!("bench:{}:", uuid::Uuid::new_v4().simple()),
-            ));
-            ("arena-postgres", dir.to_owned())
+            envs.push(("ARENA_CACHE_PREFIX", prefix.to_owned()));
+            dir.to_owned()
         }
         _ => {
             let data = dir.join("embedded");
@@ -1167,7 +1712,7 @@ fn spawn_arena(dir: &Path, db: Option<&ScratchDb>, redis: Option<&str>) -> Serve
                 "DATABASE_URL",
                 format!("sqlite://{}?mode=rwc", data.join("arena.db").display()),
             ));
-            ("arena-embedded", data)
+            data
         }
     };
     let server = spawn_pinned(
@@ -1185,12 +1730,12 @@ fn spawn_arena(dir: &Path, db: Option<&ScratchDb>, redis: Option<&str>) -> Serve
     server
 }
 
-fn spawn_postgraphile(http: &Http, dir: &Path, exe: &Path, db_url: &str) -> Server {
+fn spawn_postgraphile(http: &Http, dir: &Path, name: &str, exe: &Path, db_url: &str) -> Server {
     let port = free_port();
     let port_arg = port.to_string();
     let server = spawn_pinned(
         dir,
-        "postgraphile",
+        name,
         exe,
         &[
             "-c",
@@ -1248,7 +1793,141 @@ fn set_up_arena(http: &Http, arena: &Server) -> Fixture {
             .expect("a warm-up read");
         assert_eq!(read["data"]["meal"]["id"], json!(meal_id), "{read}");
     }
-    Fixture { meal_id }
+    let started = Instant::now();
+    let post = |query: &str, variables: Value, token: Option<&str>| {
+        let r = http
+            .post(
+                &arena.url,
+                &json!({ "query": query, "variables": variables }),
+                token,
+            )
+            .unwrap_or_else(|e| panic!("set-up `{query}`: {e}"));
+        assert!(r.get("errors").is_none(), "set-up `{query}`: {r}");
+        r
+    };
+    let meal_ids: Vec<String> = (0..LIST_MEALS)
+        .map(|i| {
+            let r = post(
+                "mutation($i: CreateMealInput!) { createMeal(input: $i) { id } }",
+                json!({ "i": { "name": format!("Listed {i}"), "cuisine": CUISINES[i % CUISINES.len()], "price": (i % 50 + 1) as f64, "difficulty": "LOW" } }),
+                Some(&token),
+            );
+            r["data"]["createMeal"]["id"].as_str().expect("an id").to_owned()
+        })
+        .collect();
+    let trainer_id = |t: usize| format!("t{t:03}");
+    for t in 0..TRAINERS {
+        post(
+            "mutation($i: CreateTrainerInput!) { createTrainer(input: $i) { id } }",
+            json!({ "i": { "id": trainer_id(t), "firstName": format!("Trainer {t}"), "lastName": "Bench", "dateOfBirth": "1990-01-01" } }),
+            Some(&token),
+        );
+        for p in 0..POKEMONS_EACH {
+            post(
+                "mutation($i: CreatePokemonInput!) { createPokemon(input: $i) { id } }",
+                json!({ "i": { "id": format!("p{t:03}-{p}"), "nickname": format!("Mon {p}"), "species": "Pikachu", "level": p + 1, "ownerId": trainer_id(t) } }),
+                Some(&token),
+            );
+        }
+    }
+    // Battles between pairs of listed meals, each in a ring of its own, for the leaderboard.
+    for b in 0..BATTLES {
+        let user = format!("fighter{b}");
+        post(
+            "mutation($u: String!) { createUser(username: $u, password: \"password123\") { id } }",
+            json!({ "u": user }),
+            None,
+        );
+        let login = post(
+            "mutation($u: String!) { login(username: $u, password: \"password123\") { token } }",
+            json!({ "u": user }),
+            None,
+        );
+        let fighter = login["data"]["login"]["token"]
+            .as_str()
+            .expect("a token")
+            .to_owned();
+        for m in [&meal_ids[2 * b], &meal_ids[2 * b + 1]] {
+            post(
+                "mutation($m: ID!) { prepCombatant(mealId: $m) { id } }",
+                json!({ "m": m }),
+                Some(&fighter),
+            );
+        }
+        post("mutation { battle { id } }", json!({}), Some(&fighter));
+    }
+    let trainer_pages = (0..TRAINERS / 10)
+        .map(|page| {
+            (page > 0).then(|| {
+                use base64::Engine;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(format!("trainer:{}", trainer_id(page * 10 - 1)))
+            })
+        })
+        .collect();
+    println!(
+        "fixture: {LIST_MEALS} meals in {} cuisines, {TRAINERS} trainers with {POKEMONS_EACH} Pokémon each, {BATTLES} battles ({:.1} s)",
+        CUISINES.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Fixture {
+        meal_id,
+        meal_ids,
+        token,
+        trainer_pages,
+    }
+}
+
+/// Checks the first body of each arm of a scripted scenario once; `Err` skips it.
+fn probe_arms(http: &Http, server: &Server, arms: &[Arm], token: &str) -> Result<(), String> {
+    for arm in arms {
+        let body: Value = serde_json::from_str(&arm.bodies[0]).expect("a JSON body");
+        let r = http.post(&server.url, &body, arm.auth.then_some(token))?;
+        if let Some(errors) = r.get("errors") {
+            return Err(format!("{:.200}", errors.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// A Lua script whose every request picks an arm by weight, then one of its bodies.
+fn write_script(dir: &Path, name: &str, arms: &[Arm], token: &str) -> PathBuf {
+    let mut script = String::from(
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+    );
+    script.push_str(&format!(
+        "local auth = {{ [\"Content-Type\"] = \"application/json\", [\"Authorization\"] = {} }}\n",
+        lua_string(&format!("Bearer {token}"))
+    ));
+    script.push_str("local arms = {\n");
+    for arm in arms {
+        script.push_str(&format!(
+            "  {{ w = {}, auth = {}, bodies = {{\n",
+            arm.weight, arm.auth
+        ));
+        for b in &arm.bodies {
+            script.push_str(&format!("    {},\n", lua_string(b)));
+        }
+        script.push_str("  } },\n");
+    }
+    script.push_str(
+        "}\nlocal total = 0\nfor _, a in ipairs(arms) do total = total + a.w end\n\
+         math.randomseed(os.time() + math.floor(os.clock() * 1000000))\n\
+         request = function()\n\
+         \x20 local r = math.random(total)\n\
+         \x20 for _, a in ipairs(arms) do\n\
+         \x20   if r <= a.w then\n\
+         \x20     local body = a.bodies[math.random(#a.bodies)]\n\
+         \x20     if a.auth then return wrk.format(nil, nil, auth, body) end\n\
+         \x20     return wrk.format(nil, nil, nil, body)\n\
+         \x20   end\n\
+         \x20   r = r - a.w\n\
+         \x20 end\n\
+         end\n",
+    );
+    let path = dir.join(format!("{name}.lua"));
+    std::fs::write(&path, script).expect("the Lua script is written");
+    path
 }
 
 /// Checks a scenario's body once before it is run; `Err` skips it.

@@ -399,8 +399,9 @@ pub struct Settings {
     )]
     pub document_cache_bytes: usize,
 
-    /// Responses of pure queries (ones that read only cached entries) kept in memory, each
-    /// served again while the entries it read keep their versions; 0 turns the memo off.
+    /// Responses of pure queries (ones that read only cached entries and lists) kept in
+    /// memory, each served again while the entries and list versions it read are unchanged;
+    /// 0 turns the memo off.
     #[arg(
         long,
         env = "ARENA_RESPONSE_MEMO",
