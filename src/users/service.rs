@@ -151,7 +151,9 @@ pub async fn login(
 /// The viewer behind a bearer token, if the session exists and has not expired.
 pub async fn viewer_by_session(state: &AppState, token: &str) -> AppResult<Option<Viewer>> {
     let token_hash = crypto::sha256_hex(token);
-    let Some(s) = session::Entity::find_by_id(token_hash.clone())
+    // The session and its user in one statement.
+    let Some((s, u)) = session::Entity::find_by_id(token_hash.clone())
+        .find_also_related(user::Entity)
         .one(&state.db)
         .await?
     else {
@@ -163,7 +165,7 @@ pub async fn viewer_by_session(state: &AppState, token: &str) -> AppResult<Optio
             .await?;
         return Ok(None);
     }
-    let Some(u) = user::Entity::find_by_id(s.user_id).one(&state.db).await? else {
+    let Some(u) = u else {
         return Ok(None);
     };
     Ok(Some(Viewer {
