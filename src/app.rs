@@ -1,4 +1,4 @@
-//! The roof: the router and `Application::build`, which `main` and the tests both use. The
+//! The application: the router and `Application::build`, which `main` and the tests both use. The
 //! state every domain stands on lives in [`crate::state`].
 
 use std::future::Future;

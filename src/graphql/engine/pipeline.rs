@@ -324,7 +324,7 @@ impl Pipeline {
             if let Some(entry) = self.memo.get(&prepared, operation.as_deref(), vars) {
                 if self.still_current(&entry.reads).await {
                     self.memo_result(MemoResult::Hit);
-                    Counting {
+                    OperationUsage {
                         usage: self.usage.clone(),
                         fields: entry.fields.clone(),
                         auth: Some(auth),
@@ -365,8 +365,9 @@ impl Pipeline {
     ) -> Answer {
         let operation = request.operation_name.clone();
         let validated = Validated::default();
-        let counting = Counting::new(&self.usage, &prepared, &request, Some(auth.clone()));
-        let counting_fields = counting.fields.clone();
+        let usage_record =
+            OperationUsage::new(&self.usage, &prepared, &request, Some(auth.clone()));
+        let counting_fields = usage_record.fields.clone();
         let schema = if prepared.is_validated() {
             validated.0.store(true, Ordering::Release);
             &self.fast
@@ -374,7 +375,7 @@ impl Pipeline {
             &self.strict
         };
         let request = self.attach(request, &prepared, Some(auth), validated.clone());
-        let _count = counting.armed_by(validated.clone());
+        let _count = usage_record.armed_by(validated.clone());
         let (response, reads) = match &memo_key {
             Some(_) => entity::scope::read::tracking(schema.execute(request)).await,
             None => (schema.execute(request).await, Default::default()),
@@ -459,15 +460,15 @@ impl Pipeline {
             } else {
                 this.strict.clone()
             };
-            let counting = Counting::new(&this.usage, &prepared, &request, auth.clone());
+            let usage_record = OperationUsage::new(&this.usage, &prepared, &request, auth.clone());
             let request = this.attach(request, &prepared, auth, validated.clone());
             let mut inner = schema.execute_stream_with_session_data(request, connection);
-            let mut counting = Some(counting);
+            let mut usage_record = Some(usage_record);
             futures::stream::poll_fn(move |cx| {
                 let next = inner.poll_next_unpin(cx);
                 // Validation runs on the first poll: count once it has passed.
                 if validated.0.load(Ordering::Acquire) {
-                    if let Some(c) = counting.take() {
+                    if let Some(c) = usage_record.take() {
                         prepared.mark_validated();
                         c.record();
                     }
@@ -673,16 +674,16 @@ pub fn ensure_code(err: &mut ServerError, default: &str) -> String {
     }
 }
 
-/// Counting of one operation: each root field it runs, and its viewer. It counts
-/// when dropped — after the operation, or when a timeout cancels it — provided the operation
+/// The usage record of one operation: each root field it runs, and its viewer. Armed, it
+/// records when dropped — after the operation, or when a timeout cancels it — provided the operation
 /// passed validation, so an operation that never ran counts nothing.
-struct Counting {
+struct OperationUsage {
     usage: Arc<UsageBuffer>,
     fields: Arc<[async_graphql::Name]>,
     auth: Option<RequestAuth>,
 }
 
-impl Counting {
+impl OperationUsage {
     fn new(
         usage: &Arc<UsageBuffer>,
         prepared: &Prepared,
@@ -704,18 +705,18 @@ impl Counting {
         }
     }
 
-    fn armed_by(self, validated: Validated) -> CountOnDrop {
-        CountOnDrop(Some((self, validated)))
+    fn armed_by(self, validated: Validated) -> UsageOnDrop {
+        UsageOnDrop(Some((self, validated)))
     }
 }
 
-struct CountOnDrop(Option<(Counting, Validated)>);
+struct UsageOnDrop(Option<(OperationUsage, Validated)>);
 
-impl Drop for CountOnDrop {
+impl Drop for UsageOnDrop {
     fn drop(&mut self) {
-        if let Some((counting, validated)) = self.0.take() {
+        if let Some((usage, validated)) = self.0.take() {
             if validated.0.load(Ordering::Acquire) {
-                counting.record();
+                usage.record();
             }
         }
     }
