@@ -39,7 +39,8 @@
 //! - `BENCH_BACKENDS`: `embedded`, `postgres` or `embedded,postgres` (default: every set whose
 //!   variables are present);
 //! - `BENCH_MEMORY=1`: also measure RSS after the first 10 000 warm `meal(id)` reads and after
-//!   1 000 000 (on each Arena instance, before the other scenarios; takes minutes);
+//!   1 000 000, then the same for the mixed workload, whose lists fill the memo (on each
+//!   Arena instance, before the other scenarios; takes minutes);
 //! - `TEST_DATABASE_URL`, `TEST_REDIS_URL`, `POSTGRAPHILE`: see above;
 //! - `BENCH_NO_WRITE=1`: print the results only, leaving `docs/benchmarks.md` alone.
 //!
@@ -712,7 +713,8 @@ struct BackendSet {
     name: &'static str,
     rows: Vec<Row>,
     ratios: Vec<RatioValue>,
-    memory: Option<Memory>,
+    /// (workload, figures) when `BENCH_MEMORY=1`.
+    memory: Vec<(&'static str, Memory)>,
 }
 
 /// One measured `wrk` run, with what the server did during it.
@@ -753,7 +755,11 @@ fn run_backend_set(
         _ => None,
     };
 
-    let memory = cfg.memory.then(|| memory_scenario(dir, &arena, &fixture));
+    let memory = if cfg.memory {
+        memory_scenarios(dir, &arena, &fixture)
+    } else {
+        Vec::new()
+    };
 
     // Every round runs each scenario once, in turn, so that a slower spell of a shared machine
     // spreads over all of them; each figure is then the median round's.
@@ -855,7 +861,7 @@ fn run_backend_set(
                 }
             }
             let lua = match &arms {
-                Some(arms) => write_script(dir, sc.key, arms, &fixture.token),
+                Some(arms) => write_script(dir, sc.key, arms, &fixture.token, None),
                 None => write_lua(dir, sc.key, &body, None),
             };
             if cfg.warmup_secs > 0 && (round == 0 || !own.is_empty()) {
@@ -1040,19 +1046,41 @@ impl Memory {
     }
 }
 
-/// RSS after the first 10 000 warm `meal(id)` reads, and after 1 000 000.
-fn memory_scenario(dir: &Path, arena: &Server, fixture: &Fixture) -> Memory {
+/// RSS after the first 10 000 requests of a workload, and after 1 000 000: warm `meal(id)`
+/// reads, then the mixed workload (by id, lists, nested lists, 10 % writes), which fills
+/// the memo with lists.
+fn memory_scenarios(dir: &Path, arena: &Server, fixture: &Fixture) -> Vec<(&'static str, Memory)> {
+    let body = json!({ "query": MEAL_QUERY, "variables": { "id": fixture.meal_id } });
+    let mixed = arena_mixed(fixture);
+    vec![
+        (
+            "warm meal(id)",
+            memory_scenario(arena, "warm meal(id) reads", |n| {
+                write_lua(dir, "memory", &body, Some(n))
+            }),
+        ),
+        (
+            "mixed requests (lists in the memo)",
+            memory_scenario(arena, "mixed requests", |n| {
+                write_script(dir, "memory-mixed", &mixed, &fixture.token, Some(n))
+            }),
+        ),
+    ]
+}
+
+/// RSS after the first 10 000 requests made by the scripts of `lua` (given how many to make
+/// at most), and after 1 000 000.
+fn memory_scenario(arena: &Server, what: &str, lua: impl Fn(u64) -> PathBuf) -> Memory {
     const FIRST: u64 = 10_000;
     const TOTAL: u64 = 1_000_000;
-    let body = json!({ "query": MEAL_QUERY, "variables": { "id": fixture.meal_id } });
     let mut reads = 0;
     let mut errors = 0;
     // wrk runs for its whole `-d` even when the script stops its thread, so the reads are
     // made in short runs, each stopping after what is still missing, and counted.
     let mut read_until = |goal: u64, chunk_secs: u64| {
         while reads < goal {
-            let lua = write_lua(dir, "memory", &body, Some(goal - reads));
-            let run = run_wrk(&arena.url, &lua, 32, chunk_secs);
+            let script = lua(goal - reads);
+            let run = run_wrk(&arena.url, &script, 32, chunk_secs);
             assert!(
                 run.requests > 0,
                 "no responses from Arena during the memory scenario"
@@ -1072,7 +1100,7 @@ fn memory_scenario(dir: &Path, arena: &Server, fixture: &Fixture) -> Memory {
         errors,
     };
     println!(
-        "memory: RSS {:.1} MiB after {first} warm meal(id) reads, {:.1} MiB after {total}: \
+        "memory: RSS {:.1} MiB after {first} {what}, {:.1} MiB after {total}: \
          **{:.3}×** ({}){}\n",
         rss_first as f64 / 1024.0,
         rss_total as f64 / 1024.0,
@@ -1194,12 +1222,19 @@ fn print_ratios(ratios: &[RatioValue]) {
 fn write_report(cfg: &Config, sets: &[BackendSet]) {
     let mut section = report::Section::new(
         "load",
-        "Read path under load",
+        "Reads, lists and writes under load",
         "Every server is a process of its own pinned to core 0; `wrk` (one thread, pinned to \
-         core 1) POSTs a fixed GraphQL body over 32 connections, then over 1. The bare endpoint \
-         parses the JSON body and answers a constant; PostGraphile v4 reads the same row of the \
-         same PostgreSQL database. Ratios compare figures of the same run; ✗ marks a target \
-         not met, ⚠ a figure from a run with socket errors or non-2xx answers.",
+         core 1) POSTs GraphQL over 32 connections (and over 1 where a row says so): a fixed \
+         body, or for writes and the mixed workload a body drawn at random per request. The \
+         fixture: 1 000 meals in 10 cuisines, 100 trainers with 10 Pokémon each, 20 battles. \
+         The bare endpoint parses the JSON body and answers a constant; PostGraphile v4 reads \
+         and writes the same rows of the same PostgreSQL database (both connect without TLS); \
+         `cold` rows run on a second Arena with the memo off; the mixed workload splits the \
+         load over 3 Arena replicas (or 3 PostGraphile processes), one `wrk` each. The floor \
+         of a write is the same `UPDATE` sent by the bench over one sqlx connection. Server \
+         CPU µs/req is the servers' own CPU (PostgreSQL and Redis not included). Ratios \
+         compare figures of the same run; ✗ marks a target not met, ⚠ a figure from a run \
+         with socket errors or non-2xx answers.",
     );
     section.rounds(format!(
         "{} (each figure is the median round's), {} s per run, {} s warm-up per scenario",
@@ -1243,20 +1278,32 @@ fn write_report(cfg: &Config, sets: &[BackendSet]) {
             row
         })
         .collect();
-    if sets.iter().any(|s| s.memory.is_some()) {
+    let workloads: Vec<&str> = sets
+        .iter()
+        .flat_map(|s| s.memory.iter().map(|(w, _)| *w))
+        .fold(Vec::new(), |mut all, w| {
+            if !all.contains(&w) {
+                all.push(w);
+            }
+            all
+        });
+    for workload in workloads {
         let mut row = vec![
-            "RSS after 1 000 000 warm meal(id) ÷ after 10 000".to_owned(),
+            format!("RSS after 1 000 000 {workload} ÷ after 10 000"),
             target(Memory::GOAL),
         ];
-        row.extend(sets.iter().map(|s| match &s.memory {
-            Some(m) => format!(
-                "{} ({:.1} → {:.1} MiB)",
-                cell(&Ok((m.ratio(), m.errors > 0)), Memory::GOAL, 3, "×"),
-                m.first_kib as f64 / 1024.0,
-                m.total_kib as f64 / 1024.0
-            ),
-            None => "—".to_owned(),
-        }));
+        row.extend(
+            sets.iter()
+                .map(|s| match s.memory.iter().find(|(w, _)| *w == workload) {
+                    Some((_, m)) => format!(
+                        "{} ({:.1} → {:.1} MiB)",
+                        cell(&Ok((m.ratio(), m.errors > 0)), Memory::GOAL, 3, "×"),
+                        m.first_kib as f64 / 1024.0,
+                        m.total_kib as f64 / 1024.0
+                    ),
+                    None => "—".to_owned(),
+                }),
+        );
         rows.push(row);
     }
     section.table(&headers, &rows);
@@ -1891,7 +1938,13 @@ fn probe_arms(http: &Http, server: &Server, arms: &[Arm], token: &str) -> Result
 }
 
 /// A Lua script whose every request picks an arm by weight, then one of its bodies.
-fn write_script(dir: &Path, name: &str, arms: &[Arm], token: &str) -> PathBuf {
+fn write_script(
+    dir: &Path,
+    name: &str,
+    arms: &[Arm],
+    token: &str,
+    stop_after: Option<u64>,
+) -> PathBuf {
     let mut script = String::from(
         "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
     );
@@ -1925,6 +1978,11 @@ fn write_script(dir: &Path, name: &str, arms: &[Arm], token: &str) -> PathBuf {
          \x20 end\n\
          end\n",
     );
+    if let Some(n) = stop_after {
+        script.push_str(&format!(
+            "local responses = 0\nfunction response(status, headers, body)\n  responses = responses + 1\n  if responses >= {n} then wrk.thread:stop() end\nend\n"
+        ));
+    }
     let path = dir.join(format!("{name}.lua"));
     std::fs::write(&path, script).expect("the Lua script is written");
     path

@@ -318,7 +318,9 @@ pub(super) async fn publish(state: &impl Context, effects: CacheEffects, begun: 
             .chunks(KEYS_PER_CALL)
             .map(|part| drop_entries(state, part))
             .collect();
-        all_ok(stored).await && all_ok(dropped).await
+        // The new entries and the dropped ones (a bulk write's, the collections') at once.
+        let (stored, dropped) = futures::join!(all_ok(stored), all_ok(dropped));
+        stored && dropped
     };
     if !delivered {
         state.health().failed(effects.keys);

@@ -34,7 +34,8 @@ impl From<entity::trainer::Model> for Trainer {
             id: ID(m.id),
             first_name: m.first_name,
             last_name: m.last_name,
-            date_of_birth: m.date_of_birth.format("%Y-%m-%d").to_string(),
+            // `NaiveDate`'s `Display` is `YYYY-MM-DD`, without parsing a format string per row.
+            date_of_birth: m.date_of_birth.to_string(),
             pokemons: None,
         }
     }
@@ -70,7 +71,7 @@ impl From<entity::pokemon::Model> for Pokemon {
             species: m.species,
             level: m.level,
             owner_id: ID(m.owner_id),
-            date_of_ownership: m.date_of_ownership.format("%Y-%m-%d").to_string(),
+            date_of_ownership: m.date_of_ownership.to_string(),
             known_owner: None,
         }
     }
