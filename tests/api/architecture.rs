@@ -186,3 +186,53 @@ fn dependencies_point_down_the_layers() {
     }
     assert!(wrong.is_empty(), "dependencies pointing up: {wrong:#?}");
 }
+
+/// Every `.rs` file below `src/`, with its text.
+fn sources() -> Vec<(std::path::PathBuf, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut out = Vec::new();
+    let mut stack = vec![src];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("src/ is readable") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("a readable source file");
+                out.push((path, text));
+            }
+        }
+    }
+    out
+}
+
+/// A list that forgets to read its collection version first is never wrong (its statements
+/// then make the response unmemoizable), but it gains nothing from the cache: every
+/// function that runs a page (`keyset_page`) reads the versions of its tables first.
+#[test]
+fn every_paged_list_reads_its_collection_version_first() {
+    let mut unversioned = Vec::new();
+    for (path, text) in sources() {
+        if path.ends_with("pagination.rs") {
+            continue;
+        }
+        // Each function, from one `fn ` to the next.
+        for body in text.split("\npub async fn ").skip(1) {
+            let body = body.split("\nasync fn ").next().unwrap_or(body);
+            let Some(page) = body.find("keyset_page(") else {
+                continue;
+            };
+            let reads_first = body
+                .find("consistency::reading(")
+                .is_some_and(|read| read < page);
+            if !reads_first {
+                let name = body.split('(').next().unwrap_or("?");
+                unversioned.push(format!("{}: {name}", path.display()));
+            }
+        }
+    }
+    assert!(
+        unversioned.is_empty(),
+        "lists that run a page without reading their collection version first: {unversioned:#?}"
+    );
+}
