@@ -975,6 +975,8 @@ fn run_wrk_on(servers: &[&Server], lua: &Path, conns: u32, secs: u64) -> WrkResu
 
 /// The floor of a write: the `UPDATE` of one meal's price that `updateMeal` makes, sent by a
 /// plain sqlx client over one connection for `BENCH_SECS`, one at a time, ids at random.
+/// It writes behind Arena's back, as any outside client would, so Arena's cached copies of
+/// those meals keep their older price until Arena writes them again; no figure depends on it.
 fn measure_sqlx_floor(
     cfg: &Config,
     http: &Http,
