@@ -165,82 +165,71 @@ fn pg_updates(f: &Fixture) -> Vec<String> {
         .collect()
 }
 
-/// The mixed workload: by id, lists, nested lists and 10 % writes over the 1 000 meals.
+/// The mixed workload: 40 % by id, 25 % lists, 25 % nested lists and 10 % writes over the
+/// 1 000 meals, from each kind's bodies.
+fn mixed(by_id: Vec<String>, lists: Vec<String>, nested: Vec<String>, writes: Arm) -> Vec<Arm> {
+    let arm = |weight, bodies| Arm {
+        weight,
+        auth: false,
+        bodies,
+    };
+    vec![arm(40, by_id), arm(25, lists), arm(25, nested), writes]
+}
+
+fn query_body(query: String) -> String {
+    json!({ "query": query }).to_string()
+}
+
 fn arena_mixed(f: &Fixture) -> Vec<Arm> {
-    let q = |query: String| json!({ "query": query }).to_string();
-    vec![
-        Arm {
-            weight: 40,
-            auth: false,
-            bodies: f
-                .meal_ids
-                .iter()
-                .map(|id| json!({ "query": MEAL_QUERY, "variables": { "id": id } }).to_string())
-                .collect(),
-        },
-        Arm {
-            weight: 25,
-            auth: false,
-            bodies: CUISINES
-                .iter()
-                .map(|c| q(LIST_QUERY.replace("Thai", c)))
-                .collect(),
-        },
-        Arm {
-            weight: 25,
-            auth: false,
-            bodies: f
-                .trainer_pages
-                .iter()
-                .map(|after| match after {
-                    Some(a) => q(
-                        NESTED_QUERY.replace("first: 10", &format!("first: 10, after: \"{a}\""))
-                    ),
-                    None => q(NESTED_QUERY.to_owned()),
-                })
-                .collect(),
-        },
+    mixed(
+        f.meal_ids
+            .iter()
+            .map(|id| json!({ "query": MEAL_QUERY, "variables": { "id": id } }).to_string())
+            .collect(),
+        CUISINES
+            .iter()
+            .map(|c| query_body(LIST_QUERY.replace("Thai", c)))
+            .collect(),
+        f.trainer_pages
+            .iter()
+            .map(|after| match after {
+                Some(a) => query_body(
+                    NESTED_QUERY.replace("first: 10", &format!("first: 10, after: \"{a}\"")),
+                ),
+                None => query_body(NESTED_QUERY.to_owned()),
+            })
+            .collect(),
         Arm {
             weight: 10,
             auth: true,
             bodies: arena_updates(f),
         },
-    ]
+    )
 }
 
 fn pg_mixed(f: &Fixture) -> Vec<Arm> {
-    let q = |query: String| json!({ "query": query }).to_string();
-    vec![
-        Arm {
-            weight: 40,
-            auth: false,
-            bodies: f
-                .meal_ids
-                .iter()
-                .map(|id| q(format!("query {{ mealById(id: \"{id}\") {{ id name cuisine price difficulty battles wins winPct }} }}")))
-                .collect(),
-        },
-        Arm {
-            weight: 25,
-            auth: false,
-            bodies: CUISINES
-                .iter()
-                .map(|c| q(PG_LIST_QUERY.replace("Thai", c)))
-                .collect(),
-        },
-        Arm {
-            weight: 25,
-            auth: false,
-            bodies: (0..TRAINERS / 10)
-                .map(|page| q(PG_NESTED_QUERY.replace("first: 10", &format!("first: 10, offset: {}", page * 10))))
-                .collect(),
-        },
+    mixed(
+        f.meal_ids
+            .iter()
+            .map(|id| query_body(format!("query {{ mealById(id: \"{id}\") {{ id name cuisine price difficulty battles wins winPct }} }}")))
+            .collect(),
+        CUISINES
+            .iter()
+            .map(|c| query_body(PG_LIST_QUERY.replace("Thai", c)))
+            .collect(),
+        (0..TRAINERS / 10)
+            .map(|page| {
+                query_body(
+                    PG_NESTED_QUERY.replace("first: 10", &format!("first: 10, offset: {}", page * 10)),
+                )
+            })
+            .collect(),
         Arm {
             weight: 10,
             auth: false,
             bodies: pg_updates(f),
         },
-    ]
+    )
 }
 
 struct Scenario {
