@@ -123,7 +123,29 @@ pub trait Authenticator: Send + Sync + 'static {
         &'a self,
         header: &'a str,
         client: ClientAddr,
-    ) -> BoxFuture<'a, AppResult<Option<Viewer>>>;
+    ) -> BoxFuture<'a, AppResult<Option<Authenticated>>>;
+}
+
+/// A viewer, and what vouches for it to the memo of responses.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// Who.
+    pub viewer: Viewer,
+    /// The version of the viewer's own rows, read before the credential was looked up
+    /// (`consistency::reading_owned`), when the cache could vouch for it: while it holds,
+    /// the credential still names this viewer.
+    pub pinned: Option<Pinned>,
+}
+
+/// The version a viewer was resolved under.
+#[derive(Debug, Clone)]
+pub struct Pinned {
+    /// The cache key of the viewer's own rows.
+    pub key: String,
+    /// Its version.
+    pub version: i64,
+    /// When the credential expires by itself (epoch milliseconds; a session's end).
+    pub until: Option<i64>,
 }
 
 /// The request's `Authorization` value and, once asked for, the viewer it names.
@@ -136,7 +158,7 @@ pub struct RequestAuth {
 }
 
 /// The memoized outcome: the viewer, or the error's code and message.
-type Resolved = Result<Option<Viewer>, (ErrorCode, String)>;
+type Resolved = Result<Option<Authenticated>, (ErrorCode, String)>;
 
 impl RequestAuth {
     /// From the raw `Authorization` value, if any, of a request from `client`.
@@ -179,6 +201,21 @@ impl RequestAuth {
         self.resolved.initialized()
     }
 
+    /// The viewer, when it has been looked up already and found.
+    pub fn resolved_viewer(&self) -> Option<Viewer> {
+        let found = self.resolved.get()?.as_ref().ok()?.as_ref()?;
+        Some(found.viewer.clone())
+    }
+
+    /// Takes `viewer` as what the credential names, without looking it up (a memoized answer
+    /// for this credential, whose versions still hold, vouches for it).
+    pub fn vouched_for(&self, viewer: Viewer) {
+        let _ = self.resolved.set(Ok(Some(Authenticated {
+            viewer,
+            pinned: None,
+        })));
+    }
+
     /// Where the request came from.
     pub fn client(&self) -> ClientAddr {
         self.client
@@ -198,9 +235,12 @@ impl RequestAuth {
     }
 
     /// The viewer, resolving the header on first use.
+    ///
+    /// Who is asking decides the answer: an operation that asked is memoized only for this
+    /// credential, and only when the viewer was resolved under a version of their own rows
+    /// (recorded with the operation's reads, which covers the statements that looked the
+    /// credential up); otherwise asking taints the operation.
     pub async fn viewer(&self) -> AppResult<Option<Viewer>> {
-        // Who is asking decides the answer: an operation that asked is not memoized.
-        entity::scope::read::taint();
         let res = self
             .resolved
             .get_or_init(|| async {
@@ -219,7 +259,14 @@ impl RequestAuth {
             })
             .await;
         match res {
-            Ok(v) => Ok(v.clone()),
+            Ok(None) => entity::scope::read::record_viewer(None, None),
+            Ok(Some(Authenticated {
+                pinned: Some(p), ..
+            })) => entity::scope::read::record_viewer(Some((&p.key, p.version)), p.until),
+            _ => entity::scope::read::taint(),
+        }
+        match res {
+            Ok(v) => Ok(v.as_ref().map(|a| a.viewer.clone())),
             Err((ErrorCode::Internal, _)) => {
                 Err(AppError::internal("could not resolve the viewer"))
             }
@@ -233,7 +280,7 @@ impl RequestAuth {
     /// behalf (a stream of made-up keys would otherwise keep the CPU busy).
     pub async fn viewer_for_counting(&self) -> Option<Viewer> {
         if let Some(resolved) = self.resolved.get() {
-            return resolved.clone().ok().flatten();
+            return resolved.as_ref().ok()?.as_ref().map(|a| a.viewer.clone());
         }
         if self.is_bearer() {
             self.viewer().await.ok().flatten()

@@ -42,6 +42,13 @@ pub const TABLES: &[&str] = &[
     "users",
 ];
 
+/// The tables of a user's own rows: their account, sessions, API keys and specs. Only the
+/// user's own requests read them, and every write to them runs under the user's version
+/// (`viewer:<id>`, `consistency::write_owned`), which a memoized answer of theirs is checked
+/// against — but two that no answer can show: opening a session (no answer was memoized for
+/// a token that did not exist) and rehashing a password at login.
+pub const OWNED_TABLES: &[&str] = &["credentials", "sessions", "specs", "users"];
+
 /// The tables a SQL statement names, wherever they stand (`FROM`, `JOIN`, a comma list, a
 /// subquery, a qualified column): every word that is a table's name, except the column part
 /// of `table.column`. It may name more tables than the statement reads (a column that shares

@@ -37,33 +37,50 @@ pub async fn reading(state: &impl Context, tables: &[&'static str]) {
         return;
     }
     let keys: Vec<String> = tables.iter().map(|t| collection_key(t)).collect();
+    let versions = versions_of(state, &keys, "collection").await;
+    for ((table, key), version) in tables.iter().zip(&keys).zip(versions) {
+        if let Some(version) = version {
+            entity::scope::read::record_collection(table, key, version);
+        }
+    }
+}
+
+/// The current versions of `keys`, each made (a new random number, filled under a lease)
+/// where there is none; `None` where a write has it marked or the cache could not answer.
+pub(super) async fn versions_of(
+    state: &impl Context,
+    keys: &[String],
+    label: &str,
+) -> Vec<Option<i64>> {
     let lease = new_lease();
     let cache = state.cache();
-    let found = match cache.leased_get_many(&keys, &lease, lease_ttl(state)).await {
+    let found = match cache.leased_get_many(keys, &lease, lease_ttl(state)).await {
         Ok(found) => found,
         Err(_) => {
             state.health().failed(std::iter::empty());
-            return;
+            return vec![None; keys.len()];
         }
     };
     let counts = &state.metrics();
+    let mut versions = Vec::with_capacity(keys.len());
     let mut fills = Vec::new();
-    for ((table, key), got) in tables.iter().zip(&keys).zip(found) {
+    for (i, (key, got)) in keys.iter().zip(found).enumerate() {
         match got {
             Some(v) => {
-                counts.cache_hits.with_label_values(&["collection"]).inc();
-                entity::scope::read::record_collection(table, key, v.version);
+                counts.cache_hits.with_label_values(&[label]).inc();
+                versions.push(Some(v.version));
             }
             None => {
-                counts.cache_misses.with_label_values(&["collection"]).inc();
+                counts.cache_misses.with_label_values(&[label]).inc();
+                versions.push(None);
                 let version = (rand::random::<u64>() >> 1) as i64;
                 let payload = PAYLOAD.to_owned();
-                fills.push((*table, (key.clone(), Versioned { version, payload })));
+                fills.push((i, (key.clone(), Versioned { version, payload })));
             }
         }
     }
     if fills.is_empty() {
-        return;
+        return versions;
     }
     let entries: Vec<(String, Versioned)> = fills.iter().map(|(_, e)| e.clone()).collect();
     match cache
@@ -72,13 +89,14 @@ pub async fn reading(state: &impl Context, tables: &[&'static str]) {
     {
         Ok(stored) => {
             // A fill refused (a write marked the version or revoked the lease since) leaves
-            // the table unrecorded.
-            for ((table, (key, v)), stored) in fills.iter().zip(stored) {
+            // the version unknown.
+            for ((i, (_, v)), stored) in fills.iter().zip(stored) {
                 if stored {
-                    entity::scope::read::record_collection(table, key, v.version);
+                    versions[*i] = Some(v.version);
                 }
             }
         }
         Err(_) => state.health().failed(std::iter::empty()),
     }
+    versions
 }

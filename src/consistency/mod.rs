@@ -33,6 +33,7 @@
 //! | writes whose truth lives outside SQL (documents, counters) | `outside.rs` |
 //! | leased reads and fills | `leased.rs` |
 //! | versions of collections (what lets lists be memoized) | `collections.rs` |
+//! | versions of a user's own rows (what lets a viewer's answers be memoized) | `owned.rs` |
 //! | the loaders' batching | `batch.rs` |
 //! | the memo's version check | `versions.rs` |
 //! | near caches and their leases | `near/` |
@@ -49,6 +50,7 @@ mod health;
 mod leased;
 pub mod near;
 mod outside;
+mod owned;
 mod versions;
 mod write;
 
@@ -69,6 +71,7 @@ pub use collections::{collection_key, reading};
 pub use health::{check_namespace, health_worker, recover, CacheHealth, Owed};
 pub use leased::{fill_keys, fill_many, read_keys, read_many, Cached, Lease};
 pub use outside::{write_outside, OutsideOutcome};
+pub use owned::{reading_owned, viewer_key, write_owned};
 pub use versions::Versions;
 pub use write::{bulk, write};
 

@@ -62,6 +62,6 @@ impl CredentialMutation {
     /// Deletes every credential of the viewer; returns how many were removed.
     async fn delete_all_credentials(&self, ctx: &Context<'_>) -> Result<i64> {
         let v = require_viewer(ctx).await?;
-        Ok(service::delete_all_credentials(&state(ctx).db, v.id).await? as i64)
+        Ok(service::delete_every_credential(state(ctx), v.id).await? as i64)
     }
 }

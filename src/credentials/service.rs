@@ -1,10 +1,12 @@
 //! The rules of credentials and of API-key authentication. No GraphQL types here.
 //!
-//! A request's key is always looked up in the database (one query on the unique
-//! `public_key` index, joined to its user), never in a cache: a rotated or deleted key stops
-//! working at once on every replica. What is cached, in this process only, is the outcome of
-//! the expensive PBKDF2 check, keyed by the public key *and* the stored hash it was checked
-//! against: a rotation changes the stored hash, so an old entry can never match again.
+//! A request's key is looked up in the database (one query on the unique `public_key` index,
+//! joined to its user), never in a cache: a rotated or deleted key stops working at once on
+//! every replica. What is cached, in this process only, is the outcome of the expensive
+//! PBKDF2 check, keyed by the public key *and* the stored hash it was checked against: a
+//! rotation changes the stored hash, so an old entry can never match again. An answer
+//! memoized for a key is served again only while the version of its owner's own rows holds,
+//! and every write here replaces that version (`consistency::write_owned`).
 
 use base64::Engine;
 use chrono::Utc;
@@ -16,6 +18,7 @@ use sea_orm::{
 };
 
 use super::types::CredentialId;
+use crate::consistency;
 use crate::crypto;
 use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::state::AppState;
@@ -51,68 +54,72 @@ pub async fn create_credential(
             .run(move || crypto::hash_secret(&secret, &salt, iterations))
             .await?
     };
-    for _ in 0..CREATE_ATTEMPTS {
-        let public_key = format!(
-            "{PUBLIC_KEY_PREFIX}{}",
-            crypto::random_token(PUBLIC_KEY_BYTES)
-        );
-        let now = Utc::now();
-        let txn = state.db.begin().await?;
-        // Rotate first: the write also takes SQLite's write lock before any read.
-        let rotated = credential::Entity::update_many()
-            .col_expr(
-                credential::Column::PublicKey,
-                Expr::value(public_key.clone()),
-            )
-            .col_expr(credential::Column::Salt, Expr::value(salt.clone()))
-            .col_expr(
-                credential::Column::SecretHash,
-                Expr::value(secret_hash.clone()),
-            )
-            .col_expr(credential::Column::CreatedAt, Expr::value(now))
-            .filter(credential::Column::UserId.eq(user_id))
-            .filter(credential::Column::CredentialId.eq(id.as_str()))
-            .exec(&txn)
-            .await;
-        let rotated = match rotated {
-            Ok(r) => r.rows_affected > 0,
-            // A public key taken by another credential: draw another one.
-            Err(e) if is_unique_violation(&e) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let row = if rotated {
-            credential::Entity::find()
+    let (db, id) = (state.db.clone(), id.clone());
+    consistency::write_owned(state, user_id, async move {
+        for _ in 0..CREATE_ATTEMPTS {
+            let public_key = format!(
+                "{PUBLIC_KEY_PREFIX}{}",
+                crypto::random_token(PUBLIC_KEY_BYTES)
+            );
+            let now = Utc::now();
+            let txn = db.begin().await?;
+            // Rotate first: the write also takes SQLite's write lock before any read.
+            let rotated = credential::Entity::update_many()
+                .col_expr(
+                    credential::Column::PublicKey,
+                    Expr::value(public_key.clone()),
+                )
+                .col_expr(credential::Column::Salt, Expr::value(salt.clone()))
+                .col_expr(
+                    credential::Column::SecretHash,
+                    Expr::value(secret_hash.clone()),
+                )
+                .col_expr(credential::Column::CreatedAt, Expr::value(now))
                 .filter(credential::Column::UserId.eq(user_id))
                 .filter(credential::Column::CredentialId.eq(id.as_str()))
-                .one(&txn)
-                .await?
-                .ok_or_else(|| AppError::internal("a rotated credential vanished"))?
-        } else {
-            let inserted = credential::ActiveModel {
-                user_id: Set(user_id),
-                credential_id: Set(id.as_str().to_owned()),
-                public_key: Set(public_key),
-                salt: Set(salt.clone()),
-                secret_hash: Set(secret_hash.clone()),
-                created_at: Set(now),
-                ..Default::default()
-            }
-            .insert(&txn)
-            .await;
-            match inserted {
-                Ok(row) => row,
-                // A concurrent create of the same id won: rotate it on the next attempt.
+                .exec(&txn)
+                .await;
+            let rotated = match rotated {
+                Ok(r) => r.rows_affected > 0,
+                // A public key taken by another credential: draw another one.
                 Err(e) if is_unique_violation(&e) => continue,
                 Err(e) => return Err(e.into()),
-            }
-        };
-        txn.commit().await?;
-        return Ok((row, secret));
-    }
-    Err(AppError::Conflict(format!(
-        "id: credential `{}` is being changed by other requests; try again",
-        id.as_str()
-    )))
+            };
+            let row = if rotated {
+                credential::Entity::find()
+                    .filter(credential::Column::UserId.eq(user_id))
+                    .filter(credential::Column::CredentialId.eq(id.as_str()))
+                    .one(&txn)
+                    .await?
+                    .ok_or_else(|| AppError::internal("a rotated credential vanished"))?
+            } else {
+                let inserted = credential::ActiveModel {
+                    user_id: Set(user_id),
+                    credential_id: Set(id.as_str().to_owned()),
+                    public_key: Set(public_key),
+                    salt: Set(salt.clone()),
+                    secret_hash: Set(secret_hash.clone()),
+                    created_at: Set(now),
+                    ..Default::default()
+                }
+                .insert(&txn)
+                .await;
+                match inserted {
+                    Ok(row) => row,
+                    // A concurrent create of the same id won: rotate it on the next attempt.
+                    Err(e) if is_unique_violation(&e) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            txn.commit().await?;
+            return Ok((row, secret));
+        }
+        Err(AppError::Conflict(format!(
+            "id: credential `{}` is being changed by other requests; try again",
+            id.as_str()
+        )))
+    })
+    .await
 }
 
 /// `user_id`'s credentials, by id.
@@ -144,15 +151,28 @@ pub async fn delete_credential(
     user_id: i64,
     id: &CredentialId,
 ) -> AppResult<bool> {
-    let res = credential::Entity::delete_many()
+    let delete = credential::Entity::delete_many()
         .filter(credential::Column::UserId.eq(user_id))
-        .filter(credential::Column::CredentialId.eq(id.as_str()))
-        .exec(&state.db)
-        .await?;
-    Ok(res.rows_affected > 0)
+        .filter(credential::Column::CredentialId.eq(id.as_str()));
+    let db = state.db.clone();
+    consistency::write_owned(state, user_id, async move {
+        Ok(delete.exec(&db).await?.rows_affected > 0)
+    })
+    .await
 }
 
-/// Deletes every credential of `user_id`; returns how many were removed.
+/// Deletes every credential of `user_id` (the viewer's own request); returns how many were
+/// removed.
+pub async fn delete_every_credential(state: &AppState, user_id: i64) -> AppResult<u64> {
+    let db = state.db.clone();
+    consistency::write_owned(state, user_id, async move {
+        delete_all_credentials(&db, user_id).await
+    })
+    .await
+}
+
+/// Deletes every credential of `user_id` on `conn` (inside the caller's write of the user's
+/// own rows); returns how many were removed.
 pub async fn delete_all_credentials(conn: &impl ConnectionTrait, user_id: i64) -> AppResult<u64> {
     let res = credential::Entity::delete_many()
         .filter(credential::Column::UserId.eq(user_id))

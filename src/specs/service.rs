@@ -10,6 +10,7 @@ use sea_orm::{
 };
 
 use super::types::{NewSpecVersion, SpecId};
+use crate::consistency;
 use crate::error::{is_unique_violation, AppError, AppResult, OrInternal};
 use crate::state::AppState;
 
@@ -27,15 +28,19 @@ pub async fn put_spec(
     user_id: i64,
     input: NewSpecVersion,
 ) -> AppResult<spec::Model> {
-    for _ in 0..PUT_ATTEMPTS {
-        if let Some(row) = try_put_spec(state, user_id, &input).await? {
-            return Ok(row);
+    let owned = state.clone();
+    consistency::write_owned(state, user_id, async move {
+        for _ in 0..PUT_ATTEMPTS {
+            if let Some(row) = try_put_spec(&owned, user_id, &input).await? {
+                return Ok(row);
+            }
         }
-    }
-    Err(AppError::Conflict(format!(
-        "id: spec `{}` is being changed by other requests; try again",
-        input.id.as_str()
-    )))
+        Err(AppError::Conflict(format!(
+            "id: spec `{}` is being changed by other requests; try again",
+            input.id.as_str()
+        )))
+    })
+    .await
 }
 
 /// One attempt; `None` when a concurrent put took the sequence number (nothing was written).
@@ -178,12 +183,14 @@ pub async fn model_count(state: &AppState, user_id: i64) -> AppResult<i64> {
 /// Deletes every version of `user_id`'s spec `id`; returns how many were removed (0 when the
 /// spec does not exist or is someone else's).
 pub async fn delete_spec(state: &AppState, user_id: i64, id: &SpecId) -> AppResult<u64> {
-    let res = spec::Entity::delete_many()
+    let delete = spec::Entity::delete_many()
         .filter(spec::Column::UserId.eq(user_id))
-        .filter(spec::Column::SpecId.eq(id.as_str()))
-        .exec(&state.db)
-        .await?;
-    Ok(res.rows_affected)
+        .filter(spec::Column::SpecId.eq(id.as_str()));
+    let db = state.db.clone();
+    consistency::write_owned(state, user_id, async move {
+        Ok(delete.exec(&db).await?.rows_affected)
+    })
+    .await
 }
 
 /// Deletes every version of every spec of `user_id`; returns how many versions were removed.

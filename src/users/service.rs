@@ -1,12 +1,13 @@
 //! The rules of accounts and sessions. No GraphQL types here.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use entity::{session, user};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
 
 use super::hooks::AccountHooks;
 use super::throttle;
 use super::types::{NewPassword, Username};
+use crate::consistency;
 use crate::crypto;
 use crate::error::{is_unique_violation, AppError, AppResult};
 use crate::state::AppState;
@@ -88,6 +89,7 @@ async fn check_password(
             tracing::debug!(user = found.id, "rehash put off: no hashing thread free");
             return Ok(Some(found));
         };
+        // Not under the user's version (`consistency::write_owned`): no answer shows the hash.
         let mut active: user::ActiveModel = found.clone().into();
         active.password_hash = Set(hash);
         return Ok(Some(active.update(&state.db).await?));
@@ -149,7 +151,10 @@ pub async fn login(
 }
 
 /// The viewer behind a bearer token, if the session exists and has not expired.
-pub async fn viewer_by_session(state: &AppState, token: &str) -> AppResult<Option<Viewer>> {
+pub async fn viewer_by_session(
+    state: &AppState,
+    token: &str,
+) -> AppResult<Option<(Viewer, DateTime<Utc>)>> {
     let token_hash = crypto::sha256_hex(token);
     // The session and its user in one statement.
     let Some((s, u)) = session::Entity::find_by_id(token_hash.clone())
@@ -160,19 +165,27 @@ pub async fn viewer_by_session(state: &AppState, token: &str) -> AppResult<Optio
         return Ok(None);
     };
     if s.expires_at <= Utc::now() {
-        session::Entity::delete_by_id(token_hash)
-            .exec(&state.db)
-            .await?;
+        // Tidying up only: an expired session is refused by its time, deleted or not.
+        let db = state.db.clone();
+        let gone = consistency::write_owned(state, s.user_id, async move {
+            session::Entity::delete_by_id(token_hash).exec(&db).await?;
+            Ok(())
+        })
+        .await;
+        if let Err(e) = gone {
+            tracing::debug!(error = ?e, "an expired session was left for later");
+        }
         return Ok(None);
     }
     let Some(u) = u else {
         return Ok(None);
     };
-    Ok(Some(Viewer {
+    let viewer = Viewer {
         id: u.id,
         username: u.username,
         via: AuthMethod::Session { token_hash },
-    }))
+    };
+    Ok(Some((viewer, s.expires_at)))
 }
 
 /// Log out: runs every domain's log-out hook (the battle ring is saved to the session
@@ -186,10 +199,12 @@ pub async fn logout(state: &AppState, hooks: &AccountHooks, viewer: &Viewer) -> 
     for hook in hooks.iter() {
         hook.logging_out(state, viewer.id).await?;
     }
-    let res = session::Entity::delete_by_id(token_hash.clone())
-        .exec(&state.db)
-        .await?;
-    Ok(res.rows_affected > 0)
+    let (db, token_hash) = (state.db.clone(), token_hash.clone());
+    consistency::write_owned(state, viewer.id, async move {
+        let res = session::Entity::delete_by_id(token_hash).exec(&db).await?;
+        Ok(res.rows_affected > 0)
+    })
+    .await
 }
 
 /// Loads the viewer's row.
@@ -228,18 +243,22 @@ pub async fn change_password(
             .run(move || crypto::hash_secret(new.expose(), &salt, iterations))
             .await?
     };
-    let txn = state.db.begin().await?;
-    let mut active: user::ActiveModel = row.into();
-    active.salt = Set(salt);
-    active.password_hash = Set(hash);
-    active.update(&txn).await?;
     let mut others = session::Entity::delete_many().filter(session::Column::UserId.eq(viewer.id));
     if let AuthMethod::Session { token_hash } = &viewer.via {
         others = others.filter(session::Column::TokenHash.ne(token_hash.clone()));
     }
-    others.exec(&txn).await?;
-    txn.commit().await?;
-    Ok(true)
+    let db = state.db.clone();
+    consistency::write_owned(state, viewer.id, async move {
+        let txn = db.begin().await?;
+        let mut active: user::ActiveModel = row.into();
+        active.salt = Set(salt);
+        active.password_hash = Set(hash);
+        active.update(&txn).await?;
+        others.exec(&txn).await?;
+        txn.commit().await?;
+        Ok(true)
+    })
+    .await
 }
 
 /// Deletes the viewer's account and sessions, and every domain's data of theirs (their rows in
@@ -260,16 +279,21 @@ pub async fn delete_user(
         return Err(AppError::invalid("password", "is wrong"));
     }
     attempt.succeeded(state).await;
-    let txn = state.db.begin().await?;
-    session::Entity::delete_many()
-        .filter(session::Column::UserId.eq(viewer.id))
-        .exec(&txn)
-        .await?;
-    for hook in hooks.iter() {
-        hook.delete_rows(&txn, viewer.id).await?;
-    }
-    user::Entity::delete_by_id(viewer.id).exec(&txn).await?;
-    txn.commit().await?;
+    let (db, owned_hooks, user_id) = (state.db.clone(), hooks.clone(), viewer.id);
+    consistency::write_owned(state, viewer.id, async move {
+        let txn = db.begin().await?;
+        session::Entity::delete_many()
+            .filter(session::Column::UserId.eq(user_id))
+            .exec(&txn)
+            .await?;
+        for hook in owned_hooks.iter() {
+            hook.delete_rows(&txn, user_id).await?;
+        }
+        user::Entity::delete_by_id(user_id).exec(&txn).await?;
+        txn.commit().await?;
+        Ok(())
+    })
+    .await?;
     for hook in hooks.iter() {
         if let Err(e) = hook.forget(state, viewer.id).await {
             tracing::warn!(error = ?e, user = viewer.id, "a deleted account's data was left behind");

@@ -725,14 +725,16 @@ async fn a_warm_meal_read_is_answered_from_the_memo_and_follows_every_write(app:
     assert!(r["data"]["mealByName"].is_null(), "{r:#}");
 }
 
-async fn queries_that_read_the_viewer_or_unversioned_sql_are_never_memoized(app: TestApp) {
+async fn unversioned_sql_is_never_memoized_and_the_viewers_answers_only_per_credential(
+    app: TestApp,
+) {
     let alice = app.login_new_user("alice").await;
     let bob = app.login_new_user("bob").await;
     let m = create_meal(&app, &alice, "Paella", "Spanish", 3.0, "LOW").await;
     read_meal(&app, &m["id"]).await;
     read_meal(&app, &m["id"]).await;
     let h0 = app.metric(HITS).await;
-    // The viewer: each token has its own answer, every time.
+    // The viewer: each token has its own answer, every time, memoized or not.
     for _ in 0..3 {
         for (token, name) in [(&alice, "alice"), (&bob, "bob")] {
             let r = app.gql_as(token, "{ me { username } }", json!({})).await;
@@ -746,12 +748,18 @@ async fn queries_that_read_the_viewer_or_unversioned_sql_are_never_memoized(app:
         assert_eq!(r["data"]["me"]["username"], "bob");
         assert_eq!(r["data"]["meal"]["name"], "Paella");
     }
+    let h1 = app.metric(HITS).await;
+    assert!(
+        h1 > h0,
+        "the viewer's answers are memoized for their credential"
+    );
+    let h0 = h1;
     // SQL that read no collection version first (a battle by id).
     for _ in 0..3 {
         let r = app.gql("{ battle(id: \"1\") { id } }", json!({})).await;
         assert_no_errors(&r);
     }
-    assert_eq!(app.metric(HITS).await, h0, "nothing above was memoized");
+    assert_eq!(app.metric(HITS).await, h0, "the battle was not memoized");
     // While the warm meal still is.
     read_meal(&app, &m["id"]).await;
     assert_eq!(app.metric(HITS).await, h0 + 1.0);
@@ -1074,7 +1082,7 @@ crate::scenario! {
     a_hash_that_is_not_the_documents_own_is_refused_and_registers_nothing,
     a_malformed_persisted_query_extension_is_a_400_with_a_code,
     a_warm_meal_read_is_answered_from_the_memo_and_follows_every_write,
-    queries_that_read_the_viewer_or_unversioned_sql_are_never_memoized,
+    unversioned_sql_is_never_memoized_and_the_viewers_answers_only_per_credential,
     get_runs_queries_and_refuses_mutations_with_405,
     post_honours_content_type_and_accept,
     graphql_response_json_answers_a_refused_request_with_400_and_no_data,

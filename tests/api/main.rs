@@ -17,6 +17,7 @@ mod graphiql;
 mod http_pipeline;
 mod meals;
 mod near;
+mod owned;
 mod platform;
 mod pokemon;
 mod specs;

@@ -29,6 +29,13 @@ pub struct ReadLog {
     /// Tables whose collection version is among `entries`: statements reading only these
     /// leave the operation pure.
     pub collections: Vec<&'static str>,
+    /// Set when the answer depends on who asked: the viewer was resolved under a version of
+    /// their own data ([`record_viewer`]), so a memoized answer may be served again only to
+    /// the same credential.
+    pub keyed: bool,
+    /// The earliest instant (epoch milliseconds) at which something read stops being true by
+    /// itself, with no write (a session expires).
+    pub until: Option<i64>,
 }
 
 impl ReadLog {
@@ -71,11 +78,36 @@ pub fn is_tracking() -> bool {
 /// Records that the operation read the version of `table`'s collection, at `key`: its
 /// statements may read `table` from now on.
 pub fn record_collection(table: &'static str, key: &str, version: i64) {
+    record_covering(key, version, &[table]);
+}
+
+/// Records that the operation read the version at `key`, which stands for every row of
+/// `tables` the operation may read: its statements may read them from now on.
+pub fn record_covering(key: &str, version: i64, tables: &[&'static str]) {
     let _ = LOG.try_with(|l| {
         let mut l = l.borrow_mut();
         l.entries.push((key.to_owned(), version));
-        if !l.collections.contains(&table) {
-            l.collections.push(table);
+        for table in tables {
+            if !l.collections.contains(table) {
+                l.collections.push(table);
+            }
+        }
+    });
+}
+
+/// Records that the operation's answer depends on its viewer, as resolved under `pinned`
+/// (the key and version of the viewer's own data, recorded with the tables it covers,
+/// [`crate::OWNED_TABLES`]; `None` for a request with no credential). `until` is when the
+/// credential stops being valid by itself.
+pub fn record_viewer(pinned: Option<(&str, i64)>, until: Option<i64>) {
+    if let Some((key, version)) = pinned {
+        record_covering(key, version, crate::OWNED_TABLES);
+    }
+    let _ = LOG.try_with(|l| {
+        let mut l = l.borrow_mut();
+        l.keyed = true;
+        if let Some(until) = until {
+            l.until = Some(l.until.map_or(until, |u| u.min(until)));
         }
     });
 }

@@ -48,6 +48,9 @@ pub struct Prepared {
     /// Set once the document passed async-graphql's full validation: later requests run
     /// with the checks that depend on the request alone.
     validated: AtomicBool,
+    /// Set once a response to it was found to depend on its viewer: from then on its
+    /// memoized responses are kept and looked up per credential.
+    asks_viewer: AtomicBool,
 }
 
 impl Prepared {
@@ -85,6 +88,7 @@ impl Prepared {
             has_variables,
             static_roots: HashMap::new(),
             validated: AtomicBool::new(false),
+            asks_viewer: AtomicBool::new(false),
         };
         let mut static_roots = HashMap::new();
         for (name, op) in prepared.doc.operations.iter() {
@@ -122,6 +126,16 @@ impl Prepared {
     /// Records that the document passed full validation.
     pub fn mark_validated(&self) {
         self.validated.store(true, Ordering::Release);
+    }
+
+    /// Whether a response to it depended on its viewer.
+    pub fn asks_viewer(&self) -> bool {
+        self.asks_viewer.load(Ordering::Acquire)
+    }
+
+    /// Records that a response to it depended on its viewer.
+    pub fn mark_asks_viewer(&self) {
+        self.asks_viewer.store(true, Ordering::Release);
     }
 
     /// The operation a request selects (by name, or the only one), if there is one.

@@ -3,8 +3,12 @@
 //! that version.
 //!
 //! A query is pure when everything it read was a versioned entry of the write-through cache
-//! (`entity::scope::read`): no SQL statement, no plain cache key, no document, no viewer. Its response
-//! is then a function of its document, its variables and those entries. Before a memoized
+//! (`entity::scope::read`): no plain cache key, no document, and SQL statements only over
+//! tables whose versions it read first. Its response is then a function of its document, its
+//! variables and those entries. A query that asked who its viewer is depends on the
+//! credential too: it is pure only when the viewer was resolved under the version of the
+//! viewer's own rows, and its response is kept *for that credential* (a hash of the
+//! `Authorization` value is part of its key) and only until the credential expires. Before a memoized
 //! response is served, the entries' current versions are read from the cache tier (one round
 //! trip, the same a cached read costs); a write in flight (a mark), an eviction or a newer
 //! version means the query runs again. So a read that starts after a write committed never
@@ -20,6 +24,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::documents::Prepared;
+use crate::viewer::Viewer;
 
 /// A memoized response.
 pub struct Entry {
@@ -32,20 +37,65 @@ pub struct Entry {
     pub reads: Vec<(String, i64)>,
     /// The root fields it ran (with its variables), which a hit counts again.
     pub fields: Arc<[async_graphql::Name]>,
+    /// For a response that depends on its viewer: who asked (see [`Key`]), and whom the
+    /// credential named (`None`: nobody, a request without one).
+    pub viewer: Option<(String, Option<Viewer>)>,
+    /// When it stops being true by itself (epoch milliseconds): the viewer's session ends.
+    pub until: Option<i64>,
 }
 
 impl Entry {
-    fn is_for(&self, prepared: &Arc<Prepared>, operation: Option<&str>, variables: &str) -> bool {
-        Arc::ptr_eq(&self.prepared, prepared)
-            && self.operation.as_deref() == operation
-            && self.variables == variables
+    fn is_for(&self, key: &Key<'_>) -> bool {
+        Arc::ptr_eq(&self.prepared, key.prepared)
+            && self.operation.as_deref() == key.operation
+            && self.variables == key.variables
+            && self.viewer.as_ref().map(|(who, _)| who.as_str()) == key.who
     }
 
     fn size(&self) -> usize {
         self.body.len()
             + self.variables.len()
+            + self.viewer.as_ref().map_or(0, |(who, _)| who.len() + 64)
             + self.reads.iter().map(|(k, _)| k.len() + 8).sum::<usize>()
     }
+
+    /// Whether nothing it read has expired by itself at `now_ms`.
+    pub fn in_time(&self, now_ms: i64) -> bool {
+        self.until.is_none_or(|until| now_ms < until)
+    }
+}
+
+/// What a memoized response is looked up by.
+pub struct Key<'a> {
+    /// The document.
+    pub prepared: &'a Arc<Prepared>,
+    /// The operation's name.
+    pub operation: Option<&'a str>,
+    /// The variables, serialized.
+    pub variables: &'a str,
+    /// For a document whose responses depend on their viewer: who asks (a hash of the
+    /// `Authorization` value, [`who`]).
+    pub who: Option<&'a str>,
+}
+
+/// Who asks, as a memo key holds it: the SHA-256 of the `Authorization` value, or `-` for a
+/// request without one.
+pub fn who(header: Option<&str>) -> String {
+    header.map_or_else(|| "-".to_owned(), crate::crypto::sha256_hex)
+}
+
+/// A response to keep (see [`Memo::put`]).
+pub struct Computed {
+    /// The response body, serialized.
+    pub body: Bytes,
+    /// The entries it was computed from, with their versions.
+    pub reads: Vec<(String, i64)>,
+    /// The root fields it ran.
+    pub fields: Arc<[async_graphql::Name]>,
+    /// Who asked and whom the credential named, when the response depends on it.
+    pub viewer: Option<(String, Option<Viewer>)>,
+    /// When it stops being true by itself.
+    pub until: Option<i64>,
 }
 
 /// Memoized responses, at most `max_entries` of them and `max_bytes` in all.
@@ -80,55 +130,45 @@ impl Memo {
         self.max_entries > 0 && self.max_bytes > 0
     }
 
-    fn key(&self, prepared: &Arc<Prepared>, operation: Option<&str>, variables: &str) -> u64 {
+    fn hash(&self, key: &Key<'_>) -> u64 {
         let mut h = self.hasher.build_hasher();
-        (Arc::as_ptr(prepared) as usize).hash(&mut h);
-        operation.hash(&mut h);
-        variables.hash(&mut h);
+        (Arc::as_ptr(key.prepared) as usize).hash(&mut h);
+        key.operation.hash(&mut h);
+        key.variables.hash(&mut h);
+        key.who.hash(&mut h);
         h.finish()
     }
 
-    /// The memoized response of this operation with these (serialized) variables, if any.
-    pub fn get(
-        &self,
-        prepared: &Arc<Prepared>,
-        operation: Option<&str>,
-        variables: &str,
-    ) -> Option<Arc<Entry>> {
-        let key = self.key(prepared, operation, variables);
+    /// The memoized response for `key`, if any.
+    pub fn get(&self, key: &Key<'_>) -> Option<Arc<Entry>> {
+        let hash = self.hash(key);
         self.inner
             .lock()
             .entries
-            .get(&key)
-            .filter(|e| e.is_for(prepared, operation, variables))
+            .get(&hash)
+            .filter(|e| e.is_for(key))
             .cloned()
     }
 
-    /// Keeps a response computed from `reads`.
-    pub fn put(
-        &self,
-        prepared: &Arc<Prepared>,
-        operation: Option<&str>,
-        variables: String,
-        body: Bytes,
-        reads: Vec<(String, i64)>,
-        fields: Arc<[async_graphql::Name]>,
-    ) {
-        let key = self.key(prepared, operation, &variables);
+    /// Keeps a response for `key` (whose `variables` it takes).
+    pub fn put(&self, key: &Key<'_>, computed: Computed) {
+        let hash = self.hash(key);
         let entry = Arc::new(Entry {
-            prepared: prepared.clone(),
-            operation: operation.map(str::to_owned),
-            variables,
-            body,
-            reads,
-            fields,
+            prepared: key.prepared.clone(),
+            operation: key.operation.map(str::to_owned),
+            variables: key.variables.to_owned(),
+            body: computed.body,
+            reads: computed.reads,
+            fields: computed.fields,
+            viewer: computed.viewer,
+            until: computed.until,
         });
         let size = entry.size();
         if size > self.max_bytes / 4 {
             return;
         }
         let mut lru = self.inner.lock();
-        if let Some(old) = lru.entries.put(key, entry) {
+        if let Some(old) = lru.entries.put(hash, entry) {
             lru.bytes -= old.size();
         }
         lru.bytes += size;
@@ -140,16 +180,13 @@ impl Memo {
         }
     }
 
-    /// Forgets the response of this operation (its reads are no longer current).
-    pub fn forget(&self, prepared: &Arc<Prepared>, operation: Option<&str>, variables: &str) {
-        let key = self.key(prepared, operation, variables);
+    /// Forgets the response for `key` (its reads are no longer current).
+    pub fn forget(&self, key: &Key<'_>) {
+        let hash = self.hash(key);
         let mut lru = self.inner.lock();
-        let ours = lru
-            .entries
-            .peek(&key)
-            .is_some_and(|e| e.is_for(prepared, operation, variables));
+        let ours = lru.entries.peek(&hash).is_some_and(|e| e.is_for(key));
         if ours {
-            if let Some(old) = lru.entries.pop(&key) {
+            if let Some(old) = lru.entries.pop(&hash) {
                 lru.bytes -= old.size();
             }
         }

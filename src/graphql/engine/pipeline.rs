@@ -30,7 +30,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::documents::{DocumentCache, DocumentLimits, Prepared};
-use super::memo::Memo;
+use super::memo::{self, Memo};
 use super::persisted::{self, PersistedQueries};
 use super::variables::InputTypes;
 use crate::consistency::Versions;
@@ -321,9 +321,21 @@ impl Pipeline {
             None => Cow::Owned(serde_json::to_string(&request.variables).unwrap_or_default()),
         });
         if let Some(vars) = &memo_key {
-            if let Some(entry) = self.memo.get(&prepared, operation.as_deref(), vars) {
-                if self.still_current(&entry.reads).await {
+            let who = prepared.asks_viewer().then(|| memo::who(auth.header()));
+            let key = memo::Key {
+                prepared: &prepared,
+                operation: operation.as_deref(),
+                variables: vars,
+                who: who.as_deref(),
+            };
+            if let Some(entry) = self.memo.get(&key) {
+                let now = chrono::Utc::now().timestamp_millis();
+                if entry.in_time(now) && self.still_current(&entry.reads).await {
                     self.memo_result(MemoResult::Hit);
+                    if let Some((_, Some(viewer))) = &entry.viewer {
+                        // The versions that vouch for the answer vouch for its viewer too.
+                        auth.vouched_for(viewer.clone());
+                    }
                     OperationUsage {
                         usage: self.usage.clone(),
                         fields: entry.fields.clone(),
@@ -337,7 +349,7 @@ impl Pipeline {
                     };
                 }
                 self.memo_result(MemoResult::Stale);
-                self.memo.forget(&prepared, operation.as_deref(), vars);
+                self.memo.forget(&key);
             } else {
                 self.memo_result(MemoResult::Miss);
             }
@@ -365,6 +377,7 @@ impl Pipeline {
     ) -> Answer {
         let operation = request.operation_name.clone();
         let validated = Validated::default();
+        let asker = auth.clone();
         let usage_record =
             OperationUsage::new(&self.usage, &prepared, &request, Some(auth.clone()));
         let counting_fields = usage_record.fields.clone();
@@ -396,14 +409,24 @@ impl Pipeline {
         if let Some(vars) = memo_key {
             if reads.is_pure() && answer.response.errors.is_empty() {
                 let body = Bytes::from(serde_json::to_vec(&answer.response).unwrap_or_default());
-                self.memo.put(
-                    &prepared,
-                    operation.as_deref(),
-                    vars.into_owned(),
-                    body.clone(),
-                    reads.entries,
-                    counting_fields,
-                );
+                if reads.keyed {
+                    prepared.mark_asks_viewer();
+                }
+                let who = prepared.asks_viewer().then(|| memo::who(asker.header()));
+                let key = memo::Key {
+                    prepared: &prepared,
+                    operation: operation.as_deref(),
+                    variables: &vars,
+                    who: who.as_deref(),
+                };
+                let computed = memo::Computed {
+                    body: body.clone(),
+                    reads: reads.entries,
+                    fields: counting_fields,
+                    viewer: who.clone().map(|who| (who, asker.resolved_viewer())),
+                    until: reads.until,
+                };
+                self.memo.put(&key, computed);
                 answer.body = Some(body);
             }
         }
