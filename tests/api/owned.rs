@@ -1,4 +1,5 @@
-//! A viewer's own lists (`credentials`, `specs`, `specVersions`, `me`), memoized per
+//! A viewer's own lists (`credentials`, `specs`, `specVersions`, `me`, `savedRolls`,
+//! `characters`), memoized per
 //! credential under the version of the viewer's own rows (docs/cache-consistency.md, "A
 //! viewer's own data"): a warm answer is served with no SQL, only to the credential it was
 //! computed for, and a read that starts after an acknowledged write of the viewer's rows —
@@ -189,9 +190,35 @@ async fn an_api_keys_warm_answers_end_with_the_key_on_every_replica(app: TestApp
     b.stop().await;
 }
 
+/// Saved rolls and characters live in the user's document, whose copy in the cache tier is
+/// versioned: warm, they are answered from the memo too, and a change made on A shows in B's
+/// next read.
+async fn saved_rolls_and_characters_warm_on_one_replica_show_changes_made_on_another(app: TestApp) {
+    const DICE: &str = "{ savedRolls { name expression } characters { name sheet } }";
+    let b = app.spawn_replica().await;
+    let dana = app.login_new_user("dana").await;
+    let auth = bearer(&dana);
+    let save = "mutation($n: String!) { saveRoll(name: $n, expression: \"2d6\") { name } }";
+    assert_no_errors(&app.gql_as(&dana, save, json!({ "n": "fireball" })).await);
+    let warmed = warm_as(&b, &auth, DICE).await;
+    assert_eq!(warmed["savedRolls"][0]["name"], "fireball");
+
+    assert_no_errors(&app.gql_as(&dana, save, json!({ "n": "heal" })).await);
+    let r = b.gql_auth(Some(auth.clone()), DICE, json!({})).await;
+    assert_eq!(r["data"]["savedRolls"].as_array().unwrap().len(), 2, "{r}");
+
+    warm_as(&b, &auth, DICE).await;
+    let set = "mutation { setCharacter(name: \"Vex\", sheet: { level: 3 }) { name } }";
+    assert_no_errors(&app.gql_as(&dana, set, json!({})).await);
+    let r = b.gql_auth(Some(auth.clone()), DICE, json!({})).await;
+    assert_eq!(r["data"]["characters"][0]["sheet"]["level"], 3, "{r}");
+    b.stop().await;
+}
+
 crate::scenario! {
     backends: replicas;
     a_viewers_warm_lists_on_another_replica_show_each_of_their_writes,
+    saved_rolls_and_characters_warm_on_one_replica_show_changes_made_on_another,
     an_api_keys_warm_answers_end_with_the_key_on_every_replica,
 }
 
