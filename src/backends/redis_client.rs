@@ -14,9 +14,10 @@ use super::cache::CacheError;
 /// `SELECT`, `CLUSTER SLOTS`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Reconnect backoff: 100 ms doubling up to this cap, never giving up.
-const RECONNECT_MIN_DELAY_MS: u32 = 100;
-const RECONNECT_MAX_DELAY_MS: u32 = 2_000;
+/// Reconnect backoff: 20 ms doubling up to 200 ms, never giving up. The cap bounds how long
+/// a cache that answers again stays unused (a refused connect costs the server nothing).
+const RECONNECT_MIN_DELAY_MS: u32 = 20;
+const RECONNECT_MAX_DELAY_MS: u32 = 200;
 
 /// The fred builder shared by the cache and the event bus: URL parsing (including
 /// `redis-cluster://`), reconnect policy, timeouts.

@@ -10,7 +10,7 @@
 //! entities, since the other replicas no longer read the namespace it would invalidate.
 
 use super::Context;
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use parking_lot::Mutex;
 use std::time::Duration;
@@ -26,8 +26,11 @@ pub struct CacheHealth {
 struct HealthInner {
     degraded: bool,
     fenced: bool,
-    /// Write-through entries owed a deletion.
-    pending: HashSet<String>,
+    /// Write-through entries owed a deletion, each with the number of the latest time it
+    /// was owed: a key owed again while its deletion is on the way stays owed.
+    pending: HashMap<String, u64>,
+    /// Counts the times keys were owed.
+    owings: u64,
 }
 
 impl CacheHealth {
@@ -63,7 +66,11 @@ impl CacheHealth {
             tracing::warn!("cache unreachable: serving from the database until it is back");
         }
         h.degraded = true;
-        h.pending.extend(owed);
+        h.owings += 1;
+        let n = h.owings;
+        for k in owed {
+            h.pending.insert(k, n);
+        }
     }
 
     /// Whether the instance is in degraded mode (for tests and `/readyz`).
@@ -74,17 +81,19 @@ impl CacheHealth {
     /// The entries the cache is owed a deletion of.
     pub fn owed(&self) -> Owed {
         let h = self.inner.lock();
-        Owed {
-            entries: h.pending.iter().cloned().collect(),
-        }
+        let (entries, owings) = h.pending.iter().map(|(k, n)| (k.clone(), *n)).unzip();
+        Owed { entries, owings }
     }
 
     /// `owed` was deleted from the cache; leaves degraded mode when nothing else is owed
-    /// (keys owed meanwhile keep it degraded). Returns whether the cache is usable again.
+    /// (keys owed meanwhile, including again, keep it degraded). Returns whether the cache
+    /// is usable again.
     pub fn delivered(&self, owed: &Owed) -> bool {
         let mut h = self.inner.lock();
-        for k in &owed.entries {
-            h.pending.remove(k);
+        for (k, n) in owed.entries.iter().zip(&owed.owings) {
+            if h.pending.get(k) == Some(n) {
+                h.pending.remove(k);
+            }
         }
         let keys = owed.entries.len();
         if h.fenced {
@@ -107,6 +116,8 @@ impl CacheHealth {
 pub struct Owed {
     /// Write-through entries.
     pub entries: Vec<String>,
+    /// When each was last owed (see [`CacheHealth::failed`]).
+    owings: Vec<u64>,
 }
 
 /// Background task: probes the cache, and once it answers again deletes every key it owes
@@ -161,4 +172,24 @@ pub async fn recover(state: &impl Context) -> bool {
         return false;
     }
     state.health().delivered(&owed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_owed_again_while_its_deletion_is_on_the_way_stays_owed() {
+        let h = CacheHealth::default();
+        h.failed(["a".to_owned(), "b".to_owned()]);
+        let sent = h.owed();
+        // A write owes "a" again after the recovery read what was owed, before it finished.
+        h.failed(["a".to_owned()]);
+        assert!(!h.delivered(&sent), "still owed: a");
+        assert!(h.degraded());
+        let again = h.owed();
+        assert_eq!(again.entries, vec!["a".to_owned()]);
+        assert!(h.delivered(&again));
+        assert!(!h.degraded());
+    }
 }

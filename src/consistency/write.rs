@@ -214,14 +214,13 @@ pub(super) enum Marking {
     Unreached,
 }
 
-/// Marks `keys` before `COMMIT`. Under `available` a degraded instance does not try (the
-/// write goes to the database alone); under `strict` it always tries, since the write may
-/// only go ahead if the cache tier hears of it.
+/// Marks `keys` before `COMMIT`. A degraded instance does not try: under `available` the
+/// write goes to the database alone, under `strict` it is refused at once (a paused Redis
+/// would otherwise hold every refusal for a command timeout). The health worker probes
+/// every 100 ms and leaves degraded mode once every connection answers, so writes are
+/// accepted again within a probe of the cache coming back.
 pub(super) async fn begin(state: &impl Context, keys: &[String]) -> Marking {
-    if state.health().fenced() {
-        return Marking::Unreached;
-    }
-    if state.settings().consistency == Consistency::Available && !state.health().usable() {
+    if state.health().fenced() || !state.health().usable() {
         return Marking::Unreached;
     }
     let cache = state.cache().as_ref();
@@ -279,19 +278,23 @@ pub(super) async fn may_commit(state: &impl Context, keys: &[String], begun: Mar
             true
         }
         Consistency::Strict => {
+            // Only chunks that were marked hold a mark; DECR of an absent one is harmless (it
+            // is deleted at or below zero). Cleared in the background: the refusal is
+            // answered now, not after another cache timeout. Marks not cleared expire.
             let unmark: Vec<(String, WriteOutcome)> = keys
                 .iter()
                 .map(|k| (k.clone(), WriteOutcome::Aborted))
                 .collect();
-            let cache = state.cache().as_ref();
-            let ttl = state.settings().cache_ttl();
-            let calls = unmark
-                .chunks(KEYS_PER_CALL)
-                .map(|part| async move { cache.end_write(part, ttl).await.is_ok() })
-                .collect();
-            // Only chunks that were marked hold a mark; DECR of an absent one is harmless
-            // (it is deleted at or below zero).
-            all_ok(calls).await;
+            let state = state.clone();
+            tokio::spawn(async move {
+                let cache = state.cache().as_ref();
+                let ttl = state.settings().cache_ttl();
+                let calls = unmark
+                    .chunks(KEYS_PER_CALL)
+                    .map(|part| async move { cache.end_write(part, ttl).await.is_ok() })
+                    .collect();
+                all_ok(calls).await;
+            });
             false
         }
     }

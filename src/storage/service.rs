@@ -3,8 +3,20 @@
 //! at most `ARENA_STORAGE_CAPACITY` keys; storing beyond it evicts the user's least recently
 //! read or written keys, exactly (see [`crate::backends::cache::LruStore`]).
 
-use crate::error::{AppError, AppResult, OrInternal};
+use crate::backends::cache::CacheError;
+use crate::error::{AppError, AppResult};
 use crate::state::AppState;
+
+/// A storage call's failure: `UNAVAILABLE` when the cache tier (which holds the values) is
+/// unreachable or did not answer in time, `INTERNAL` otherwise.
+fn failed(doing: &'static str) -> impl FnOnce(CacheError) -> AppError {
+    move |e| match e {
+        CacheError::Unavailable(_) => AppError::Unavailable(format!(
+            "{doing}: the storage tier is unreachable; stored values are kept, try again"
+        )),
+        e => AppError::caused_by(doing, e),
+    }
+}
 
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
@@ -24,7 +36,7 @@ pub async fn forget_user(state: &AppState, user_id: i64) -> AppResult<()> {
         .storage
         .forget(&owner(user_id))
         .await
-        .or_internal("removing values")
+        .map_err(failed("removing values"))
 }
 
 /// The viewer's keys, least recently read or written first.
@@ -33,7 +45,7 @@ pub async fn keys(state: &AppState, user_id: i64) -> AppResult<Vec<String>> {
         .storage
         .keys(&owner(user_id))
         .await
-        .or_internal("listing keys")
+        .map_err(failed("listing keys"))
 }
 
 fn check_key(field: &str, key: &str) -> AppResult<()> {
@@ -76,7 +88,7 @@ pub async fn set(state: &AppState, user_id: i64, entries: &[(String, String)]) -
         .storage
         .put(&owner(user_id), entries, state.settings.storage_capacity)
         .await
-        .or_internal("storing values")?;
+        .map_err(failed("storing values"))?;
     Ok(entries.len())
 }
 
@@ -87,7 +99,7 @@ pub async fn get(state: &AppState, user_id: i64, key: &str) -> AppResult<Option<
         .storage
         .get(&owner(user_id), key)
         .await
-        .or_internal("reading a value")
+        .map_err(failed("reading a value"))
 }
 
 /// Stored values go with their owner's account.

@@ -504,6 +504,22 @@ async fn invalidation(c: &dyn VersionedCache) {
     assert!(miss_and_fill(c, "inv:a", ver(1, "again")).await);
     c.invalidate(&[]).await.unwrap();
 
+    // A deletion revokes the read leases taken before it (an owed deletion delivered after an
+    // outage stands for a write whose marks never reached the cache): a reader that missed
+    // before it, and so may hold the row from before that write, does not fill.
+    let early = c
+        .leased_get_many(&keys(&["inv:lease"]), "early", TTL)
+        .await
+        .unwrap();
+    assert_eq!(early, vec![None]);
+    c.invalidate(&keys(&["inv:lease"])).await.unwrap();
+    let filled = c
+        .leased_fill_many(&[("inv:lease".to_owned(), ver(1, "before"))], "early", TTL)
+        .await
+        .unwrap();
+    assert_eq!(filled, vec![false], "the lease was revoked by the deletion");
+    assert!(miss_and_fill(c, "inv:lease", ver(2, "after")).await);
+
     // A bulk write's end: the entries go and one mark of each is cleared; a second writer's
     // mark on the same key keeps it a miss until that writer ends too.
     assert!(miss_and_fill(c, "drop:a", ver(4, "a")).await);

@@ -384,3 +384,34 @@ async fn redis_evicts_the_least_recently_used_values_and_keeps_a_recently_read_o
         );
     }
 }
+
+/// The storage tier away (its Redis unreachable): `storageSet`, `storageGet` and
+/// `storageKeys` answer `UNAVAILABLE`, not `INTERNAL`, and once it is back every value stored
+/// before the outage is there and nothing the refused calls carried is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_storage_tier_answers_unavailable_and_loses_nothing() {
+    let Some((app, mut proxy)) = TestApp::builder(Backends::Real)
+        .try_spawn_behind_proxy()
+        .await
+    else {
+        return;
+    };
+    let alice = app.login_new_user("alice").await;
+    assert_no_errors(&set(&app, &alice, json!([{ "key": "kept", "value": "before" }])).await);
+
+    proxy.cut();
+    let r = set(&app, &alice, json!([{ "key": "kept", "value": "during" }])).await;
+    assert_eq!(error_code(&r), "UNAVAILABLE", "{r:#}");
+    let r = app.gql_as(&alice, GET, json!({ "k": "kept" })).await;
+    assert_eq!(error_code(&r), "UNAVAILABLE", "{r:#}");
+    let r = app.gql_as(&alice, "{ storageKeys }", json!({})).await;
+    assert_eq!(error_code(&r), "UNAVAILABLE", "{r:#}");
+
+    proxy.restore().await;
+    wait_until(Duration::from_secs(10), || async {
+        app.gql_as(&alice, GET, json!({ "k": "kept" })).await["errors"].is_null()
+    })
+    .await;
+    assert_eq!(get(&app, &alice, "kept").await, "before");
+    assert_eq!(keys(&app, &alice).await, vec!["kept".to_owned()]);
+}

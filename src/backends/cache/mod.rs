@@ -209,8 +209,9 @@ pub trait VersionedCache: Send + Sync + 'static {
     async fn begin_write(&self, keys: &[String], mark_ttl: Duration) -> CacheResult<()>;
     /// Clears the marks; for committed writes stores each entry unless a newer one is present.
     async fn end_write(&self, writes: &[(String, WriteOutcome)], ttl: Duration) -> CacheResult<()>;
-    /// Deletes the entries (not their marks): a failed commit's, a bulk write's, or the ones
-    /// an outage left owed.
+    /// Deletes the entries and revokes their read leases (not their marks): a failed
+    /// commit's, a bulk write's, or the ones an outage left owed. A reader that missed before
+    /// the deletion cannot fill afterwards.
     async fn invalidate(&self, keys: &[String]) -> CacheResult<()>;
     /// A bulk write's end (or a failed commit's): deletes the entries while they are still
     /// marked, then clears one mark of each, as [`Self::invalidate`] followed by an

@@ -250,6 +250,8 @@ impl VersionedCache for MemoryVersioned {
         let mut s = self.store.lock();
         for k in keys {
             s.lru.pop(&(k.clone(), Slot::Entry));
+            // A reader that missed before this deletion cannot fill its older row.
+            s.lru.pop(&(k.clone(), Slot::Lease));
         }
         Ok(())
     }

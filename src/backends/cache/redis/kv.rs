@@ -18,13 +18,7 @@ impl KeyValue for RedisCache {
     }
 
     async fn ping(&self) -> CacheResult<()> {
-        self.conn
-            .pool()
-            .with_options(self.conn.options())
-            .ping::<Value>(None)
-            .await
-            .map(drop)
-            .map_err(map_err)
+        self.conn.ping_all().await
     }
 
     async fn get(&self, key: &str) -> CacheResult<Option<String>> {

@@ -155,7 +155,13 @@ impl VersionedCache for RedisCache {
     }
 
     async fn invalidate(&self, keys: &[String]) -> CacheResult<()> {
-        KeyValue::del(self, keys).await.map(drop)
+        // The read leases go with the entries: a reader that missed before the write it
+        // stands for (an owed deletion, delivered after an outage) cannot fill its older row.
+        let stored: Vec<String> = keys
+            .iter()
+            .flat_map(|k| [self.keys.key(k), self.keys.lease(k)])
+            .collect();
+        self.del_stored(&stored).await.map(drop)
     }
 
     async fn drop_written(&self, keys: &[String]) -> CacheResult<()> {
