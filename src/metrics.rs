@@ -31,7 +31,8 @@ pub struct Metrics {
     pub response_memo: IntCounterVec,
     /// `arena_near_cache_total{result}`: keys served from (`hit`) or not found in (`miss`)
     /// the near cache, entries dropped by an invalidation, fills refused after one, other
-    /// replicas' leases revoked by a write (they did not acknowledge in time).
+    /// replicas' leases revoked by a write (they did not acknowledge in time), writes that
+    /// waited out the grace after the lease set was lost (`grace`).
     pub near_cache: IntCounterVec,
     /// SQL statements sent to the database, by `caller`: `request` (on a request's path) or
     /// `background` (the workers: count flushes, sync passes, health probes).

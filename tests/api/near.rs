@@ -199,3 +199,73 @@ async fn a_replica_that_cannot_acknowledge_holds_a_write_back_only_until_its_lea
         "a write with one replica frozen was acknowledged after {held_back:?} (the ack timeout, then the rest of the frozen replica's 1 s lease)"
     ));
 }
+
+/// Lost cache state (issue: a restart, a failover or a flush empties the lease set). Replica
+/// B reaches its Redis through a proxy that turns into a black hole, then the Redis restarts
+/// empty: B never learns of either and keeps its near lease by its own clock. A, connected
+/// directly, writes as soon as the cache answers again and finds no lease holder. The write
+/// is acknowledged only once every lease granted before the loss has run out, so B's read
+/// right after the acknowledgement is the new row, not its near copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_cut_off_while_the_cache_loses_its_state_serves_no_near_copy_after_the_next_write(
+) {
+    let Some(mut redis) = PrivateRedis::try_start().await else {
+        return;
+    };
+    let proxy = Proxy::start(&redis.url()).await;
+    // B's commands time out late, so that a renewal lost in the hole does not end its lease
+    // early: its near copy stays served for as long as its lease lets it.
+    let Some(b) = TestApp::builder(Backends::Real)
+        .settings(|s| {
+            s.redis_url = Some(proxy.url());
+            s.redis_timeout_ms = 3_000;
+        })
+        .try_spawn()
+        .await
+    else {
+        return;
+    };
+    let a = b
+        .spawn_replica_with(|s| {
+            s.redis_url = Some(redis.url());
+            s.redis_timeout_ms = 250;
+        })
+        .await;
+    let (t, id) = chef_with_a_meal(&a, "Amnesia").await;
+    holding_lease(&b, &id).await;
+    assert_eq!(price(&get_meal(&b, &id).await), 1.0);
+    let grace = "arena_near_cache_total{result=\"grace\"}";
+    let waited_before = a.metric(grace).await;
+
+    proxy.black_hole();
+    redis.restart().await;
+    let restarted = std::time::Instant::now();
+    // A's first writes are refused until its connections are back (`strict`).
+    let acknowledged = std::sync::Mutex::new(None);
+    wait_until(Duration::from_secs(20), || async {
+        let sent = std::time::Instant::now();
+        let r = update_price(&a, &t, &id, 2.0).await;
+        if r["errors"].is_array() {
+            assert_eq!(error_code(&r), "UNAVAILABLE", "{r:#}");
+            return false;
+        }
+        *acknowledged.lock().unwrap() = Some((sent.elapsed(), restarted.elapsed()));
+        true
+    })
+    .await;
+    assert_eq!(
+        price(&get_meal(&b, &id).await),
+        2.0,
+        "B, cut off, serves no near copy from before the loss after the write"
+    );
+    assert!(
+        a.metric(grace).await > waited_before,
+        "A's write waited out the grace"
+    );
+    let (took, since) = acknowledged.lock().unwrap().expect("acknowledged");
+    proxy.heal();
+    figure(&format!(
+        "the write after the cache lost its state took {took:?} (the grace of a lease), \
+         acknowledged {since:?} after the restart"
+    ));
+}

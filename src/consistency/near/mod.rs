@@ -71,6 +71,7 @@ struct NearCounts {
     dropped: IntCounter,
     refused: IntCounter,
     revoked: IntCounter,
+    grace: IntCounter,
 }
 
 impl NearState {
@@ -90,6 +91,7 @@ impl NearState {
                 dropped: c("dropped"),
                 refused: c("refused"),
                 revoked: c("revoked"),
+                grace: c("grace"),
             },
         })
     }
@@ -163,6 +165,11 @@ impl NearState {
     /// acknowledge its invalidation in time).
     pub fn revoked(&self, n: usize) {
         self.counts.revoked.inc_by(n as u64);
+    }
+
+    /// A write of this replica waited because the lease set had been lost.
+    pub fn lost_set_waited(&self) {
+        self.counts.grace.inc();
     }
 }
 

@@ -12,6 +12,11 @@
 //!   writer's channel `<prefix>near:ack:<writer>`. Holders that have not answered within the
 //!   command timeout are removed from the set (`near_revoke.lua`), and the writer waits
 //!   until their leases would have run out.
+//! * The set keeps a member `~epoch` from its first use on (`lua/epoch.lua`). When Redis
+//!   loses it (restarted empty, failed over, flushed), whoever finds it missing first writes
+//!   it again with a `~grace` of [`LEASE_TTL`], and every write waits out the grace before
+//!   it is acknowledged: a holder cut off from Redis may still serve its near copies under a
+//!   lease granted before the loss, which no writer can see any more.
 //! * A replica whose subscriber lost messages (it fell behind, or reconnected) stops serving
 //!   its near cache at once and joins again with an empty one.
 //!
@@ -46,6 +51,9 @@ pub const LEASE_TTL: Duration = Duration::from_millis(1_000);
 pub const HELD_FOR: Duration = Duration::from_millis(800);
 /// How often a replica renews its lease.
 pub const RENEW_EVERY: Duration = Duration::from_millis(200);
+
+/// Prepended to the scripts that read or renew the lease set: notices a lost set.
+const EPOCH: &str = include_str!("lua/epoch.lua");
 
 /// Capacity of fred's channel between the subscriber connection and the task that reads it.
 const UPSTREAM_CAPACITY: usize = 4_096;
@@ -107,8 +115,14 @@ impl RedisNearBus {
         state: Arc<NearState>,
     ) -> CacheResult<RedisNearBus> {
         let (renew, publish, revoke) = futures::try_join!(
-            load(&conn, include_str!("lua/near_renew.lua").to_owned()),
-            load(&conn, include_str!("lua/near_publish.lua").to_owned()),
+            load(
+                &conn,
+                format!("{EPOCH}\n{}", include_str!("lua/near_renew.lua"))
+            ),
+            load(
+                &conn,
+                format!("{EPOCH}\n{}", include_str!("lua/near_publish.lua"))
+            ),
             load(&conn, include_str!("lua/near_revoke.lua").to_owned()),
         )?;
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -342,15 +356,32 @@ impl NearBus for RedisNearBus {
             .eval_one(
                 &shared.publish,
                 vec![shared.holders.clone()],
-                vec![shared.inv_channel.as_str().into(), message.into()],
+                vec![
+                    shared.inv_channel.as_str().into(),
+                    message.into(),
+                    Value::Integer(LEASE_TTL.as_millis() as i64),
+                ],
             )
             .await?;
         let Value::Array(items) = reply else {
             return Err(CacheError::protocol("near_publish: not an array"));
         };
+        // The lease set was lost a moment ago: holders of leases granted before the loss are
+        // unknown, so the write waits until those leases ran out. The reply came after the
+        // script ran, so waiting from now ends after the grace did by the server's clock.
+        let grace = items.get(1).and_then(Value::as_i64).unwrap_or(0);
+        if grace > 0 {
+            shared.state.lost_set_waited();
+            tracing::warn!(
+                wait_ms = grace,
+                "near cache: the lease set was lost (Redis restarted, failed over or was \
+                 flushed); writes wait until leases granted before it ran out"
+            );
+        }
+        let grace = tokio::time::sleep(Duration::from_millis(grace.max(0) as u64 + 2));
         let mut holders: HashSet<String> = items
             .into_iter()
-            .skip(1)
+            .skip(2)
             .step_by(2)
             .filter_map(|v| v.convert::<String>().ok())
             .collect();
@@ -363,13 +394,16 @@ impl NearBus for RedisNearBus {
                 holders.difference(acked).cloned().collect()
             };
             if missing.is_empty() {
+                grace.await;
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, notify.notified())
                 .await
                 .is_err()
             {
-                return shared.revoke(&missing).await;
+                let revoked = shared.revoke(&missing).await;
+                grace.await;
+                return revoked;
             }
         }
     }

@@ -151,6 +151,14 @@ impl TestApp {
         TestApp::start(self.settings.clone(), self.backends, self.database.clone()).await
     }
 
+    /// A replica whose settings are this app's adjusted by `tweak` (another Redis URL: this
+    /// app may go through a [`Proxy`]).
+    pub async fn spawn_replica_with(&self, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = self.settings.clone();
+        tweak(&mut settings);
+        TestApp::start(settings, self.backends, self.database.clone()).await
+    }
+
     /// A replica that reaches Redis directly, where this app goes through a [`Proxy`].
     pub async fn spawn_direct_replica(&self) -> TestApp {
         let mut settings = self.settings.clone();

@@ -15,17 +15,20 @@ pub struct Proxy {
     redis_url: String,
     task: Option<JoinHandle<()>>,
     frozen: watch::Sender<bool>,
+    holed: watch::Sender<bool>,
 }
 
 impl Proxy {
     /// Listens on a free port and forwards each connection to the Redis at `redis_url`.
     pub async fn start(redis_url: &str) -> Proxy {
         let (frozen, _) = watch::channel(false);
+        let (holed, _) = watch::channel(false);
         let mut proxy = Proxy {
             port: 0,
             redis_url: redis_url.to_owned(),
             task: None,
             frozen,
+            holed,
         };
         proxy.restore().await;
         proxy
@@ -52,18 +55,28 @@ impl Proxy {
         self.port = listener.local_addr().unwrap().port();
         let upstream = authority(&self.redis_url).to_owned();
         let frozen = self.frozen.subscribe();
+        let holed = self.holed.subscribe();
         self.task = Some(tokio::spawn(async move {
             let mut conns = JoinSet::new();
             loop {
                 let Ok((inbound, _)) = listener.accept().await else {
                     break;
                 };
-                let (upstream, frozen) = (upstream.clone(), frozen.clone());
+                let (upstream, frozen, mut holed) =
+                    (upstream.clone(), frozen.clone(), holed.clone());
                 conns.spawn(async move {
+                    if *holed.borrow() {
+                        // Accepted and never answered until healed, then closed.
+                        let _ = holed.wait_for(|h| !*h).await;
+                        return;
+                    }
                     if let Ok(outbound) = TcpStream::connect(&upstream).await {
                         let (ri, wi) = inbound.into_split();
                         let (ro, wo) = outbound.into_split();
-                        tokio::join!(pump(ri, wo, frozen.clone()), pump(ro, wi, frozen));
+                        tokio::join!(
+                            pump(ri, wo, frozen.clone(), holed.clone()),
+                            pump(ro, wi, frozen, holed)
+                        );
                     }
                 });
             }
@@ -80,6 +93,18 @@ impl Proxy {
     pub fn thaw(&self) {
         self.frozen.send_replace(false);
     }
+
+    /// A black hole until [`Proxy::heal`]: both sides stay open, nothing is delivered and what
+    /// is sent is discarded; a side the other end closed is kept open too, so the app never
+    /// learns that anything happened (a silently partitioned network).
+    pub fn black_hole(&self) {
+        self.holed.send_replace(true);
+    }
+
+    /// Ends the black hole: connections it kept open are closed (the app reconnects).
+    pub fn heal(&self) {
+        self.holed.send_replace(false);
+    }
 }
 
 /// The `host:port` of a `redis://[user[:password]@]host:port[/db]` URL.
@@ -89,14 +114,33 @@ fn authority(url: &str) -> &str {
     rest.split(['/', '?']).next().unwrap_or(rest)
 }
 
-/// Copies `from` to `to`, holding the bytes while the proxy is frozen.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut frozen: watch::Receiver<bool>) {
+/// Copies `from` to `to`, holding the bytes while the proxy is frozen and discarding them
+/// while it is a black hole.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+    mut holed: watch::Receiver<bool>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut discarded = false;
     loop {
         let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => {
+                // A black hole tells nobody that the other side is gone.
+                let _ = holed.wait_for(|h| !*h).await;
+                break;
+            }
             Ok(n) => n,
         };
+        if *holed.borrow() {
+            discarded = true;
+            continue;
+        }
+        if discarded {
+            // The stream lost bytes in the hole: this connection is over.
+            break;
+        }
         if frozen.wait_for(|f| !*f).await.is_err() {
             break;
         }
