@@ -262,3 +262,34 @@ crate::scenario! {
     settings: |s| s.session_ttl_secs = 3;
     a_memoized_answer_ends_with_its_session,
 }
+
+/// On a shared cache, a credential known under the current version of its user's rows is
+/// resolved with no SQL (here `storageSet`, which itself touches only the storage tier), on
+/// the replica that knows it; a logout on another replica replaces the version first, so the
+/// very next request with the token is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_known_credential_costs_no_sql_until_its_user_s_rows_change() {
+    let Some(a) = TestApp::builder(Backends::Real).try_spawn().await else {
+        return;
+    };
+    let b = a.spawn_replica().await;
+    let alice = a.login_new_user("alice").await;
+    let set = "mutation { storageSet(entries: [{ key: \"k\", value: \"v\" }]) }";
+    // The first request leaves a hint, the second the viewer under a version read before
+    // its lookup; from the third on the version vouches for it.
+    wait_until(Duration::from_secs(10), || async {
+        let before = b.metric(SQL).await;
+        assert_no_errors(&b.gql_as(&alice, set, json!({})).await);
+        b.metric(SQL).await == before
+    })
+    .await;
+    let before = b.metric(SQL).await;
+    for _ in 0..5 {
+        assert_no_errors(&b.gql_as(&alice, set, json!({})).await);
+    }
+    assert_eq!(b.metric(SQL).await, before, "no SQL for 5 known requests");
+
+    assert_no_errors(&a.gql_as(&alice, "mutation { logout }", json!({})).await);
+    let r = b.gql_as(&alice, set, json!({})).await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r:#}");
+}

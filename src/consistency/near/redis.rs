@@ -378,7 +378,11 @@ impl NearBus for RedisNearBus {
                  flushed); writes wait until leases granted before it ran out"
             );
         }
-        let grace = tokio::time::sleep(Duration::from_millis(grace.max(0) as u64 + 2));
+        let grace = async move {
+            if grace > 0 {
+                tokio::time::sleep(Duration::from_millis(grace as u64 + 2)).await;
+            }
+        };
         let mut holders: HashSet<String> = items
             .into_iter()
             .skip(2)
