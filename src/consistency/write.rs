@@ -59,7 +59,9 @@ where
 /// Clears the marks of a write that did not commit (its entries are still right), best
 /// effort: marks that cannot be cleared expire.
 pub(super) async fn unmark(state: &impl Context, keys: &[String], begun: Marking) {
-    if state.health().fenced() || (begun == Marking::Unreached && !state.health().usable()) {
+    // Only a fully marked write knows every key holds its mark: a decrement of a key it did
+    // not mark could clear another write's (see `begin`). Other marks expire.
+    if state.health().fenced() || begun != Marking::Marked {
         return;
     }
     let cache = state.cache().as_ref();
@@ -228,7 +230,7 @@ pub(super) async fn begin(state: &impl Context, keys: &[String]) -> Marking {
     let calls: Vec<_> = keys
         .chunks(KEYS_PER_CALL)
         .map(|part| async move {
-            match cache.begin_write(part, ttl).await {
+            let marking = match cache.begin_write(part, ttl).await {
                 Ok(()) => Marking::Marked,
                 Err(e) if e.is_refusal() => {
                     // The server answered but refused the marks (a full Redis under `noeviction`
@@ -242,20 +244,45 @@ pub(super) async fn begin(state: &impl Context, keys: &[String]) -> Marking {
                     }
                 }
                 Err(_) => Marking::Unreached,
-            }
+            };
+            (part, marking)
         })
         .collect();
-    let parts: Vec<Marking> = futures::stream::iter(calls)
+    let parts: Vec<(&[String], Marking)> = futures::stream::iter(calls)
         .buffer_unordered(CALLS_AT_ONCE)
         .collect()
         .await;
-    if parts.contains(&Marking::Unreached) {
-        Marking::Unreached
-    } else if parts.contains(&Marking::Invalidated) {
-        Marking::Invalidated
-    } else {
-        Marking::Marked
+    let worst = parts
+        .iter()
+        .map(|(_, m)| *m)
+        .max()
+        .unwrap_or(Marking::Marked);
+    if worst == Marking::Unreached && state.settings().consistency == Consistency::Strict {
+        // The write will be refused: clear the marks of the parts known to be set, and only
+        // those. A part that failed may or may not have been marked (a reply lost to a
+        // timeout): a decrement there could clear a mark another write holds (one cut off
+        // between `COMMIT` and `end_write`, whose stale entry the mark hides), so it is left
+        // to expire; until then its keys are read from the database.
+        let marked: Vec<(String, WriteOutcome)> = parts
+            .iter()
+            .filter(|(_, m)| *m == Marking::Marked)
+            .flat_map(|(part, _)| part.iter())
+            .map(|k| (k.clone(), WriteOutcome::Aborted))
+            .collect();
+        if !marked.is_empty() {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let cache = state.cache().as_ref();
+                let ttl = state.settings().cache_ttl();
+                let calls = marked
+                    .chunks(KEYS_PER_CALL)
+                    .map(|part| async move { cache.end_write(part, ttl).await.is_ok() })
+                    .collect();
+                all_ok(calls).await;
+            });
+        }
     }
+    worst
 }
 
 /// Whether a write that [`begin`] left at `begun` may commit; a refused one has cleared
@@ -277,26 +304,8 @@ pub(super) async fn may_commit(state: &impl Context, keys: &[String], begun: Mar
             state.health().failed(keys.iter().cloned());
             true
         }
-        Consistency::Strict => {
-            // Only chunks that were marked hold a mark; DECR of an absent one is harmless (it
-            // is deleted at or below zero). Cleared in the background: the refusal is
-            // answered now, not after another cache timeout. Marks not cleared expire.
-            let unmark: Vec<(String, WriteOutcome)> = keys
-                .iter()
-                .map(|k| (k.clone(), WriteOutcome::Aborted))
-                .collect();
-            let state = state.clone();
-            tokio::spawn(async move {
-                let cache = state.cache().as_ref();
-                let ttl = state.settings().cache_ttl();
-                let calls = unmark
-                    .chunks(KEYS_PER_CALL)
-                    .map(|part| async move { cache.end_write(part, ttl).await.is_ok() })
-                    .collect();
-                all_ok(calls).await;
-            });
-            false
-        }
+        // Refused: `begin` has cleared the marks it knows it set.
+        Consistency::Strict => false,
     }
 }
 
@@ -376,6 +385,12 @@ pub(super) async fn commit(
     };
     if !may_commit(state, &effects.keys, begun).await {
         let _ = txn.rollback().await;
+        if premarked > 0 && begun_early == Marking::Marked {
+            // Marked while the statements ran; the later keys' marks `begin` cleared.
+            let keys = effects.keys[effects.keys.len() - premarked..].to_vec();
+            let state = state.clone();
+            tokio::spawn(async move { unmark(&state, &keys, Marking::Marked).await });
+        }
         return Err(refused());
     }
     if let Err(e) = txn.commit().await {

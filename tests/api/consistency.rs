@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arena::config::Consistency;
 use entity::meal;
-use sea_orm::{ActiveModelTrait, Set};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, Set};
 use serde_json::json;
 
 use crate::fixtures::meals::{
@@ -344,6 +344,63 @@ async fn under_strict_a_cache_that_does_not_answer_refuses_writes_and_takes_them
         took[took.len() - 1],
         refused_after.load(Ordering::SeqCst),
     ));
+}
+
+/// A write refused while its replica is degraded clears no mark it did not set (found by the
+/// fault suite, `tests/faults`). Here the mark is one left by a write cut off between
+/// `COMMIT` and `end_write`: raised, and the row changed, with the old entry still in the
+/// cache, which the mark hides. A, behind a frozen proxy, turns degraded and refuses a write
+/// of the same meal; once the proxy thaws, whatever A sent is delivered. B still reads the
+/// committed row, not the entry the mark hides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_refused_while_degraded_clears_no_mark_it_did_not_set() {
+    let Some((a, proxy)) = TestApp::builder(Backends::Real)
+        .settings(|s| s.consistency = Consistency::Strict)
+        .try_spawn_behind_proxy()
+        .await
+    else {
+        return;
+    };
+    let b = a.spawn_direct_replica().await;
+    let (t, id) = chef_with_a_meal(&a, "Hidden").await;
+    assert_eq!(price(&get_meal(&b, &id).await), 1.0);
+    assert!(cached_entry(&b, &id).await.is_some(), "warm on B");
+
+    // A write that committed and never reached `end_write`: its mark, and the new row.
+    b.state
+        .cache
+        .begin_write(&[format!("meal:{id}")], Duration::from_secs(600))
+        .await
+        .unwrap();
+    b.state
+        .db
+        .execute_unprepared(&format!(
+            "UPDATE meals SET price = 2, version = version + 1 WHERE id = {id}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        price(&get_meal(&b, &id).await),
+        2.0,
+        "marked: from the database"
+    );
+
+    proxy.freeze();
+    // A read meets the frozen cache, times out and turns A degraded; A's write is refused.
+    assert_eq!(price(&get_meal(&a, &id).await), 2.0);
+    assert!(a.state.cache_health.degraded());
+    let r = update_price(&a, &t, &id, 3.0).await;
+    assert_eq!(error_code(&r), "UNAVAILABLE", "{r:#}");
+    proxy.thaw();
+    wait_until(Duration::from_secs(20), || async {
+        !a.state.cache_health.degraded()
+    })
+    .await;
+    assert_eq!(
+        price(&get_meal(&b, &id).await),
+        2.0,
+        "the mark still hides the entry from before the committed write"
+    );
 }
 
 // ---- the namespace --------------------------------------------------------------------
