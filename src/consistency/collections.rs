@@ -56,8 +56,8 @@ pub(super) async fn versions_of(
     let cache = state.cache();
     let found = match cache.leased_get_many(keys, &lease, lease_ttl(state)).await {
         Ok(found) => found,
-        Err(_) => {
-            state.health().failed(std::iter::empty());
+        Err(e) => {
+            state.health().read_failed(&e);
             return vec![None; keys.len()];
         }
     };
@@ -96,7 +96,7 @@ pub(super) async fn versions_of(
                 }
             }
         }
-        Err(_) => state.health().failed(std::iter::empty()),
+        Err(e) => state.health().read_failed(&e),
     }
     versions
 }

@@ -25,6 +25,9 @@ pub struct CacheHealth {
 #[derive(Default)]
 struct HealthInner {
     degraded: bool,
+    /// Degraded because a call found the cache away (not merely refusing, as a full Redis
+    /// does): writes are then refused at once under `strict`, without waiting on it.
+    away: bool,
     fenced: bool,
     /// Write-through entries owed a deletion, each with the number of the latest time it
     /// was owed: a key owed again while its deletion is on the way stays owed.
@@ -66,10 +69,41 @@ impl CacheHealth {
             tracing::warn!("cache unreachable: serving from the database until it is back");
         }
         h.degraded = true;
+        h.away = true;
         h.owings += 1;
         let n = h.owings;
         for k in owed {
             h.pending.insert(k, n);
+        }
+    }
+
+    /// The cache answered but refused `owed` their new state (a full Redis refusing marks,
+    /// whose entries were deleted instead): reads keep off the cache until the deletion is
+    /// delivered again, but writes still try it, since it answers.
+    pub fn owe(&self, owed: impl IntoIterator<Item = String>) {
+        let mut h = self.inner.lock();
+        h.degraded = true;
+        h.owings += 1;
+        let n = h.owings;
+        for k in owed {
+            h.pending.insert(k, n);
+        }
+    }
+
+    /// Whether the last failed call found the cache away (unreachable or timed out) and it
+    /// has not answered since.
+    pub fn away(&self) -> bool {
+        let h = self.inner.lock();
+        h.away || h.fenced
+    }
+
+    /// A read's cache call failed with `e`. A cache that is away turns the instance
+    /// degraded; one that answered but refused (a full Redis refusing a lease or a fill) does
+    /// not: the read goes to the database, nothing is owed, and the writes that a degraded
+    /// instance would refuse under `strict` can still invalidate by deletion.
+    pub fn read_failed(&self, e: &crate::backends::cache::CacheError) {
+        if !e.is_refusal() {
+            self.failed(std::iter::empty());
         }
     }
 
@@ -90,6 +124,8 @@ impl CacheHealth {
     /// is usable again.
     pub fn delivered(&self, owed: &Owed) -> bool {
         let mut h = self.inner.lock();
+        // The cache answered the deletion.
+        h.away = false;
         for (k, n) in owed.entries.iter().zip(&owed.owings) {
             if h.pending.get(k) == Some(n) {
                 h.pending.remove(k);

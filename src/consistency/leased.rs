@@ -63,8 +63,8 @@ pub async fn read_keys<T: serde::de::DeserializeOwned>(
         .await
     {
         Ok(e) => e,
-        Err(_) => {
-            state.health().failed(std::iter::empty());
+        Err(e) => {
+            state.health().read_failed(&e);
             return misses();
         }
     };
@@ -148,12 +148,11 @@ pub async fn fill_keys(
             )
         })
         .collect();
-    if state
+    if let Err(e) = state
         .cache()
         .leased_fill_many(&entries, lease, state.settings().cache_ttl())
         .await
-        .is_err()
     {
-        state.health().failed(std::iter::empty());
+        state.health().read_failed(&e);
     }
 }

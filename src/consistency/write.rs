@@ -216,13 +216,14 @@ pub(super) enum Marking {
     Unreached,
 }
 
-/// Marks `keys` before `COMMIT`. A degraded instance does not try: under `available` the
+/// Marks `keys` before `COMMIT`. An instance that found the cache away (not merely
+/// refusing writes, as a full Redis does) does not try: under `available` the
 /// write goes to the database alone, under `strict` it is refused at once (a paused Redis
 /// would otherwise hold every refusal for a command timeout). The health worker probes
 /// every 100 ms and leaves degraded mode once every connection answers, so writes are
 /// accepted again within a probe of the cache coming back.
 pub(super) async fn begin(state: &impl Context, keys: &[String]) -> Marking {
-    if state.health().fenced() || !state.health().usable() {
+    if state.health().away() {
         return Marking::Unreached;
     }
     let cache = state.cache().as_ref();
@@ -312,10 +313,13 @@ pub(super) async fn may_commit(state: &impl Context, keys: &[String], begun: Mar
 /// After `COMMIT`: store the new entries, drop the bulk-written ones and clear the marks;
 /// whatever could not be delivered is owed.
 pub(super) async fn publish(state: &impl Context, effects: CacheEffects, begun: Marking) {
-    if begun != Marking::Marked {
-        // Entries were deleted by hand (a refusing server) or never marked: the keys are owed.
-        state.health().failed(effects.keys);
-        return;
+    match begun {
+        Marking::Marked => {}
+        // Entries were deleted by hand (a refusing server): delete them again once it takes
+        // writes, in case a fill raced the deletion.
+        Marking::Invalidated => return state.health().owe(effects.keys),
+        // Never marked (`available`): the keys are owed.
+        Marking::Unreached => return state.health().failed(effects.keys),
     }
     let cache = state.cache().as_ref();
     let ttl = state.settings().cache_ttl();

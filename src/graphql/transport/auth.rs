@@ -71,16 +71,20 @@ impl HeaderAuthenticator {
         let state = &self.state;
         let hash: [u8; 32] = Sha256::digest(header.as_bytes()).into();
         let hint = self.hints.lock().get(&hash).cloned();
-        let pinned = match &hint {
-            Some(hint) => crate::consistency::reading_owned(state, hint.user)
-                .await
-                .map(|version| (hint.user, version)),
-            None => None,
-        };
-        let now = chrono::Utc::now().timestamp_millis();
         // Only a cache the replicas share sees every replica's writes: an in-process one
         // vouches for this process alone, whose database other processes may write.
         let shared = state.cache.kind() != "memory";
+        // The version is worth its round trip when it can skip the lookup (a shared cache)
+        // or when the memo may keep this operation's answer.
+        let pinned = match &hint {
+            Some(hint) if shared || entity::scope::read::is_tracking() => {
+                crate::consistency::reading_owned(state, hint.user)
+                    .await
+                    .map(|version| (hint.user, version))
+            }
+            _ => None,
+        };
+        let now = chrono::Utc::now().timestamp_millis();
         if let (Some((user, version)), Some((viewer, known, until))) =
             (pinned, hint.and_then(|h| h.known))
         {
