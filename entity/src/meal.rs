@@ -86,6 +86,42 @@ fn changes(id: i64, name: Option<String>, version: i64, row: Option<&Model>) -> 
     Ok(())
 }
 
+/// Changes the columns a client may change (`cuisine`, `price`, `difficulty`) of live meal
+/// `id` in one statement, which locks, reads and writes the row (`UPDATE … RETURNING`), and
+/// records the change as the hooks would: the version bumped, `updated_at` set, the entry
+/// stored after `COMMIT`. `None` when there is no live meal `id`. Only for a database that
+/// returns updated rows (`ConnectionTrait::support_returning`, PostgreSQL here); elsewhere the
+/// caller reads and locks the row first and updates it through the hooks.
+pub async fn update_in_one_statement<C: ConnectionTrait>(
+    db: &C,
+    id: i64,
+    cuisine: Option<String>,
+    price: Option<f64>,
+    difficulty: Option<Difficulty>,
+) -> Result<Option<Model>, DbErr> {
+    use sea_orm::sea_query::Expr;
+    write_through::before_write(CACHE_ENTITY)?;
+    let mut update = Entity::update_many()
+        .col_expr(Column::Version, Expr::col(Column::Version).add(1))
+        .col_expr(Column::UpdatedAt, Expr::value(chrono::Utc::now()))
+        .filter(Column::Id.eq(id))
+        .filter(Column::Deleted.eq(false));
+    if let Some(c) = cuisine {
+        update = update.col_expr(Column::Cuisine, Expr::value(c));
+    }
+    if let Some(p) = price {
+        update = update.col_expr(Column::Price, Expr::value(p));
+    }
+    if let Some(d) = difficulty {
+        update = update.col_expr(Column::Difficulty, Expr::value(d.to_value()));
+    }
+    let Some(row) = update.exec_with_returning(db).await?.pop() else {
+        return Ok(None);
+    };
+    changes(row.id, Some(row.name.clone()), row.version, Some(&row))?;
+    Ok(Some(row))
+}
+
 #[async_trait::async_trait]
 impl ActiveModelBehavior for ActiveModel {
     async fn before_save<C>(mut self, _db: &C, insert: bool) -> Result<Self, DbErr>

@@ -3,8 +3,8 @@
 
 use entity::meal::{self, Difficulty};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, Order, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, Order,
+    QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
 use super::types;
@@ -108,6 +108,12 @@ pub async fn update_meal(
         .transpose()?;
     consistency::write(state, move |txn| {
         Box::pin(async move {
+            if txn.support_returning() {
+                // One statement: lock, read and write the row in a single round trip.
+                return meal::update_in_one_statement(txn, id, cuisine, price, changes.difficulty)
+                    .await?
+                    .ok_or_else(|| not_found(id));
+            }
             let row = lock_meal(txn, id)
                 .await?
                 .filter(|m| !m.deleted)
