@@ -74,6 +74,9 @@ mod nemesis;
 #[path = "../tests/faults/proxy.rs"]
 #[allow(dead_code)]
 mod proxy;
+#[path = "../tests/faults/redis_cluster.rs"]
+#[allow(dead_code)]
+mod redis_cluster;
 #[path = "../tests/faults/rng.rs"]
 #[allow(dead_code)]
 mod rng;

@@ -179,6 +179,12 @@ pub struct Settings {
     )]
     pub redis_timeout_ms: u64,
 
+    /// Replicas of a Redis primary that must confirm a write's marks (WAIT) before the write
+    /// commits. With replicas (Cluster or Sentinel) set 1: a failover then cannot promote a
+    /// replica that lacks them and serve the entry from before the write. 0 waits for none.
+    #[arg(long, env = "ARENA_REDIS_REPLICAS", default_value_t = 0, global = true)]
+    pub redis_replicas: u32,
+
     /// Seconds a session lives.
     #[arg(
         long,

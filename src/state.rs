@@ -136,7 +136,7 @@ impl AppState {
         let (kv, cache, events, shared_storage): CacheTier = match &settings.redis_url {
             Some(url) => {
                 let redis = Arc::new(
-                    RedisCache::connect(url, &prefix, timeout)
+                    RedisCache::connect_replicated(url, &prefix, timeout, settings.redis_replicas)
                         .await
                         .context("connecting to Redis (cache)")?,
                 );

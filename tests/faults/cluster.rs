@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::proxy::{Mode, Proxy};
+use crate::redis_cluster::RedisCluster;
 
 /// The server binary under test.
 const ARENA: &str = env!("CARGO_BIN_EXE_arena");
@@ -28,6 +29,9 @@ pub struct ClusterConfig {
     /// Near cache entries per replica (0: off).
     pub near_cache: usize,
     pub redis_timeout_ms: u64,
+    /// The replicas use a private Redis Cluster with replicas (reached directly, for
+    /// failover) instead of the single Redis behind their proxies.
+    pub redis_cluster: bool,
     /// Where the processes' output goes.
     pub log_dir: PathBuf,
 }
@@ -356,6 +360,8 @@ async fn execute(admin: &str, sql: &str) -> Result<(), String> {
 /// Redis, the database, and the replicas with their proxies.
 pub struct Cluster {
     pub redis: Redis,
+    /// With [`ClusterConfig::redis_cluster`]: the cache the replicas use.
+    pub redis_cluster: Option<RedisCluster>,
     pub proxies: Vec<Proxy>,
     pub replicas: Vec<Replica>,
     pub http: reqwest::Client,
@@ -369,6 +375,11 @@ impl Cluster {
         std::fs::create_dir_all(&config.log_dir).map_err(|e| e.to_string())?;
         let database = Database::create(&config.admin_url).await?;
         let redis = Redis::start(config.log_dir.join("redis.log")).await?;
+        let redis_cluster = if config.redis_cluster {
+            Some(RedisCluster::start(config.log_dir.join("redis-cluster")).await?)
+        } else {
+            None
+        };
         let prefix = format!("faults:{}:", uuid::Uuid::new_v4().simple());
         let mut proxies = Vec::new();
         let mut replicas = Vec::new();
@@ -380,7 +391,12 @@ impl Cluster {
             let env = [
                 ("ARENA_ADDR", format!("127.0.0.1:{port}")),
                 ("DATABASE_URL", database.url.clone()),
-                ("REDIS_URL", proxy.url()),
+                (
+                    "REDIS_URL",
+                    redis_cluster
+                        .as_ref()
+                        .map_or_else(|| proxy.url(), RedisCluster::url),
+                ),
                 ("ARENA_CACHE_PREFIX", prefix.clone()),
                 ("ARENA_CONSISTENCY", config.consistency.clone()),
                 (
@@ -392,6 +408,11 @@ impl Cluster {
                 ("ARENA_SYNC_ENABLED", "false".into()),
                 ("ARENA_DB_POOL", "8".into()),
                 ("ARENA_LOG", "warn".into()),
+                // Each primary of the cluster has one replica; a single Redis has none.
+                (
+                    "ARENA_REDIS_REPLICAS",
+                    u32::from(config.redis_cluster).to_string(),
+                ),
             ];
             replicas.push(Replica {
                 index,
@@ -404,6 +425,7 @@ impl Cluster {
         }
         let cluster = Cluster {
             redis,
+            redis_cluster,
             proxies,
             replicas,
             http: reqwest::Client::new(),
@@ -446,6 +468,9 @@ impl Cluster {
             r.kill();
         }
         self.redis.kill();
+        if let Some(c) = &self.redis_cluster {
+            c.kill_all();
+        }
         let result = execute(&self.database.admin, &self.database.drop_statement()).await;
         self.database.dropped = result.is_ok();
         result

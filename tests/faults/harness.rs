@@ -39,6 +39,9 @@ pub struct Config {
     pub redis_timeout_ms: u64,
     /// Per-request client timeout; a write timed out is indeterminate.
     pub request_timeout: Duration,
+    /// On a Redis Cluster with replicas, under [`nemesis::failover_plan`], instead of a
+    /// single Redis under [`nemesis::plan`].
+    pub redis_cluster: bool,
     /// Where the processes' logs go.
     pub log_dir: PathBuf,
 }
@@ -60,9 +63,40 @@ impl Config {
             near_cache: 10_000,
             redis_timeout_ms: 250,
             request_timeout: Duration::from_secs(2),
+            redis_cluster: false,
             log_dir: target_dir().join("tmp").join(format!("faults-{seed}")),
         }
     }
+
+    /// The failover run: as [`Config::ci`], on a Redis Cluster of three primaries and three
+    /// replicas whose every primary fails over once.
+    pub fn failover(seed: u64, admin_url: String) -> Config {
+        Config {
+            warmup: Duration::from_secs(2),
+            redis_cluster: true,
+            log_dir: target_dir()
+                .join("tmp")
+                .join(format!("faults-failover-{seed}")),
+            ..Config::ci(seed, admin_url)
+        }
+    }
+}
+
+/// One failover as the clients saw it (ns since the run's start).
+#[derive(Clone, Debug, Serialize)]
+pub struct Recovery {
+    /// The primary was killed.
+    pub killed_ns: u64,
+    /// Its replica had taken over (every surviving node agreed).
+    pub promoted_ns: u64,
+    /// From the promotion until every key had a successful write called after it (at
+    /// least one of a write's keys is on the failed-over primary's slots, most often all).
+    pub first_write_ns: Option<u64>,
+    /// The same for reads by id or by name.
+    pub first_read_ns: Option<u64>,
+    /// Operations called from 5 s after the promotion until the next fault or the end that
+    /// did not succeed.
+    pub failed_later: usize,
 }
 
 /// The cargo target directory (`target/`).
@@ -83,6 +117,8 @@ pub struct RunReport {
     pub history: History,
     pub samples: Vec<Sample>,
     pub faults: Vec<Injected>,
+    /// Redis Cluster runs: each failover.
+    pub recoveries: Vec<Recovery>,
     pub meals: Vec<Meal>,
     /// Successful list reads that did not return exactly the workload's meals.
     pub incomplete_lists: usize,
@@ -99,14 +135,26 @@ pub async fn run(config: &Config) -> Result<RunReport, String> {
         consistency: config.consistency.clone(),
         near_cache: config.near_cache,
         redis_timeout_ms: config.redis_timeout_ms,
+        redis_cluster: config.redis_cluster,
         log_dir: config.log_dir.clone(),
     })
     .await?;
     let recorded = drive(&cluster, config).await;
+    let promotions = cluster
+        .redis_cluster
+        .as_ref()
+        .map(|c| c.promotions())
+        .unwrap_or_default();
     let shut = cluster.shut_down().await;
-    let (history, samples, faults, meals, incomplete_lists, errors, elapsed, started_at) =
+    let (history, samples, faults, meals, incomplete_lists, errors, elapsed, start, started_at) =
         recorded?;
     shut?;
+    let ns = |t: Instant| t.saturating_duration_since(start).as_nanos() as u64;
+    let promotions: Vec<(u64, u64)> = promotions
+        .iter()
+        .map(|p| (ns(p.killed), ns(p.promoted)))
+        .collect();
+    let recoveries = recoveries(&history, &samples, &faults, &promotions);
     let checking = Instant::now();
     let (check, history) = tokio::task::spawn_blocking(move || (history::check(&history), history))
         .await
@@ -120,10 +168,75 @@ pub async fn run(config: &Config) -> Result<RunReport, String> {
         history,
         samples,
         faults,
+        recoveries,
         meals,
         incomplete_lists,
         errors,
     })
+}
+
+/// (call, return) of a recorded operation.
+fn times(history: &History, id: OpId) -> Option<(u64, Option<u64>)> {
+    match id {
+        OpId::Op(i) => history.ops.get(i).map(|o| (o.call, o.ret)),
+        OpId::List(i) => history.lists.get(i).map(|l| (l.call, l.ret)),
+    }
+}
+
+/// What the clients saw of each failover (`(killed, promoted)` in ns).
+fn recoveries(
+    history: &History,
+    samples: &[Sample],
+    faults: &[Injected],
+    promotions: &[(u64, u64)],
+) -> Vec<Recovery> {
+    promotions
+        .iter()
+        .map(|&(killed_ns, promoted_ns)| {
+            // Until every key had a successful operation of the kind called after it.
+            let first = |write: bool| {
+                let mut per_key: BTreeMap<&str, u64> = BTreeMap::new();
+                for s in samples
+                    .iter()
+                    .filter(|s| (s.class == OpClass::Write) == write && s.outcome == Outcome::Ok)
+                {
+                    let OpId::Op(i) = s.op else { continue };
+                    let Some(op) = history.ops.get(i) else {
+                        continue;
+                    };
+                    let Some(ret) = op.ret.filter(|_| op.call >= promoted_ns) else {
+                        continue;
+                    };
+                    let first = per_key.entry(op.key.as_str()).or_insert(ret);
+                    *first = (*first).min(ret);
+                }
+                let keys = history.initial.len();
+                (per_key.len() == keys)
+                    .then(|| per_key.values().max().map(|ret| ret - promoted_ns))
+                    .flatten()
+            };
+            let from = promoted_ns + 5_000_000_000;
+            let to = faults
+                .iter()
+                .map(|f| f.start_ns)
+                .filter(|&s| s > promoted_ns)
+                .min()
+                .unwrap_or(u64::MAX);
+            let failed_later = samples
+                .iter()
+                .filter(|s| s.outcome != Outcome::Ok)
+                .filter_map(|s| times(history, s.op))
+                .filter(|(call, _)| (from..to).contains(call))
+                .count();
+            Recovery {
+                killed_ns,
+                promoted_ns,
+                first_write_ns: first(true),
+                first_read_ns: first(false),
+                failed_later,
+            }
+        })
+        .collect()
 }
 
 type Recorded = (
@@ -134,6 +247,7 @@ type Recorded = (
     usize,
     BTreeMap<String, usize>,
     Duration,
+    Instant,
     chrono::DateTime<chrono::Utc>,
 );
 
@@ -161,7 +275,11 @@ async fn drive(cluster: &Cluster, config: &Config) -> Result<Recorded, String> {
             ))
         })
         .collect();
-    let plan = nemesis::plan(config.seed, config.replicas, config.faults_for);
+    let plan = if config.redis_cluster {
+        nemesis::failover_plan(config.seed, config.replicas)
+    } else {
+        nemesis::plan(config.seed, config.replicas, config.faults_for)
+    };
     tokio::time::sleep(config.warmup).await;
     let until = Instant::now() + config.faults_for;
     let faults = nemesis::run(cluster, &plan, rec.start(), until).await;
@@ -177,7 +295,15 @@ async fn drive(cluster: &Cluster, config: &Config) -> Result<Recorded, String> {
     let (history, samples, incomplete, errors) = rec.finish();
     let started_at = rec.started_at();
     Ok((
-        history, samples, faults, meals, incomplete, errors, elapsed, started_at,
+        history,
+        samples,
+        faults,
+        meals,
+        incomplete,
+        errors,
+        elapsed,
+        rec.start(),
+        started_at,
     ))
 }
 
@@ -258,10 +384,7 @@ impl RunReport {
     /// faults active from 3 s before that span to its end (a fault's effects can outlast
     /// its heal by a recovery).
     pub fn violation_context(&self) -> Vec<String> {
-        let times = |id: OpId| match id {
-            OpId::Op(i) => self.history.ops.get(i).map(|o| (o.call, o.ret)),
-            OpId::List(i) => self.history.lists.get(i).map(|l| (l.call, l.ret)),
-        };
+        let times = |id: OpId| times(&self.history, id);
         let replica = |id: OpId| self.samples.iter().find(|s| s.op == id).map(|s| s.replica);
         self.check
             .violations
@@ -333,7 +456,10 @@ impl RunReport {
             " faults {} ({single} single, {pairs} overlapping pairs:",
             self.faults.len()
         );
-        for kind in Kind::ALL {
+        let kinds = Kind::ALL
+            .into_iter()
+            .chain(self.config.redis_cluster.then_some(Kind::FailOver));
+        for kind in kinds {
             let n = self
                 .faults
                 .iter()
@@ -358,6 +484,19 @@ impl RunReport {
             ms(self.read_latency(0.5)),
             ms(self.read_latency(0.99)),
         );
+        for (i, r) in self.recoveries.iter().enumerate() {
+            let after = |ns: Option<u64>| {
+                ns.map_or("never".into(), |n| format!("{:.0} ms", n as f64 / 1e6))
+            };
+            let _ = write!(
+                s,
+                "; failover {i}: promoted {:.2} s after the kill, writes to every meal back {} and reads {} after the promotion, {} failed from 5 s after it",
+                (r.promoted_ns - r.killed_ns) as f64 / 1e9,
+                after(r.first_write_ns),
+                after(r.first_read_ns),
+                r.failed_later
+            );
+        }
         s
     }
 

@@ -20,6 +20,8 @@ pub enum Kind {
     RestartRedis,
     PauseRedis,
     KillReplica,
+    /// A Redis Cluster primary killed and its replica promoted (cluster runs only).
+    FailOver,
 }
 
 impl Kind {
@@ -40,6 +42,7 @@ impl Kind {
             Kind::RestartRedis => "Redis restarted empty",
             Kind::PauseRedis => "Redis paused",
             Kind::KillReplica => "replica killed",
+            Kind::FailOver => "primary failed over",
         }
     }
 }
@@ -59,6 +62,9 @@ pub enum Fault {
     PauseRedis,
     /// Replica `.0` killed (-9), started again on heal.
     KillReplica(usize),
+    /// The Redis Cluster primary of the `.0`-th slot range killed (-9); injected once its
+    /// replica took over; the killed node started again (a replica now) on heal.
+    FailOver(usize),
 }
 
 impl Fault {
@@ -70,6 +76,7 @@ impl Fault {
             Fault::RestartRedis => Kind::RestartRedis,
             Fault::PauseRedis => Kind::PauseRedis,
             Fault::KillReplica(_) => Kind::KillReplica,
+            Fault::FailOver(_) => Kind::FailOver,
         }
     }
 
@@ -79,7 +86,7 @@ impl Fault {
             Fault::Drop(r) | Fault::BlackHole(r) | Fault::Delay(r, _) | Fault::KillReplica(r) => {
                 Some(r)
             }
-            Fault::RestartRedis | Fault::PauseRedis => None,
+            Fault::RestartRedis | Fault::PauseRedis | Fault::FailOver(_) => None,
         }
     }
 
@@ -100,6 +107,7 @@ impl Fault {
                 cluster.kill_replica(r);
                 Ok(())
             }
+            Fault::FailOver(shard) => redis_cluster(cluster)?.fail_over(shard).await,
         }
     }
 
@@ -111,6 +119,7 @@ impl Fault {
             Fault::RestartRedis => cluster.redis.boot().await,
             Fault::PauseRedis => cluster.redis.resume(),
             Fault::KillReplica(r) => cluster.restart_replica(r).await,
+            Fault::FailOver(_) => redis_cluster(cluster)?.restart_killed().await,
         }
     }
 }
@@ -124,8 +133,16 @@ impl fmt::Display for Fault {
             Fault::RestartRedis => write!(f, "restart Redis empty"),
             Fault::PauseRedis => write!(f, "pause Redis"),
             Fault::KillReplica(r) => write!(f, "kill -9 r{r}"),
+            Fault::FailOver(shard) => write!(f, "fail over primary {shard}"),
         }
     }
+}
+
+fn redis_cluster(cluster: &Cluster) -> Result<&crate::redis_cluster::RedisCluster, String> {
+    cluster
+        .redis_cluster
+        .as_ref()
+        .ok_or_else(|| "a failover needs a Redis Cluster".to_string())
 }
 
 /// A fault of an episode: `offset` after the episode's start, held for `hold`.
@@ -210,6 +227,7 @@ fn fault_of(rng: &mut XorShift, kind: Kind, replicas: usize) -> Fault {
         Kind::RestartRedis => Fault::RestartRedis,
         Kind::PauseRedis => Fault::PauseRedis,
         Kind::KillReplica => Fault::KillReplica(r),
+        Kind::FailOver => Fault::FailOver(rng.below(3) as usize),
     }
 }
 
@@ -272,6 +290,21 @@ fn random_pair(rng: &mut XorShift, replicas: usize) -> (Fault, Fault) {
         if b.target() != a.target() {
             return (a, b);
         }
+    }
+}
+
+/// The schedule of a Redis Cluster run: each of the three primaries fails over once, the
+/// second while a replica is killed.
+pub fn failover_plan(seed: u64, replicas: usize) -> Plan {
+    let mut rng = XorShift::new(seed, 2);
+    let mut episodes = vec![single(&mut rng, Fault::FailOver(0))];
+    let victim = Fault::KillReplica(rng.below(replicas as u64) as usize);
+    episodes.push(pair(&mut rng, Fault::FailOver(1), victim));
+    episodes.push(single(&mut rng, Fault::FailOver(2)));
+    let mandatory = episodes.len();
+    Plan {
+        episodes,
+        mandatory,
     }
 }
 

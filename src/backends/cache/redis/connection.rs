@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use fred::clients::Pool;
+use fred::clients::{Client, Pool};
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::ClientLike;
 use fred::prelude::{Options, Value};
@@ -33,6 +33,7 @@ pub struct Connection {
     pool: Pool,
     options: Options,
     clustered: bool,
+    command_timeout: Duration,
 }
 
 impl Connection {
@@ -53,6 +54,7 @@ impl Connection {
             pool,
             options: command_options(command_timeout),
             clustered,
+            command_timeout,
         })
     }
 
@@ -102,29 +104,52 @@ impl Connection {
         key_at: usize,
         calls: Vec<Vec<Value>>,
     ) -> Vec<Result<Value, FredError>> {
-        let command = |args: &[Value]| {
-            let hash = match args.get(key_at) {
-                Some(Value::String(key)) if self.clustered => {
-                    ClusterHash::Custom(fred::util::redis_keyslot(key.as_bytes()))
-                }
-                _ => ClusterHash::FirstKey,
-            };
-            CustomCommand::new_static(name, hash, false)
-        };
+        self.send_on(None, name, key_at, calls).await
+    }
+
+    /// The slot's routing of a command whose key is `key` (any node without a cluster).
+    fn hash(&self, key: Option<&Value>) -> ClusterHash {
+        match key {
+            Some(Value::String(key)) if self.clustered => {
+                ClusterHash::Custom(fred::util::redis_keyslot(key.as_bytes()))
+            }
+            _ => ClusterHash::FirstKey,
+        }
+    }
+
+    /// [`Connection::send`] on the client `on` (its connections) when given, else on any.
+    async fn send_on(
+        &self,
+        on: Option<&Client>,
+        name: &'static str,
+        key_at: usize,
+        calls: Vec<Vec<Value>>,
+    ) -> Vec<Result<Value, FredError>> {
+        let command =
+            |args: &[Value]| CustomCommand::new_static(name, self.hash(args.get(key_at)), false);
         let n = calls.len();
         if n <= 1 {
             let mut out = Vec::with_capacity(n);
             for args in calls {
-                out.push(
-                    self.pool
-                        .with_options(&self.options)
-                        .custom::<Value, Value>(command(&args), args)
-                        .await,
-                );
+                let reply = match on {
+                    Some(client) => {
+                        client
+                            .with_options(&self.options)
+                            .custom::<Value, Value>(command(&args), args)
+                            .await
+                    }
+                    None => {
+                        self.pool
+                            .with_options(&self.options)
+                            .custom::<Value, Value>(command(&args), args)
+                            .await
+                    }
+                };
+                out.push(reply);
             }
             return out;
         }
-        let pipeline = self.pool.next_connected().pipeline();
+        let pipeline = on.unwrap_or_else(|| self.pool.next_connected()).pipeline();
         let queue = pipeline.with_options(&self.options);
         for args in calls {
             if let Err(e) = queue.custom::<Value, Value>(command(&args), args).await {
@@ -152,6 +177,59 @@ impl Connection {
         script: &Script,
         calls: Vec<(Vec<String>, Vec<Value>)>,
     ) -> CacheResult<Vec<Value>> {
+        self.eval_on(None, script, calls).await
+    }
+
+    /// [`Connection::eval`], then, over the same connections, `WAIT` on each call's node
+    /// until `replicas` of its replicas have the call's writes. So a failover promotes a
+    /// replica that has them. Fails (`Unavailable`) when fewer confirm within half the
+    /// command timeout: the writes may be on the primary alone.
+    pub async fn eval_replicated(
+        &self,
+        script: &Script,
+        calls: Vec<(Vec<String>, Vec<Value>)>,
+        replicas: u32,
+    ) -> CacheResult<Vec<Value>> {
+        let client = self.pool.next_connected();
+        let routes: Vec<ClusterHash> = calls
+            .iter()
+            .map(|(keys, _)| {
+                let key = keys.first().map(|k| Value::from(k.as_str()));
+                self.hash(key.as_ref())
+            })
+            .collect();
+        let replies = self.eval_on(Some(client), script, calls).await?;
+        let wait_ms = (self.command_timeout / 2).as_millis().max(1) as i64;
+        let pipeline = client.pipeline();
+        let queue = pipeline.with_options(&self.options);
+        for route in routes {
+            let wait = CustomCommand::new_static("WAIT", route, false);
+            let args = vec![Value::Integer(i64::from(replicas)), Value::Integer(wait_ms)];
+            queue
+                .custom::<Value, Value>(wait, args)
+                .await
+                .map_err(map_err)?;
+        }
+        for confirmed in pipeline.try_all::<Value>().await {
+            match confirmed.map_err(map_err)? {
+                Value::Integer(n) if n >= i64::from(replicas) => {}
+                other => {
+                    return Err(CacheError::Unavailable(
+                        format!("WAIT {replicas}: {other:?} replicas confirmed in {wait_ms} ms")
+                            .into(),
+                    ))
+                }
+            }
+        }
+        Ok(replies)
+    }
+
+    async fn eval_on(
+        &self,
+        on: Option<&Client>,
+        script: &Script,
+        calls: Vec<(Vec<String>, Vec<Value>)>,
+    ) -> CacheResult<Vec<Value>> {
         let build = |body: &str, (keys, args): &(Vec<String>, Vec<Value>)| {
             let mut v: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
             v.push(body.into());
@@ -162,7 +240,8 @@ impl Connection {
         };
         // Arguments: script, number of keys, keys…, so the first key is at index 2.
         let mut results = self
-            .send(
+            .send_on(
+                on,
                 "EVALSHA",
                 2,
                 calls.iter().map(|c| build(&script.sha, c)).collect(),
@@ -176,7 +255,8 @@ impl Connection {
             .collect();
         if !missing.is_empty() {
             let retried = self
-                .send(
+                .send_on(
+                    on,
                     "EVAL",
                     2,
                     missing

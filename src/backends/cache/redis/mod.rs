@@ -32,6 +32,8 @@ pub struct RedisCache {
     conn: std::sync::Arc<Connection>,
     keys: Keys,
     scripts: Scripts,
+    /// Replicas a write mark must reach before the write commits (0: not waited for).
+    replicas: u32,
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -51,6 +53,18 @@ impl RedisCache {
         prefix: &str,
         command_timeout: Duration,
     ) -> CacheResult<RedisCache> {
+        Self::connect_replicated(url, prefix, command_timeout, 0).await
+    }
+
+    /// [`RedisCache::connect`], with write marks confirmed by `replicas` replicas of their
+    /// primary (`WAIT`) before a write may commit: a failover then never promotes a replica
+    /// that lacks a mark, so no replica can serve the entry from before the write.
+    pub async fn connect_replicated(
+        url: &str,
+        prefix: &str,
+        command_timeout: Duration,
+        replicas: u32,
+    ) -> CacheResult<RedisCache> {
         let conn = Connection::connect(url, command_timeout).await?;
         let scripts = match Scripts::load(&conn).await {
             Ok(s) => s,
@@ -64,6 +78,7 @@ impl RedisCache {
             conn: std::sync::Arc::new(conn),
             keys,
             scripts,
+            replicas,
         })
     }
 
@@ -92,9 +107,25 @@ impl RedisCache {
         stored: &[String],
         call: impl Fn(&[usize]) -> (Vec<String>, Vec<Value>),
     ) -> CacheResult<Vec<(Vec<usize>, Value)>> {
+        self.eval_grouped_replicated(script, stored, call, 0).await
+    }
+
+    /// [`RedisCache::eval_grouped`]; with `replicas` above 0, each group's writes are
+    /// confirmed by that many replicas before it returns ([`Connection::eval_replicated`]).
+    async fn eval_grouped_replicated(
+        &self,
+        script: &scripts::Script,
+        stored: &[String],
+        call: impl Fn(&[usize]) -> (Vec<String>, Vec<Value>),
+        replicas: u32,
+    ) -> CacheResult<Vec<(Vec<usize>, Value)>> {
         let groups = self.keys.groups(stored);
         let calls = groups.iter().map(|g| call(g)).collect();
-        let replies = self.conn.eval(script, calls).await?;
+        let replies = if replicas == 0 {
+            self.conn.eval(script, calls).await?
+        } else {
+            self.conn.eval_replicated(script, calls, replicas).await?
+        };
         Ok(groups.into_iter().zip(replies).collect())
     }
 }

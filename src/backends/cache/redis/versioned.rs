@@ -112,15 +112,16 @@ impl VersionedCache for RedisCache {
             return Ok(());
         }
         let marks: Vec<String> = keys.iter().map(|k| self.keys.mark(k)).collect();
-        self.eval_grouped(&self.scripts.begin_write, &marks, |g| {
+        let call = |g: &[usize]| {
             let keys = g
                 .iter()
                 .flat_map(|&i| [marks[i].clone(), self.keys.lease(&keys[i])])
                 .collect();
             (keys, vec![Value::Integer(millis(mark_ttl))])
-        })
-        .await
-        .map(drop)
+        };
+        self.eval_grouped_replicated(&self.scripts.begin_write, &marks, call, self.replicas)
+            .await
+            .map(drop)
     }
 
     async fn end_write(&self, writes: &[(String, WriteOutcome)], ttl: Duration) -> CacheResult<()> {
