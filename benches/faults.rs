@@ -50,7 +50,10 @@
 //! - `FAULT_SECS` (default: the CI run's, 52): the fault phase of each schedule, in seconds
 //!   (the run adds 1 s of warm-up and 3 s of tail; the schedule's mandatory episodes, every
 //!   kind alone and two pairs, run even when they exceed it);
-//! - `FAULT_POLICIES` (default `strict`): `strict`, `available`, or `strict,available`;
+//! - `FAULT_POLICIES` (default `strict`): a comma-separated list of `strict`, `available` and
+//!   `failover` (`strict` on a private Redis Cluster of three primaries and three replicas,
+//!   `ARENA_REDIS_REPLICAS=1`, whose every primary is killed once and fails over, one of
+//!   them while a replica is killed: `FAULT_SECS` does not apply);
 //! - `BENCH_NO_WRITE=1`: print only, leaving `docs/benchmarks.md` alone.
 //!
 //! The tables go into the `faults` section of `docs/benchmarks.md`, with the date, commit and
@@ -161,8 +164,8 @@ impl Settings {
             .collect();
         for p in &policies {
             assert!(
-                p == "strict" || p == "available",
-                "FAULT_POLICIES: {p:?} is neither `strict` nor `available`"
+                ["strict", "available", "failover"].contains(&p.as_str()),
+                "FAULT_POLICIES: {p:?} is not `strict`, `available` or `failover`"
             );
         }
         assert!(!policies.is_empty(), "FAULT_POLICIES names no policy");
@@ -664,9 +667,15 @@ impl Summary {
 
 /// Runs one schedule and prints what it found.
 fn run_one(rt: &tokio::runtime::Runtime, s: &Settings, policy: &str, seed: u64) -> Schedule {
-    let mut config = Config::ci(seed, s.admin.clone());
-    config.consistency = policy.to_owned();
-    config.faults_for = s.faults_for;
+    let mut config = if policy == "failover" {
+        // `strict` on a Redis Cluster with replicas, each primary failing over once.
+        Config::failover(seed, s.admin.clone())
+    } else {
+        let mut config = Config::ci(seed, s.admin.clone());
+        config.consistency = policy.to_owned();
+        config.faults_for = s.faults_for;
+        config
+    };
     config.log_dir = harness::target_dir()
         .join("tmp")
         .join(format!("faults-bench-{policy}-{seed}"));
@@ -837,7 +846,7 @@ fn main() {
 
     let strict_bad: Vec<String> = schedules
         .iter()
-        .filter(|s| s.policy == "strict")
+        .filter(|s| s.policy != "available")
         .filter(|s| !s.result.as_ref().is_ok_and(Summary::ok))
         .map(|s| s.seed.to_string())
         .collect();
