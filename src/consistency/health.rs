@@ -99,8 +99,7 @@ impl CacheHealth {
 
     /// A read's cache call failed with `e`. A cache that is away turns the instance
     /// degraded; one that answered but refused (a full Redis refusing a lease or a fill) does
-    /// not: the read goes to the database, nothing is owed, and the writes that a degraded
-    /// instance would refuse under `strict` can still invalidate by deletion.
+    /// not: the read goes to the database and nothing is owed.
     pub fn read_failed(&self, e: &crate::backends::cache::CacheError) {
         if !e.is_refusal() {
             self.failed(std::iter::empty());

@@ -88,6 +88,8 @@ async fn cli(port: u16, args: &[&str]) -> Result<String, String> {
 impl RedisCluster {
     /// Starts six nodes under `dir` and joins them: three primaries, one replica each.
     pub async fn start(dir: PathBuf) -> Result<RedisCluster, String> {
+        // A node finding a `nodes.conf` of an earlier run would not join a new cluster.
+        let _ = std::fs::remove_dir_all(&dir);
         let mut nodes = Vec::new();
         for _ in 0..6 {
             let port = free_port();

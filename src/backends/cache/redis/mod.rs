@@ -107,26 +107,25 @@ impl RedisCache {
         stored: &[String],
         call: impl Fn(&[usize]) -> (Vec<String>, Vec<Value>),
     ) -> CacheResult<Vec<(Vec<usize>, Value)>> {
-        self.eval_grouped_replicated(script, stored, call, 0).await
+        let groups = self.keys.groups(stored);
+        let calls = groups.iter().map(|g| call(g)).collect();
+        let replies = self.conn.eval(script, calls).await?;
+        Ok(groups.into_iter().zip(replies).collect())
     }
 
-    /// [`RedisCache::eval_grouped`]; with `replicas` above 0, each group's writes are
-    /// confirmed by that many replicas before it returns ([`Connection::eval_replicated`]).
+    /// [`RedisCache::eval_grouped`] with each group's writes confirmed by `replicas`
+    /// replicas ([`Connection::eval_replicated`]); whether they all were.
     async fn eval_grouped_replicated(
         &self,
         script: &scripts::Script,
         stored: &[String],
         call: impl Fn(&[usize]) -> (Vec<String>, Vec<Value>),
         replicas: u32,
-    ) -> CacheResult<Vec<(Vec<usize>, Value)>> {
+    ) -> CacheResult<bool> {
         let groups = self.keys.groups(stored);
         let calls = groups.iter().map(|g| call(g)).collect();
-        let replies = if replicas == 0 {
-            self.conn.eval(script, calls).await?
-        } else {
-            self.conn.eval_replicated(script, calls, replicas).await?
-        };
-        Ok(groups.into_iter().zip(replies).collect())
+        let (_, replicated) = self.conn.eval_replicated(script, calls, replicas).await?;
+        Ok(replicated)
     }
 }
 

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use fred::prelude::Value;
 
 use super::{flags, millis, RedisCache};
-use crate::backends::cache::{CacheResult, KeyValue, Versioned, VersionedCache, WriteOutcome};
+use crate::backends::cache::{
+    CacheError, CacheResult, KeyValue, Versioned, VersionedCache, WriteOutcome,
+};
 
 #[async_trait]
 impl VersionedCache for RedisCache {
@@ -119,9 +121,32 @@ impl VersionedCache for RedisCache {
                 .collect();
             (keys, vec![Value::Integer(millis(mark_ttl))])
         };
-        self.eval_grouped_replicated(&self.scripts.begin_write, &marks, call, self.replicas)
-            .await
-            .map(drop)
+        if self.replicas == 0 {
+            return self
+                .eval_grouped(&self.scripts.begin_write, &marks, call)
+                .await
+                .map(drop);
+        }
+        let replicated = self
+            .eval_grouped_replicated(&self.scripts.begin_write, &marks, call, self.replicas)
+            .await?;
+        if replicated {
+            return Ok(());
+        }
+        // The marks are set on the primary but may not survive a failover: the write must not
+        // count on them. They are this write's own (the script answered), so it clears them.
+        let unmark: Vec<(String, WriteOutcome)> = keys
+            .iter()
+            .map(|k| (k.clone(), WriteOutcome::Aborted))
+            .collect();
+        let _ = self.end_write(&unmark, Duration::ZERO).await;
+        Err(CacheError::Unavailable(
+            format!(
+                "fewer than {} replicas confirmed the write's marks",
+                self.replicas
+            )
+            .into(),
+        ))
     }
 
     async fn end_write(&self, writes: &[(String, WriteOutcome)], ttl: Duration) -> CacheResult<()> {
