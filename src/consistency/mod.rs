@@ -73,7 +73,7 @@ pub use leased::{fill_keys, fill_many, read_keys, read_many, Cached, Lease};
 pub use outside::{write_outside, OutsideOutcome};
 pub use owned::{reading_owned, viewer_key, write_owned};
 pub use versions::Versions;
-pub use write::{bulk, write};
+pub use write::{bulk, write, write_single};
 
 /// What the consistency core needs of the running instance; `state::AppState` provides it.
 /// The core sits below the state it is handed, so it can only reach these.

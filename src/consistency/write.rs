@@ -56,6 +56,72 @@ where
     Ok(out)
 }
 
+/// A write that is a single statement whose cached keys are known before it runs (`keys`:
+/// its entries and collections): they are marked first, then `f` runs its statement on its
+/// own, committing as it ends (no `BEGIN`, no `COMMIT`: two database round trips fewer than
+/// [`write`]), then the entries are stored and unmarked. The order the rule needs is the
+/// same: every key marked before the row changes in the database, stored after. A statement
+/// that fails may still have committed (a lost reply), so its keys are then deleted while
+/// still marked, as after a failed `COMMIT`. A key the statement changed that `keys` does not
+/// name is a bug in the caller: it is owed a deletion, and the write fails.
+pub async fn write_single<T, F>(state: &impl Context, keys: Vec<String>, f: F) -> AppResult<T>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c sea_orm::DatabaseConnection) -> BoxFuture<'c, AppResult<T>>
+        + Send
+        + 'static,
+{
+    let state = state.clone();
+    // Runs to completion even if the request is cancelled, like `write`'s commit.
+    tokio::spawn(async move {
+        let begun = begin(&state, &keys).await;
+        if !may_commit(&state, &keys, begun).await {
+            return Err(refused());
+        }
+        let db = state.db().clone();
+        let (res, recorded) = scope::scope(f(&db)).await;
+        let out = match res {
+            Ok(out) if recorded.bypass.is_none() => out,
+            Ok(_) | Err(_) => {
+                after_failed_commit(&state, keys, begun).await;
+                return match (res, recorded.bypass) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), bypass) => Err(AppError::internal(bypass.unwrap_or_default())),
+                };
+            }
+        };
+        let effects = CacheEffects::of(recorded.changes, recorded.bulk, &recorded.collections);
+        let unmarked: Vec<String> = effects
+            .keys
+            .iter()
+            .filter(|k| !keys.contains(k))
+            .cloned()
+            .collect();
+        if !unmarked.is_empty() {
+            tracing::error!(
+                ?unmarked,
+                "a single-statement write changed keys it did not mark"
+            );
+            state.health().failed(unmarked);
+            after_failed_commit(&state, keys, begun).await;
+            return Err(AppError::internal("a write changed keys it did not mark"));
+        }
+        // Marked but not changed (the row was not there): only the mark goes.
+        let untouched: Vec<String> = keys
+            .iter()
+            .filter(|k| !effects.keys.contains(k))
+            .cloned()
+            .collect();
+        let (_, ()) = futures::join!(
+            publish(&state, effects, begun),
+            unmark(&state, &untouched, begun)
+        );
+        Ok(out)
+    })
+    .await
+    .or_internal("the write task failed")?
+}
+
 /// Clears the marks of a write that did not commit (its entries are still right), best
 /// effort: marks that cannot be cleared expire.
 pub(super) async fn unmark(state: &impl Context, keys: &[String], begun: Marking) {

@@ -3,8 +3,8 @@
 
 use entity::meal::{self, Difficulty};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, Order,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityName, EntityTrait,
+    Order, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
 use super::types;
@@ -106,14 +106,24 @@ pub async fn update_meal(
         .price
         .map(|p| types::price("price", p))
         .transpose()?;
+    if state.db.support_returning() {
+        // One statement locks, reads and writes the row; it commits on its own, its entry and
+        // the meals' lists marked before it runs.
+        let keys = vec![
+            consistency::entry_key(meal::CACHE_ENTITY, &id.to_string()),
+            consistency::collection_key(meal::Entity.table_name()),
+        ];
+        let difficulty = changes.difficulty;
+        return consistency::write_single(state, keys, move |db| {
+            Box::pin(async move {
+                Ok(meal::update_in_one_statement(db, id, cuisine, price, difficulty).await?)
+            })
+        })
+        .await?
+        .ok_or_else(|| not_found(id));
+    }
     consistency::write(state, move |txn| {
         Box::pin(async move {
-            if txn.support_returning() {
-                // One statement: lock, read and write the row in a single round trip.
-                return meal::update_in_one_statement(txn, id, cuisine, price, changes.difficulty)
-                    .await?
-                    .ok_or_else(|| not_found(id));
-            }
             let row = lock_meal(txn, id)
                 .await?
                 .filter(|m| !m.deleted)
