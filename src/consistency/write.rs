@@ -60,10 +60,14 @@ where
 /// its entries and collections): they are marked first, then `f` runs its statement on its
 /// own, committing as it ends (no `BEGIN`, no `COMMIT`: two database round trips fewer than
 /// [`write`]), then the entries are stored and unmarked. The order the rule needs is the
-/// same: every key marked before the row changes in the database, stored after. A statement
+/// same: every key marked before the row changes in the database, stored after. The answer
+/// goes out as soon as the statement succeeded, before the entries are stored: until they are,
+/// each key is still marked, so every read that starts after the answer goes to the database
+/// and sees the write on every replica (as a bulk write's answer, `write_copy`). A statement
 /// that fails may still have committed (a lost reply), so its keys are then deleted while
-/// still marked, as after a failed `COMMIT`. A key the statement changed that `keys` does not
-/// name is a bug in the caller: it is owed a deletion, and the write fails.
+/// still marked, as after a failed `COMMIT`, before the error is answered. A key the
+/// statement changed that `keys` does not name is a bug in the caller: it is owed a
+/// deletion, and the write fails.
 pub async fn write_single<T, F>(state: &impl Context, keys: Vec<String>, f: F) -> AppResult<T>
 where
     T: Send + 'static,
@@ -72,11 +76,13 @@ where
         + 'static,
 {
     let state = state.clone();
+    let (answer, answered) = tokio::sync::oneshot::channel();
     // Runs to completion even if the request is cancelled, like `write`'s commit.
     tokio::spawn(async move {
         let begun = begin(&state, &keys).await;
         if !may_commit(&state, &keys, begun).await {
-            return Err(refused());
+            let _ = answer.send(Err(refused()));
+            return;
         }
         let db = state.db().clone();
         let (res, recorded) = scope::scope(f(&db)).await;
@@ -84,10 +90,11 @@ where
             Ok(out) if recorded.bypass.is_none() => out,
             Ok(_) | Err(_) => {
                 after_failed_commit(&state, keys, begun).await;
-                return match (res, recorded.bypass) {
+                let _ = answer.send(match (res, recorded.bypass) {
                     (Err(e), _) => Err(e),
                     (Ok(_), bypass) => Err(AppError::internal(bypass.unwrap_or_default())),
-                };
+                });
+                return;
             }
         };
         let effects = CacheEffects::of(recorded.changes, recorded.bulk, &recorded.collections);
@@ -104,8 +111,13 @@ where
             );
             state.health().failed(unmarked);
             after_failed_commit(&state, keys, begun).await;
-            return Err(AppError::internal("a write changed keys it did not mark"));
+            let _ = answer.send(Err(AppError::internal(
+                "a write changed keys it did not mark",
+            )));
+            return;
         }
+        // Every key is still marked (or, from a refusing server, deleted and unfillable).
+        let _ = answer.send(Ok(out));
         // Marked but not changed (the row was not there): only the mark goes.
         let untouched: Vec<String> = keys
             .iter()
@@ -116,10 +128,8 @@ where
             publish(&state, effects, begun),
             unmark(&state, &untouched, begun)
         );
-        Ok(out)
-    })
-    .await
-    .or_internal("the write task failed")?
+    });
+    answered.await.or_internal("the write task failed")?
 }
 
 /// Clears the marks of a write that did not commit (its entries are still right), best

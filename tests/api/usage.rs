@@ -799,8 +799,9 @@ async fn counts_survive_a_redis_restart_while_two_replicas_count() {
 
     let before = acked_now();
     redis.restart().await;
+    // Restarted without persistence, so empty: the replicas may have put counts back
+    // already by the time the test could look.
     let back = std::time::Instant::now();
-    assert_eq!(in_redis(&redis), 0, "the new Redis is empty");
     // The cache's counter has every count acknowledged before the restart again.
     wait_until(Duration::from_secs(20), || async {
         in_redis(&redis) >= before

@@ -274,7 +274,16 @@ pub async fn seed(url: &str, count: usize) -> Result<(String, String, Vec<Meal>)
         let name = format!("faults-{tag}-{i}");
         let q = "mutation($i: CreateMealInput!) { createMeal(input: $i) { id version price } }";
         let input = json!({ "i": { "name": name, "cuisine": cuisine, "price": (i + 1) as f64, "difficulty": "LOW" } });
-        let d = must(gql(&http, url, Some(&token), q, input).await, "createMeal")?;
+        // A refusal wrote nothing and says to try again (a replica's sync, a busy machine).
+        let mut answer = gql(&http, url, Some(&token), q, input.clone()).await;
+        for _ in 0..50 {
+            if !matches!(answer, Answer::Refused) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            answer = gql(&http, url, Some(&token), q, input.clone()).await;
+        }
+        let d = must(answer, "createMeal")?;
         let meal = &d["createMeal"];
         meals.push(Meal {
             id: meal["id"].as_str().ok_or("createMeal: no id")?.to_owned(),
