@@ -36,6 +36,18 @@ struct HealthInner {
     owings: u64,
 }
 
+impl HealthInner {
+    /// Degraded until `owed` are deleted; each numbered with this owing.
+    fn owe(&mut self, owed: impl IntoIterator<Item = String>) {
+        self.degraded = true;
+        self.owings += 1;
+        let n = self.owings;
+        for k in owed {
+            self.pending.insert(k, n);
+        }
+    }
+}
+
 impl CacheHealth {
     /// Whether reads may use the cache now.
     pub fn usable(&self) -> bool {
@@ -68,26 +80,15 @@ impl CacheHealth {
         if !h.degraded {
             tracing::warn!("cache unreachable: serving from the database until it is back");
         }
-        h.degraded = true;
         h.away = true;
-        h.owings += 1;
-        let n = h.owings;
-        for k in owed {
-            h.pending.insert(k, n);
-        }
+        h.owe(owed);
     }
 
     /// The cache answered but refused `owed` their new state (a full Redis refusing marks,
     /// whose entries were deleted instead): reads keep off the cache until the deletion is
     /// delivered again, but writes still try it, since it answers.
     pub fn owe(&self, owed: impl IntoIterator<Item = String>) {
-        let mut h = self.inner.lock();
-        h.degraded = true;
-        h.owings += 1;
-        let n = h.owings;
-        for k in owed {
-            h.pending.insert(k, n);
-        }
+        self.inner.lock().owe(owed);
     }
 
     /// Whether the last failed call found the cache away (unreachable or timed out) and it
