@@ -181,16 +181,31 @@ fn router(state: HttpState) -> anyhow::Result<Router> {
             settings.request_timeout(),
         ))
         .layer(middleware::from_fn_with_state(state.clone(), limit_errors));
+    // WebSocket connections and SSE streams share the connection caps.
+    let connections = crate::graphql::transport::ws::Connections::new(
+        &state.app.settings,
+        state.app.metrics.clone(),
+    );
+    let sse = {
+        use crate::graphql::transport::sse;
+        Router::new()
+            .route(
+                "/graphql/stream",
+                axum::routing::put(sse::reserve)
+                    .get(sse::open)
+                    .post(sse::execute)
+                    .delete(sse::stop),
+            )
+            .layer(axum::Extension(sse::Streams::default()))
+            .layer(axum::Extension(connections.clone()))
+            .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
+    };
     Ok(Router::new()
         .merge(graphql)
+        .merge(sse)
         .route(
             "/graphql/ws",
-            get(crate::graphql::transport::ws::graphql_ws).layer(axum::Extension(
-                crate::graphql::transport::ws::Connections::new(
-                    &state.app.settings,
-                    state.app.metrics.clone(),
-                ),
-            )),
+            get(crate::graphql::transport::ws::graphql_ws).layer(axum::Extension(connections)),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -209,8 +224,13 @@ fn router(state: HttpState) -> anyhow::Result<Router> {
 fn cors(origins: &str) -> anyhow::Result<CorsLayer> {
     use axum::http::{header, Method};
     let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::HeaderName::from_static(crate::graphql::transport::sse::TOKEN_HEADER),
+        ])
         .max_age(std::time::Duration::from_secs(600));
     let origins = origins.trim();
     if origins == "*" {
@@ -325,6 +345,7 @@ const ROUTES: &[&str] = &[
     "/graphql",
     "/",
     "/graphql/ws",
+    "/graphql/stream",
     "/healthz",
     "/readyz",
     "/metrics",

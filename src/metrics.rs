@@ -50,6 +50,12 @@ pub struct Metrics {
     pub ws_operations: IntGauge,
     /// WebSocket connections and operations refused at a cap (`connection`, `operation`).
     pub ws_refused: IntCounterVec,
+    /// Executions of live queries (each serves every subscriber of its document).
+    pub live_executions: IntCounter,
+    /// Live queries running (subscribers).
+    pub live_queries: IntGauge,
+    /// Distinct live documents (document, variables, credential) being kept up to date.
+    pub live_documents: IntGauge,
 }
 
 tokio::task_local! {
@@ -147,6 +153,18 @@ impl Metrics {
         let ws_operations =
             IntGauge::new("arena_ws_operations", "Operations running on WebSockets")
                 .expect("valid metric");
+        let live_executions = IntCounter::new(
+            "arena_live_executions_total",
+            "Executions of live queries, each shared by every subscriber of its document",
+        )
+        .expect("valid metric");
+        let live_queries =
+            IntGauge::new("arena_live_queries", "Live queries running").expect("valid metric");
+        let live_documents = IntGauge::new(
+            "arena_live_documents",
+            "Distinct live documents (document, variables, credential) kept up to date",
+        )
+        .expect("valid metric");
         let ws_refused = IntCounterVec::new(
             Opts::new(
                 "arena_ws_refused_total",
@@ -188,6 +206,9 @@ impl Metrics {
             Box::new(ws_connections.clone()),
             Box::new(ws_operations.clone()),
             Box::new(ws_refused.clone()),
+            Box::new(live_executions.clone()),
+            Box::new(live_queries.clone()),
+            Box::new(live_documents.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -209,6 +230,9 @@ impl Metrics {
             ws_connections,
             ws_operations,
             ws_refused,
+            live_executions,
+            live_queries,
+            live_documents,
         }
     }
 

@@ -294,4 +294,19 @@ impl crate::consistency::Context for AppState {
     fn deferred_effects(&self) -> &TaskTracker {
         &self.deferred_effects
     }
+    fn changed(&self, keys: &[String]) {
+        if keys.is_empty() {
+            return;
+        }
+        let payload = serde_json::to_string(keys).unwrap_or_default();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            if let Err(e) = events
+                .publish(crate::backends::events::LIVE_TOPIC, payload)
+                .await
+            {
+                tracing::debug!(error = %e, "publishing a change to live queries");
+            }
+        });
+    }
 }

@@ -93,6 +93,10 @@ pub trait Context: Clone + Send + Sync + 'static {
     /// Work that goes on after its request was answered (a bulk write's cache effects),
     /// which a stopping instance waits for.
     fn deferred_effects(&self) -> &TaskTracker;
+    /// Tells the live queries of every replica that the entries and collections `keys`
+    /// changed, once the write that changed them committed (best effort: a listener that may
+    /// have missed a message is told so by its bus and checks everything again).
+    fn changed(&self, keys: &[String]);
 }
 
 /// How long a reader's lease on a missed key lives (a reader that takes longer than a

@@ -389,6 +389,12 @@ pub(super) async fn may_commit(state: &impl Context, keys: &[String], begun: Mar
 /// After `COMMIT`: store the new entries, drop the bulk-written ones and clear the marks;
 /// whatever could not be delivered is owed.
 pub(super) async fn publish(state: &impl Context, effects: CacheEffects, begun: Marking) {
+    let keys = effects.keys.clone();
+    store_and_unmark(state, effects, begun).await;
+    state.changed(&keys);
+}
+
+async fn store_and_unmark(state: &impl Context, effects: CacheEffects, begun: Marking) {
     match begun {
         Marking::Marked => {}
         // Entries were deleted by hand (a refusing server): delete them again once it takes
@@ -423,6 +429,8 @@ pub(super) async fn publish(state: &impl Context, effects: CacheEffects, begun: 
 /// after the server committed): the entries are removed while still marked, so the next read
 /// goes to the database, then the marks are cleared.
 pub(super) async fn after_failed_commit(state: &impl Context, keys: Vec<String>, begun: Marking) {
+    // It may have committed: live queries over these keys check.
+    state.changed(&keys);
     let cleared = begun == Marking::Marked && {
         let calls = keys
             .chunks(KEYS_PER_CALL)

@@ -87,7 +87,8 @@ fn build_schema(
     .validation_mode(mode)
     .limit_depth(settings.max_depth)
     .limit_complexity(settings.max_complexity)
-    .limit_recursive_depth(engine::documents::MAX_NESTING);
+    .limit_recursive_depth(engine::documents::MAX_NESTING)
+    .directive(LiveDirective);
     if matches!(mode, ValidationMode::Strict) {
         builder = builder.extension(engine::pipeline::ValidationWitness);
     }
@@ -101,6 +102,45 @@ fn build_schema(
             .data(usage.clone());
     }
     builder.finish()
+}
+
+/// `@live` on a query: its result is sent again whenever it changes (over the WebSocket or
+/// Server-Sent Events; see `engine::live`). Registered so that validation, introspection and
+/// the SDL know it; the pipeline reads it from the document, async-graphql never runs it.
+struct LiveDirective;
+
+impl async_graphql::CustomDirectiveFactory for LiveDirective {
+    fn name(&self) -> std::borrow::Cow<'static, str> {
+        "live".into()
+    }
+
+    fn register(&self, registry: &mut async_graphql::registry::Registry) {
+        registry.add_directive(async_graphql::registry::MetaDirective {
+            name: "live".into(),
+            description: Some(
+                "Keeps the query's result up to date: it is sent again whenever something it \
+                 read changes (over /graphql/ws or /graphql/stream; refused over plain HTTP)."
+                    .into(),
+            ),
+            locations: vec![async_graphql::registry::__DirectiveLocation::QUERY],
+            args: Default::default(),
+            is_repeatable: false,
+            visible: None,
+            composable: None,
+        });
+    }
+
+    fn create(
+        &self,
+        _ctx: &async_graphql::ContextDirective<'_>,
+        _directive: &async_graphql::parser::types::Directive,
+    ) -> async_graphql::ServerResult<Box<dyn async_graphql::CustomDirective>> {
+        // Only field directives are created; `@live` is allowed on queries alone.
+        Err(async_graphql::ServerError::new(
+            "@live applies to a query operation",
+            None,
+        ))
+    }
 }
 
 /// The pipeline every operation runs through, over the strict and the fast build of the

@@ -30,6 +30,15 @@ pub(crate) fn stream_of(sender: &broadcast::Sender<String>) -> BoxStream<'static
         .boxed()
 }
 
+/// Subscribes a stream to `sender`, with `None` where messages were lost to lag.
+pub(crate) fn gapped_stream_of(
+    sender: &broadcast::Sender<String>,
+) -> BoxStream<'static, Option<String>> {
+    BroadcastStream::new(sender.subscribe())
+        .map(|m| m.ok())
+        .boxed()
+}
+
 #[async_trait]
 impl EventBus for LocalEvents {
     fn kind(&self) -> &'static str {
@@ -56,5 +65,13 @@ impl EventBus for LocalEvents {
             .entry(topic.to_owned())
             .or_insert_with(|| broadcast::channel(256).0);
         stream_of(tx)
+    }
+
+    fn subscribe_gapped(&self, topic: &str) -> BoxStream<'static, Option<String>> {
+        let mut topics = self.topics.lock();
+        let tx = topics
+            .entry(topic.to_owned())
+            .or_insert_with(|| broadcast::channel(256).0);
+        gapped_stream_of(tx)
     }
 }

@@ -8,6 +8,10 @@ pub mod redis;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+/// The topic on which every committed write names the entries and collections it changed
+/// (a JSON array of cache keys), for live queries.
+pub const LIVE_TOPIC: &str = "live";
+
 /// An event bus error, with its cause.
 #[derive(Debug, thiserror::Error)]
 #[error("event bus")]
@@ -25,4 +29,8 @@ pub trait EventBus: Send + Sync + 'static {
     /// A stream of the payloads published on `topic` from now on. Dropping the stream
     /// unsubscribes; it costs nothing afterwards.
     fn subscribe(&self, topic: &str) -> BoxStream<'static, String>;
+    /// As [`EventBus::subscribe`], with `None` wherever payloads may have been lost (the
+    /// subscriber fell behind, or its connection to the bus was re-established): for
+    /// listeners that must then assume anything changed.
+    fn subscribe_gapped(&self, topic: &str) -> BoxStream<'static, Option<String>>;
 }

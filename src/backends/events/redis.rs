@@ -17,13 +17,13 @@ use fred::error::Error as FredError;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::prelude::{Options, Value};
 use fred::types::Message;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
-use super::local::stream_of;
+use super::local::{gapped_stream_of, stream_of};
 use super::{EventBus, EventError};
 use crate::backends::redis_client::{builder, command_options, glob_escape};
 
@@ -43,6 +43,10 @@ pub struct RedisEvents {
     /// `<prefix>events:`
     channel_prefix: String,
     topics: Topics,
+    /// Told each time the subscriber connection is re-established (events published while
+    /// it was down are lost).
+    reconnects: broadcast::Sender<()>,
+    on_reconnect: JoinHandle<Result<(), FredError>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -80,13 +84,21 @@ impl RedisEvents {
             channel_prefix.clone(),
             topics.clone(),
         ));
+        let reconnects = broadcast::channel(16).0;
+        let told = reconnects.clone();
+        let on_reconnect = subscriber.on_reconnect(move |_| {
+            let _ = told.send(());
+            async { Ok(()) }
+        });
         let mut events = RedisEvents {
             publisher,
             subscriber,
             options: command_options(command_timeout),
             channel_prefix,
             topics,
+            reconnects,
             tasks: vec![fan_out],
+            on_reconnect,
         };
         // On failure `events` is dropped here, which stops the task and closes the clients.
         events.publisher.init().await.map_err(map_err)?;
@@ -149,6 +161,7 @@ impl Drop for RedisEvents {
         for task in &self.tasks {
             task.abort();
         }
+        self.on_reconnect.abort();
         // Close the connections; without this fred's connection tasks outlive the bus.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (publisher, subscriber) = (self.publisher.clone(), self.subscriber.clone());
@@ -193,5 +206,15 @@ impl EventBus for RedisEvents {
             .entry(topic.to_owned())
             .or_insert_with(|| broadcast::channel(TOPIC_CAPACITY).0);
         stream_of(tx)
+    }
+
+    fn subscribe_gapped(&self, topic: &str) -> BoxStream<'static, Option<String>> {
+        let mut topics = self.topics.lock();
+        let tx = topics
+            .entry(topic.to_owned())
+            .or_insert_with(|| broadcast::channel(TOPIC_CAPACITY).0);
+        let reconnected =
+            tokio_stream::wrappers::BroadcastStream::new(self.reconnects.subscribe()).map(|_| None);
+        futures::stream::select(gapped_stream_of(tx), reconnected).boxed()
     }
 }

@@ -152,6 +152,14 @@ impl Prepared {
         }
     }
 
+    /// Whether the selected operation is a query marked `@live`.
+    pub fn is_live(&self, name: Option<&str>) -> bool {
+        self.operation(name).is_some_and(|op| {
+            op.ty == OperationType::Query
+                && op.directives.iter().any(|d| d.node.name.node == "live")
+        })
+    }
+
     /// The operation's type, if the request selects one.
     pub fn operation_type(&self, name: Option<&str>) -> Option<OperationType> {
         self.operation(name).map(|op| op.ty)

@@ -30,6 +30,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::documents::{DocumentCache, DocumentLimits, Prepared};
+use super::live::{self, Live};
 use super::memo::{self, Memo};
 use super::persisted::{self, PersistedQueries};
 use super::variables::InputTypes;
@@ -64,6 +65,8 @@ pub enum Transport {
     Get,
     /// `/graphql/ws`.
     WebSocket,
+    /// `/graphql/stream` (GraphQL over Server-Sent Events).
+    Sse,
 }
 
 /// A request's `extensions.persistedQuery`.
@@ -195,6 +198,8 @@ pub struct Pipeline {
     state: AppState,
     /// Whether async-graphql's tracing extension runs (it needs the document text).
     keep_text: bool,
+    /// Live queries being kept up to date.
+    live: Arc<Live>,
 }
 
 /// Set by the strict schema once an operation passed validation.
@@ -264,9 +269,15 @@ impl Pipeline {
             fast,
             inputs,
             usage,
+            live: Arc::new(Live::new(state.events.clone(), state.metrics.clone())),
             state,
             keep_text,
         }
+    }
+
+    /// The live queries.
+    pub fn live(&self) -> &Live {
+        &self.live
     }
 
     /// The state operations run over.
@@ -456,6 +467,7 @@ impl Pipeline {
         self: &Arc<Self>,
         request: Request,
         connection: Option<Arc<Data>>,
+        via: Transport,
     ) -> BoxStream<'static, Response> {
         let this = self.clone();
         let connection = connection.unwrap_or_default();
@@ -469,12 +481,15 @@ impl Pipeline {
             let query = std::mem::take(&mut request.query);
             let doc = Document::new(&query, Persisted::of(&request.extensions));
             let refused = |refused: Answer| futures::stream::once(async move { refused.response });
-            let (prepared, request) = match this.prepare(doc, request, Transport::WebSocket).await {
+            let (prepared, request) = match this.prepare(doc, request, via).await {
                 Ok(p) => p,
                 Err(answer) => return refused(answer).boxed(),
             };
             if let Err(answer) = this.coerce(&prepared, &request) {
                 return refused(*answer).boxed();
+            }
+            if prepared.is_live(request.operation_name.as_deref()) {
+                return this.live_stream(prepared, request, auth).await;
             }
             let validated = Validated::default();
             let schema = if prepared.is_validated() {
@@ -508,6 +523,111 @@ impl Pipeline {
         .boxed()
     }
 
+    /// A live query: its first result, then each changed one (see [`live`]).
+    async fn live_stream(
+        self: &Arc<Self>,
+        prepared: Arc<Prepared>,
+        request: Request,
+        auth: Option<RequestAuth>,
+    ) -> BoxStream<'static, Response> {
+        let spec = live::Spec {
+            who: memo::who(auth.as_ref().and_then(|a| a.header())),
+            prepared,
+            operation: request.operation_name.clone(),
+            variables: request.variables,
+            auth,
+        };
+        let first = Arc::new(self.live_execute(&spec, true).await);
+        let head = futures::stream::once(futures::future::ready(first.response()));
+        if first.terminal {
+            return head.boxed();
+        }
+        let rest = self.live.follow(self, spec, first);
+        head.chain(rest).boxed()
+    }
+
+    /// Whether the versions a live query read are still current; `None` when the cache
+    /// cannot say.
+    pub(super) async fn live_current(&self, reads: &[(String, i64)]) -> Option<bool> {
+        if !self.state.cache_health.usable() {
+            return None;
+        }
+        self.versions.current(reads).await.ok()
+    }
+
+    /// Runs a live query once, with its credential checked again (a refused one ends it).
+    /// Only the `first` execution of a subscriber counts as an operation of its viewer.
+    pub(super) async fn live_execute(&self, spec: &live::Spec, first: bool) -> live::Executed {
+        let ticket = self.live.ticket();
+        self.state.metrics.live_executions.inc();
+        let prepared = &spec.prepared;
+        let validated = Validated::default();
+        let schema = if prepared.is_validated() {
+            validated.0.store(true, Ordering::Release);
+            &self.fast
+        } else {
+            &self.strict
+        };
+        let mut request = Request::new("").variables(spec.variables.clone());
+        if let Some(op) = &spec.operation {
+            request = request.operation_name(op.clone());
+        }
+        let auth = spec.auth.as_ref().map(RequestAuth::unresolved);
+        let _count = first.then(|| {
+            OperationUsage::new(&self.usage, prepared, &request, auth.clone())
+                .armed_by(validated.clone())
+        });
+        let request = self.attach(request, prepared, auth.clone(), validated.clone());
+        let (result, reads) = entity::scope::read::tracking(async {
+            // Asked first, so a revoked credential ends the live query, and its result is
+            // kept per credential.
+            if let Some(a) = auth.as_ref().filter(|a| a.header().is_some()) {
+                a.viewer().await?;
+            }
+            Ok::<_, crate::error::AppError>(schema.execute(request).await)
+        })
+        .await;
+        let (mut response, mut terminal) = match result {
+            Ok(response) => (response, false),
+            Err(e) => {
+                let e =
+                    async_graphql::Error::from(e).into_server_error(async_graphql::Pos::default());
+                (Response::from_errors(vec![e]), true)
+            }
+        };
+        if validated.0.load(Ordering::Acquire) {
+            prepared.mark_validated();
+        } else {
+            terminal = true;
+        }
+        let pure = reads.is_pure();
+        if !pure && !terminal {
+            let mut mode = async_graphql::indexmap::IndexMap::new();
+            mode.insert(
+                async_graphql::Name::new("mode"),
+                async_graphql::Value::from("recheck"),
+            );
+            mode.insert(
+                async_graphql::Name::new("intervalMs"),
+                async_graphql::Value::from(live::RECHECK.as_millis() as u64),
+            );
+            response
+                .extensions
+                .insert("live".into(), async_graphql::Value::Object(mode));
+        }
+        code_errors(Some(&self.state.metrics), &mut response);
+        let body = Bytes::from(serde_json::to_vec(&response).unwrap_or_default());
+        live::Executed {
+            ticket,
+            response,
+            body,
+            reads: reads.entries,
+            pure,
+            until: reads.until,
+            terminal,
+        }
+    }
+
     /// Steps 1 to 3: the document, its parse and the operation (its variables are coerced by
     /// [`Pipeline::coerce`]).
     async fn prepare(
@@ -536,7 +656,17 @@ impl Pipeline {
             (OperationType::Subscription, Transport::Post | Transport::Get) => {
                 return Err(Answer::refused(
                     "BAD_USER_INPUT",
-                    "subscriptions run over the WebSocket at /graphql/ws",
+                    "subscriptions run over the WebSocket at /graphql/ws or over \
+                     Server-Sent Events at /graphql/stream",
+                ))
+            }
+            (OperationType::Query, Transport::Post | Transport::Get)
+                if prepared.is_live(request.operation_name.as_deref()) =>
+            {
+                return Err(Answer::refused(
+                    "BAD_USER_INPUT",
+                    "a `@live` query sends its result again whenever it changes: run it over \
+                     the WebSocket at /graphql/ws or over Server-Sent Events at /graphql/stream",
                 ))
             }
             _ => {}

@@ -79,7 +79,7 @@ pub async fn graphiql(State(http): State<HttpState>) -> Response {
 }
 
 /// The request's credential, and the client address its failed checks count against.
-fn auth_of(http: &HttpState, peer: Peer, headers: &HeaderMap) -> RequestAuth {
+pub(crate) fn auth_of(http: &HttpState, peer: Peer, headers: &HeaderMap) -> RequestAuth {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

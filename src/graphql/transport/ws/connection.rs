@@ -199,7 +199,11 @@ async fn run(
                     close_socket(socket, close::INTERNAL, "Internal server error").await;
                     return false;
                 };
-                let stream = cx.pipeline.execute_stream(*request, Some(session.clone()));
+                let stream = cx.pipeline.execute_stream(
+                    *request,
+                    Some(session.clone()),
+                    crate::graphql::engine::pipeline::Transport::WebSocket,
+                );
                 ops.insert(id, results(stream));
             }
             Action::Stop(id) => {

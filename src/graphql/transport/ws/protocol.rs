@@ -230,7 +230,7 @@ fn non_empty_id(msg: &Map<String, Value>) -> Result<String, Invalid> {
 
 /// The GraphQL request of a `subscribe` / `start` payload: `query` a string, `variables` and
 /// `extensions` objects or absent, `operationName` a string or absent.
-fn request_of(payload: Option<&Value>) -> Result<Box<async_graphql::Request>, Invalid> {
+pub(crate) fn request_of(payload: Option<&Value>) -> Result<Box<async_graphql::Request>, Invalid> {
     let Some(Value::Object(p)) = payload else {
         return Err("\"payload\" must be an object".into());
     };

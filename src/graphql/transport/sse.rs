@@ -1,0 +1,427 @@
+//! GraphQL over Server-Sent Events at `/graphql/stream`: the `graphql-sse` protocol
+//! (its PROTOCOL.md), in both of its modes.
+//!
+//! - **Distinct connections**: `POST` a GraphQL request with `Accept: text/event-stream`; the
+//!   answer is a stream of `next` events (a result each; errors before execution too) and a
+//!   `complete` event, or as many results as a subscription or live query has, until the
+//!   client closes the connection.
+//! - **Single connection**: `PUT` reserves a stream and answers `201` with a token; `GET`
+//!   with the token (header `X-GraphQL-Event-Stream-Token`, or `?token=`) opens it; each
+//!   `POST` with the token and `extensions.operationId` starts an operation (`202`), whose
+//!   `next` events carry `{ id, payload }` and whose `complete` carries `{ id }`; `DELETE
+//!   ?operationId=` with the token stops one. Operations posted before the stream opened wait
+//!   for it; closing the stream stops them all.
+//!
+//! Queries, mutations, subscriptions and `@live` queries all run through the same pipeline
+//! as over the WebSocket, with the same credential checks (`Authorization` on each request),
+//! limits and error codes. An open stream (or a reservation) takes a place under the
+//! WebSocket's connection caps, and a single connection runs at most
+//! `ARENA_WS_MAX_OPERATIONS` operations at once.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_graphql::{Data, Response as GqlResponse};
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use futures::stream::{self, BoxStream, StreamExt};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use super::http::{auth_of, error_response, HttpState, MediaType, Peer};
+use super::ws::limits::Slot;
+use super::ws::Connections;
+use crate::graphql::engine::pipeline::Transport;
+
+/// The header that carries a reservation's token.
+pub const TOKEN_HEADER: &str = "x-graphql-event-stream-token";
+
+/// A reservation whose stream has not been opened within this long is dropped.
+const RESERVATION_TTL: Duration = Duration::from_secs(60);
+
+/// Events of a single-connection stream waiting for the client to read them.
+const STREAM_BUFFER: usize = 64;
+
+/// The reserved single-connection streams of this instance.
+#[derive(Clone, Default)]
+pub struct Streams(Arc<Mutex<HashMap<String, Reservation>>>);
+
+struct Reservation {
+    tx: mpsc::Sender<Event>,
+    /// Taken by the `GET` that opens the stream.
+    rx: Option<mpsc::Receiver<Event>>,
+    /// Running operations by id.
+    ops: HashMap<String, AbortHandle>,
+    made: Instant,
+    /// Its place under the connection caps.
+    _slot: Slot,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        for op in self.ops.values() {
+            op.abort();
+        }
+    }
+}
+
+fn token_of(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
+    headers
+        .get(TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| query.get("token").cloned())
+        .filter(|t| !t.is_empty())
+}
+
+fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    error_response(status, MediaType::Json, code, message)
+}
+
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
+}
+
+/// An SSE response over `events`.
+fn event_stream(events: BoxStream<'static, Event>) -> Response {
+    let mut resp = Sse::new(events.map(Ok::<_, Infallible>))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(12)))
+        .into_response();
+    // Proxies that buffer responses (nginx) pass this one through as it comes.
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+fn next_event(data: &impl serde::Serialize) -> Event {
+    Event::default()
+        .event("next")
+        .data(serde_json::to_string(data).unwrap_or_default())
+}
+
+/// The GraphQL request of a body: `query` a string, `variables` and `extensions` objects.
+async fn request_of(
+    http: &HttpState,
+    body: Body,
+) -> Result<(async_graphql::Request, serde_json::Value), Box<Response>> {
+    let limit = http.app.settings.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Box::new(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BAD_USER_INPUT",
+            format!("the body is larger than {limit} bytes"),
+        ))
+    })?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Box::new(refuse(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            format!("the body is not a GraphQL request: {e}"),
+        ))
+    })?;
+    let request = super::ws::protocol::request_of(Some(&value)).map_err(|why| {
+        Box::new(refuse(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            format!(
+                "the body is not a GraphQL request: {}",
+                why.replace("payload.", "")
+                    .replace("\"payload\"", "the body")
+            ),
+        ))
+    })?;
+    Ok((*request, value))
+}
+
+/// The results of `request`, run with the credential of `headers`.
+fn results(
+    http: &HttpState,
+    peer: Peer,
+    headers: &HeaderMap,
+    request: async_graphql::Request,
+) -> BoxStream<'static, GqlResponse> {
+    let mut data = Data::default();
+    data.insert(auth_of(http, peer, headers));
+    http.pipeline
+        .execute_stream(request, Some(Arc::new(data)), Transport::Sse)
+}
+
+/// `PUT /graphql/stream`: reserves a single-connection stream; `201` with its token.
+pub async fn reserve(
+    Extension(streams): Extension<Streams>,
+    Extension(connections): Extension<Connections>,
+) -> Response {
+    let slot = match connections.open() {
+        Ok(slot) => slot,
+        Err(full) => {
+            let mut resp = refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "RATE_LIMITED",
+                full.message(),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return resp;
+        }
+    };
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    {
+        let mut reserved = streams.0.lock();
+        // Reservations nobody opened in time are dropped (their places freed).
+        reserved.retain(|_, r| r.rx.is_none() || r.made.elapsed() < RESERVATION_TTL);
+        reserved.insert(
+            token.clone(),
+            Reservation {
+                tx,
+                rx: Some(rx),
+                ops: HashMap::new(),
+                made: Instant::now(),
+                _slot: slot,
+            },
+        );
+    }
+    (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        token,
+    )
+        .into_response()
+}
+
+/// `GET /graphql/stream` with a token: opens the reserved stream.
+pub async fn open(
+    Extension(streams): Extension<Streams>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(token) = token_of(&headers, &query) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            "GET opens a reserved stream: send its token (PUT reserves one), or POST an \
+             operation with Accept: text/event-stream",
+        );
+    };
+    let rx = {
+        let mut reserved = streams.0.lock();
+        match reserved.get_mut(&token) {
+            None => {
+                return refuse(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    "no stream is reserved with this token",
+                )
+            }
+            Some(r) => match r.rx.take() {
+                Some(rx) => rx,
+                None => {
+                    return refuse(
+                        StatusCode::CONFLICT,
+                        "BAD_USER_INPUT",
+                        "this reservation's stream is open already",
+                    )
+                }
+            },
+        }
+    };
+    // Closing the stream ends the reservation and stops its operations.
+    let gone = scopeguard::guard((streams, token), |(streams, token)| {
+        let dropped = streams.0.lock().remove(&token);
+        drop(dropped);
+    });
+    let events = stream::unfold((rx, gone), |(mut rx, gone)| async move {
+        let event = rx.recv().await?;
+        Some((event, (rx, gone)))
+    });
+    event_stream(events.boxed())
+}
+
+/// `?operationId=` of a `DELETE`.
+#[derive(Deserialize)]
+pub struct Stop {
+    #[serde(rename = "operationId")]
+    operation_id: Option<String>,
+    token: Option<String>,
+}
+
+/// `DELETE /graphql/stream?operationId=…` with a token: stops that operation.
+pub async fn stop(
+    Extension(streams): Extension<Streams>,
+    Query(stop): Query<Stop>,
+    headers: HeaderMap,
+) -> Response {
+    let mut query = HashMap::new();
+    if let Some(t) = stop.token {
+        query.insert("token".to_owned(), t);
+    }
+    let Some(token) = token_of(&headers, &query) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            "the token is missing",
+        );
+    };
+    let Some(id) = stop.operation_id.filter(|id| !id.is_empty()) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            "`operationId` is missing from the query string",
+        );
+    };
+    let mut reserved = streams.0.lock();
+    let Some(r) = reserved.get_mut(&token) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no stream is reserved with this token",
+        );
+    };
+    if let Some(op) = r.ops.remove(&id) {
+        op.abort();
+    }
+    StatusCode::OK.into_response()
+}
+
+/// `POST /graphql/stream`: an operation, on a reserved stream (with a token) or on a stream
+/// of its own (`Accept: text/event-stream`).
+pub async fn execute(
+    State(http): State<HttpState>,
+    Extension(streams): Extension<Streams>,
+    Extension(connections): Extension<Connections>,
+    Query(query): Query<HashMap<String, String>>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match token_of(&headers, &query) {
+        Some(token) => on_reserved(&http, &streams, token, peer, &headers, body).await,
+        None => distinct(&http, &connections, peer, &headers, body).await,
+    }
+}
+
+async fn distinct(
+    http: &HttpState,
+    connections: &Connections,
+    peer: Peer,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    if !accepts_event_stream(headers) {
+        return refuse(
+            StatusCode::NOT_ACCEPTABLE,
+            "BAD_USER_INPUT",
+            "this endpoint answers with Server-Sent Events: send Accept: text/event-stream \
+             (or POST to /graphql for a JSON answer)",
+        );
+    }
+    let slot = match connections.open() {
+        Ok(slot) => slot,
+        Err(full) => {
+            let mut resp = refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "RATE_LIMITED",
+                full.message(),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return resp;
+        }
+    };
+    let (request, _) = match request_of(http, body).await {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let results = results(http, peer, headers, request);
+    // The stream holds its place until it ends.
+    let events = results
+        .map(move |r| {
+            let _held = &slot;
+            next_event(&r)
+        })
+        .chain(stream::once(async {
+            Event::default().event("complete").data("")
+        }));
+    event_stream(events.boxed())
+}
+
+async fn on_reserved(
+    http: &HttpState,
+    streams: &Streams,
+    token: String,
+    peer: Peer,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let (request, raw) = match request_of(http, body).await {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let id = match raw.pointer("/extensions/operationId") {
+        Some(serde_json::Value::String(id)) if !id.is_empty() => id.clone(),
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                "an operation on a reserved stream needs `extensions.operationId` (a string)",
+            )
+        }
+    };
+    let max = http.app.settings.ws_max_operations;
+    let mut reserved = streams.0.lock();
+    let Some(r) = reserved.get_mut(&token) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no stream is reserved with this token",
+        );
+    };
+    r.ops.retain(|_, op| !op.is_finished());
+    if r.ops.contains_key(&id) {
+        return refuse(
+            StatusCode::CONFLICT,
+            "BAD_USER_INPUT",
+            format!("operation `{id}` is running already on this stream"),
+        );
+    }
+    if r.ops.len() >= max {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!("this stream already runs {max} operations, the most it may; stop one first"),
+        );
+    }
+    let mut results = results(http, peer, headers, request);
+    let tx = r.tx.clone();
+    let streams_of_op = streams.clone();
+    let (op_id, op_token) = (id.clone(), token.clone());
+    let task = tokio::spawn(async move {
+        while let Some(response) = results.next().await {
+            let data = serde_json::json!({ "id": op_id, "payload": response });
+            if tx.send(next_event(&data)).await.is_err() {
+                return;
+            }
+        }
+        let data = serde_json::json!({ "id": op_id });
+        let _ = tx
+            .send(Event::default().event("complete").data(data.to_string()))
+            .await;
+        if let Some(r) = streams_of_op.0.lock().get_mut(&op_token) {
+            r.ops.remove(&op_id);
+        }
+    });
+    r.ops.insert(id, task.abort_handle());
+    StatusCode::ACCEPTED.into_response()
+}
