@@ -87,8 +87,10 @@ fn build_schema(
     .validation_mode(mode)
     .limit_depth(settings.max_depth)
     .limit_complexity(settings.max_complexity)
-    .limit_recursive_depth(engine::documents::MAX_NESTING)
-    .directive(LiveDirective);
+    .limit_recursive_depth(engine::documents::MAX_NESTING);
+    for directive in read_directives() {
+        builder = builder.directive(directive);
+    }
     if matches!(mode, ValidationMode::Strict) {
         builder = builder.extension(engine::pipeline::ValidationWitness);
     }
@@ -104,26 +106,56 @@ fn build_schema(
     builder.finish()
 }
 
-/// `@live` on a query: its result is sent again whenever it changes (over the WebSocket or
-/// Server-Sent Events; see `engine::live`). Registered so that validation, introspection and
-/// the SDL know it; the pipeline reads it from the document, async-graphql never runs it.
-struct LiveDirective;
+/// A directive the pipeline reads from the document itself: registered so that validation,
+/// introspection and the SDL know it; async-graphql runs it as a no-op where it runs field
+/// directives at all.
+///
+/// - `@live` on a query: its result is sent again whenever it changes (`engine::live`).
+/// - `@defer` on fragments and `@stream` on list fields: incremental delivery
+///   (`engine::incremental`).
+struct ReadDirective {
+    name: &'static str,
+    description: &'static str,
+    locations: Vec<async_graphql::registry::__DirectiveLocation>,
+    /// (name, type, default)
+    args: &'static [(&'static str, &'static str, Option<&'static str>)],
+}
 
-impl async_graphql::CustomDirectiveFactory for LiveDirective {
+struct PassThrough;
+
+impl async_graphql::CustomDirective for PassThrough {}
+
+impl async_graphql::CustomDirectiveFactory for ReadDirective {
     fn name(&self) -> std::borrow::Cow<'static, str> {
-        "live".into()
+        self.name.into()
     }
 
     fn register(&self, registry: &mut async_graphql::registry::Registry) {
+        use async_graphql::registry::MetaInputValue;
+        let args = self
+            .args
+            .iter()
+            .map(|(name, ty, default)| {
+                let value = MetaInputValue {
+                    name: (*name).into(),
+                    description: None,
+                    ty: (*ty).into(),
+                    deprecation: Default::default(),
+                    default_value: default.map(str::to_owned),
+                    visible: None,
+                    inaccessible: false,
+                    tags: Vec::new(),
+                    is_secret: false,
+                    directive_invocations: Vec::new(),
+                };
+                ((*name).to_owned(), value)
+            })
+            .collect();
         registry.add_directive(async_graphql::registry::MetaDirective {
-            name: "live".into(),
-            description: Some(
-                "Keeps the query's result up to date: it is sent again whenever something it \
-                 read changes (over /graphql/ws or /graphql/stream; refused over plain HTTP)."
-                    .into(),
-            ),
-            locations: vec![async_graphql::registry::__DirectiveLocation::QUERY],
-            args: Default::default(),
+            name: self.name.into(),
+            description: Some(self.description.into()),
+            locations: self.locations.clone(),
+            args,
             is_repeatable: false,
             visible: None,
             composable: None,
@@ -135,12 +167,41 @@ impl async_graphql::CustomDirectiveFactory for LiveDirective {
         _ctx: &async_graphql::ContextDirective<'_>,
         _directive: &async_graphql::parser::types::Directive,
     ) -> async_graphql::ServerResult<Box<dyn async_graphql::CustomDirective>> {
-        // Only field directives are created; `@live` is allowed on queries alone.
-        Err(async_graphql::ServerError::new(
-            "@live applies to a query operation",
-            None,
-        ))
+        Ok(Box::new(PassThrough))
     }
+}
+
+fn read_directives() -> [ReadDirective; 3] {
+    use async_graphql::registry::__DirectiveLocation as At;
+    [
+        ReadDirective {
+            name: "live",
+            description: "Keeps the query's result up to date: it is sent again whenever \
+                          something it read changes (over /graphql/ws or /graphql/stream; \
+                          refused over plain HTTP).",
+            locations: vec![At::QUERY],
+            args: &[],
+        },
+        ReadDirective {
+            name: "defer",
+            description: "Delivers the fragment after the rest of the result (incremental \
+                          delivery: multipart/mixed over HTTP, further `next` messages over \
+                          /graphql/ws and /graphql/stream).",
+            locations: vec![At::FRAGMENT_SPREAD, At::INLINE_FRAGMENT],
+            args: &[("label", "String", None), ("if", "Boolean!", Some("true"))],
+        },
+        ReadDirective {
+            name: "stream",
+            description: "Delivers the list's first `initialCount` items with the result and \
+                          the others after it (incremental delivery).",
+            locations: vec![At::FIELD],
+            args: &[
+                ("label", "String", None),
+                ("initialCount", "Int!", Some("0")),
+                ("if", "Boolean!", Some("true")),
+            ],
+        },
+    ]
 }
 
 /// The pipeline every operation runs through, over the strict and the fast build of the

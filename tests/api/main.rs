@@ -15,6 +15,7 @@ mod consistency;
 mod credentials;
 mod graphiql;
 mod http_pipeline;
+mod incremental;
 mod live;
 mod meals;
 mod near;

@@ -51,6 +51,8 @@ pub struct Prepared {
     /// Set once a response to it was found to depend on its viewer: from then on its
     /// memoized responses are kept and looked up per credential.
     asks_viewer: AtomicBool,
+    /// Whether it uses `@defer` or `@stream`.
+    incremental: bool,
 }
 
 impl Prepared {
@@ -89,7 +91,9 @@ impl Prepared {
             static_roots: HashMap::new(),
             validated: AtomicBool::new(false),
             asks_viewer: AtomicBool::new(false),
+            incremental: false,
         };
+        prepared.incremental = super::incremental::uses_incremental(&prepared.doc);
         let mut static_roots = HashMap::new();
         for (name, op) in prepared.doc.operations.iter() {
             let mut fields = Vec::new();
@@ -150,6 +154,11 @@ impl Prepared {
             }
             (DocumentOperations::Multiple(_), None) => None,
         }
+    }
+
+    /// Whether it uses `@defer` or `@stream`.
+    pub fn uses_incremental(&self) -> bool {
+        self.incremental
     }
 
     /// Whether the selected operation is a query marked `@live`.
@@ -290,7 +299,11 @@ fn has_conditions(sel: &Selection) -> bool {
 }
 
 /// Whether `@skip` / `@include` keep a selection.
-fn included(sel: &Selection, variables: &Variables, defaults: &HashMap<&str, &Value>) -> bool {
+pub(super) fn included(
+    sel: &Selection,
+    variables: &Variables,
+    defaults: &HashMap<&str, &Value>,
+) -> bool {
     let directives = match sel {
         Selection::Field(f) => &f.node.directives,
         Selection::InlineFragment(f) => &f.node.directives,

@@ -4,6 +4,7 @@
 //! date by the write path ([`live`]), and the pipeline that puts them together ([`pipeline`]).
 
 pub mod documents;
+pub mod incremental;
 pub mod live;
 pub mod memo;
 pub mod persisted;

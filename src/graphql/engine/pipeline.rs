@@ -30,6 +30,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::documents::{DocumentCache, DocumentLimits, Prepared};
+use super::incremental;
 use super::live::{self, Live};
 use super::memo::{self, Memo};
 use super::persisted::{self, PersistedQueries};
@@ -120,6 +121,9 @@ pub struct Document<'a> {
     /// they are parsed only when the operation runs, and a memoized response is found by
     /// this text, so a memo hit parses no variables. `None`: the request's own variables.
     pub variables: Option<&'a str>,
+    /// Whether the client reads incremental delivery (`multipart/mixed`): a document with
+    /// `@defer` or `@stream` is then answered in payloads ([`Answer::incremental`]).
+    pub incremental: bool,
 }
 
 impl<'a> Document<'a> {
@@ -129,6 +133,15 @@ impl<'a> Document<'a> {
             text,
             persisted,
             variables: None,
+            incremental: false,
+        }
+    }
+
+    /// Whether the client reads incremental delivery (see [`Document::incremental`]).
+    pub fn with_incremental(self, incremental: bool) -> Self {
+        Self {
+            incremental,
+            ..self
         }
     }
 
@@ -141,6 +154,36 @@ impl<'a> Document<'a> {
 /// The code of a request whose persisted-query hash is not registered.
 pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
 
+/// One payload of a streamed operation: a response, or an incremental-delivery payload
+/// (`@defer` / `@stream`: `{ data, hasNext }`, then `{ incremental, hasNext }`).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+pub enum Payload {
+    /// A whole response.
+    Response(Response),
+    /// A payload of incremental delivery.
+    Incremental(serde_json::Value),
+}
+
+impl Payload {
+    /// The response, when this is a whole one.
+    pub fn response(&self) -> Option<&Response> {
+        match self {
+            Payload::Response(r) => Some(r),
+            Payload::Incremental(_) => None,
+        }
+    }
+}
+
+impl From<Response> for Payload {
+    fn from(r: Response) -> Self {
+        Payload::Response(r)
+    }
+}
+
+/// A response's document, operation and variables, kept to split it into payloads.
+type ToSplit = (Arc<Prepared>, Option<String>, async_graphql::Variables);
+
 /// One operation's result.
 pub struct Answer {
     /// The GraphQL response.
@@ -149,6 +192,11 @@ pub struct Answer {
     pub outcome: Outcome,
     /// The response already serialized (a memoized one, or one just memoized).
     pub body: Option<Bytes>,
+    /// The payloads of incremental delivery, when the client reads them and the operation
+    /// defers or streams something.
+    pub incremental: Option<Vec<serde_json::Value>>,
+    /// What splitting the response into those payloads needs, once its errors have codes.
+    to_split: Option<Box<ToSplit>>,
 }
 
 impl Answer {
@@ -167,6 +215,8 @@ impl Answer {
             response: Response::from_errors(vec![err]),
             outcome: Outcome::RequestError,
             body: None,
+            incremental: None,
+            to_split: None,
         }
     }
 }
@@ -306,6 +356,12 @@ impl Pipeline {
     ) -> Answer {
         let mut answer = self.run(doc, request, auth, via).await;
         code_errors(Some(&self.state.metrics), &mut answer.response);
+        if let Some(split) = answer.to_split.take() {
+            let (prepared, operation, variables) = *split;
+            answer.incremental = prepared
+                .operation(operation.as_deref())
+                .and_then(|op| incremental::split(&prepared.doc, op, &variables, &answer.response));
+        }
         answer
     }
 
@@ -324,7 +380,9 @@ impl Pipeline {
         // The memo answers queries while the cache tier can vouch for what they read. Its key
         // is the variables' text as sent (a response memoized for it had them parsed and
         // coerced), or the request's variables serialized.
+        let incremental = doc.incremental && prepared.uses_incremental();
         let memo_key: Option<Cow<'_, str>> = (self.memo.enabled()
+            && !incremental
             && prepared.operation_type(operation.as_deref()) == Some(OperationType::Query)
             && self.state.cache_health.usable())
         .then(|| match doc.variables {
@@ -357,6 +415,8 @@ impl Pipeline {
                         response: Response::default(),
                         outcome: Outcome::Executed,
                         body: Some(entry.body.clone()),
+                        incremental: None,
+                        to_split: None,
                     };
                 }
                 self.memo_result(MemoResult::Stale);
@@ -374,7 +434,15 @@ impl Pipeline {
         if let Err(e) = self.coerce(&prepared, &request) {
             return *e;
         }
-        Box::pin(self.run_operation(prepared, request, auth, memo_key)).await
+        let variables = incremental.then(|| request.variables.clone());
+        let mut answer =
+            Box::pin(self.run_operation(prepared.clone(), request, auth, memo_key)).await;
+        if let Some(variables) = variables {
+            if answer.outcome == Outcome::Executed {
+                answer.to_split = Some(Box::new((prepared, operation, variables)));
+            }
+        }
+        answer
     }
 
     /// Step 4 and 5 for an operation the memo did not answer. Boxed: async-graphql's
@@ -409,6 +477,8 @@ impl Pipeline {
                 response,
                 outcome: Outcome::RequestError,
                 body: None,
+                incremental: None,
+                to_split: None,
             };
         }
         prepared.mark_validated();
@@ -416,6 +486,8 @@ impl Pipeline {
             response,
             outcome: Outcome::Executed,
             body: None,
+            incremental: None,
+            to_split: None,
         };
         if let Some(vars) = memo_key {
             if reads.is_pure() && answer.response.errors.is_empty() {
@@ -460,15 +532,17 @@ impl Pipeline {
         self.memo_counts[result as usize].inc();
     }
 
-    /// Runs a subscription (or any operation) as a stream of responses, for the WebSocket.
-    /// `connection` is the connection's data: the credential of its `connection_init`, which
-    /// every operation checks again.
+    /// Runs a subscription (or any operation) as a stream of payloads, for the WebSocket and
+    /// Server-Sent Events. `connection` is the connection's data: the credential of its
+    /// `connection_init` (or of the request), which every operation checks again. A query or
+    /// mutation with `@defer` / `@stream` yields its incremental payloads; a `@live` query
+    /// its result whenever it changes.
     pub fn execute_stream(
         self: &Arc<Self>,
         request: Request,
         connection: Option<Arc<Data>>,
         via: Transport,
-    ) -> BoxStream<'static, Response> {
+    ) -> BoxStream<'static, Payload> {
         let this = self.clone();
         let connection = connection.unwrap_or_default();
         let auth = connection
@@ -480,17 +554,26 @@ impl Pipeline {
             let mut request = request;
             let query = std::mem::take(&mut request.query);
             let doc = Document::new(&query, Persisted::of(&request.extensions));
-            let refused = |refused: Answer| futures::stream::once(async move { refused.response });
+            let refused = |refused: Answer| {
+                let mut response = refused.response;
+                code_errors(Some(&metrics), &mut response);
+                futures::stream::once(async move { Payload::Response(response) }).boxed()
+            };
             let (prepared, request) = match this.prepare(doc, request, via).await {
                 Ok(p) => p,
-                Err(answer) => return refused(answer).boxed(),
+                Err(answer) => return refused(answer),
             };
             if let Err(answer) = this.coerce(&prepared, &request) {
-                return refused(*answer).boxed();
+                return refused(*answer);
             }
-            if prepared.is_live(request.operation_name.as_deref()) {
+            let operation = request.operation_name.clone();
+            if prepared.is_live(operation.as_deref()) {
                 return this.live_stream(prepared, request, auth).await;
             }
+            let incremental = (prepared.uses_incremental()
+                && prepared.operation_type(operation.as_deref())
+                    != Some(OperationType::Subscription))
+            .then(|| request.variables.clone());
             let validated = Validated::default();
             let schema = if prepared.is_validated() {
                 validated.0.store(true, Ordering::Release);
@@ -502,24 +585,43 @@ impl Pipeline {
             let request = this.attach(request, &prepared, auth, validated.clone());
             let mut inner = schema.execute_stream_with_session_data(request, connection);
             let mut usage_record = Some(usage_record);
-            futures::stream::poll_fn(move |cx| {
+            let counted = prepared.clone();
+            let responses = futures::stream::poll_fn(move |cx| {
                 let next = inner.poll_next_unpin(cx);
                 // Validation runs on the first poll: count once it has passed.
                 if validated.0.load(Ordering::Acquire) {
                     if let Some(c) = usage_record.take() {
-                        prepared.mark_validated();
+                        counted.mark_validated();
                         c.record();
                     }
                 }
                 next
             })
-            .boxed()
+            .map(move |mut resp| {
+                code_errors(Some(&metrics), &mut resp);
+                resp
+            });
+            match incremental {
+                None => responses.map(Payload::Response).boxed(),
+                Some(variables) => responses
+                    .flat_map(move |resp| {
+                        let payloads = prepared.operation(operation.as_deref()).and_then(|op| {
+                            incremental::split(&prepared.doc, op, &variables, &resp)
+                        });
+                        match payloads {
+                            Some(p) => {
+                                futures::stream::iter(p.into_iter().map(Payload::Incremental))
+                                    .boxed()
+                            }
+                            None => {
+                                futures::stream::once(async { Payload::Response(resp) }).boxed()
+                            }
+                        }
+                    })
+                    .boxed(),
+            }
         })
         .flatten()
-        .map(move |mut resp| {
-            code_errors(Some(&metrics), &mut resp);
-            resp
-        })
         .boxed()
     }
 
@@ -529,7 +631,7 @@ impl Pipeline {
         prepared: Arc<Prepared>,
         request: Request,
         auth: Option<RequestAuth>,
-    ) -> BoxStream<'static, Response> {
+    ) -> BoxStream<'static, Payload> {
         let spec = live::Spec {
             who: memo::who(auth.as_ref().and_then(|a| a.header())),
             prepared,
@@ -540,10 +642,10 @@ impl Pipeline {
         let first = Arc::new(self.live_execute(&spec, true).await);
         let head = futures::stream::once(futures::future::ready(first.response()));
         if first.terminal {
-            return head.boxed();
+            return head.map(Payload::Response).boxed();
         }
         let rest = self.live.follow(self, spec, first);
-        head.chain(rest).boxed()
+        head.chain(rest).map(Payload::Response).boxed()
     }
 
     /// Whether the versions a live query read are still current; `None` when the cache
@@ -801,6 +903,8 @@ fn request_error(e: ServerError) -> Answer {
         response: Response::from_errors(vec![e]),
         outcome: Outcome::RequestError,
         body: None,
+        incremental: None,
+        to_split: None,
     }
 }
 

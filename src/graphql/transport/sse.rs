@@ -23,7 +23,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_graphql::{Data, Response as GqlResponse};
+use async_graphql::Data;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -39,7 +39,7 @@ use tokio::task::AbortHandle;
 use super::http::{auth_of, error_response, HttpState, MediaType, Peer};
 use super::ws::limits::Slot;
 use super::ws::Connections;
-use crate::graphql::engine::pipeline::Transport;
+use crate::graphql::engine::pipeline::{Payload, Transport};
 
 /// The header that carries a reservation's token.
 pub const TOKEN_HEADER: &str = "x-graphql-event-stream-token";
@@ -151,7 +151,7 @@ fn results(
     peer: Peer,
     headers: &HeaderMap,
     request: async_graphql::Request,
-) -> BoxStream<'static, GqlResponse> {
+) -> BoxStream<'static, Payload> {
     let mut data = Data::default();
     data.insert(auth_of(http, peer, headers));
     http.pipeline

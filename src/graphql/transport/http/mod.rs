@@ -31,7 +31,26 @@ use request::{
     parse_json_body, read_body, read_multipart, split_canonical_apq, Parsed, RequestParams,
 };
 pub use response::error_response;
-use response::{answer_response, bad_request, batch_response};
+use response::{answer_response, bad_request, batch_response, multipart_response};
+
+/// Whether the client reads incremental delivery (`@defer` / `@stream`) as `multipart/mixed`
+/// (Apollo Client sends `multipart/mixed;deferSpec=20220824`). Without it a deferring
+/// operation is answered whole.
+fn accepts_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(|p| p.trim().to_ascii_lowercase());
+            parts.next().as_deref() == Some("multipart/mixed")
+                && !parts.any(|p| {
+                    p.strip_prefix("q=")
+                        .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0))
+                })
+        })
+}
 
 /// The connection's peer address (present when the router is served with connect info).
 pub type Peer = Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>;
@@ -120,13 +139,16 @@ pub async fn graphql_get(
     let answer = http
         .pipeline
         .execute(
-            Document::new(&query, persisted),
+            Document::new(&query, persisted).with_incremental(accepts_multipart(&headers)),
             request,
             auth,
             Transport::Get,
         )
         .await;
-    answer_response(&answer, media)
+    match &answer.incremental {
+        Some(payloads) => multipart_response(payloads),
+        None => answer_response(&answer, media),
+    }
 }
 
 /// `POST /graphql`.
@@ -208,7 +230,15 @@ pub async fn graphql_post(
                 }
                 Err(message) => return bad_request(media, message),
             };
-            run(&http, operations, auth_of(&http, peer, &headers), media).await
+            let incremental = accepts_multipart(&headers);
+            run(
+                &http,
+                operations,
+                auth_of(&http, peer, &headers),
+                media,
+                incremental,
+            )
+            .await
         }
         "multipart/form-data" => {
             let operations = match read_multipart(&content_type, body, settings).await {
@@ -230,7 +260,15 @@ pub async fn graphql_post(
                 }
                 Err(refusal) => return refusal(media),
             };
-            run(&http, operations, auth_of(&http, peer, &headers), media).await
+            let incremental = accepts_multipart(&headers);
+            run(
+                &http,
+                operations,
+                auth_of(&http, peer, &headers),
+                media,
+                incremental,
+            )
+            .await
         }
         other => error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -286,13 +324,21 @@ async fn run(
     operations: Operations<'_>,
     auth: RequestAuth,
     media: MediaType,
+    incremental: bool,
 ) -> Response {
     match operations {
-        Operations::Single(op) => answer_response(&run_one(http, *op, auth).await, media),
+        Operations::Single(op) => {
+            let answer = run_one(http, *op, auth, incremental).await;
+            match &answer.incremental {
+                Some(payloads) => multipart_response(payloads),
+                None => answer_response(&answer, media),
+            }
+        }
+        // A batch is answered as one JSON array: its operations are delivered whole.
         Operations::Batch(ops) => {
             let answers: Vec<_> = ops
                 .into_iter()
-                .map(|op| run_one(http, op, auth.clone()))
+                .map(|op| run_one(http, op, auth.clone(), false))
                 .collect::<FuturesOrdered<_>>()
                 .collect()
                 .await;
@@ -301,8 +347,15 @@ async fn run(
     }
 }
 
-async fn run_one(http: &HttpState, op: Operation<'_>, auth: RequestAuth) -> Answer {
-    let doc = Document::new(&op.query, op.persisted).with_variables(op.variables);
+async fn run_one(
+    http: &HttpState,
+    op: Operation<'_>,
+    auth: RequestAuth,
+    incremental: bool,
+) -> Answer {
+    let doc = Document::new(&op.query, op.persisted)
+        .with_variables(op.variables)
+        .with_incremental(incremental);
     http.pipeline
         .execute(doc, op.request, auth, Transport::Post)
         .await

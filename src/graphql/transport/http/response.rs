@@ -116,3 +116,25 @@ pub(super) fn batch_response(answers: &[Answer], media: MediaType) -> Response {
 pub(super) fn bad_request(media: MediaType, message: impl Into<String>) -> Response {
     error_response(StatusCode::BAD_REQUEST, media, "BAD_USER_INPUT", message)
 }
+
+/// The boundary of incremental-delivery responses (as Apollo Router and graphql-helix use).
+const BOUNDARY: &str = "-";
+
+/// Incremental delivery over HTTP: each payload a part of a `multipart/mixed` body, in order.
+pub fn multipart_response(payloads: &[serde_json::Value]) -> Response {
+    let mut body = Vec::new();
+    for payload in payloads {
+        body.extend_from_slice(
+            format!("\r\n--{BOUNDARY}\r\nContent-Type: application/json; charset=utf-8\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(&serde_json::to_vec(payload).unwrap_or_default());
+    }
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let mut resp = Response::new(axum::body::Body::from(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("multipart/mixed; boundary=\"-\"; deferSpec=20220824"),
+    );
+    resp
+}

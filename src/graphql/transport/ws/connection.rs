@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{Data, Response};
+use async_graphql::Data;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
@@ -17,7 +17,7 @@ use tokio_stream::StreamMap;
 use super::limits::Slot;
 use super::protocol::{close, Action, Connection, InitOutcome, Protocol};
 use crate::error::{AppError, AppResult};
-use crate::graphql::engine::pipeline::Pipeline;
+use crate::graphql::engine::pipeline::{Payload, Pipeline};
 use crate::viewer::{Authenticator, ClientAddr, RequestAuth, Viewer};
 
 /// The legacy protocol's `ka`, and a WebSocket ping on `graphql-transport-ws`, this often:
@@ -48,9 +48,9 @@ pub struct Context {
 }
 
 /// Results of one operation: `Some((first, response))`, then `None` once it ended.
-type Results = BoxStream<'static, Option<(bool, Response)>>;
+type Results = BoxStream<'static, Option<(bool, Payload)>>;
 
-fn results(stream: BoxStream<'static, Response>) -> Results {
+fn results(stream: BoxStream<'static, Payload>) -> Results {
     stream
         .enumerate()
         .map(|(i, r)| Some((i == 0, r)))

@@ -9,6 +9,8 @@
 use std::collections::HashSet;
 
 use async_graphql::{Response, ServerError, Value as GqlValue};
+
+use crate::graphql::engine::pipeline::Payload;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -171,11 +173,11 @@ enum Out<'a> {
     KeepAlive,
     Next {
         id: &'a str,
-        payload: &'a Response,
+        payload: &'a Payload,
     },
     Data {
         id: &'a str,
-        payload: &'a Response,
+        payload: &'a Payload,
     },
     Error {
         id: &'a str,
@@ -401,16 +403,17 @@ impl Connection {
     }
 
     /// A result of operation `id`; `first` when it is the operation's first.
-    pub fn on_result(&mut self, id: &str, first: bool, response: &Response) -> Vec<Action> {
+    pub fn on_result(&mut self, id: &str, first: bool, response: &Payload) -> Vec<Action> {
         if !self.active.contains(id) {
             return Vec::new();
         }
         match self.protocol {
             // Errors before execution are the operation's `error`, which also ends it: no
             // `complete` follows.
-            Protocol::TransportWs if first && is_request_error(response) => {
+            Protocol::TransportWs if first && response.response().is_some_and(is_request_error) => {
                 self.active.remove(id);
-                let errors: &[ServerError] = &response.errors;
+                let errors: &[ServerError] =
+                    response.response().map_or(&[], |r| r.errors.as_slice());
                 let payload = serde_json::to_value(errors).unwrap_or(Value::Null);
                 vec![
                     Action::Send(Out::Error { id, payload }.text()),
@@ -687,8 +690,8 @@ mod tests {
         c
     }
 
-    fn ok_response() -> Response {
-        Response::new(GqlValue::from_json(json!({ "x": 1 })).unwrap())
+    fn ok_response() -> Payload {
+        Response::new(GqlValue::from_json(json!({ "x": 1 })).unwrap()).into()
     }
 
     #[test]
@@ -941,7 +944,7 @@ mod tests {
             e.set("code", "BAD_USER_INPUT");
             e
         });
-        let a = c.on_result("bad", true, &Response::from_errors(vec![err]));
+        let a = c.on_result("bad", true, &Response::from_errors(vec![err]).into());
         let sent = texts(&a);
         assert_eq!(sent[0]["type"], "error");
         assert_eq!(
@@ -956,7 +959,10 @@ mod tests {
         err.path = vec![async_graphql::PathSegment::Field("me".into())];
         let mut resp = Response::from_errors(vec![err]);
         resp.data = GqlValue::Null;
-        assert_eq!(texts(&c.on_result("exec", true, &resp))[0]["type"], "next");
+        assert_eq!(
+            texts(&c.on_result("exec", true, &resp.into()))[0]["type"],
+            "next"
+        );
     }
 
     #[test]
