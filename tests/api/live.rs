@@ -467,3 +467,47 @@ crate::scenario! {
     a_live_list_on_one_replica_follows_writes_on_another,
     a_live_query_under_a_burst_of_writes_ends_on_the_last_and_never_goes_back,
 }
+
+/// A live query on a replica cut off from Redis (and so from the bus) falls back to
+/// re-checking and says so (`extensions.live.mode`), still shows a write made on another
+/// replica meanwhile, and once Redis answers again is driven by writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_query_cut_off_from_the_cache_rechecks_says_so_and_recovers() {
+    let Some((b, mut proxy)) = TestApp::builder(Backends::Real)
+        .try_spawn_behind_proxy()
+        .await
+    else {
+        return;
+    };
+    let a = b.spawn_direct_replica().await;
+    let (t, id) = chef_with_a_meal(&a, "Outage").await;
+    let mut ws = connect(&b.ws_url(), TRANSPORT_WS, json!({})).await;
+    ws.subscribe("o", LIVE_MEAL, json!({ "id": id })).await;
+    let first = ws.next_data(WAIT).await.unwrap();
+    assert_eq!(first["data"]["meal"]["price"], 1.0);
+    assert!(first.get("extensions").is_none(), "{first}");
+
+    proxy.cut();
+    let said = ws
+        .next_data(WAIT)
+        .await
+        .expect("a result once B finds Redis gone");
+    assert_eq!(said["extensions"]["live"]["mode"], "recheck", "{said}");
+    assert_eq!(said["data"]["meal"]["price"], 1.0);
+    assert_no_errors(&update_price(&a, &t, &id, 2.0).await);
+    let during = ws.next_data(WAIT).await.expect("the write, re-checked");
+    assert_eq!(during["data"]["meal"]["price"], 2.0);
+
+    proxy.restore().await;
+    let back = ws
+        .next_data(Duration::from_secs(30))
+        .await
+        .expect("driven by writes again");
+    assert!(back.get("extensions").is_none(), "{back}");
+    assert_eq!(back["data"]["meal"]["price"], 2.0);
+    assert_no_errors(&update_price(&a, &t, &id, 3.0).await);
+    let pushed = ws.next_data(WAIT).await.unwrap();
+    assert_eq!(pushed["data"]["meal"]["price"], 3.0);
+    assert!(pushed.get("extensions").is_none(), "{pushed}");
+    ws.close().await;
+}

@@ -140,17 +140,28 @@ pub struct Live {
     dispatcher: OnceLock<()>,
     events: Arc<dyn EventBus>,
     metrics: Metrics,
+    /// Whether the cache tier may be used (its health, a local flag).
+    usable: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
+/// How often the dispatcher looks at the cache tier's health flag (no I/O).
+const HEALTH_LOOK: Duration = Duration::from_millis(200);
+
 impl Live {
-    /// No live documents yet; `events` tells of committed writes.
-    pub fn new(events: Arc<dyn EventBus>, metrics: Metrics) -> Self {
+    /// No live documents yet; `events` tells of committed writes, `usable` whether the cache
+    /// tier is healthy.
+    pub fn new(
+        events: Arc<dyn EventBus>,
+        metrics: Metrics,
+        usable: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Self {
         Self {
             registry: Mutex::default(),
             tickets: AtomicU64::new(0),
             dispatcher: OnceLock::new(),
             events,
             metrics,
+            usable: Box::new(usable),
         }
     }
 
@@ -165,7 +176,9 @@ impl Live {
     }
 
     /// Starts reading the bus, once: subscribed before this returns, so no message published
-    /// after it is missed.
+    /// after it is missed. Also wakes every live document when the cache tier becomes
+    /// unusable (the bus may be cut off with it: they fall back to re-checking) and when it
+    /// is usable again (they go back to being driven by writes).
     fn dispatch(self: &Arc<Self>) {
         self.dispatcher.get_or_init(|| {
             let mut messages = self.events.subscribe_gapped(LIVE_TOPIC);
@@ -174,6 +187,19 @@ impl Live {
                 while let Some(message) = messages.next().await {
                     let Some(live) = live.upgrade() else { break };
                     live.on_message(message.as_deref());
+                }
+            });
+            let live = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut was = true;
+                loop {
+                    tokio::time::sleep(HEALTH_LOOK).await;
+                    let Some(live) = live.upgrade() else { break };
+                    let now = (live.usable)();
+                    if now != was {
+                        was = now;
+                        live.on_message(None);
+                    }
                 }
             });
         });

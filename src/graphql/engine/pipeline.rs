@@ -319,7 +319,12 @@ impl Pipeline {
             fast,
             inputs,
             usage,
-            live: Arc::new(Live::new(state.events.clone(), state.metrics.clone())),
+            live: Arc::new({
+                let health = state.clone();
+                Live::new(state.events.clone(), state.metrics.clone(), move || {
+                    health.cache_health.usable()
+                })
+            }),
             state,
             keep_text,
         }
