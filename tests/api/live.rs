@@ -207,6 +207,40 @@ async fn a_revoked_session_ends_its_live_queries_with_an_error(app: TestApp) {
     ws.close().await;
 }
 
+/// A live query over an API key ends with an error once the key is deleted.
+async fn a_deleted_api_key_ends_its_live_queries_with_an_error(app: TestApp) {
+    let token = app.login_new_user("keyholder").await;
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { createCredential(id: \"live\") { credential { publicKey } secretKey } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let c = &r["data"]["createCredential"];
+    let basic = basic(
+        c["credential"]["publicKey"].as_str().unwrap(),
+        c["secretKey"].as_str().unwrap(),
+    );
+    let mut ws = connect(&app.ws_url(), TRANSPORT_WS, json!({ "authorization": basic })).await;
+    ws.subscribe("me", "query @live { me { username } }", json!({}))
+        .await;
+    assert_eq!(next_data(&mut ws).await["me"]["username"], "keyholder");
+    let r = app
+        .gql_as(&token, "mutation { deleteCredential(id: \"live\") }", json!({}))
+        .await;
+    assert_no_errors(&r);
+    let m = ws.next_message(WAIT).await.expect("a result after the key went");
+    assert_eq!(
+        m.payload["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{}",
+        m.payload
+    );
+    assert_eq!(ws.next_message(WAIT).await.expect("the end").kind, "complete");
+    ws.close().await;
+}
+
 /// `@live` is for streams: over plain HTTP it is refused with a code, and on a mutation it
 /// does not validate.
 async fn live_over_plain_http_or_on_a_mutation_is_refused(app: TestApp) {
@@ -457,6 +491,7 @@ crate::scenario! {
     backends: [embedded, postgres_redis, postgres_redis_cluster];
     a_live_query_is_sent_again_when_what_it_read_changes,
     a_revoked_session_ends_its_live_queries_with_an_error,
+    a_deleted_api_key_ends_its_live_queries_with_an_error,
     live_over_plain_http_or_on_a_mutation_is_refused,
     graphql_over_sse_runs_queries_mutations_and_live_queries,
     graphql_over_sse_in_single_connection_mode,
