@@ -249,7 +249,13 @@ impl Live {
         let rx = {
             let mut registry = self.registry.lock();
             match registry.hubs.get(&key) {
-                Some(hub) => hub.tx.subscribe(),
+                // The hub's latest result may be newer than this subscriber's own first one
+                // (it ran after): looked at first, taken if so.
+                Some(hub) => {
+                    let mut rx = hub.tx.subscribe();
+                    rx.mark_changed();
+                    rx
+                }
                 None => {
                     registry.next_id += 1;
                     let id = registry.next_id;
