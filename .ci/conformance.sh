@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Conformance, as client authors meet Arena: the graphql-http server audit (fails on any
 # MUST or SHOULD), the graphql-transport-ws protocol with the `ws` and `graphql-ws` clients
-# (and the legacy subprotocol), and GraphiQL end to end in headless Chromium (screenshot:
+# (and the legacy subprotocol), GraphQL over SSE with the `graphql-sse` client in both modes
+# and @live queries (SSE and WebSocket), @defer/@stream with meros, Apollo Client, JSON-only,
+# WebSocket and SSE clients, and GraphiQL end to end in headless Chromium (screenshot:
 # target/graphiql.png). Installs what they need, runs Arena (debug build, embedded backends,
 # a port of its own), runs every suite even when one fails, and exits 1 if any failed.
 set -euo pipefail
@@ -67,6 +69,8 @@ run() {
 }
 run graphql-http-audit node audit.mjs
 run graphql-transport-ws node ws.mjs
+run graphql-sse node sse.mjs
+run defer-stream node defer.mjs
 run graphiql node graphiql.mjs --screenshot "$root/target/graphiql.png"
 
 if [ "${#failed_suites[@]}" -gt 0 ]; then

@@ -31,7 +31,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
-import { ArenaHttp, battleUntilSeen, httpUrl, originOf } from './lib/arena.mjs';
+import { ArenaHttp, battleUntilSeen, httpUrl, originOf, unique } from './lib/arena.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -373,6 +373,44 @@ async function main() {
       }
       return `${ws.url}: connection_init {"authorization":"Bearer …"}; battle ${battle.id} shown (${got.winner.name} beat ${got.loser.name})` +
         (attempts > 1 ? `, after ${attempts} battles` : '');
+    });
+
+    await step('a live query on the page shows a price another client changed', async () => {
+      // Stop the running subscription first (the execute button stops what runs).
+      if (await page.locator('.graphiql-execute-button[aria-label*="Stop"]').count()) {
+        await page.click('.graphiql-execute-button');
+      }
+      const http = new ArenaHttp(HTTP_URL);
+      await http.signUp('graphiql_live');
+      const meal = await http.createMeal(`live-${unique()}`, 'graphiql', 10, 'LOW');
+      await setEditor(QUERY, `query Live @live { meal(id: "${meal.id}") { id name price } }\n`);
+      const priceShown = (want, ms) =>
+        page.waitForFunction(
+          ([sel, want]) => {
+            const el = document.querySelector(sel);
+            if (!el || !el.CodeMirror) return false;
+            try {
+              return JSON.parse(el.CodeMirror.getValue())?.data?.meal?.price === want;
+            } catch {
+              return false;
+            }
+          },
+          [RESPONSE, want],
+          { timeout: ms },
+        );
+      await page.click('.graphiql-execute-button');
+      await priceShown(10, STEP_MS).catch(async () => {
+        throw new Error(`first result not shown: ${((await editorValue(RESPONSE)) ?? '').replace(/\s+/g, ' ').slice(0, 200)}`);
+      });
+      const t0 = Date.now();
+      await http.gql('mutation($id: ID!) { updateMeal(id: $id, input: { price: 42 }) { price } }', { id: meal.id });
+      const acked = Date.now();
+      await priceShown(42, STEP_MS).catch(async () => {
+        throw new Error(`the update was not shown: ${((await editorValue(RESPONSE)) ?? '').replace(/\s+/g, ' ').slice(0, 200)}`);
+      });
+      const shown = Date.now();
+      await page.click('.graphiql-execute-button'); // stop it
+      return `meal ${meal.id}: 10 → 42 on screen ${shown - acked} ms after the write was acknowledged (write took ${acked - t0} ms)`;
     });
 
     await step('no request left for the internet', async () => {

@@ -223,21 +223,36 @@ async fn a_deleted_api_key_ends_its_live_queries_with_an_error(app: TestApp) {
         c["credential"]["publicKey"].as_str().unwrap(),
         c["secretKey"].as_str().unwrap(),
     );
-    let mut ws = connect(&app.ws_url(), TRANSPORT_WS, json!({ "authorization": basic })).await;
+    let mut ws = connect(
+        &app.ws_url(),
+        TRANSPORT_WS,
+        json!({ "authorization": basic }),
+    )
+    .await;
     ws.subscribe("me", "query @live { me { username } }", json!({}))
         .await;
     assert_eq!(next_data(&mut ws).await["me"]["username"], "keyholder");
     let r = app
-        .gql_as(&token, "mutation { deleteCredential(id: \"live\") }", json!({}))
+        .gql_as(
+            &token,
+            "mutation { deleteCredential(id: \"live\") }",
+            json!({}),
+        )
         .await;
     assert_no_errors(&r);
-    let m = ws.next_message(WAIT).await.expect("a result after the key went");
+    let m = ws
+        .next_message(WAIT)
+        .await
+        .expect("a result after the key went");
     assert_eq!(
         m.payload["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
         "{}",
         m.payload
     );
-    assert_eq!(ws.next_message(WAIT).await.expect("the end").kind, "complete");
+    assert_eq!(
+        ws.next_message(WAIT).await.expect("the end").kind,
+        "complete"
+    );
     ws.close().await;
 }
 
@@ -485,6 +500,43 @@ async fn graphql_over_sse_in_single_connection_mode(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
+}
+
+/// SSE streams take places under the WebSocket connection caps: over the cap a stream is
+/// refused with 503 and `RATE_LIMITED`, and a closed one frees its place.
+async fn sse_streams_count_against_the_connection_caps(app: TestApp) {
+    let live = json!({ "query": "query @live { meals(first: 1) { totalCount } }" });
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let resp = sse_post(&app, None, live.clone()).await;
+        assert_eq!(resp.status(), 200);
+        let mut events = EventStream {
+            resp,
+            buf: String::new(),
+        };
+        events.next_json("next").await;
+        open.push(events);
+    }
+    let refused = sse_post(&app, None, live.clone()).await;
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(error_code(&body), "RATE_LIMITED");
+    let put = app.client.put(stream_url(&app)).send().await.unwrap();
+    assert_eq!(put.status(), 503, "a reservation takes a place too");
+    drop(open.pop());
+    wait_until(WAIT, || async {
+        sse_post(&app, None, json!({ "query": "{ __typename }" }))
+            .await
+            .status()
+            == 200
+    })
+    .await;
+}
+
+crate::scenario! {
+    backends: [embedded, postgres_redis, postgres_redis_cluster];
+    settings: |s| s.ws_max_connections = 2;
+    sse_streams_count_against_the_connection_caps,
 }
 
 crate::scenario! {
