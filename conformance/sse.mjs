@@ -89,6 +89,8 @@ function sseClient(cleanup, mode, options = {}) {
   const traffic = []; // "METHOD status" per request, for reports
   const fetchFn = async (input, init = {}) => {
     const method = init.method ?? 'GET';
+    const token = init.headers?.['x-graphql-event-stream-token'];
+    if (token) traffic.token = token;
     try {
       const res = await fetch(input, init);
       traffic.push(`${method} ${res.status}`);
@@ -204,13 +206,25 @@ for (const mode of MODES) {
       // client reports as a NetworkError carrying the response.
       const res = rec.error?.response;
       if (!res) throw new Error(`the operation failed with ${brief(rec.error)}`);
-      const text = await res.text();
+      if (res.status !== 400) throw new Error(`refused with HTTP ${res.status}, expected 400`);
+      // The client aborts its request before reporting the error (and, lazy, drops
+      // its reservation), so the body it holds can no longer be read: send the same
+      // request on a reservation of our own and read the answer.
+      const put = await fetch(SSE_URL, { method: 'PUT' });
+      if (put.status !== 201) throw new Error(`PUT answered ${put.status}`);
+      const token = await put.text();
+      const again = await fetch(SSE_URL, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-graphql-event-stream-token': token },
+        body: JSON.stringify({ query: BAD, extensions: { operationId: `again-${unique()}` } }),
+      });
+      const text = await again.text();
       try {
         errors = JSON.parse(text).errors;
       } catch {
-        throw new Error(`refused with HTTP ${res.status}, body not JSON: ${text.slice(0, 200)}`);
+        throw new Error(`refused with HTTP ${again.status}, body not JSON: ${text.slice(0, 200)}`);
       }
-      how = `HTTP ${res.status}`;
+      how = `HTTP ${res.status} (the client's NetworkError), body ${again.status}`;
     }
     const codes = (errors ?? []).map((e) => e.extensions?.code);
     if (!codes.length || codes.some((c) => c !== 'BAD_USER_INPUT')) {

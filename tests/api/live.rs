@@ -491,6 +491,31 @@ async fn graphql_over_sse_in_single_connection_mode(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(no_id.status(), 400);
+    // A request error is answered as GraphQL over HTTP answers it, not streamed.
+    let invalid = app
+        .client
+        .post(stream_url(&app))
+        .header("X-GraphQL-Event-Stream-Token", &token)
+        .json(&json!({ "query": "{ nope }", "extensions": { "operationId": "bad" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status(), 400);
+    let body: Value = invalid.json().await.unwrap();
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    // The stream goes on: a later operation still runs on it.
+    assert_eq!(
+        post("after", "query($id: ID!) { meal(id: $id) { name } }")
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    let next = events.next_json("next").await;
+    assert_eq!(
+        next["id"], "after",
+        "nothing of the refused operation was streamed: {next}"
+    );
     let unknown = app
         .client
         .post(stream_url(&app))

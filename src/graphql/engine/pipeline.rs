@@ -548,6 +548,18 @@ impl Pipeline {
         connection: Option<Arc<Data>>,
         via: Transport,
     ) -> BoxStream<'static, Payload> {
+        self.execute_stream_checked(request, connection, via).0
+    }
+
+    /// [`Pipeline::execute_stream`], with a flag set once the operation passed validation
+    /// and began: until then, its first payload may still be a request error.
+    pub fn execute_stream_checked(
+        self: &Arc<Self>,
+        request: Request,
+        connection: Option<Arc<Data>>,
+        via: Transport,
+    ) -> (BoxStream<'static, Payload>, tokio::sync::watch::Receiver<bool>) {
+        let (began, began_rx) = tokio::sync::watch::channel(false);
         let this = self.clone();
         let connection = connection.unwrap_or_default();
         let auth = connection
@@ -555,7 +567,7 @@ impl Pipeline {
             .and_then(|d| d.downcast_ref::<RequestAuth>())
             .map(RequestAuth::unresolved);
         let metrics = self.state.metrics.clone();
-        futures::stream::once(async move {
+        let stream = futures::stream::once(async move {
             let mut request = request;
             let query = std::mem::take(&mut request.query);
             let doc = Document::new(&query, Persisted::of(&request.extensions));
@@ -573,6 +585,7 @@ impl Pipeline {
             }
             let operation = request.operation_name.clone();
             if prepared.is_live(operation.as_deref()) {
+                // Its first result comes at once, request error or not.
                 return this.live_stream(prepared, request, auth).await;
             }
             let incremental = (prepared.uses_incremental()
@@ -598,6 +611,7 @@ impl Pipeline {
                     if let Some(c) = usage_record.take() {
                         counted.mark_validated();
                         c.record();
+                        began.send_replace(true);
                     }
                 }
                 next
@@ -627,7 +641,8 @@ impl Pipeline {
             }
         })
         .flatten()
-        .boxed()
+        .boxed();
+        (stream, began_rx)
     }
 
     /// A live query: its first result, then each changed one (see [`live`]).

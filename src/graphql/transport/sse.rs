@@ -27,7 +27,6 @@ use async_graphql::Data;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::stream::{self, BoxStream, StreamExt};
@@ -55,9 +54,9 @@ const STREAM_BUFFER: usize = 64;
 pub struct Streams(Arc<Mutex<HashMap<String, Reservation>>>);
 
 struct Reservation {
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<String>,
     /// Taken by the `GET` that opens the stream.
-    rx: Option<mpsc::Receiver<Event>>,
+    rx: Option<mpsc::Receiver<String>>,
     /// Running operations by id.
     ops: HashMap<String, AbortHandle>,
     made: Instant,
@@ -94,22 +93,46 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
         .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
 }
 
-/// An SSE response over `events`.
-fn event_stream(events: BoxStream<'static, Event>) -> Response {
-    let mut resp = Sse::new(events.map(Ok::<_, Infallible>))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(12)))
-        .into_response();
+/// Comments sent while a stream is quiet, so that proxies keep it and a vanished client is
+/// noticed.
+const KEEP_ALIVE: Duration = Duration::from_secs(12);
+
+/// An SSE response over `events` (each one whole: `event: …\ndata: …\n\n`), with
+/// keep-alive comments between them; it ends when `events` does.
+fn event_stream(events: BoxStream<'static, String>) -> Response {
+    let start = tokio::time::Instant::now() + KEEP_ALIVE;
+    let ticks = tokio::time::interval_at(start, KEEP_ALIVE);
+    let body = stream::unfold((events, ticks), |(mut events, mut ticks)| async move {
+        let chunk = tokio::select! {
+            biased;
+            event = events.next() => event?,
+            _ = ticks.tick() => ":\n\n".to_owned(),
+        };
+        Some((Ok::<_, Infallible>(chunk), (events, ticks)))
+    });
+    let mut resp = Body::from_stream(body).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Proxies that buffer responses (nginx) pass this one through as it comes.
-    resp.headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
 }
 
-fn next_event(data: &impl serde::Serialize) -> Event {
-    Event::default()
-        .event("next")
-        .data(serde_json::to_string(data).unwrap_or_default())
+/// An event with a JSON `data` (serialized JSON holds no newline).
+fn event(name: &str, data: &impl serde::Serialize) -> String {
+    format!(
+        "event: {name}\ndata: {}\n\n",
+        serde_json::to_string(data).unwrap_or_default()
+    )
 }
+
+/// `complete` of distinct connections mode: an empty `data` field, which `EventSource`
+/// needs to dispatch the event at all.
+const COMPLETE: &str = "event: complete\ndata:\n\n";
 
 /// The GraphQL request of a body: `query` a string, `variables` and `extensions` objects.
 async fn request_of(
@@ -349,11 +372,9 @@ async fn distinct(
     let events = results
         .map(move |r| {
             let _held = &slot;
-            next_event(&r)
+            event("next", &r)
         })
-        .chain(stream::once(async {
-            Event::default().event("complete").data("")
-        }));
+        .chain(stream::once(async { COMPLETE.to_owned() }));
     event_stream(events.boxed())
 }
 
@@ -380,48 +401,106 @@ async fn on_reserved(
         }
     };
     let max = http.app.settings.ws_max_operations;
-    let mut reserved = streams.0.lock();
-    let Some(r) = reserved.get_mut(&token) else {
-        return refuse(
+    let verdict_rx = {
+        let mut reserved = streams.0.lock();
+        let Some(r) = reserved.get_mut(&token) else {
+            return refuse(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "no stream is reserved with this token",
+            );
+        };
+        r.ops.retain(|_, op| !op.is_finished());
+        if r.ops.contains_key(&id) {
+            return refuse(
+                StatusCode::CONFLICT,
+                "BAD_USER_INPUT",
+                format!("operation `{id}` is running already on this stream"),
+            );
+        }
+        if r.ops.len() >= max {
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                format!(
+                    "this stream already runs {max} operations, the most it may; stop one first"
+                ),
+            );
+        }
+        let tx = r.tx.clone();
+        let mut data = Data::default();
+        data.insert(auth_of(http, peer, headers));
+        let (mut results, mut began) =
+            http.pipeline
+                .execute_stream_checked(request, Some(Arc::new(data)), Transport::Sse);
+        // Whether the operation began (202) or was refused before it ran (400 with its errors,
+        // as GraphQL over HTTP answers them): known at its first payload or once it validated.
+        let (verdict, verdict_rx) = tokio::sync::oneshot::channel::<Option<Payload>>();
+        let streams_of_op = streams.clone();
+        let (op_id, op_token) = (id.clone(), token.clone());
+        let task = tokio::spawn(async move {
+            let first = tokio::select! {
+                first = results.next() => first,
+                _ = began.wait_for(|b| *b) => None,
+            };
+            let mut pending = first;
+            if let Some(p) = &pending {
+                if p.response().is_some_and(is_request_error) {
+                    let _ = verdict.send(pending.take());
+                    return;
+                }
+            }
+            let _ = verdict.send(None);
+            let send = |payload: Payload| {
+                let tx = tx.clone();
+                let op_id = op_id.clone();
+                async move {
+                    let data = serde_json::json!({ "id": op_id, "payload": payload });
+                    tx.send(event("next", &data)).await.is_ok()
+                }
+            };
+            if let Some(p) = pending {
+                if !send(p).await {
+                    return;
+                }
+            }
+            while let Some(payload) = results.next().await {
+                if !send(payload).await {
+                    return;
+                }
+            }
+            let _ = tx
+                .send(event("complete", &serde_json::json!({ "id": op_id })))
+                .await;
+            if let Some(r) = streams_of_op.0.lock().get_mut(&op_token) {
+                r.ops.remove(&op_id);
+            }
+        });
+        r.ops.insert(id.clone(), task.abort_handle());
+        verdict_rx
+    };
+    match verdict_rx.await {
+        Ok(None) => StatusCode::ACCEPTED.into_response(),
+        Ok(Some(refused)) => {
+            if let Some(r) = streams.0.lock().get_mut(&token) {
+                r.ops.remove(&id);
+            }
+            let mut resp = axum::Json(&refused).into_response();
+            *resp.status_mut() = StatusCode::BAD_REQUEST;
+            resp
+        }
+        // The stream closed meanwhile (its operations were stopped).
+        Err(_) => refuse(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
             "no stream is reserved with this token",
-        );
-    };
-    r.ops.retain(|_, op| !op.is_finished());
-    if r.ops.contains_key(&id) {
-        return refuse(
-            StatusCode::CONFLICT,
-            "BAD_USER_INPUT",
-            format!("operation `{id}` is running already on this stream"),
-        );
+        ),
     }
-    if r.ops.len() >= max {
-        return refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMITED",
-            format!("this stream already runs {max} operations, the most it may; stop one first"),
-        );
-    }
-    let mut results = results(http, peer, headers, request);
-    let tx = r.tx.clone();
-    let streams_of_op = streams.clone();
-    let (op_id, op_token) = (id.clone(), token.clone());
-    let task = tokio::spawn(async move {
-        while let Some(response) = results.next().await {
-            let data = serde_json::json!({ "id": op_id, "payload": response });
-            if tx.send(next_event(&data)).await.is_err() {
-                return;
-            }
-        }
-        let data = serde_json::json!({ "id": op_id });
-        let _ = tx
-            .send(Event::default().event("complete").data(data.to_string()))
-            .await;
-        if let Some(r) = streams_of_op.0.lock().get_mut(&op_token) {
-            r.ops.remove(&op_id);
-        }
-    });
-    r.ops.insert(id, task.abort_handle());
-    StatusCode::ACCEPTED.into_response()
+}
+
+/// A response made of errors raised before execution began (parse, validation, limits).
+fn is_request_error(response: &async_graphql::Response) -> bool {
+    matches!(response.data, async_graphql::Value::Null)
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty())
 }
