@@ -558,7 +558,10 @@ impl Pipeline {
         request: Request,
         connection: Option<Arc<Data>>,
         via: Transport,
-    ) -> (BoxStream<'static, Payload>, tokio::sync::watch::Receiver<bool>) {
+    ) -> (
+        BoxStream<'static, Payload>,
+        tokio::sync::watch::Receiver<bool>,
+    ) {
         let (began, began_rx) = tokio::sync::watch::channel(false);
         let this = self.clone();
         let connection = connection.unwrap_or_default();
