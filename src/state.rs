@@ -298,7 +298,21 @@ impl crate::consistency::Context for AppState {
         if keys.is_empty() {
             return;
         }
-        let payload = serde_json::to_string(keys).unwrap_or_default();
+        // A bulk write names its entries by their kind (`pokemon:*`): the message stays small
+        // however many rows it wrote, and wakes every live query that read one of them.
+        const MOST_KEYS: usize = 256;
+        let payload = if keys.len() > MOST_KEYS {
+            let kinds: std::collections::BTreeSet<String> = keys
+                .iter()
+                .map(|k| match k.split_once(':') {
+                    Some((kind, _)) => format!("{kind}:*"),
+                    None => k.clone(),
+                })
+                .collect();
+            serde_json::to_string(&kinds).unwrap_or_default()
+        } else {
+            serde_json::to_string(keys).unwrap_or_default()
+        };
         let events = self.events.clone();
         tokio::spawn(async move {
             if let Err(e) = events

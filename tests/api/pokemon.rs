@@ -1319,8 +1319,67 @@ async fn an_owner_deleted_while_the_import_waits_for_it_means_nothing_is_written
     assert_eq!(trainer_count(&app).await, 2);
 }
 
+/// A bulk write (a CSV import of hundreds of rows) wakes the live queries over what it wrote:
+/// a list and a row it updated (the change event names the kinds of keys, not each key).
+async fn a_csv_import_updates_live_queries_over_what_it_wrote(app: TestApp) {
+    let token = app.login_new_user("ash").await;
+    import_ok(&app, &token, "importTrainers", &trainers_csv(3)).await;
+    import_ok(
+        &app,
+        &token,
+        "importPokemons",
+        &big_csv(3, true, "x1,Before,Mew,1,trainer2,01-02-2020"),
+    )
+    .await;
+    let mut ws =
+        crate::support::ws::connect(&app.ws_url(), crate::support::ws::TRANSPORT_WS, json!({}))
+            .await;
+    ws.subscribe(
+        "list",
+        "query @live { pokemons(first: 1, ownerId: \"trainer2\") { totalCount } }",
+        json!({}),
+    )
+    .await;
+    let first = ws.next_data(Duration::from_secs(10)).await.unwrap();
+    let before = first["data"]["pokemons"]["totalCount"].as_i64().unwrap();
+    ws.subscribe(
+        "one",
+        "query @live { pokemon(id: \"solo1\") { nickname } }",
+        json!({}),
+    )
+    .await;
+    let one = ws.next_data(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(one["data"]["pokemon"]["nickname"], "After");
+
+    let csv = big_csv(600, true, "x2,Late,Mew,1,trainer2,01-02-2020")
+        .replace("solo1,After", "solo1,Renamed");
+    import_ok(&app, &token, "importPokemons", &csv).await;
+    let (mut list, mut renamed) = (None, None);
+    while list.is_none() || renamed.is_none() {
+        let m = ws
+            .next_message(Duration::from_secs(10))
+            .await
+            .expect("both live queries updated");
+        match m.id.as_str() {
+            "list" => {
+                list = Some(
+                    m.payload["data"]["pokemons"]["totalCount"]
+                        .as_i64()
+                        .unwrap(),
+                )
+            }
+            "one" => renamed = Some(m.payload["data"]["pokemon"]["nickname"].clone()),
+            _ => {}
+        }
+    }
+    assert!(list.unwrap() > before, "{list:?} after {before}");
+    assert_eq!(renamed.unwrap(), "Renamed");
+    ws.close().await;
+}
+
 crate::scenario! {
     backends: [embedded, postgres_redis];
+    a_csv_import_updates_live_queries_over_what_it_wrote,
     a_bad_row_at_the_end_of_a_large_file_writes_nothing_and_leaves_the_cache_be,
     the_trainer_csv_imports_and_pages_five_at_a_time,
     a_trainer_is_read_with_their_pokemon,

@@ -205,19 +205,39 @@ impl Live {
         });
     }
 
-    /// Wakes the hubs that read any key of `message` (a JSON array of keys); every hub when
-    /// messages may have been lost (`None`) or one cannot be read.
+    /// Wakes the hubs that read any key of `message` (a JSON array of keys, where `kind:*`
+    /// stands for every key of that kind); every hub when messages may have been lost
+    /// (`None`) or one cannot be read.
     fn on_message(&self, message: Option<&str>) {
         let keys: Option<Vec<String>> = message.and_then(|m| serde_json::from_str(m).ok());
         let registry = self.registry.lock();
         match keys {
             Some(keys) => {
                 let mut woken = HashSet::new();
-                for k in &keys {
-                    for id in registry.by_dep.get(k).into_iter().flatten() {
+                let mut wake = |ids: &HashSet<u64>| {
+                    for id in ids {
                         if woken.insert(*id) {
                             if let Some(hub) = registry.by_id.get(id) {
                                 hub.dirty.notify_one();
+                            }
+                        }
+                    }
+                };
+                for k in &keys {
+                    match k.strip_suffix('*') {
+                        // `kind:*`: every key of that kind (a bulk write).
+                        Some(prefix) => {
+                            for (_, ids) in registry
+                                .by_dep
+                                .iter()
+                                .filter(|(d, _)| d.starts_with(prefix))
+                            {
+                                wake(ids);
+                            }
+                        }
+                        None => {
+                            if let Some(ids) = registry.by_dep.get(k) {
+                                wake(ids);
                             }
                         }
                     }
