@@ -503,6 +503,19 @@ async fn graphql_over_sse_in_single_connection_mode(app: TestApp) {
     assert_eq!(invalid.status(), 400);
     let body: Value = invalid.json().await.unwrap();
     assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    let invalid_live = app
+        .client
+        .post(stream_url(&app))
+        .header("X-GraphQL-Event-Stream-Token", &token)
+        .json(&json!({ "query": "query @live { nope }", "extensions": { "operationId": "bad-live" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        invalid_live.status(),
+        400,
+        "a live query that does not validate"
+    );
     // The stream goes on: a later operation still runs on it.
     assert_eq!(
         post("after", "query($id: ID!) { meal(id: $id) { name } }")

@@ -439,11 +439,24 @@ async fn on_reserved(
         let streams_of_op = streams.clone();
         let (op_id, op_token) = (id.clone(), token.clone());
         let task = tokio::spawn(async move {
+            // `Some(first payload or the end)`, or `None` once it began with no payload yet.
             let first = tokio::select! {
-                first = results.next() => first,
-                _ = began.wait_for(|b| *b) => None,
+                biased;
+                first = results.next() => Some(first),
+                began = async { began.wait_for(|b| *b).await.is_ok() } => {
+                    if began {
+                        None
+                    } else {
+                        // No validation to wait for (a live query): its first payload decides.
+                        Some(results.next().await)
+                    }
+                }
             };
-            let mut pending = first;
+            let (mut pending, ended) = match first {
+                Some(Some(p)) => (Some(p), false),
+                Some(None) => (None, true),
+                None => (None, false),
+            };
             if let Some(p) = &pending {
                 if p.response().is_some_and(is_request_error) {
                     let _ = verdict.send(pending.take());
@@ -464,7 +477,7 @@ async fn on_reserved(
                     return;
                 }
             }
-            while let Some(payload) = results.next().await {
+            while let Some(payload) = if ended { None } else { results.next().await } {
                 if !send(payload).await {
                     return;
                 }
