@@ -19,8 +19,9 @@
 //!   after a short wait, or when the write's message comes.
 //! - What the cache cannot vouch for (a read that is not a versioned entry, a cache that is
 //!   away) is executed again every [`RECHECK`], and the result says so in
-//!   `extensions.live.mode = "recheck"`. When the bus may have lost messages (a subscriber
-//!   that fell behind, a reconnect to Redis), every live document runs again.
+//!   `extensions.live.mode = "recheck"`; while the cache tier is unusable every live
+//!   document re-checks so. When the bus may have lost messages (a subscriber that fell
+//!   behind, a reconnect to Redis), every live document runs again.
 //! - The credential is checked again at every execution: a revoked session or API key ends
 //!   the live query with its error. A session's expiry wakes it too.
 
@@ -142,6 +143,8 @@ pub struct Live {
     metrics: Metrics,
     /// Whether the cache tier may be used (its health, a local flag).
     usable: Box<dyn Fn() -> bool + Send + Sync>,
+    /// Told when the cache tier becomes unusable or usable again.
+    health_changed: Notify,
 }
 
 /// How often the dispatcher looks at the cache tier's health flag (no I/O).
@@ -162,6 +165,7 @@ impl Live {
             events,
             metrics,
             usable: Box::new(usable),
+            health_changed: Notify::new(),
         }
     }
 
@@ -176,9 +180,10 @@ impl Live {
     }
 
     /// Starts reading the bus, once: subscribed before this returns, so no message published
-    /// after it is missed. Also wakes every live document when the cache tier becomes
-    /// unusable (the bus may be cut off with it: they fall back to re-checking) and when it
-    /// is usable again (they go back to being driven by writes).
+    /// after it is missed. Also tells every live document when the cache tier becomes
+    /// unusable (the bus may be cut off with it: each re-checks within [`RECHECK`], spread
+    /// over that second rather than all at once) and when it is usable again (each checks
+    /// that the versions it read are still current, and is driven by writes again).
     fn dispatch(self: &Arc<Self>) {
         self.dispatcher.get_or_init(|| {
             let mut messages = self.events.subscribe_gapped(LIVE_TOPIC);
@@ -198,7 +203,7 @@ impl Live {
                     let now = (live.usable)();
                     if now != was {
                         was = now;
-                        live.on_message(None);
+                        live.health_changed.notify_waiters();
                     }
                 }
             });
@@ -366,7 +371,7 @@ async fn run_hub(
             return;
         };
         let mut wait: Option<Duration> = None;
-        if !last.pure {
+        if !last.pure || !(l.usable)() {
             wait = Some(RECHECK);
         } else if verify {
             match p.live_current(&last.reads).await {
@@ -398,6 +403,12 @@ async fn run_hub(
         tokio::select! {
             () = hub.dirty.notified() => {}
             () = sleep => {}
+            () = l.health_changed.notified() => {
+                // Usable again: what was read is checked before anything runs (a write may
+                // have gone unseen meanwhile); unusable: re-checked from now on.
+                verify = true;
+                continue;
+            }
             () = hub.tx.closed() => {
                 if l.retire(&hub, false) {
                     return;

@@ -12,7 +12,9 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
 use futures::SinkExt;
-use tokio_stream::StreamMap;
+use std::collections::HashMap;
+
+use futures::stream::{AbortHandle, Abortable, SelectAll};
 
 use super::limits::Slot;
 use super::protocol::{close, Action, Connection, InitOutcome, Protocol};
@@ -47,15 +49,51 @@ pub struct Context {
     pub max_message: usize,
 }
 
-/// Results of one operation: `Some((first, response))`, then `None` once it ended.
-type Results = BoxStream<'static, Option<(bool, Payload)>>;
+/// Results of one operation, with its id: `Some((first, response))`, then `None` once it
+/// ended (not after it was stopped).
+type Results = BoxStream<'static, (String, Option<(bool, Payload)>)>;
 
-fn results(stream: BoxStream<'static, Payload>) -> Results {
-    stream
-        .enumerate()
-        .map(|(i, r)| Some((i == 0, r)))
-        .chain(stream::once(async { None }))
-        .boxed()
+fn results(id: String, stream: BoxStream<'static, Payload>) -> (Results, AbortHandle) {
+    let (handle, registration) = AbortHandle::new_pair();
+    let end = id.clone();
+    let stopped = handle.clone();
+    let stream = Abortable::new(stream.enumerate(), registration)
+        .map(move |(i, r)| (id.clone(), Some((i == 0, r))))
+        .chain(stream::once(async move { (end, None) }).filter(move |_| {
+            // A stopped operation ends without its `None`.
+            let stopped = stopped.is_aborted();
+            async move { !stopped }
+        }))
+        .boxed();
+    (stream, handle)
+}
+
+/// The operations of a connection: polled together, each woken on its own (a wake-up of
+/// one costs nothing for the others, however many run), stopped by id.
+#[derive(Default)]
+struct Operations {
+    streams: SelectAll<Results>,
+    running: HashMap<String, AbortHandle>,
+}
+
+impl Operations {
+    fn insert(&mut self, id: String, stream: BoxStream<'static, Payload>) {
+        let (stream, handle) = results(id.clone(), stream);
+        if let Some(old) = self.running.insert(id, handle) {
+            old.abort();
+        }
+        self.streams.push(stream);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(handle) = self.running.remove(id) {
+            handle.abort();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.running.len()
+    }
 }
 
 /// How the check of the `connection_init` credential came out, for the state machine.
@@ -84,7 +122,7 @@ pub async fn serve(mut socket: WebSocket, protocol: Option<Protocol>, cx: Contex
     };
     let mut slot = slot;
     let mut machine = Connection::new(protocol, cx.max_operations);
-    let mut ops: StreamMap<String, Results> = StreamMap::new();
+    let mut ops = Operations::default();
     let mut reported_ops = 0usize;
     // Set once acknowledged: the connection's credential (checked again by every operation,
     // see `PerOperationAuth`) and its DataLoaders.
@@ -132,7 +170,7 @@ pub async fn serve(mut socket: WebSocket, protocol: Option<Protocol>, cx: Contex
                 machine.on_init(outcome)
             },
             () = &mut init_deadline, if machine.awaiting_init() => machine.on_init_timeout(),
-            Some((id, item)) = ops.next(), if !ops.is_empty() => match item {
+            Some((id, item)) = ops.streams.next(), if !ops.streams.is_empty() => match item {
                 Some((first, response)) => machine.on_result(&id, first, &response),
                 None => {
                     ops.remove(&id);
@@ -168,7 +206,7 @@ async fn run(
     socket: &mut WebSocket,
     actions: Vec<Action>,
     cx: &Context,
-    ops: &mut StreamMap<String, Results>,
+    ops: &mut Operations,
     auth: &mut Option<(RequestAuth, BoxFuture<'static, AppResult<Option<Viewer>>>)>,
     session: &Option<Arc<Data>>,
 ) -> bool {
@@ -204,7 +242,7 @@ async fn run(
                     Some(session.clone()),
                     crate::graphql::engine::pipeline::Transport::WebSocket,
                 );
-                ops.insert(id, results(stream));
+                ops.insert(id, stream);
             }
             Action::Stop(id) => {
                 ops.remove(&id);
