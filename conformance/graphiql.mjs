@@ -383,7 +383,7 @@ async function main() {
       const http = new ArenaHttp(HTTP_URL);
       await http.signUp('graphiql_live');
       const meal = await http.createMeal(`live-${unique()}`, 'graphiql', 10, 'LOW');
-      await setEditor(QUERY, `query Live @live { meal(id: "${meal.id}") { id name price } }\n`);
+      await setEditor(QUERY, `query @live { meal(id: "${meal.id}") { id name price } }\n`);
       const priceShown = (want, ms) =>
         page.waitForFunction(
           ([sel, want]) => {
@@ -411,6 +411,43 @@ async function main() {
       const shown = Date.now();
       await page.click('.graphiql-execute-button'); // stop it
       return `meal ${meal.id}: 10 → 42 on screen ${shown - acked} ms after the write was acknowledged (write took ${acked - t0} ms)`;
+    });
+
+    await step('a query with @defer and @stream shows its whole result once every part came', async () => {
+      const http = new ArenaHttp(HTTP_URL);
+      await http.signUp('graphiql_defer');
+      const cuisine = `defer-${unique()}`;
+      for (const [name, price] of [['a', 1], ['b', 2], ['c', 3]]) {
+        await http.createMeal(name, cuisine, price, 'LOW');
+      }
+      const whole = await http.gql(
+        'query($c: String!) { meals(first: 10, cuisine: $c) { nodes { name price } } }',
+        { c: cuisine },
+      );
+      await setEditor(
+        QUERY,
+        `query { meals(first: 10, cuisine: "${cuisine}") { nodes @stream(initialCount: 1) { name ... @defer { price } } } }\n`,
+      );
+      await page.click('.graphiql-execute-button');
+      const want = JSON.stringify(whole.meals.nodes);
+      await page
+        .waitForFunction(
+          ([sel, want]) => {
+            const el = document.querySelector(sel);
+            if (!el || !el.CodeMirror) return false;
+            try {
+              return JSON.stringify(JSON.parse(el.CodeMirror.getValue())?.data?.meals?.nodes) === want;
+            } catch {
+              return false;
+            }
+          },
+          [RESPONSE, want],
+          { timeout: STEP_MS },
+        )
+        .catch(async () => {
+          throw new Error(`result pane: ${((await editorValue(RESPONSE)) ?? '').replace(/\s+/g, ' ').slice(0, 300)}; want ${want}`);
+        });
+      return `3 meals, the first with the result and the rest streamed, prices deferred: ${want}`;
     });
 
     await step('no request left for the internet', async () => {
