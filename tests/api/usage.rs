@@ -78,7 +78,7 @@ async fn stored_count(app: &TestApp, field: &str) -> Option<i64> {
 /// with tests running in parallel).
 async fn empty_the_cache(app: &TestApp) {
     assert!(app.usage.flush(&app.state).await);
-    let keys = app.state.kv.scan_prefix("").await.unwrap();
+    let keys = app.scan_keys("").await;
     if !keys.is_empty() {
         app.state.kv.del(&keys).await.unwrap();
     }

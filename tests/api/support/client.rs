@@ -51,6 +51,19 @@ impl TestApp {
         }
     }
 
+    /// The keys of the app's cache tier that start with `prefix`, asked again when a SCAN
+    /// page misses the command timeout (a busy machine running tests in parallel).
+    pub async fn scan_keys(&self, prefix: &str) -> Vec<String> {
+        let mut last = None;
+        for _ in 0..5 {
+            match self.state.kv.scan_prefix(prefix).await {
+                Ok(keys) => return keys,
+                Err(e) => last = Some(e),
+            }
+        }
+        panic!("SCAN {prefix}*: {last:?}")
+    }
+
     /// The text of `/metrics`.
     pub async fn metrics_text(&self) -> String {
         self.client
