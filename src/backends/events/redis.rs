@@ -43,8 +43,9 @@ pub struct RedisEvents {
     /// `<prefix>events:`
     channel_prefix: String,
     topics: Topics,
-    /// Told each time the subscriber connection is re-established (events published while
-    /// it was down are lost).
+    /// Told each time events may have been lost: the subscriber connection was
+    /// re-established (events published while it was down are gone), or the fan-out fell
+    /// behind fred's channel.
     reconnects: broadcast::Sender<()>,
     on_reconnect: JoinHandle<Result<(), FredError>>,
     tasks: Vec<JoinHandle<()>>,
@@ -79,12 +80,13 @@ impl RedisEvents {
         let channel_prefix = format!("{prefix}events:");
         let topics: Topics = Arc::default();
         // Listen before subscribing, so nothing published after `connect` returns is missed.
+        let reconnects = broadcast::channel(16).0;
         let fan_out = tokio::spawn(fan_out(
             subscriber.message_rx(),
             channel_prefix.clone(),
             topics.clone(),
+            reconnects.clone(),
         ));
-        let reconnects = broadcast::channel(16).0;
         let told = reconnects.clone();
         let on_reconnect = subscriber.on_reconnect(move |_| {
             let _ = told.send(());
@@ -119,6 +121,7 @@ async fn fan_out(
     mut upstream: broadcast::Receiver<Message>,
     channel_prefix: String,
     topics: Topics,
+    gaps: broadcast::Sender<()>,
 ) {
     loop {
         let message = match upstream.recv().await {
@@ -128,6 +131,8 @@ async fn fan_out(
                     lost = n,
                     "redis events: subscriber fell behind, events lost"
                 );
+                // Listeners that must not miss one (live queries) check everything again.
+                let _ = gaps.send(());
                 continue;
             }
             Err(RecvError::Closed) => break,
