@@ -21,6 +21,15 @@ impl LocalEvents {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// The local channel of `topic`, made when first asked for.
+    fn topic(&self, topic: &str) -> broadcast::Sender<String> {
+        self.topics
+            .lock()
+            .entry(topic.to_owned())
+            .or_insert_with(|| broadcast::channel(256).0)
+            .clone()
+    }
 }
 
 /// Subscribes a stream to `sender`, skipping messages lost to lag.
@@ -60,18 +69,10 @@ impl EventBus for LocalEvents {
     }
 
     fn subscribe(&self, topic: &str) -> BoxStream<'static, String> {
-        let mut topics = self.topics.lock();
-        let tx = topics
-            .entry(topic.to_owned())
-            .or_insert_with(|| broadcast::channel(256).0);
-        stream_of(tx)
+        stream_of(&self.topic(topic))
     }
 
     fn subscribe_gapped(&self, topic: &str) -> BoxStream<'static, Option<String>> {
-        let mut topics = self.topics.lock();
-        let tx = topics
-            .entry(topic.to_owned())
-            .or_insert_with(|| broadcast::channel(256).0);
-        gapped_stream_of(tx)
+        gapped_stream_of(&self.topic(topic))
     }
 }

@@ -116,6 +116,17 @@ impl RedisEvents {
     }
 }
 
+impl RedisEvents {
+    /// The local channel of `topic`, made when first asked for.
+    fn topic(&self, topic: &str) -> broadcast::Sender<String> {
+        self.topics
+            .lock()
+            .entry(topic.to_owned())
+            .or_insert_with(|| broadcast::channel(TOPIC_CAPACITY).0)
+            .clone()
+    }
+}
+
 /// Reads the subscriber's messages and hands each to its topic's local channel.
 async fn fan_out(
     mut upstream: broadcast::Receiver<Message>,
@@ -206,20 +217,13 @@ impl EventBus for RedisEvents {
     }
 
     fn subscribe(&self, topic: &str) -> BoxStream<'static, String> {
-        let mut topics = self.topics.lock();
-        let tx = topics
-            .entry(topic.to_owned())
-            .or_insert_with(|| broadcast::channel(TOPIC_CAPACITY).0);
-        stream_of(tx)
+        stream_of(&self.topic(topic))
     }
 
     fn subscribe_gapped(&self, topic: &str) -> BoxStream<'static, Option<String>> {
-        let mut topics = self.topics.lock();
-        let tx = topics
-            .entry(topic.to_owned())
-            .or_insert_with(|| broadcast::channel(TOPIC_CAPACITY).0);
+        let tx = self.topic(topic);
         let reconnected =
             tokio_stream::wrappers::BroadcastStream::new(self.reconnects.subscribe()).map(|_| None);
-        futures::stream::select(gapped_stream_of(tx), reconnected).boxed()
+        futures::stream::select(gapped_stream_of(&tx), reconnected).boxed()
     }
 }

@@ -37,6 +37,7 @@ use tokio::task::AbortHandle;
 
 use super::http::{auth_of, error_response, HttpState, MediaType, Peer};
 use super::ws::limits::Slot;
+use super::ws::protocol::is_request_error;
 use super::ws::Connections;
 use crate::graphql::engine::pipeline::{Payload, Transport};
 
@@ -181,23 +182,28 @@ fn results(
         .execute_stream(request, Some(Arc::new(data)), Transport::Sse)
 }
 
+/// A place under the connection caps, or the `503` that refuses one.
+fn open_slot(connections: &Connections) -> Result<Slot, Box<Response>> {
+    connections.open().map_err(|full| {
+        let mut resp = refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "RATE_LIMITED",
+            full.message(),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        Box::new(resp)
+    })
+}
+
 /// `PUT /graphql/stream`: reserves a single-connection stream; `201` with its token.
 pub async fn reserve(
     Extension(streams): Extension<Streams>,
     Extension(connections): Extension<Connections>,
 ) -> Response {
-    let slot = match connections.open() {
+    let slot = match open_slot(&connections) {
         Ok(slot) => slot,
-        Err(full) => {
-            let mut resp = refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "RATE_LIMITED",
-                full.message(),
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return resp;
-        }
+        Err(full) => return *full,
     };
     let token = uuid::Uuid::new_v4().simple().to_string();
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
@@ -350,18 +356,9 @@ async fn distinct(
              (or POST to /graphql for a JSON answer)",
         );
     }
-    let slot = match connections.open() {
+    let slot = match open_slot(connections) {
         Ok(slot) => slot,
-        Err(full) => {
-            let mut resp = refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "RATE_LIMITED",
-                full.message(),
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return resp;
-        }
+        Err(full) => return *full,
     };
     let (request, _) = match request_of(http, body).await {
         Ok(r) => r,
@@ -509,11 +506,4 @@ async fn on_reserved(
             "no stream is reserved with this token",
         ),
     }
-}
-
-/// A response made of errors raised before execution began (parse, validation, limits).
-fn is_request_error(response: &async_graphql::Response) -> bool {
-    matches!(response.data, async_graphql::Value::Null)
-        && !response.errors.is_empty()
-        && response.errors.iter().all(|e| e.path.is_empty())
 }

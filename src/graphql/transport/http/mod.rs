@@ -145,10 +145,7 @@ pub async fn graphql_get(
             Transport::Get,
         )
         .await;
-    match &answer.incremental {
-        Some(payloads) => multipart_response(payloads),
-        None => answer_response(&answer, media),
-    }
+    respond(&answer, media)
 }
 
 /// `POST /graphql`.
@@ -318,6 +315,15 @@ enum Operations<'a> {
     Batch(Vec<Operation<'a>>),
 }
 
+/// One operation's answer: its incremental payloads as `multipart/mixed` when it has them,
+/// else the response in `media`.
+fn respond(answer: &Answer, media: MediaType) -> Response {
+    match &answer.incremental {
+        Some(payloads) => multipart_response(payloads),
+        None => answer_response(answer, media),
+    }
+}
+
 /// Runs the operations of a `POST`, a batch's concurrently, and answers them.
 async fn run(
     http: &HttpState,
@@ -327,13 +333,7 @@ async fn run(
     incremental: bool,
 ) -> Response {
     match operations {
-        Operations::Single(op) => {
-            let answer = run_one(http, *op, auth, incremental).await;
-            match &answer.incremental {
-                Some(payloads) => multipart_response(payloads),
-                None => answer_response(&answer, media),
-            }
-        }
+        Operations::Single(op) => respond(&run_one(http, *op, auth, incremental).await, media),
         // A batch is answered as one JSON array: its operations are delivered whole.
         Operations::Batch(ops) => {
             let answers: Vec<_> = ops

@@ -206,7 +206,7 @@ fn coded_error(message: &str, code: &str) -> Value {
 
 /// A response made of errors raised before execution began (parse, validation, limits):
 /// no data, and no error has a path into the result.
-fn is_request_error(response: &Response) -> bool {
+pub(crate) fn is_request_error(response: &Response) -> bool {
     matches!(response.data, GqlValue::Null)
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty())
