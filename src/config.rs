@@ -85,7 +85,8 @@ pub struct Settings {
     )]
     pub database_url: String,
 
-    /// Most connections in the SQL pool.
+    /// Most connections to the SQL database. On PostgreSQL half of them are kept outside the
+    /// pool for the hottest single statements (lists, `updateMeal`).
     #[arg(long, env = "ARENA_DB_POOL", default_value_t = 16, global = true)]
     pub db_pool: u32,
 

@@ -6,6 +6,7 @@ pub mod documents;
 pub mod events;
 pub mod redis_client;
 pub mod sql;
+pub mod sql_direct;
 
 /// What a backend reports to `/readyz`.
 #[derive(Debug, Clone, serde::Serialize)]

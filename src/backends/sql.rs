@@ -34,26 +34,46 @@ pub async fn connect(
         // WAL lets readers run beside the one writer; it is a property of the file.
         db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
     }
-    let on_request = metrics.sql_queries.with_label_values(&["request"]);
-    let in_background = metrics.sql_queries.with_label_values(&["background"]);
-    db.set_metric_callback(move |info| {
+    let observer = Observer::new(metrics);
+    db.set_metric_callback(move |info| observer.observe(&info.statement.sql));
+    Ok(db)
+}
+
+/// What every statement run on a request's behalf is shown to, whichever connection runs it
+/// (the pool's, or [`super::sql_direct::Direct`]'s).
+#[derive(Clone)]
+pub struct Observer {
+    on_request: prometheus::IntCounter,
+    in_background: prometheus::IntCounter,
+}
+
+impl Observer {
+    /// Counting into `metrics.sql_queries`.
+    pub fn new(metrics: &Metrics) -> Self {
+        Self {
+            on_request: metrics.sql_queries.with_label_values(&["request"]),
+            in_background: metrics.sql_queries.with_label_values(&["background"]),
+        }
+    }
+
+    /// Shows a statement that ran to the read and write scopes, and counts it.
+    pub fn observe(&self, sql: &str) {
         // A statement makes the running operation's response depend on more than cache
         // entries, unless every table it names has a collection version the operation read
         // before it: otherwise it cannot be memoized.
-        entity::scope::read::statement(&info.statement.sql);
+        entity::scope::read::statement(sql);
         if crate::metrics::caller() == "background" {
-            in_background.inc();
+            self.in_background.inc();
         } else {
-            on_request.inc();
+            self.on_request.inc();
         }
         // Every statement is shown to the write scope: a write to a cached table that went
         // around the write path poisons the scope (the write path then rolls back), or, run
         // outside any write, is at least told of.
-        if let Some(bypass) = entity::scope::write::observe_statement(&info.statement.sql) {
+        if let Some(bypass) = entity::scope::write::observe_statement(sql) {
             tracing::error!("{bypass}");
         }
-    });
-    Ok(db)
+    }
 }
 
 /// A failure of a statement run on sqlx directly (`COPY`, which sea-orm cannot run), as

@@ -379,7 +379,7 @@ pub fn battle_results(state: &AppState, meal_id: Option<i64>) -> BoxStream<'stat
 
 /// One battle of the history.
 pub async fn battle_by_id(state: &AppState, id: i64) -> AppResult<Option<battle::Model>> {
-    Ok(battle::Entity::find_by_id(id).one(&state.db).await?)
+    Ok(battle::Entity::find_by_id(id).one(&state.direct).await?)
 }
 
 /// A page of the history, newest first, optionally only the battles `meal_id` fought in;
@@ -402,7 +402,7 @@ pub async fn list_battles(
     }
     let after = after.map(Into::into);
     keyset_page(
-        &state.db,
+        &state.direct,
         q,
         battle::Column::Id,
         Order::Desc,
@@ -415,7 +415,7 @@ pub async fn list_battles(
 
 /// A meal row whether deleted or not: the history still names meals deleted since.
 pub async fn meal_for_history(state: &AppState, id: i64) -> AppResult<Option<meal::Model>> {
-    Ok(meal::Entity::find_by_id(id).one(&state.db).await?)
+    Ok(meal::Entity::find_by_id(id).one(&state.direct).await?)
 }
 
 /// The meal ids stored in a session document: `combatants` as `[{"mealId": 1}, …]` (or bare

@@ -48,7 +48,7 @@ pub async fn load_meals(state: &AppState, ids: &[i64]) -> AppResult<HashMap<i64,
     }
     let rows = meal::Entity::find()
         .filter(meal::Column::Id.is_in(misses))
-        .all(&state.db)
+        .all(&state.direct)
         .await?;
     let mut fills = Vec::with_capacity(rows.len());
     for m in rows {

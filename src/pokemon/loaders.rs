@@ -34,7 +34,7 @@ pub async fn load_trainers(
     }
     let rows = trainer::Entity::find()
         .filter(trainer::Column::Id.is_in(misses))
-        .all(&state.db)
+        .all(&state.direct)
         .await?;
     let fills = rows
         .iter()
@@ -60,7 +60,7 @@ pub async fn load_pokemons(
     }
     let rows = pokemon::Entity::find()
         .filter(pokemon::Column::Id.is_in(misses))
-        .all(&state.db)
+        .all(&state.direct)
         .await?;
     let fills = rows
         .iter()
@@ -157,7 +157,7 @@ impl Loader<String> for PokemonsByOwnerLoader {
         let rows = pokemon::Entity::find()
             .filter(pokemon::Column::OwnerId.is_in(keys.iter().cloned()))
             .order_by_asc(pokemon::Column::Id)
-            .all(&self.state.db)
+            .all(&self.state.direct)
             .await?;
         let mut out: HashMap<String, Vec<pokemon::Model>> =
             keys.iter().map(|k| (k.clone(), Vec::new())).collect();

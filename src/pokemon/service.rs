@@ -560,7 +560,7 @@ pub async fn list_trainers(
     let q = trainer::Entity::find();
     let after = after.map(Into::into);
     keyset_page(
-        &state.db,
+        &state.direct,
         q,
         trainer::Column::Id,
         Order::Asc,
@@ -590,7 +590,7 @@ pub async fn list_pokemons(
     }
     let after = after.map(Into::into);
     keyset_page(
-        &state.db,
+        &state.direct,
         q,
         pokemon::Column::Id,
         Order::Asc,
@@ -620,7 +620,7 @@ pub async fn list_trades(
     }
     let after = after.map(Into::into);
     keyset_page(
-        &state.db,
+        &state.direct,
         q,
         trade::Column::Id,
         Order::Desc,
