@@ -38,6 +38,9 @@ pub struct StateInner {
     pub cache_prefix: String,
     /// The SQL database.
     pub db: DatabaseConnection,
+    /// The same database for the hottest single statements (lists, `updateMeal`): on
+    /// PostgreSQL, connections kept outside the pool, given back without sqlx's ping.
+    pub direct: crate::backends::sql_direct::Direct,
     /// The cache tier's plain keys (instrumented): rings, counters, user data stamps, locks,
     /// rate limits.
     pub kv: Arc<dyn KeyValue>,
@@ -126,10 +129,27 @@ impl AppState {
     /// Connects every backend named by `settings` (embedded ones when unset) and migrates.
     pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
-        let db = sql::connect(&settings.database_url, settings.db_pool, &metrics)
-            .await
-            .with_context(|| "connecting to the SQL database")?;
+        // On PostgreSQL half the connections are kept outside the pool (`sql_direct`); on
+        // SQLite the pool has them all.
+        let direct_max = if settings.database_url.starts_with("postgres") {
+            settings.db_pool / 2
+        } else {
+            0
+        };
+        let db = sql::connect(
+            &settings.database_url,
+            (settings.db_pool - direct_max).max(1),
+            &metrics,
+        )
+        .await
+        .with_context(|| "connecting to the SQL database")?;
         let namespace = sql::migrate(&db).await.context("running migrations")?;
+        let direct = crate::backends::sql_direct::Direct::new(
+            db.clone(),
+            &settings.database_url,
+            direct_max as usize,
+            sql::Observer::new(&metrics),
+        )?;
         // Every key, lease, mark and event channel lives under the database's namespace.
         let prefix = format!("{}{namespace}:", settings.cache_prefix);
         let timeout = std::time::Duration::from_millis(settings.redis_timeout_ms);
@@ -155,6 +175,7 @@ impl AppState {
                         &prefix,
                         timeout,
                         near.clone(),
+                        !redis.is_clustered() && settings.redis_replicas == 0,
                     )
                     .await
                     .context("connecting to Redis (near cache)")?;
@@ -206,6 +227,7 @@ impl AppState {
             settings,
             cache_prefix: prefix,
             db,
+            direct,
             kv,
             cache,
             storage,
@@ -279,6 +301,9 @@ impl crate::consistency::Context for AppState {
     fn db(&self) -> &DatabaseConnection {
         &self.db
     }
+    fn direct(&self) -> &crate::backends::sql_direct::Direct {
+        &self.direct
+    }
     fn cache(&self) -> &Arc<dyn VersionedCache> {
         &self.cache
     }
@@ -298,21 +323,7 @@ impl crate::consistency::Context for AppState {
         if keys.is_empty() {
             return;
         }
-        // A bulk write names its entries by their kind (`pokemon:*`): the message stays small
-        // however many rows it wrote, and wakes every live query that read one of them.
-        const MOST_KEYS: usize = 256;
-        let payload = if keys.len() > MOST_KEYS {
-            let kinds: std::collections::BTreeSet<String> = keys
-                .iter()
-                .map(|k| match k.split_once(':') {
-                    Some((kind, _)) => format!("{kind}:*"),
-                    None => k.clone(),
-                })
-                .collect();
-            serde_json::to_string(&kinds).unwrap_or_default()
-        } else {
-            serde_json::to_string(keys).unwrap_or_default()
-        };
+        let payload = change_payload(keys);
         let events = self.events.clone();
         tokio::spawn(async move {
             if let Err(e) = events
@@ -322,5 +333,31 @@ impl crate::consistency::Context for AppState {
                 tracing::debug!(error = %e, "publishing a change to live queries");
             }
         });
+    }
+    fn change_announcement(&self, keys: &[String]) -> Option<crate::backends::cache::Announcement> {
+        let channel = self.events.channel(crate::backends::events::LIVE_TOPIC)?;
+        Some(crate::backends::cache::Announcement {
+            channel,
+            message: change_payload(keys),
+        })
+    }
+}
+
+/// The change event of a write of `keys`: a JSON array of them. A bulk write names its
+/// entries by their kind (`pokemon:*`): the message stays small however many rows it wrote,
+/// and wakes every live query that read one of them.
+fn change_payload(keys: &[String]) -> String {
+    const MOST_KEYS: usize = 256;
+    if keys.len() > MOST_KEYS {
+        let kinds: std::collections::BTreeSet<String> = keys
+            .iter()
+            .map(|k| match k.split_once(':') {
+                Some((kind, _)) => format!("{kind}:*"),
+                None => k.clone(),
+            })
+            .collect();
+        serde_json::to_string(&kinds).unwrap_or_default()
+    } else {
+        serde_json::to_string(keys).unwrap_or_default()
     }
 }

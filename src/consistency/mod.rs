@@ -82,6 +82,8 @@ pub trait Context: Clone + Send + Sync + 'static {
     fn settings(&self) -> &Settings;
     /// The SQL database.
     fn db(&self) -> &DatabaseConnection;
+    /// The same database for single statements outside a transaction (no ping on release).
+    fn direct(&self) -> &crate::backends::sql_direct::Direct;
     /// The cache tier's write-through entries.
     fn cache(&self) -> &Arc<dyn VersionedCache>;
     /// Whether the cache tier may be used, and what it is owed.
@@ -97,6 +99,14 @@ pub trait Context: Clone + Send + Sync + 'static {
     /// changed, once the write that changed them committed (best effort: a listener that may
     /// have missed a message is told so by its bus and checks everything again).
     fn changed(&self, keys: &[String]);
+    /// [`Self::changed`]'s message as the cache tier can publish it itself, in the call that
+    /// ends the write (one round trip fewer); `None` when the event bus is not on it.
+    fn change_announcement(
+        &self,
+        _keys: &[String],
+    ) -> Option<crate::backends::cache::Announcement> {
+        None
+    }
 }
 
 /// How long a reader's lease on a missed key lives (a reader that takes longer than a

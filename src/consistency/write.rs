@@ -71,7 +71,7 @@ where
 pub async fn write_single<T, F>(state: &impl Context, keys: Vec<String>, f: F) -> AppResult<T>
 where
     T: Send + 'static,
-    F: for<'c> FnOnce(&'c sea_orm::DatabaseConnection) -> BoxFuture<'c, AppResult<T>>
+    F: for<'c> FnOnce(&'c crate::backends::sql_direct::Direct) -> BoxFuture<'c, AppResult<T>>
         + Send
         + 'static,
 {
@@ -84,7 +84,7 @@ where
             let _ = answer.send(Err(refused()));
             return;
         }
-        let db = state.db().clone();
+        let db = state.direct().clone();
         let (res, recorded) = scope::scope(f(&db)).await;
         let out = match res {
             Ok(out) if recorded.bypass.is_none() => out,
@@ -262,11 +262,6 @@ impl CacheEffects {
         self.premarked = Some((n, begun));
         self
     }
-
-    /// The keys whose entries are deleted after `COMMIT`.
-    pub(super) fn drops(&self) -> &[String] {
-        &self.keys[self.stores.len()..]
-    }
 }
 
 /// Runs cache calls, [`CALLS_AT_ONCE`] at a time; whether every one succeeded.
@@ -390,39 +385,60 @@ pub(super) async fn may_commit(state: &impl Context, keys: &[String], begun: Mar
 /// whatever could not be delivered is owed.
 pub(super) async fn publish(state: &impl Context, effects: CacheEffects, begun: Marking) {
     let keys = effects.keys.clone();
-    store_and_unmark(state, effects, begun).await;
-    state.changed(&keys);
+    if !store_and_unmark(state, effects, begun).await {
+        state.changed(&keys);
+    }
 }
 
-async fn store_and_unmark(state: &impl Context, effects: CacheEffects, begun: Marking) {
+/// Whether the write's change event was published with its end (else the caller does).
+async fn store_and_unmark(state: &impl Context, effects: CacheEffects, begun: Marking) -> bool {
     match begun {
         Marking::Marked => {}
         // Entries were deleted by hand (a refusing server): delete them again once it takes
         // writes, in case a fill raced the deletion.
-        Marking::Invalidated => return state.health().owe(effects.keys),
+        Marking::Invalidated => {
+            state.health().owe(effects.keys);
+            return false;
+        }
         // Never marked (`available`): the keys are owed.
-        Marking::Unreached => return state.health().failed(effects.keys),
+        Marking::Unreached => {
+            state.health().failed(effects.keys);
+            return false;
+        }
     }
     let cache = state.cache().as_ref();
     let ttl = state.settings().cache_ttl();
-    let delivered = {
-        let stored = effects
-            .stores
-            .chunks(KEYS_PER_CALL)
-            .map(|part| async move { cache.end_write(part, ttl).await.is_ok() })
-            .collect();
-        let dropped = effects
-            .drops()
-            .chunks(KEYS_PER_CALL)
-            .map(|part| drop_entries(state, part))
-            .collect();
-        // The new entries and the dropped ones (a bulk write's, the collections') at once.
-        let (stored, dropped) = futures::join!(all_ok(stored), all_ok(dropped));
-        stored && dropped
-    };
-    if !delivered {
-        state.health().failed(effects.keys);
+    // The new entries and the dropped ones (a bulk write's, the collections') in one call.
+    let CacheEffects { stores, keys, .. } = effects;
+    let stored = stores.len();
+    let ends: Vec<(String, WriteOutcome)> = stores
+        .into_iter()
+        .chain(
+            keys[stored..]
+                .iter()
+                .map(|k| (k.clone(), WriteOutcome::Dropped)),
+        )
+        .collect();
+    if ends.len() <= KEYS_PER_CALL {
+        // One call: the change event goes with it where the cache tier can publish it.
+        if let Some(announcement) = state.change_announcement(&keys) {
+            return match cache.end_write_announced(&ends, ttl, &announcement).await {
+                Ok(announced) => announced,
+                Err(_) => {
+                    state.health().failed(keys);
+                    false
+                }
+            };
+        }
     }
+    let calls = ends
+        .chunks(KEYS_PER_CALL)
+        .map(|part| async move { cache.end_write(part, ttl).await.is_ok() })
+        .collect();
+    if !all_ok(calls).await {
+        state.health().failed(keys);
+    }
+    false
 }
 
 /// A failed `COMMIT` does not prove nothing was committed (the connection may have dropped

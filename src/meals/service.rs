@@ -174,7 +174,7 @@ pub async fn meal_id_by_name(state: &AppState, name: &str) -> AppResult<Option<i
     }
     let Some(row) = meal::Entity::find()
         .filter(meal::Column::Name.eq(name))
-        .one(&state.db)
+        .one(&state.direct)
         .await?
     else {
         return Ok(None);
@@ -209,7 +209,7 @@ pub async fn list_meals(
     }
     let after = after.map(Into::into);
     keyset_page(
-        &state.db,
+        &state.direct,
         q,
         meal::Column::Id,
         Order::Asc,
@@ -240,6 +240,6 @@ pub async fn leaderboard(
     };
     Ok(q.order_by_asc(meal::Column::Id)
         .limit(first)
-        .all(&state.db)
+        .all(&state.direct)
         .await?)
 }

@@ -536,6 +536,32 @@ async fn invalidation(c: &dyn VersionedCache) {
         .unwrap();
     assert!(miss_and_fill(c, "drop:b", ver(1, "older")).await);
     c.drop_written(&[]).await.unwrap();
+
+    // A whole write's end in one call: one entry stored, another dropped while still marked
+    // (a collection version), each unmarked.
+    assert!(miss_and_fill(c, "end:row", ver(1, "row")).await);
+    assert!(miss_and_fill(c, "end:coll", ver(7, "coll")).await);
+    c.begin_write(&keys(&["end:row", "end:coll"]), TTL)
+        .await
+        .unwrap();
+    c.end_write(
+        &[
+            (
+                "end:row".to_owned(),
+                WriteOutcome::Committed(ver(2, "row2")),
+            ),
+            ("end:coll".to_owned(), WriteOutcome::Dropped),
+        ],
+        TTL,
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_one(c, "end:row").await, Some(ver(2, "row2")));
+    assert_eq!(read_one(c, "end:coll").await, None, "dropped");
+    assert!(
+        miss_and_fill(c, "end:coll", ver(8, "coll")).await,
+        "unmarked"
+    );
 }
 
 async fn versioned_prefixes_isolate(c: &dyn VersionedCache, other: &dyn VersionedCache) {

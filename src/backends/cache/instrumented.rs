@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use prometheus::IntCounter;
 
-use super::{CacheResult, KeyValue, LruStore, Versioned, VersionedCache, WriteOutcome};
+use super::{
+    Announcement, CacheResult, KeyValue, LruStore, Versioned, VersionedCache, WriteOutcome,
+};
 use crate::metrics::Metrics;
 
 /// Every cache operation, as labelled in `arena_cache_round_trips_total{op}`.
@@ -240,6 +242,19 @@ impl VersionedCache for Instrumented<dyn VersionedCache> {
     }
     async fn end_write(&self, writes: &[(String, WriteOutcome)], ttl: Duration) -> CacheResult<()> {
         self.count(Op::EndWrite, self.inner.end_write(writes, ttl).await)
+    }
+    async fn end_write_announced(
+        &self,
+        writes: &[(String, WriteOutcome)],
+        ttl: Duration,
+        announcement: &Announcement,
+    ) -> CacheResult<bool> {
+        self.count(
+            Op::EndWrite,
+            self.inner
+                .end_write_announced(writes, ttl, announcement)
+                .await,
+        )
     }
     async fn invalidate(&self, keys: &[String]) -> CacheResult<()> {
         self.count(Op::Invalidate, self.inner.invalidate(keys).await)

@@ -165,6 +165,20 @@ pub enum WriteOutcome {
     /// The transaction rolled back, or the entry was deleted while marked (a bulk write): only
     /// the mark is cleared.
     Aborted,
+    /// The entry is deleted while still marked, then the mark is cleared: a bulk write's
+    /// entries, a collection's version, a failed commit's keys. A reader that missed before
+    /// the deletion cannot fill afterwards (the mark revoked its lease).
+    Dropped,
+}
+
+/// A message published once a write's end is applied: its change event, which live queries
+/// follow ([`VersionedCache::end_write_announced`]).
+#[derive(Debug, Clone)]
+pub struct Announcement {
+    /// The Redis channel.
+    pub channel: String,
+    /// The payload.
+    pub message: String,
 }
 
 /// The write-through cache's entries and their protocol (see the module documentation).
@@ -207,21 +221,32 @@ pub trait VersionedCache: Send + Sync + 'static {
     /// Marks the keys as being written, before the database commits, and revokes their
     /// readers' leases.
     async fn begin_write(&self, keys: &[String], mark_ttl: Duration) -> CacheResult<()>;
-    /// Clears the marks; for committed writes stores each entry unless a newer one is present.
+    /// Clears the marks; for committed writes stores each entry unless a newer one is present;
+    /// deletes the dropped ones first. A whole write's end is one call, whatever it stores or
+    /// drops.
     async fn end_write(&self, writes: &[(String, WriteOutcome)], ttl: Duration) -> CacheResult<()>;
+    /// [`Self::end_write`], then `PUBLISH` of `announcement` in the same call, where one call
+    /// covers every key (one Redis server); whether it was published. `false` leaves the
+    /// publication to the caller.
+    async fn end_write_announced(
+        &self,
+        writes: &[(String, WriteOutcome)],
+        ttl: Duration,
+        _announcement: &Announcement,
+    ) -> CacheResult<bool> {
+        self.end_write(writes, ttl).await.map(|()| false)
+    }
     /// Deletes the entries and revokes their read leases (not their marks): a failed
     /// commit's, a bulk write's, or the ones an outage left owed. A reader that missed before
     /// the deletion cannot fill afterwards.
     async fn invalidate(&self, keys: &[String]) -> CacheResult<()>;
     /// A bulk write's end (or a failed commit's): deletes the entries while they are still
-    /// marked, then clears one mark of each, as [`Self::invalidate`] followed by an
-    /// [`Self::end_write`] of [`WriteOutcome::Aborted`] would, in one call.
+    /// marked, then clears one mark of each; [`Self::end_write`] of [`WriteOutcome::Dropped`].
     async fn drop_written(&self, keys: &[String]) -> CacheResult<()> {
-        self.invalidate(keys).await?;
-        let unmark: Vec<(String, WriteOutcome)> = keys
+        let dropped: Vec<(String, WriteOutcome)> = keys
             .iter()
-            .map(|k| (k.clone(), WriteOutcome::Aborted))
+            .map(|k| (k.clone(), WriteOutcome::Dropped))
             .collect();
-        self.end_write(&unmark, Duration::ZERO).await
+        self.end_write(&dropped, Duration::ZERO).await
     }
 }

@@ -33,4 +33,9 @@ pub trait EventBus: Send + Sync + 'static {
     /// subscriber fell behind, or its connection to the bus was re-established): for
     /// listeners that must then assume anything changed.
     fn subscribe_gapped(&self, topic: &str) -> BoxStream<'static, Option<String>>;
+    /// The Redis channel of `topic`, on which the cache tier may publish a payload itself
+    /// (a write's change event, in the script that ends the write); `None` in process.
+    fn channel(&self, _topic: &str) -> Option<String> {
+        None
+    }
 }

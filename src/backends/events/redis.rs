@@ -207,7 +207,7 @@ impl EventBus for RedisEvents {
     async fn publish(&self, topic: &str, payload: String) -> Result<(), EventError> {
         // Drop the channels of topics nobody listens to any more.
         self.topics.lock().retain(|_, tx| tx.receiver_count() > 0);
-        let channel = format!("{}{}", self.channel_prefix, topic);
+        let channel = self.channel(topic).expect("a Redis channel");
         self.publisher
             .with_options(&self.options)
             .publish::<Value, _, _>(channel, payload)
@@ -218,6 +218,10 @@ impl EventBus for RedisEvents {
 
     fn subscribe(&self, topic: &str) -> BoxStream<'static, String> {
         stream_of(&self.topic(topic))
+    }
+
+    fn channel(&self, topic: &str) -> Option<String> {
+        Some(format!("{}{}", self.channel_prefix, topic))
     }
 
     fn subscribe_gapped(&self, topic: &str) -> BoxStream<'static, Option<String>> {

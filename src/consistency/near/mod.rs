@@ -32,7 +32,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 use prometheus::IntCounter;
 
-use crate::backends::cache::{CacheResult, Versioned, VersionedCache, WriteOutcome};
+use crate::backends::cache::{Announcement, CacheResult, Versioned, VersionedCache, WriteOutcome};
 use crate::metrics::Metrics;
 
 /// How long an entry is served from the near cache at most after it was read from the cache
@@ -46,6 +46,18 @@ pub trait NearBus: Send + Sync + 'static {
     /// Tells every other lease holder to drop `keys` and returns once each has acknowledged
     /// it or its lease has run out.
     async fn invalidate_others(&self, keys: &[String]) -> CacheResult<()>;
+
+    /// The cache tier's [`VersionedCache::begin_write`] of `keys` and then
+    /// [`Self::invalidate_others`], in one round trip, where the tier allows it (one Redis
+    /// server, no replicas to wait for); `None` where it does not, and the caller makes the
+    /// two calls.
+    async fn mark_and_invalidate_others(
+        &self,
+        _keys: &[String],
+        _mark_ttl: Duration,
+    ) -> Option<CacheResult<()>> {
+        None
+    }
 }
 
 /// The entries and the lease of one replica's near cache, shared between the reads and the
@@ -190,6 +202,17 @@ impl NearCache {
         Self { inner, state, bus }
     }
 
+    /// Drops the keys a write's end deletes from this replica's copies. They are still marked
+    /// (their write's `begin_write` dropped every copy); the epoch's bump refuses a read that
+    /// raced it.
+    fn drop_dropped(&self, writes: &[(String, WriteOutcome)]) {
+        let dropped = writes
+            .iter()
+            .filter(|(_, o)| matches!(o, WriteOutcome::Dropped))
+            .map(|(k, _)| k);
+        self.state.drop_keys(dropped);
+    }
+
     /// Looks `keys` up in the near cache: the epoch to fill with (when the lease is held),
     /// each key's entry if served from it, and the indexes of those that were not.
     fn lookup(&self, keys: &[String]) -> (Option<u64>, Vec<Option<Versioned>>, Vec<usize>) {
@@ -327,6 +350,13 @@ impl VersionedCache for NearCache {
     }
 
     async fn begin_write(&self, keys: &[String], mark_ttl: Duration) -> CacheResult<()> {
+        if let Some(done) = self.bus.mark_and_invalidate_others(keys, mark_ttl).await {
+            // The marks were set before the invalidation went out, in the same script. This
+            // replica's copies go now, before the write commits: a read that raced the marks
+            // cannot keep what it got (the epoch).
+            self.state.drop_keys(keys);
+            return done;
+        }
         self.inner.begin_write(keys, mark_ttl).await?;
         // Marked: a read sent from now on misses, so no replica can take the older entry
         // from the cache tier again; a read sent before cannot keep what it gets (the epoch).
@@ -337,7 +367,20 @@ impl VersionedCache for NearCache {
     }
 
     async fn end_write(&self, writes: &[(String, WriteOutcome)], ttl: Duration) -> CacheResult<()> {
+        self.drop_dropped(writes);
         self.inner.end_write(writes, ttl).await
+    }
+
+    async fn end_write_announced(
+        &self,
+        writes: &[(String, WriteOutcome)],
+        ttl: Duration,
+        announcement: &Announcement,
+    ) -> CacheResult<bool> {
+        self.drop_dropped(writes);
+        self.inner
+            .end_write_announced(writes, ttl, announcement)
+            .await
     }
 
     async fn invalidate(&self, keys: &[String]) -> CacheResult<()> {
@@ -345,11 +388,5 @@ impl VersionedCache for NearCache {
         self.inner.invalidate(keys).await?;
         self.state.drop_keys(keys);
         self.bus.invalidate_others(keys).await
-    }
-
-    async fn drop_written(&self, keys: &[String]) -> CacheResult<()> {
-        // The keys are still marked (their write's `begin_write` dropped every copy).
-        self.state.drop_keys(keys);
-        self.inner.drop_written(keys).await
     }
 }

@@ -8,7 +8,9 @@
 //!   A renewal of a replica that is no longer in the set fails, and the replica empties its
 //!   near cache before it joins again.
 //! * A write publishes its keys on `<prefix>near:inv` and reads the holders in the same
-//!   script (`near_publish.lua`). Each replica drops the keys and acknowledges on the
+//!   script (`near_publish.lua`; nothing is published when the writer is the only holder).
+//!   On one Redis server whose marks no replica must confirm, the same script sets the
+//!   write's marks first (`near_marks.lua`): one round trip before `COMMIT` instead of two. Each replica drops the keys and acknowledges on the
 //!   writer's channel `<prefix>near:ack:<writer>`. Holders that have not answered within the
 //!   command timeout are removed from the set (`near_revoke.lua`), and the writer waits
 //!   until their leases would have run out.
@@ -40,6 +42,7 @@ use tokio::task::JoinHandle;
 
 use super::{NearBus, NearState};
 use crate::backends::cache::redis::connection::Connection;
+use crate::backends::cache::redis::keys::Keys;
 use crate::backends::cache::redis::scripts::{load, Script};
 use crate::backends::cache::{CacheError, CacheResult};
 use crate::backends::redis_client::builder;
@@ -68,6 +71,9 @@ struct Shared {
     renew: Script,
     publish: Script,
     revoke: Script,
+    /// The marks' names and `near_marks.lua` + `near_publish.lua`, when a write's marks and
+    /// its invalidation can go in one call ([`RedisNearBus::connect`]'s `fuse`).
+    fused: Option<(Keys, Script)>,
     holders: String,
     inv_channel: String,
     ack_prefix: String,
@@ -106,13 +112,16 @@ impl RedisNearBus {
     /// Subscribes to `url`, and starts renewing a lease for `state` under `prefix`; commands
     /// go through `conn`, the cache's own connections, so that the bus can be used whenever
     /// the cache can. `command_timeout` is also how long a writer waits for
-    /// acknowledgements.
+    /// acknowledgements. `fuse` (one Redis server, whose marks no replica must confirm):
+    /// a write's marks and its invalidation go in one script
+    /// ([`NearBus::mark_and_invalidate_others`]).
     pub async fn connect(
         url: &str,
         conn: Arc<Connection>,
         prefix: &str,
         command_timeout: Duration,
         state: Arc<NearState>,
+        fuse: bool,
     ) -> CacheResult<RedisNearBus> {
         let (renew, publish, revoke) = futures::try_join!(
             load(
@@ -125,6 +134,16 @@ impl RedisNearBus {
             ),
             load(&conn, include_str!("lua/near_revoke.lua").to_owned()),
         )?;
+        let fused = if fuse {
+            let body = format!(
+                "{EPOCH}\n{}\n{}",
+                include_str!("lua/near_marks.lua"),
+                include_str!("lua/near_publish.lua")
+            );
+            Some((Keys::new(prefix, false), load(&conn, body).await?))
+        } else {
+            None
+        };
         let id = uuid::Uuid::new_v4().simple().to_string();
         let shared = Arc::new(Shared {
             ack_prefix: format!("{prefix}near:ack:"),
@@ -135,6 +154,7 @@ impl RedisNearBus {
             renew,
             publish,
             revoke,
+            fused,
             state,
             pending: Mutex::default(),
             seq: AtomicU64::new(0),
@@ -335,6 +355,23 @@ async fn renew_forever(shared: Arc<Shared>) {
 #[async_trait]
 impl NearBus for RedisNearBus {
     async fn invalidate_others(&self, keys: &[String]) -> CacheResult<()> {
+        self.publish_and_wait(keys, None).await
+    }
+
+    async fn mark_and_invalidate_others(
+        &self,
+        keys: &[String],
+        mark_ttl: Duration,
+    ) -> Option<CacheResult<()>> {
+        self.shared.fused.as_ref()?;
+        Some(self.publish_and_wait(keys, Some(mark_ttl)).await)
+    }
+}
+
+impl RedisNearBus {
+    /// Publishes the invalidation of `keys` (after marking them with `mark_ttl`, in the same
+    /// script, when given) and waits for every other lease holder.
+    async fn publish_and_wait(&self, keys: &[String], marks: Option<Duration>) -> CacheResult<()> {
         let shared = &self.shared;
         let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
         let notify = Arc::new(Notify::new());
@@ -351,18 +388,26 @@ impl NearBus for RedisNearBus {
             k: keys.to_vec(),
         })
         .map_err(|e| CacheError::Protocol(Box::new(e)))?;
-        let reply = shared
-            .conn
-            .eval_one(
-                &shared.publish,
-                vec![shared.holders.clone()],
-                vec![
-                    shared.inv_channel.as_str().into(),
-                    message.into(),
-                    Value::Integer(LEASE_TTL.as_millis() as i64),
-                ],
-            )
-            .await?;
+        let mut args = vec![
+            shared.inv_channel.as_str().into(),
+            message.into(),
+            Value::Integer(LEASE_TTL.as_millis() as i64),
+            shared.id.as_str().into(),
+        ];
+        let mut stored = vec![shared.holders.clone()];
+        let script = match (marks, &shared.fused) {
+            (Some(mark_ttl), Some((names, fused))) => {
+                stored.extend(keys.iter().flat_map(|k| [names.mark(k), names.lease(k)]));
+                args.push(Value::Integer(
+                    i64::try_from(mark_ttl.as_millis())
+                        .unwrap_or(i64::MAX)
+                        .max(1),
+                ));
+                fused
+            }
+            _ => &shared.publish,
+        };
+        let reply = shared.conn.eval_one(script, stored, args).await?;
         let Value::Array(items) = reply else {
             return Err(CacheError::protocol("near_publish: not an array"));
         };

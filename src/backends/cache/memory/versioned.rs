@@ -233,6 +233,9 @@ impl VersionedCache for MemoryVersioned {
         let now = Instant::now();
         let mut s = self.store.lock();
         for (k, outcome) in writes {
+            if matches!(outcome, WriteOutcome::Dropped) {
+                s.lru.pop(&(k.clone(), Slot::Entry));
+            }
             if let Some(mark) = s.marks.get_mut(k) {
                 mark.value -= 1;
                 if mark.value <= 0 {
@@ -252,20 +255,6 @@ impl VersionedCache for MemoryVersioned {
             s.lru.pop(&(k.clone(), Slot::Entry));
             // A reader that missed before this deletion cannot fill its older row.
             s.lru.pop(&(k.clone(), Slot::Lease));
-        }
-        Ok(())
-    }
-
-    async fn drop_written(&self, keys: &[String]) -> CacheResult<()> {
-        let mut s = self.store.lock();
-        for k in keys {
-            s.lru.pop(&(k.clone(), Slot::Entry));
-            if let Some(mark) = s.marks.get_mut(k) {
-                mark.value -= 1;
-                if mark.value <= 0 {
-                    s.marks.remove(k);
-                }
-            }
         }
         Ok(())
     }

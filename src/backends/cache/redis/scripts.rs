@@ -28,8 +28,6 @@ pub struct Scripts {
     pub begin_write: Script,
     /// `end_write.lua`
     pub end_write: Script,
-    /// `drop_written.lua`
-    pub drop_written: Script,
     /// `incr_with_ttl.lua`
     pub incr_with_ttl: Script,
     /// `del_if_equals.lua`
@@ -52,8 +50,7 @@ impl Scripts {
             load(conn, protocol(include_str!("lua/begin_write.lua"))),
             load(conn, protocol(include_str!("lua/end_write.lua"))),
         )?;
-        let (drop_written, incr_with_ttl, del_if_equals, storage_get, storage_put, raise) = futures::try_join!(
-            load(conn, include_str!("lua/drop_written.lua").to_owned()),
+        let (incr_with_ttl, del_if_equals, storage_get, storage_put, raise) = futures::try_join!(
             load(conn, include_str!("lua/incr_with_ttl.lua").to_owned()),
             load(conn, include_str!("lua/del_if_equals.lua").to_owned()),
             load(conn, include_str!("lua/storage_get.lua").to_owned()),
@@ -65,7 +62,6 @@ impl Scripts {
             leased_fill,
             begin_write,
             end_write,
-            drop_written,
             incr_with_ttl,
             del_if_equals,
             storage_get,

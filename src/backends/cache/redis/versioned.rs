@@ -8,7 +8,7 @@ use fred::prelude::Value;
 
 use super::{flags, millis, RedisCache};
 use crate::backends::cache::{
-    CacheError, CacheResult, KeyValue, Versioned, VersionedCache, WriteOutcome,
+    Announcement, CacheError, CacheResult, KeyValue, Versioned, VersionedCache, WriteOutcome,
 };
 
 #[async_trait]
@@ -150,34 +150,16 @@ impl VersionedCache for RedisCache {
     }
 
     async fn end_write(&self, writes: &[(String, WriteOutcome)], ttl: Duration) -> CacheResult<()> {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let stored: Vec<String> = writes.iter().map(|(k, _)| self.keys.key(k)).collect();
-        self.eval_grouped(&self.scripts.end_write, &stored, |g| {
-            let mut keys = Vec::with_capacity(2 * g.len());
-            let mut args = Vec::with_capacity(1 + 3 * g.len());
-            args.push(Value::Integer(millis(ttl)));
-            for &i in g {
-                let (key, outcome) = &writes[i];
-                keys.extend([stored[i].clone(), self.keys.mark(key)]);
-                match outcome {
-                    WriteOutcome::Committed(entry) => {
-                        args.push("c".into());
-                        args.push(Value::Integer(entry.version));
-                        args.push(Value::from(entry.encode()));
-                    }
-                    WriteOutcome::Aborted => {
-                        args.push("a".into());
-                        args.push(Value::Integer(0));
-                        args.push("".into());
-                    }
-                }
-            }
-            (keys, args)
-        })
-        .await
-        .map(drop)
+        self.end_writes(writes, ttl, None).await.map(drop)
+    }
+
+    async fn end_write_announced(
+        &self,
+        writes: &[(String, WriteOutcome)],
+        ttl: Duration,
+        announcement: &Announcement,
+    ) -> CacheResult<bool> {
+        self.end_writes(writes, ttl, Some(announcement)).await
     }
 
     async fn invalidate(&self, keys: &[String]) -> CacheResult<()> {
@@ -189,20 +171,42 @@ impl VersionedCache for RedisCache {
             .collect();
         self.del_stored(&stored).await.map(drop)
     }
+}
 
-    async fn drop_written(&self, keys: &[String]) -> CacheResult<()> {
-        if keys.is_empty() {
-            return Ok(());
+impl RedisCache {
+    /// `end_write.lua` over `writes`, one call per hash slot; with `announcement` published by
+    /// the call when there is only one. Whether it was.
+    async fn end_writes(
+        &self,
+        writes: &[(String, WriteOutcome)],
+        ttl: Duration,
+        announcement: Option<&Announcement>,
+    ) -> CacheResult<bool> {
+        if writes.is_empty() {
+            return Ok(false);
         }
-        let stored: Vec<String> = keys.iter().map(|k| self.keys.key(k)).collect();
-        self.eval_grouped(&self.scripts.drop_written, &stored, |g| {
-            let keys = g
-                .iter()
-                .flat_map(|&i| [stored[i].clone(), self.keys.mark(&keys[i])])
-                .collect();
-            (keys, Vec::new())
+        let stored: Vec<String> = writes.iter().map(|(k, _)| self.keys.key(k)).collect();
+        let announcement = announcement.filter(|_| self.keys.groups(&stored).len() == 1);
+        self.eval_grouped(&self.scripts.end_write, &stored, |g| {
+            let mut keys = Vec::with_capacity(2 * g.len());
+            let mut args = Vec::with_capacity(3 + 3 * g.len());
+            args.push(Value::Integer(millis(ttl)));
+            for &i in g {
+                let (key, outcome) = &writes[i];
+                keys.extend([stored[i].clone(), self.keys.mark(key)]);
+                let (mode, version, entry) = match outcome {
+                    WriteOutcome::Committed(entry) => ("c", entry.version, entry.encode()),
+                    WriteOutcome::Aborted => ("a", 0, String::new()),
+                    WriteOutcome::Dropped => ("d", 0, String::new()),
+                };
+                args.extend([mode.into(), Value::Integer(version), entry.into()]);
+            }
+            if let Some(a) = announcement {
+                args.extend([a.channel.as_str().into(), a.message.as_str().into()]);
+            }
+            (keys, args)
         })
-        .await
-        .map(drop)
+        .await?;
+        Ok(announcement.is_some())
     }
 }
