@@ -42,7 +42,10 @@
 //!   1 000 000, then the same for the mixed workload, whose lists fill the memo (on each
 //!   Arena instance, before the other scenarios; takes minutes);
 //! - `TEST_DATABASE_URL`, `TEST_REDIS_URL`, `POSTGRAPHILE`: see above;
-//! - `BENCH_NO_WRITE=1`: print the results only, leaving `docs/benchmarks.md` alone.
+//! - `BENCH_NO_WRITE=1`: print the results only, leaving `docs/benchmarks.md` alone;
+//! - `BENCH_PERF=<key>` (with `BENCH_ONLY=<key>` and one round, say): `perf record -g` of the
+//!   servers during each measured run of that scenario, into `target/perf-<key>-<conns>.data`
+//!   (`perf report -i …`; the release build has symbols, no line tables).
 //!
 //! At the end the ratios and the median figures of every backend set go into the `load`
 //! section of `docs/benchmarks.md`, with the date, commit and machine (`benches/report/`).
@@ -650,6 +653,7 @@ struct Config {
     memory: bool,
     postgraphile: Option<PathBuf>,
     clk_tck: f64,
+    perf: Option<String>,
 }
 
 impl Config {
@@ -683,6 +687,7 @@ impl Config {
             backends: list("BENCH_BACKENDS"),
             memory: std::env::var("BENCH_MEMORY").is_ok_and(|v| v == "1" || v == "true"),
             postgraphile: std::env::var_os("POSTGRAPHILE").map(PathBuf::from),
+            perf: std::env::var("BENCH_PERF").ok(),
             clk_tck: String::from_utf8_lossy(&clk.stdout)
                 .trim()
                 .parse()
@@ -911,6 +916,7 @@ fn measure(cfg: &Config, servers: &[&Server], lua: &Path, conns: u32, sc: &Scena
     let cpu = || -> u64 { servers.iter().map(|s| proc_cpu_ticks(s.pid())).sum() };
     let cpu_before = cpu();
     let cores_before = core_ticks();
+    let _perf = (cfg.perf.as_deref() == Some(sc.key)).then(|| perf_record(servers, sc.key, conns));
     let start = Instant::now();
     let wrk = run_wrk_on(servers, lua, conns, cfg.secs);
     let wall = start.elapsed().as_secs_f64();
@@ -931,6 +937,34 @@ fn measure(cfg: &Config, servers: &[&Server], lua: &Path, conns: u32, sc: &Scena
         core_busy_pct,
         rss_kib: servers.iter().map(|s| rss_kib(s.pid())).sum(),
         wrk,
+    }
+}
+
+/// `perf record` of the servers until the guard is dropped (`BENCH_PERF`).
+fn perf_record(servers: &[&Server], key: &str, conns: u32) -> ChildGuard {
+    let pids: Vec<String> = servers.iter().map(|s| s.pid().to_string()).collect();
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/perf-{key}-{conns}.data"));
+    let child = Command::new("perf")
+        .args(["record", "-g", "-F", "2000", "-o"])
+        .arg(&out)
+        .args(["-p", &pids.join(",")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("perf runs (BENCH_PERF)");
+    eprintln!("perf: recording into {}", out.display());
+    ChildGuard(child)
+}
+
+/// Stops a child with SIGINT when dropped, and waits for it (`perf` writes its file then).
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
     }
 }
 
