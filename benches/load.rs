@@ -43,9 +43,9 @@
 //!   Arena instance, before the other scenarios; takes minutes);
 //! - `TEST_DATABASE_URL`, `TEST_REDIS_URL`, `POSTGRAPHILE`: see above;
 //! - `BENCH_NO_WRITE=1`: print the results only, leaving `docs/benchmarks.md` alone;
-//! - `BENCH_PERF=<key>` (with `BENCH_ONLY=<key>` and one round, say): `perf record -g` of the
-//!   servers during each measured run of that scenario, into `target/perf-<key>-<conns>.data`
-//!   (`perf report -i …`; the release build has symbols, no line tables).
+//! - `BENCH_PERF=<key>` (with `BENCH_ONLY=<key>` and one round, say): `perf record` (DWARF call
+//!   graphs) of the servers during each measured run of that scenario, into
+//!   `target/perf-<key>-<conns>.data` (`perf report -i …`; the release build has symbols).
 //!
 //! At the end the ratios and the median figures of every backend set go into the `load`
 //! section of `docs/benchmarks.md`, with the date, commit and machine (`benches/report/`).
@@ -945,7 +945,7 @@ fn perf_record(servers: &[&Server], key: &str, conns: u32) -> ChildGuard {
     let pids: Vec<String> = servers.iter().map(|s| s.pid().to_string()).collect();
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/perf-{key}-{conns}.data"));
     let child = Command::new("perf")
-        .args(["record", "-g", "-F", "2000", "-o"])
+        .args(["record", "--call-graph", "dwarf,16384", "-F", "999", "-o"])
         .arg(&out)
         .args(["-p", &pids.join(",")])
         .stdout(Stdio::null())

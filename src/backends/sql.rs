@@ -13,6 +13,9 @@ use sea_orm::{
 
 use crate::metrics::Metrics;
 
+/// How long a statement waits for a pooled connection before it fails.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connects, counting every statement in `metrics.sql_queries`.
 pub async fn connect(
     url: &str,
@@ -23,7 +26,7 @@ pub async fn connect(
     opts.max_connections(pool)
         .min_connections(1)
         .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         // No ping before handing out a pooled connection: it cost a round trip per statement
         // (a quarter of a cold list's CPU). A connection the server closed fails its next
         // statement instead, which is answered as any database error, and is not reused.

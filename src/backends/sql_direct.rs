@@ -16,7 +16,6 @@
 //! On SQLite (the embedded default) [`Direct`] is the pool itself.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -24,12 +23,16 @@ use sea_orm::sea_query::Values;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
 use sea_orm::sqlx::ConnectOptions;
 use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, ExecResult, QueryResult,
-    RuntimeErr, Statement,
+    ConnAcquireErr, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, ExecResult,
+    QueryResult, RuntimeErr, Statement,
 };
 use sea_query_binder::SqlxValues;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::sql::Observer;
+
+/// How long a statement waits for a connection before it fails, as long as the pool's.
+const ACQUIRE_TIMEOUT: std::time::Duration = super::sql::ACQUIRE_TIMEOUT;
 
 /// A sea-orm connection whose PostgreSQL statements run on connections kept outside sqlx's
 /// pool (see the module documentation); on any other database, the pool.
@@ -39,19 +42,18 @@ pub struct Direct {
     own: Option<Arc<Own>>,
 }
 
-/// The connections kept, and how many may be open at once.
+/// The connections kept, at most one per permit: a statement waits for a permit, then takes
+/// an idle connection or opens one.
 struct Own {
     options: PgConnectOptions,
     idle: Mutex<Vec<PgConnection>>,
-    /// Open connections, idle or in use.
-    open: AtomicUsize,
-    max: usize,
+    permits: Semaphore,
     observer: Observer,
 }
 
 impl Direct {
     /// Statements of `pool`'s database; on PostgreSQL (`url`), on up to `max` connections of
-    /// their own, beyond which a statement uses the pool (with `max` 0, always).
+    /// their own, for which they wait when all are busy (with `max` 0, on the pool).
     pub fn new(
         pool: DatabaseConnection,
         url: &str,
@@ -62,8 +64,7 @@ impl Direct {
             Some(Arc::new(Own {
                 options: PgConnectOptions::from_str(url)?.disable_statement_logging(),
                 idle: Mutex::new(Vec::new()),
-                open: AtomicUsize::new(0),
-                max,
+                permits: Semaphore::new(max),
                 observer,
             }))
         } else {
@@ -79,9 +80,11 @@ impl Direct {
 }
 
 /// A connection taken from [`Own`]; closed when dropped, given back by [`Taken::done`].
+/// Its permit goes back either way (after the connection: a closed one is then gone).
 struct Taken<'a> {
     own: &'a Own,
     conn: Option<PgConnection>,
+    _permit: SemaphorePermit<'a>,
 }
 
 impl Taken<'_> {
@@ -97,43 +100,32 @@ impl Taken<'_> {
     }
 }
 
-impl Drop for Taken<'_> {
-    fn drop(&mut self) {
-        if self.conn.take().is_some() {
-            // Cancelled part-way, or failed: closed, not reused.
-            self.own.open.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
+// Dropped without `done` (cancelled part-way, or failed), the connection is closed, not
+// reused: `conn` is dropped with it.
 
 impl Own {
-    /// An idle connection, a new one, or `None` when `max` are open.
-    async fn take(&self) -> Result<Option<Taken<'_>>, DbErr> {
-        if let Some(conn) = self.idle.lock().pop() {
-            return Ok(Some(Taken {
-                own: self,
-                conn: Some(conn),
-            }));
-        }
-        if self
-            .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
-            })
-            .is_err()
-        {
-            return Ok(None);
-        }
-        match self.options.connect().await {
-            Ok(conn) => Ok(Some(Taken {
-                own: self,
-                conn: Some(conn),
-            })),
-            Err(e) => {
-                self.open.fetch_sub(1, Ordering::AcqRel);
-                Err(DbErr::Conn(RuntimeErr::SqlxError(e)))
-            }
-        }
+    /// An idle connection, or a new one; waits while every permit is taken (at most
+    /// [`ACQUIRE_TIMEOUT`], as the pool does).
+    async fn take(&self) -> Result<Taken<'_>, DbErr> {
+        let timeout = DbErr::ConnectionAcquire(ConnAcquireErr::Timeout);
+        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.acquire())
+            .await
+            .map_err(|_| timeout)?
+            .map_err(|e| DbErr::Custom(e.to_string()))?;
+        let idle = self.idle.lock().pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self
+                .options
+                .connect()
+                .await
+                .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(e)))?,
+        };
+        Ok(Taken {
+            own: self,
+            conn: Some(conn),
+            _permit: permit,
+        })
     }
 }
 
@@ -159,9 +151,7 @@ impl ConnectionTrait for Direct {
         let Some(own) = &self.own else {
             return self.pool.execute(stmt).await;
         };
-        let Some(mut taken) = own.take().await? else {
-            return self.pool.execute(stmt).await;
-        };
+        let mut taken = own.take().await?;
         let res = sea_orm::sqlx::query_with(&stmt.sql, values(&stmt))
             .execute(&mut *taken.conn())
             .await;
@@ -179,9 +169,7 @@ impl ConnectionTrait for Direct {
         let Some(own) = &self.own else {
             return self.pool.query_one(stmt).await;
         };
-        let Some(mut taken) = own.take().await? else {
-            return self.pool.query_one(stmt).await;
-        };
+        let mut taken = own.take().await?;
         let res = sea_orm::sqlx::query_with(&stmt.sql, values(&stmt))
             .fetch_optional(&mut *taken.conn())
             .await;
@@ -195,9 +183,7 @@ impl ConnectionTrait for Direct {
         let Some(own) = &self.own else {
             return self.pool.query_all(stmt).await;
         };
-        let Some(mut taken) = own.take().await? else {
-            return self.pool.query_all(stmt).await;
-        };
+        let mut taken = own.take().await?;
         let res = sea_orm::sqlx::query_with(&stmt.sql, values(&stmt))
             .fetch_all(&mut *taken.conn())
             .await;

@@ -69,7 +69,8 @@ fn cursor_key(kind: &str, after: Option<String>) -> Result<Option<String>> {
 impl Trainer {
     /// The trainer's Pokémon, by id (one SQL query for every trainer of the response).
     async fn pokemons(&self, ctx: &Context<'_>) -> Result<Vec<Pokemon>> {
-        let owner = Box::new(Trainer {
+        // One owner shared by every Pokémon of the list, not a copy each.
+        let owner = std::sync::Arc::new(Trainer {
             pokemons: None,
             ..self.clone()
         });
@@ -196,7 +197,13 @@ impl PokemonQuery {
         // The owners, when asked for, in one batch for the whole page.
         let owners = if wants(ctx, "owner") {
             let ids = page.items.iter().map(|p| p.owner_id.clone());
-            Some(loaders(ctx).trainers.load_many(ids).await?)
+            let found = loaders(ctx).trainers.load_many(ids).await?;
+            // One owner per trainer, shared by that trainer's Pokémon on the page.
+            let shared: std::collections::HashMap<_, _> = found
+                .into_iter()
+                .map(|(id, t)| (id, std::sync::Arc::new(Trainer::from(t))))
+                .collect();
+            Some(shared)
         } else {
             None
         };
@@ -204,10 +211,7 @@ impl PokemonQuery {
             "pokemon",
             |p| p.id.clone(),
             |p| {
-                let known_owner = owners
-                    .as_ref()
-                    .and_then(|o| o.get(&p.owner_id))
-                    .map(|t| Box::new(Trainer::from(t.clone())));
+                let known_owner = owners.as_ref().and_then(|o| o.get(&p.owner_id)).cloned();
                 Pokemon {
                     known_owner,
                     ..Pokemon::from(p)

@@ -60,7 +60,7 @@ pub struct Pokemon {
     /// The owner, when this Pokémon was reached through them (`Trainer.pokemons`): `owner`
     /// then answers without another lookup.
     #[graphql(skip)]
-    pub known_owner: Option<Box<Trainer>>,
+    pub known_owner: Option<std::sync::Arc<Trainer>>,
 }
 
 impl From<entity::pokemon::Model> for Pokemon {
