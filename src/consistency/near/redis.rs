@@ -8,7 +8,7 @@
 //!   A renewal of a replica that is no longer in the set fails, and the replica empties its
 //!   near cache before it joins again.
 //! * A write publishes its keys on `<prefix>near:inv` and reads the holders in the same
-//!   script (`near_publish.lua`; nothing is published when the writer is the only holder).
+//!   script (`near_publish.lua`).
 //!   On one Redis server whose marks no replica must confirm, the same script sets the
 //!   write's marks first (`near_marks.lua`): one round trip before `COMMIT` instead of two. Each replica drops the keys and acknowledges on the
 //!   writer's channel `<prefix>near:ack:<writer>`. Holders that have not answered within the
@@ -392,7 +392,6 @@ impl RedisNearBus {
             shared.inv_channel.as_str().into(),
             message.into(),
             Value::Integer(LEASE_TTL.as_millis() as i64),
-            shared.id.as_str().into(),
         ];
         let mut stored = vec![shared.holders.clone()];
         let script = match (marks, &shared.fused) {
