@@ -8,10 +8,10 @@
 //!   A renewal of a replica that is no longer in the set fails, and the replica empties its
 //!   near cache before it joins again.
 //! * A write publishes its keys on `<prefix>near:inv` and reads the holders in the same
-//!   script (`near_publish.lua`).
-//!   On one Redis server whose marks no replica must confirm, the same script sets the
-//!   write's marks first (`near_marks.lua`): one round trip before `COMMIT` instead of two. Each replica drops the keys and acknowledges on the
-//!   writer's channel `<prefix>near:ack:<writer>`. Holders that have not answered within the
+//!   script (`near_publish.lua`). On one Redis server whose marks no replica must confirm,
+//!   the same script sets the write's marks first (`near_marks.lua`): one round trip before
+//!   `COMMIT` instead of two. Each replica drops the keys and acknowledges on the writer's
+//!   channel `<prefix>near:ack:<writer>`. Holders that have not answered within the
 //!   command timeout are removed from the set (`near_revoke.lua`), and the writer waits
 //!   until their leases would have run out.
 //! * The set keeps a member `~epoch` from its first use on (`lua/epoch.lua`). When Redis
