@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use sea_orm::sea_query::Values;
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection, Postgres};
 use sea_orm::sqlx::ConnectOptions;
 use sea_orm::{
     ConnAcquireErr, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, ExecResult,
@@ -79,7 +79,7 @@ impl Direct {
     }
 }
 
-/// A connection taken from [`Own`]; closed when dropped, given back by [`Taken::done`].
+/// A connection taken from [`Own`]; closed when dropped, given back by [`Taken::finish`].
 /// Its permit goes back either way (after the connection: a closed one is then gone).
 struct Taken<'a> {
     own: &'a Own,
@@ -92,15 +92,24 @@ impl Taken<'_> {
         self.conn.as_mut().expect("taken until done or dropped")
     }
 
-    /// The statement completed: the connection is idle again.
-    fn done(mut self) {
+    /// Ends the statement `sql`: it is shown to the observer, and the connection is idle
+    /// again if it succeeded (closed otherwise, when `self` is dropped).
+    fn finish<T>(
+        mut self,
+        sql: &str,
+        res: Result<T, sea_orm::sqlx::Error>,
+        err: fn(sea_orm::sqlx::Error) -> DbErr,
+    ) -> Result<T, DbErr> {
+        self.own.observer.observe(sql);
+        let out = res.map_err(err)?;
         if let Some(conn) = self.conn.take() {
             self.own.idle.lock().push(conn);
         }
+        Ok(out)
     }
 }
 
-// Dropped without `done` (cancelled part-way, or failed), the connection is closed, not
+// Dropped without `finish` (cancelled part-way, or failed), the connection is closed, not
 // reused: `conn` is dropped with it.
 
 impl Own {
@@ -129,8 +138,10 @@ impl Own {
     }
 }
 
-fn values(stmt: &Statement) -> SqlxValues {
-    SqlxValues(stmt.values.clone().unwrap_or(Values(Vec::new())))
+/// `stmt` as sqlx runs it, its values bound as sea-orm binds them.
+fn query(stmt: &Statement) -> sea_orm::sqlx::query::Query<'_, Postgres, SqlxValues> {
+    let values = SqlxValues(stmt.values.clone().unwrap_or(Values(Vec::new())));
+    sea_orm::sqlx::query_with(&stmt.sql, values)
 }
 
 fn query_err(e: sea_orm::sqlx::Error) -> DbErr {
@@ -152,12 +163,8 @@ impl ConnectionTrait for Direct {
             return self.pool.execute(stmt).await;
         };
         let mut taken = own.take().await?;
-        let res = sea_orm::sqlx::query_with(&stmt.sql, values(&stmt))
-            .execute(&mut *taken.conn())
-            .await;
-        own.observer.observe(&stmt.sql);
-        let done = res.map_err(exec_err)?;
-        taken.done();
+        let res = query(&stmt).execute(&mut *taken.conn()).await;
+        let done = taken.finish(&stmt.sql, res, exec_err)?;
         Ok(done.into())
     }
 
@@ -170,12 +177,8 @@ impl ConnectionTrait for Direct {
             return self.pool.query_one(stmt).await;
         };
         let mut taken = own.take().await?;
-        let res = sea_orm::sqlx::query_with(&stmt.sql, values(&stmt))
-            .fetch_optional(&mut *taken.conn())
-            .await;
-        own.observer.observe(&stmt.sql);
-        let row = res.map_err(query_err)?;
-        taken.done();
+        let res = query(&stmt).fetch_optional(&mut *taken.conn()).await;
+        let row = taken.finish(&stmt.sql, res, query_err)?;
         Ok(row.map(Into::into))
     }
 
@@ -184,12 +187,8 @@ impl ConnectionTrait for Direct {
             return self.pool.query_all(stmt).await;
         };
         let mut taken = own.take().await?;
-        let res = sea_orm::sqlx::query_with(&stmt.sql, values(&stmt))
-            .fetch_all(&mut *taken.conn())
-            .await;
-        own.observer.observe(&stmt.sql);
-        let rows = res.map_err(query_err)?;
-        taken.done();
+        let res = query(&stmt).fetch_all(&mut *taken.conn()).await;
+        let rows = taken.finish(&stmt.sql, res, query_err)?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 }
