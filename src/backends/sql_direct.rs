@@ -72,11 +72,6 @@ impl Direct {
         };
         Ok(Self { pool, own })
     }
-
-    /// The pool, for what needs it (transactions).
-    pub fn pool(&self) -> &DatabaseConnection {
-        &self.pool
-    }
 }
 
 /// A connection taken from [`Own`]; closed when dropped, given back by [`Taken::finish`].
