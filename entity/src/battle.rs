@@ -23,6 +23,18 @@ pub struct Model {
     pub user_id: i64,
 }
 
+crate::by_position!(
+    id,
+    winner_id,
+    loser_id,
+    winner_score,
+    loser_score,
+    delta,
+    random,
+    fought_at,
+    user_id
+);
+
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {}
 

@@ -9,6 +9,7 @@ pub mod credential;
 pub mod document;
 pub mod meal;
 pub mod pokemon;
+pub mod position;
 pub mod scope;
 pub mod session;
 pub mod spec;

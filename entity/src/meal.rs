@@ -58,6 +58,11 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
 }
 
+crate::by_position!(
+    id, name, cuisine, price, difficulty, battles, wins, win_pct, deleted, version, created_at,
+    updated_at
+);
+
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {}
 

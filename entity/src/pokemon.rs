@@ -24,6 +24,16 @@ pub struct Model {
     pub version: i64,
 }
 
+crate::by_position!(
+    id,
+    nickname,
+    species,
+    level,
+    owner_id,
+    date_of_ownership,
+    version
+);
+
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
     #[sea_orm(

@@ -18,6 +18,8 @@ pub struct Model {
     pub traded_at: DateTimeUtc,
 }
 
+crate::by_position!(id, trainer_a, trainer_b, pokemons_a, pokemons_b, traded_at);
+
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {}
 

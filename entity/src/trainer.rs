@@ -20,6 +20,8 @@ pub struct Model {
     pub version: i64,
 }
 
+crate::by_position!(id, first_name, last_name, date_of_birth, version);
+
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
     #[sea_orm(has_many = "super::pokemon::Entity")]

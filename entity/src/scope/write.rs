@@ -177,6 +177,9 @@ pub fn declare_bulk(
 /// hook announced and no bulk declaration covers poisons the scope. Outside a scope such a
 /// write is returned, to be logged.
 pub fn observe_statement(sql: &str) -> Option<String> {
+    if !may_write(sql) {
+        return None;
+    }
     let listed = written_among(sql, COLLECTION_TABLES);
     let targets = written_tables(sql);
     if targets.is_empty() && listed.is_empty() {
@@ -222,6 +225,18 @@ fn abbreviate(sql: &str) -> String {
         Some((i, _)) => format!("{}…", &one_line[..i]),
         None => one_line,
     }
+}
+
+/// Whether `sql` has a word that starts a write (`INSERT`, `UPDATE`, `DELETE`, `COPY`), in
+/// any case: without one, [`written_among`] finds nothing. Checked first without allocating,
+/// as most statements are reads.
+fn may_write(sql: &str) -> bool {
+    sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|w| {
+            ["insert", "update", "delete", "copy"]
+                .iter()
+                .any(|k| w.eq_ignore_ascii_case(k))
+        })
 }
 
 /// The cached tables a statement writes: the targets of `INSERT INTO`, `UPDATE`,
@@ -293,6 +308,25 @@ mod tests {
         assert!(written_tables("COPY pokemons TO STDOUT").is_empty());
         assert!(written_tables(r#"SELECT * FROM "meals" WHERE id = 1 FOR UPDATE"#).is_empty());
         assert!(written_tables(r#"UPDATE "credentials" SET x = 1"#).is_empty());
+    }
+
+    #[test]
+    fn a_statement_without_a_write_keyword_is_passed_over_and_every_write_is_not() {
+        for sql in [
+            r#"SELECT "meals"."updated_at", "meals"."deleted" FROM "meals" WHERE "id" = $1"#,
+            "SELECT copying, inserted_at FROM trainers",
+        ] {
+            assert!(!may_write(sql), "{sql}");
+        }
+        for sql in [
+            r#"update "meals" SET x = 1"#,
+            "WITH x AS (Insert INTO pokemons (id) VALUES (1)) SELECT 1",
+            "DELETE FROM trainers",
+            "COPY pokemons FROM STDIN",
+            r#"SELECT 1 FROM "meals" FOR UPDATE"#,
+        ] {
+            assert!(may_write(sql), "{sql}");
+        }
     }
 
     #[tokio::test]
