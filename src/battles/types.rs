@@ -1,6 +1,9 @@
 //! GraphQL types of battles.
 
-use async_graphql::{Context, Object, Result, ID};
+use std::borrow::Cow;
+
+use async_graphql::parser::types::Field;
+use async_graphql::{Context, ContextSelectionSet, Object, Result, ScalarType, Value, ID};
 use chrono::{DateTime, Utc};
 use entity::{battle, meal};
 
@@ -8,9 +11,11 @@ use super::service::{self, BattleOutcome};
 use crate::error::{AppError, AppResult};
 use crate::meals::loaders::MealLoader;
 use crate::meals::types::Meal;
+use crate::pagination::fast::{self, Fields};
 use crate::state::state;
 
 /// A fought battle, kept in the history.
+#[derive(Clone)]
 pub struct Battle {
     row: battle::Model,
     // The meals as the battle left them, when known (the `battle` mutation and live
@@ -100,6 +105,30 @@ impl Battle {
     /// When the battle was fought.
     async fn fought_at(&self) -> DateTime<Utc> {
         self.row.fought_at
+    }
+}
+
+impl Fields for Battle {
+    fn type_name(&self) -> Cow<'static, str> {
+        "Battle".into()
+    }
+
+    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Field) -> Option<Value> {
+        let meal = |m: &Option<meal::Model>| {
+            fast::object(ctx, &field.selection_set.node, &Meal::from(m.clone()?))
+        };
+        Some(match field.name.node.as_str() {
+            "id" => ID(self.row.id.to_string()).to_value(),
+            // Only when the battle brought them (otherwise they need the loader).
+            "winner" => meal(&self.winner)?,
+            "loser" => meal(&self.loser)?,
+            "winnerScore" => self.row.winner_score.to_value(),
+            "loserScore" => self.row.loser_score.to_value(),
+            "delta" => self.row.delta.to_value(),
+            "random" => self.row.random.to_value(),
+            "foughtAt" => self.row.fought_at.to_value(),
+            _ => return None,
+        })
     }
 }
 

@@ -14,6 +14,7 @@
 //! | validating every request | `engine::documents` + the fast schema build (`ValidationMode::Fast`) | a document is measured in linear time, then validated once by the strict build and run by the fast one afterwards | that the strict build still rejects what the fast one would run (`ValidationWitness`) |
 //! | `async-graphql-axum` (`GraphQLRequest`, `GraphQLSubscription`) | `transport::http`, `transport::ws` | content negotiation per GraphQL over HTTP, bounded bodies, batches, close codes and caps of both WebSocket protocols | `async_graphql::http::receive_batch_body` (multipart) and the `Request`/`Response` types |
 //! | `ApolloPersistedQueries` extension | `engine::persisted` + `transport::http::request` (APQ matched on the raw body bytes) | the hash is found without parsing the body, and stored across replicas in the cache tier | Apollo's APQ error codes and message text |
+//! | resolving a list's connection, edges and items (a future per field) | `pagination::fast` (`FastPage`, `Fast`; async-graphql's resolution for any selection they cannot answer) | a page is in memory: one walk of the selection answers it without a future, a context or a merge per field | `insert_value` and `Fields::add_set` in `resolver_utils/container.rs` (keys, merging, fragments); the `a_list_item_answers_every_selection_…` tests |
 
 pub mod engine;
 pub mod loaders;

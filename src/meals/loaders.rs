@@ -46,10 +46,8 @@ pub async fn load_meals(state: &AppState, ids: &[i64]) -> AppResult<HashMap<i64,
     if misses.is_empty() {
         return Ok(found);
     }
-    let rows = meal::Entity::find()
-        .filter(meal::Column::Id.is_in(misses))
-        .all(&state.direct)
-        .await?;
+    let query = meal::Entity::find().filter(meal::Column::Id.is_in(misses));
+    let rows = entity::position::all(query, &state.direct).await?;
     let mut fills = Vec::with_capacity(rows.len());
     for m in rows {
         let row = if m.deleted {

@@ -7,6 +7,7 @@ use super::service;
 use super::types::{
     meal_id, CreateMealInput, Difficulty, LeaderboardEntry, LeaderboardSort, Meal, UpdateMealInput,
 };
+use crate::pagination::fast::Fast;
 use crate::pagination::{decode_numeric_cursor, page_size, wants_total, PageConnection};
 use crate::state::state;
 use crate::viewer::require_viewer;
@@ -80,7 +81,7 @@ impl MealQuery {
             .enumerate()
             .map(|(i, m)| LeaderboardEntry {
                 rank: i as i32 + 1,
-                meal: m.into(),
+                meal: Fast(m.into()),
             })
             .collect())
     }

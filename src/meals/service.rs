@@ -238,8 +238,6 @@ pub async fn leaderboard(
             .order_by_desc(meal::Column::WinPct)
             .order_by_desc(meal::Column::Wins),
     };
-    Ok(q.order_by_asc(meal::Column::Id)
-        .limit(first)
-        .all(&state.direct)
-        .await?)
+    let q = q.order_by_asc(meal::Column::Id).limit(first);
+    Ok(entity::position::all(q, &state.direct).await?)
 }

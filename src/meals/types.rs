@@ -1,6 +1,12 @@
 //! GraphQL types of meals and their validated inputs.
 
-use async_graphql::{Enum, InputObject, SimpleObject, ID};
+use std::borrow::Cow;
+
+use async_graphql::parser::types::Field;
+use async_graphql::resolver_utils::enum_value;
+use async_graphql::{ContextSelectionSet, Enum, InputObject, ScalarType, SimpleObject, Value, ID};
+
+use crate::pagination::fast::Fields;
 
 use crate::error::{AppError, AppResult};
 
@@ -37,6 +43,27 @@ pub struct Meal {
     pub win_pct: f64,
     /// Row version: goes up by one with every write (useful for optimistic concurrency).
     pub version: i64,
+}
+
+impl Fields for Meal {
+    fn type_name(&self) -> Cow<'static, str> {
+        "Meal".into()
+    }
+
+    fn field(&self, _: &ContextSelectionSet<'_>, field: &Field) -> Option<Value> {
+        Some(match field.name.node.as_str() {
+            "id" => self.id.to_value(),
+            "name" => Value::String(self.name.clone()),
+            "cuisine" => Value::String(self.cuisine.clone()),
+            "price" => self.price.to_value(),
+            "difficulty" => enum_value(self.difficulty),
+            "battles" => self.battles.to_value(),
+            "wins" => self.wins.to_value(),
+            "winPct" => self.win_pct.to_value(),
+            "version" => self.version.to_value(),
+            _ => return None,
+        })
+    }
 }
 
 impl From<entity::meal::Model> for Meal {
@@ -85,7 +112,7 @@ pub struct LeaderboardEntry {
     /// 1 for the best.
     pub rank: i32,
     /// The meal.
-    pub meal: Meal,
+    pub meal: crate::pagination::fast::Fast<Meal>,
 }
 
 /// How the leaderboard ranks meals.

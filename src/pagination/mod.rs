@@ -1,16 +1,23 @@
 //! Relay-style pages shared by every list: page-size limits, opaque cursors, one keyset query
-//! ([`keyset_page`]) that services run, and the connection resolvers build from its [`Page`].
+//! ([`keyset_page`]) that services run, and the connection resolvers build from its [`Page`],
+//! answered in one pass where it can be ([`fast`]).
 
-use async_graphql::connection::{Connection, Edge, EmptyFields};
-use async_graphql::{Context, OutputType, SimpleObject};
+pub mod fast;
+
+use std::borrow::Cow;
+
+use async_graphql::connection::CursorType;
+use async_graphql::{Context, SimpleObject};
 use base64::Engine;
+use entity::position::FromPosition;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, Order, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Select,
+    ColumnTrait, ConnectionTrait, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select,
 };
 
 use crate::error::{AppError, AppResult};
 use crate::state::state;
+use fast::FastPage;
 
 /// Extra fields of every connection.
 #[derive(SimpleObject, Debug, Clone, Copy)]
@@ -19,8 +26,38 @@ pub struct ConnectionFields {
     pub total_count: i64,
 }
 
-/// A Relay connection of `N` with [`ConnectionFields`].
-pub type PageConnection<N> = Connection<String, N, ConnectionFields, EmptyFields>;
+/// A Relay connection of `N` with [`ConnectionFields`], answered in one pass where it can
+/// be ([`FastPage`]).
+pub type PageConnection<N> = FastPage<N>;
+
+/// An item's cursor: its list's kind and its key, encoded ([`encode_cursor`]) only when a
+/// client selects `cursor` (most pages are read without it).
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    kind: Cow<'static, str>,
+    key: String,
+}
+
+impl CursorType for Cursor {
+    type Error = &'static str;
+
+    fn decode_cursor(s: &str) -> Result<Self, Self::Error> {
+        let bad = || "is not a cursor";
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| bad())?;
+        let text = String::from_utf8(raw).map_err(|_| bad())?;
+        let (kind, key) = text.split_once(':').ok_or_else(bad)?;
+        Ok(Self {
+            kind: Cow::Owned(kind.to_owned()),
+            key: key.to_owned(),
+        })
+    }
+
+    fn encode_cursor(&self) -> String {
+        encode_cursor(&self.kind, &self.key)
+    }
+}
 
 /// The page size asked for: `first` (default 20), checked against the configured maximum.
 pub fn page_size(ctx: &Context<'_>, first: Option<i32>) -> AppResult<u64> {
@@ -82,29 +119,33 @@ pub struct Page<T> {
 impl<T> Page<T> {
     /// The Relay connection of this page: each item's cursor is `kind` and its key, each node
     /// made by `node`.
-    pub fn into_connection<N: OutputType>(
+    pub fn into_connection<N>(
         self,
-        kind: &str,
+        kind: &'static str,
         key: impl Fn(&T) -> String,
         mut node: impl FnMut(T) -> N,
     ) -> PageConnection<N> {
-        let mut conn = Connection::with_additional_fields(
-            self.has_previous,
-            self.has_next,
-            ConnectionFields {
-                total_count: self.total,
-            },
-        );
-        conn.edges.extend(
-            self.items
+        FastPage {
+            has_previous: self.has_previous,
+            has_next: self.has_next,
+            total: self.total,
+            edges: self
+                .items
                 .into_iter()
-                .map(|item| Edge::new(encode_cursor(kind, &key(&item)), node(item))),
-        );
-        conn
+                .map(|item| {
+                    let cursor = Cursor {
+                        kind: Cow::Borrowed(kind),
+                        key: key(&item),
+                    };
+                    (cursor, node(item))
+                })
+                .collect(),
+        }
     }
 }
 
-/// A keyset page of `query`: at most `first` rows ordered by `key` (ascending or
+/// A keyset page of `query` (the entity's columns, as `Entity::find()` selects them, decoded
+/// by position): at most `first` rows ordered by `key` (ascending or
 /// descending) strictly after `after`, and the total count of the query when `count` (0
 /// otherwise: the caller did not select it).
 pub async fn keyset_page<E, C>(
@@ -118,7 +159,7 @@ pub async fn keyset_page<E, C>(
 ) -> AppResult<Page<E::Model>>
 where
     E: EntityTrait,
-    E::Model: FromQueryResult + Send + Sync,
+    E::Model: FromPosition + Send + Sync,
     C: ConnectionTrait,
 {
     let total = if count {
@@ -132,7 +173,8 @@ where
         (Some(a), _) => query.filter(key.gt(a)),
         (None, _) => query,
     };
-    let mut items = query.order_by(key, order).limit(first + 1).all(db).await?;
+    let query = query.order_by(key, order).limit(first + 1);
+    let mut items = entity::position::all(query, db).await?;
     let has_next = items.len() as u64 > first;
     items.truncate(first as usize);
     Ok(Page {

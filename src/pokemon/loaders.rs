@@ -32,10 +32,8 @@ pub async fn load_trainers(
     if misses.is_empty() {
         return Ok(found);
     }
-    let rows = trainer::Entity::find()
-        .filter(trainer::Column::Id.is_in(misses))
-        .all(&state.direct)
-        .await?;
+    let query = trainer::Entity::find().filter(trainer::Column::Id.is_in(misses));
+    let rows = entity::position::all(query, &state.direct).await?;
     let fills = rows
         .iter()
         .map(|m| (m.id.clone(), m.version, serde_json::to_value(m).ok()))
@@ -58,10 +56,8 @@ pub async fn load_pokemons(
     if misses.is_empty() {
         return Ok(found);
     }
-    let rows = pokemon::Entity::find()
-        .filter(pokemon::Column::Id.is_in(misses))
-        .all(&state.direct)
-        .await?;
+    let query = pokemon::Entity::find().filter(pokemon::Column::Id.is_in(misses));
+    let rows = entity::position::all(query, &state.direct).await?;
     let fills = rows
         .iter()
         .map(|m| (m.id.clone(), m.version, serde_json::to_value(m).ok()))
@@ -149,22 +145,22 @@ impl PokemonsByOwnerLoader {
 }
 
 impl Loader<String> for PokemonsByOwnerLoader {
-    type Value = Vec<pokemon::Model>;
+    /// Shared: the batch hands every caller the same list, without copying it.
+    type Value = Arc<Vec<pokemon::Model>>;
     type Error = AppError;
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
         crate::consistency::reading(&self.state, &["pokemons"]).await;
-        let rows = pokemon::Entity::find()
+        let query = pokemon::Entity::find()
             .filter(pokemon::Column::OwnerId.is_in(keys.iter().cloned()))
-            .order_by_asc(pokemon::Column::Id)
-            .all(&self.state.direct)
-            .await?;
+            .order_by_asc(pokemon::Column::Id);
+        let rows = entity::position::all(query, &self.state.direct).await?;
         let mut out: HashMap<String, Vec<pokemon::Model>> =
             keys.iter().map(|k| (k.clone(), Vec::new())).collect();
         for p in rows {
             out.entry(p.owner_id.clone()).or_default().push(p);
         }
-        Ok(out)
+        Ok(out.into_iter().map(|(k, v)| (k, Arc::new(v))).collect())
     }
 }
 

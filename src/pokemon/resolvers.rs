@@ -12,6 +12,7 @@ use super::types::{
     UpdatePokemonInput, UpdateTrainerInput,
 };
 use crate::error::AppError;
+use crate::pagination::fast::Fast;
 use crate::pagination::{
     decode_cursor, decode_numeric_cursor, page_size, wants_total, PageConnection,
 };
@@ -68,12 +69,7 @@ fn cursor_key(kind: &str, after: Option<String>) -> Result<Option<String>> {
 #[ComplexObject]
 impl Trainer {
     /// The trainer's Pokémon, by id (one SQL query for every trainer of the response).
-    async fn pokemons(&self, ctx: &Context<'_>) -> Result<Vec<Pokemon>> {
-        // One owner shared by every Pokémon of the list, not a copy each.
-        let owner = std::sync::Arc::new(Trainer {
-            pokemons: None,
-            ..self.clone()
-        });
+    async fn pokemons(&self, ctx: &Context<'_>) -> Result<Vec<Fast<Pokemon>>> {
         let models = match &self.pokemons {
             Some(prefetched) => prefetched.clone(),
             None => loaders(ctx)
@@ -82,13 +78,7 @@ impl Trainer {
                 .await?
                 .unwrap_or_default(),
         };
-        Ok(models
-            .into_iter()
-            .map(|m| Pokemon {
-                known_owner: Some(owner.clone()),
-                ..Pokemon::from(m)
-            })
-            .collect())
+        Ok(self.pokemons_of(&models).into_iter().map(Fast).collect())
     }
 }
 

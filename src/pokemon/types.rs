@@ -1,10 +1,14 @@
 //! GraphQL types of trainers, Pokémon, trades and imports, and the validation shared by the
 //! mutations and the CSV import.
 
-use async_graphql::{InputObject, SimpleObject, ID};
+use std::borrow::Cow;
+
+use async_graphql::parser::types::Field;
+use async_graphql::{ContextSelectionSet, InputObject, ScalarType, SimpleObject, Value, ID};
 use chrono::NaiveDate;
 
 use crate::error::{AppError, AppResult};
+use crate::pagination::fast::{self, Fields};
 
 /// Longest id of a trainer or Pokémon.
 pub const MAX_ID_LEN: usize = 64;
@@ -23,9 +27,10 @@ pub struct Trainer {
     pub last_name: String,
     /// Date of birth, ISO 8601 (`YYYY-MM-DD`).
     pub date_of_birth: String,
-    /// The trainer's Pokémon, when a listing loaded them for its whole page at once.
+    /// The trainer's Pokémon, when a listing loaded them for its whole page at once (shared
+    /// with the loader: cloning a trainer does not copy them).
     #[graphql(skip)]
-    pub pokemons: Option<Vec<entity::pokemon::Model>>,
+    pub pokemons: Option<std::sync::Arc<Vec<entity::pokemon::Model>>>,
 }
 
 impl From<entity::trainer::Model> for Trainer {
@@ -61,6 +66,91 @@ pub struct Pokemon {
     /// then answers without another lookup.
     #[graphql(skip)]
     pub known_owner: Option<std::sync::Arc<Trainer>>,
+}
+
+impl Fields for Pokemon {
+    fn type_name(&self) -> Cow<'static, str> {
+        "Pokemon".into()
+    }
+
+    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Field) -> Option<Value> {
+        Some(match field.name.node.as_str() {
+            "id" => self.id.to_value(),
+            "nickname" => Value::String(self.nickname.clone()),
+            "species" => Value::String(self.species.clone()),
+            "level" => self.level.to_value(),
+            "ownerId" => self.owner_id.to_value(),
+            "dateOfOwnership" => Value::String(self.date_of_ownership.clone()),
+            "owner" => fast::object(
+                ctx,
+                &field.selection_set.node,
+                &**self.known_owner.as_ref()?,
+            )?,
+            _ => return None,
+        })
+    }
+}
+
+impl Fields for Trainer {
+    fn type_name(&self) -> Cow<'static, str> {
+        "Trainer".into()
+    }
+
+    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Field) -> Option<Value> {
+        Some(match field.name.node.as_str() {
+            "id" => self.id.to_value(),
+            "firstName" => Value::String(self.first_name.clone()),
+            "lastName" => Value::String(self.last_name.clone()),
+            "dateOfBirth" => Value::String(self.date_of_birth.clone()),
+            // Only when a listing loaded them (otherwise they need the loader).
+            "pokemons" => fast::list(ctx, &field.selection_set.node, &self.owned_pokemons()?)?,
+            _ => return None,
+        })
+    }
+}
+
+impl Trainer {
+    /// The trainer's Pokémon as the schema's objects, each knowing this trainer as its owner,
+    /// when a listing loaded them.
+    pub fn owned_pokemons(&self) -> Option<Vec<Pokemon>> {
+        let models = self.pokemons.as_ref()?;
+        Some(self.pokemons_of(models))
+    }
+
+    /// `models` (this trainer's Pokémon) as the schema's objects, sharing one owner (this
+    /// trainer) rather than a copy each.
+    pub fn pokemons_of(&self, models: &[entity::pokemon::Model]) -> Vec<Pokemon> {
+        let owner = std::sync::Arc::new(Trainer {
+            pokemons: None,
+            ..self.clone()
+        });
+        models
+            .iter()
+            .map(|m| Pokemon {
+                known_owner: Some(owner.clone()),
+                ..Pokemon::from(m.clone())
+            })
+            .collect()
+    }
+}
+
+impl Fields for Trade {
+    fn type_name(&self) -> Cow<'static, str> {
+        "Trade".into()
+    }
+
+    fn field(&self, _: &ContextSelectionSet<'_>, field: &Field) -> Option<Value> {
+        let ids = |ids: &[ID]| Value::List(ids.iter().map(ScalarType::to_value).collect());
+        Some(match field.name.node.as_str() {
+            "id" => self.id.to_value(),
+            "trainerAId" => self.trainer_a_id.to_value(),
+            "trainerBId" => self.trainer_b_id.to_value(),
+            "pokemonIdsA" => ids(&self.pokemon_ids_a),
+            "pokemonIdsB" => ids(&self.pokemon_ids_b),
+            "tradedAt" => self.traded_at.to_value(),
+            _ => return None,
+        })
+    }
 }
 
 impl From<entity::pokemon::Model> for Pokemon {

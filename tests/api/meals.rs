@@ -151,6 +151,109 @@ async fn meals_page_by_cursor_and_filter_by_cuisine_and_difficulty(app: TestApp)
     assert_eq!(error_code(&r), "BAD_USER_INPUT");
 }
 
+/// The declarations of the variables `$yes` and `$no` that `selection` uses (an unused one is
+/// an error).
+pub fn flags_declared(selection: &str) -> String {
+    let used: Vec<String> = ["yes", "no"]
+        .iter()
+        .filter(|v| selection.contains(&format!("${v}")))
+        .map(|v| format!("${v}: Boolean!"))
+        .collect();
+    if used.is_empty() {
+        String::new()
+    } else {
+        format!("({})", used.join(", "))
+    }
+}
+
+/// A list's items are answered in one pass when they select scalars only
+/// (`pagination::fast`), a meal by id through async-graphql's resolution: every selection must
+/// answer the same both ways (aliases, fragments, `__typename`, `@skip`/`@include`, repeated
+/// keys, `@defer`, a selection left empty).
+async fn a_list_item_answers_every_selection_as_the_same_object_by_id(app: TestApp) {
+    let t = app.login_new_user("chef").await;
+    let m = create_meal(&app, &t, "Laksa", "Malay", 11.25, "MED").await;
+    let id = id_of(&m);
+    let selections = [
+        "id name cuisine price difficulty battles wins winPct version",
+        "a: id b: name __typename t: __typename",
+        "...F ... on Meal { price p: price } ... { difficulty } name",
+        "id @include(if: $yes) cuisine @skip(if: $yes) wins @include(if: $no) battles @skip(if: $no)",
+        "... @include(if: $no) { name } ... on Meal @skip(if: $no) { cuisine }",
+        "name n: cuisine n: cuisine price ...F",
+        "id ... @defer { price }",
+        "id @skip(if: $yes)",
+    ];
+    for selection in selections {
+        // An unused fragment is an error too.
+        let fragment = if selection.contains("...F") {
+            "fragment F on Meal { name cuisine c: cuisine }"
+        } else {
+            ""
+        };
+        let vars = json!({ "yes": true, "no": false });
+        let declared = flags_declared(selection);
+        let by_id = app
+            .gql(
+                &format!("query{declared} {{ meal(id: {id}) {{ {selection} }} }} {fragment}"),
+                vars.clone(),
+            )
+            .await;
+        assert_no_errors(&by_id);
+        let listed = app
+            .gql(
+                &format!("query{declared} {{ meals(first: 1, cuisine: \"Malay\") {{ edges {{ node {{ {selection} }} }} }} }} {fragment}"),
+                vars,
+            )
+            .await;
+        assert_no_errors(&listed);
+        let node = &listed["data"]["meals"]["edges"][0]["node"];
+        assert_eq!(node, &by_id["data"]["meal"], "selection `{selection}`");
+    }
+    // The connection around them, answered in the same pass.
+    let r = app
+        .gql(
+            "{ meals(first: 1, cuisine: \"Malay\") { __typename t: totalCount totalCount \
+             pageInfo { __typename hasNextPage hasPreviousPage startCursor endCursor } \
+             ... on MealConnection { edges { __typename cursor } edges { node { id } } } \
+             nodes { name } } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let c = &r["data"]["meals"];
+    assert_eq!(c["__typename"], "MealConnection");
+    assert_eq!(
+        (c["t"].clone(), c["totalCount"].clone()),
+        (json!(1), json!(1))
+    );
+    let cursor = c["edges"][0]["cursor"]
+        .as_str()
+        .expect("a cursor")
+        .to_owned();
+    assert_eq!(
+        c["pageInfo"],
+        json!({ "__typename": "PageInfo", "hasNextPage": false, "hasPreviousPage": false,
+                "startCursor": cursor, "endCursor": cursor })
+    );
+    assert_eq!(
+        c["edges"],
+        json!([{ "__typename": "MealEdge", "cursor": cursor, "node": { "id": id } }])
+    );
+    assert_eq!(c["nodes"], json!([{ "name": "Laksa" }]));
+    let after = app
+        .gql(
+            "query($a: String) { meals(first: 1, after: $a, cuisine: \"Malay\") { edges { cursor } pageInfo { hasPreviousPage startCursor } } }",
+            json!({ "a": cursor }),
+        )
+        .await;
+    assert_no_errors(&after);
+    assert_eq!(
+        after["data"]["meals"],
+        json!({ "edges": [], "pageInfo": { "hasPreviousPage": true, "startCursor": null } })
+    );
+}
+
 /// `sortBy: LeaderboardSort = WINS`: left out, declared and left out of `variables`, or
 /// `null`, the leaderboard ranks by wins.
 async fn an_omitted_or_null_sort_by_ranks_by_wins(app: TestApp) {
@@ -664,6 +767,7 @@ crate::scenario! {
     meals_can_be_created_read_updated_and_deleted,
     meal_input_is_validated_field_by_field,
     meals_page_by_cursor_and_filter_by_cuisine_and_difficulty,
+    a_list_item_answers_every_selection_as_the_same_object_by_id,
     the_leaderboard_ranks_meals_that_have_battled,
     an_omitted_or_null_sort_by_ranks_by_wins,
     a_cached_meal_keeps_its_types_and_follows_every_write,

@@ -216,6 +216,72 @@ async fn a_trainer_is_read_with_their_pokemon(app: TestApp) {
     assert!(r["data"]["pokemon"].is_null());
 }
 
+/// A Pokémon of a list is answered in one pass when its selection is scalars only
+/// (`pagination::fast`), and through async-graphql otherwise or when read by id: both ways must
+/// answer every selection the same, in `pokemons` and in `Trainer.pokemons`.
+async fn a_listed_pokemon_answers_every_selection_as_the_same_pokemon_by_id(app: TestApp) {
+    let token = app.login_new_user("ash").await;
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { createTrainer(input: { id: \"misty\", firstName: \"Misty\", lastName: \"W\", dateOfBirth: \"1996-04-01\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let r = app
+        .gql_as(
+            &token,
+            "mutation { createPokemon(input: { id: \"starmie4\", nickname: \"Star\", species: \"Starmie\", level: 30, ownerId: \"misty\", dateOfOwnership: \"2020-01-02\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&r);
+    let selections = [
+        "id nickname species level ownerId dateOfOwnership",
+        "a: id __typename ...P ... on Pokemon { l: level } ... { species }",
+        "id @skip(if: $yes) level @include(if: $yes) nickname @include(if: $no)",
+        "id owner { id firstName }",
+        "level level l: level ...P",
+    ];
+    for selection in selections {
+        let fragment = if selection.contains("...P") {
+            "fragment P on Pokemon { nickname ownerId }"
+        } else {
+            ""
+        };
+        let vars = json!({ "yes": true, "no": false });
+        let declared = crate::meals::flags_declared(selection);
+        let query = |root: &str| {
+            format!("query{declared} {{ {root} }} {fragment}").replace("SEL", selection)
+        };
+        let by_id = app
+            .gql(&query("pokemon(id: \"starmie4\") { SEL }"), vars.clone())
+            .await;
+        assert_no_errors(&by_id);
+        let expected = &by_id["data"]["pokemon"];
+        let listed = app
+            .gql(
+                &query("pokemons(first: 1) { edges { node { SEL } } }"),
+                vars.clone(),
+            )
+            .await;
+        assert_no_errors(&listed);
+        assert_eq!(
+            &listed["data"]["pokemons"]["edges"][0]["node"], expected,
+            "pokemons, selection `{selection}`"
+        );
+        let owned = app
+            .gql(&query("trainer(id: \"misty\") { pokemons { SEL } }"), vars)
+            .await;
+        assert_no_errors(&owned);
+        assert_eq!(
+            &owned["data"]["trainer"]["pokemons"][0], expected,
+            "Trainer.pokemons, selection `{selection}`"
+        );
+    }
+}
+
 async fn trainers_and_pokemon_are_created_updated_and_deleted(app: TestApp) {
     let create_trainer = "mutation($input: CreateTrainerInput!) { createTrainer(input: $input) { id firstName dateOfBirth } }";
     let input = json!({ "id": "misty", "firstName": "Misty", "lastName": "W", "dateOfBirth": "1996-04-01" });
@@ -1380,6 +1446,7 @@ crate::scenario! {
     a_bad_row_at_the_end_of_a_large_file_writes_nothing_and_leaves_the_cache_be,
     the_trainer_csv_imports_and_pages_five_at_a_time,
     a_trainer_is_read_with_their_pokemon,
+    a_listed_pokemon_answers_every_selection_as_the_same_pokemon_by_id,
     trainers_and_pokemon_are_created_updated_and_deleted,
     three_pokemon_of_trainer1_trade_for_two_of_trainer2,
     a_stale_or_partly_wrong_trade_moves_nothing,
