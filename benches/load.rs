@@ -45,7 +45,10 @@
 //! - `BENCH_NO_WRITE=1`: print the results only, leaving `docs/benchmarks.md` alone;
 //! - `BENCH_PERF=<key>` (with `BENCH_ONLY=<key>` and one round, say): `perf record` (DWARF call
 //!   graphs) of the servers during each measured run of that scenario, into
-//!   `target/perf-<key>-<conns>.data` (`perf report -i …`; the release build has symbols).
+//!   `target/perf-<key>-<conns>.data` (`perf report -i …`; the release build has symbols);
+//! - `BENCH_ARENA_BIN=<path>`: run that `arena` binary instead of this checkout's (another
+//!   commit's build, for an A/B of one change on this noisy host: alternate runs of the two;
+//!   with `BENCH_NO_WRITE=1`, as the report would name this checkout's commit).
 //!
 //! At the end the ratios and the median figures of every backend set go into the `load`
 //! section of `docs/benchmarks.md`, with the date, commit and machine (`benches/report/`).
@@ -1787,10 +1790,13 @@ fn spawn_arena(
             data
         }
     };
+    let bin = std::env::var_os("BENCH_ARENA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_arena")));
     let server = spawn_pinned(
         dir,
         name,
-        Path::new(env!("CARGO_BIN_EXE_arena")),
+        &bin,
         &["serve"],
         &envs,
         &cwd,
