@@ -242,6 +242,7 @@ async fn a_listed_pokemon_answers_every_selection_as_the_same_pokemon_by_id(app:
         "a: id __typename ...P ... on Pokemon { l: level } ... { species }",
         "id @skip(if: $yes) level @include(if: $yes) nickname @include(if: $no)",
         "id owner { id firstName }",
+        "nickname owner { lastName pokemons { id } } ...P",
         "level level l: level ...P",
     ];
     for selection in selections {
@@ -272,12 +273,27 @@ async fn a_listed_pokemon_answers_every_selection_as_the_same_pokemon_by_id(app:
             "pokemons, selection `{selection}`"
         );
         let owned = app
-            .gql(&query("trainer(id: \"misty\") { pokemons { SEL } }"), vars)
+            .gql(
+                &query("trainer(id: \"misty\") { pokemons { SEL } }"),
+                vars.clone(),
+            )
             .await;
         assert_no_errors(&owned);
         assert_eq!(
             &owned["data"]["trainer"]["pokemons"][0], expected,
             "Trainer.pokemons, selection `{selection}`"
+        );
+        // Through a page of trainers, whose Pokémon are loaded for the whole page at once.
+        let paged = app
+            .gql(
+                &query("trainers(first: 1) { edges { node { pokemons { SEL } } } }"),
+                vars,
+            )
+            .await;
+        assert_no_errors(&paged);
+        assert_eq!(
+            &paged["data"]["trainers"]["edges"][0]["node"]["pokemons"][0], expected,
+            "trainers' pokemons, selection `{selection}`"
         );
     }
 }
