@@ -6,9 +6,8 @@ use async_graphql::parser::types::Field;
 use async_graphql::resolver_utils::enum_value;
 use async_graphql::{ContextSelectionSet, Enum, InputObject, ScalarType, SimpleObject, Value, ID};
 
-use crate::pagination::fast::Fields;
-
 use crate::error::{AppError, AppResult};
+use crate::pagination::fast::Fields;
 
 /// How hard a meal is to cook.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
