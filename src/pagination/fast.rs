@@ -60,17 +60,27 @@ pub fn object(
 }
 
 /// The answer to the selection `set` on each of `items`.
-pub fn list<'a, T: Fields + 'a>(
+pub fn list<T: Fields>(
     ctx: &ContextSelectionSet<'_>,
     set: &SelectionSet,
-    items: impl IntoIterator<Item = &'a T>,
+    items: impl IntoIterator<Item = T>,
 ) -> Option<Value> {
     let items = items.into_iter();
     let mut out = Vec::with_capacity(items.size_hint().0);
     for item in items {
-        out.push(object(ctx, set, item)?);
+        out.push(object(ctx, set, &item)?);
     }
     Some(Value::List(out))
+}
+
+impl<T: Fields + ?Sized> Fields for &T {
+    fn type_name(&self) -> Cow<'static, str> {
+        (**self).type_name()
+    }
+
+    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Field) -> Option<Value> {
+        (**self).field(ctx, field)
+    }
 }
 
 /// Adds the answers of `set` to `out`; `None` when a selection needs async-graphql.
@@ -81,10 +91,14 @@ fn walk(
     out: &mut IndexMap<Name, Value>,
 ) -> Option<()> {
     for selection in &set.items {
-        match &selection.node {
+        if !selection.node.directives().is_empty() {
+            return None;
+        }
+        // A fragment: its type condition (none on an inline fragment without one) and set.
+        let (on, inner) = match &selection.node {
             Selection::Field(field) => {
                 let field = &field.node;
-                if !field.directives.is_empty() || !field.arguments.is_empty() {
+                if !field.arguments.is_empty() {
                     return None;
                 }
                 let value = if field.name.node == "__typename" {
@@ -93,33 +107,24 @@ fn walk(
                     object.field(ctx, field)?
                 };
                 merge(out, field.response_key().node.clone(), value);
+                continue;
             }
             Selection::FragmentSpread(spread) => {
-                if !spread.node.directives.is_empty() {
-                    return None;
-                }
                 let fragment = ctx
                     .query_env
                     .fragments
                     .get(&spread.node.fragment_name.node)?;
                 let on = fragment.node.type_condition.node.on.node.as_str();
-                if applies(ctx, object, Some(on)) {
-                    walk(ctx, &fragment.node.selection_set.node, object, out)?;
-                }
+                (Some(on), &fragment.node.selection_set.node)
             }
             Selection::InlineFragment(inline) => {
-                if !inline.node.directives.is_empty() {
-                    return None;
-                }
-                let on = inline
-                    .node
-                    .type_condition
-                    .as_ref()
-                    .map(|c| c.node.on.node.as_str());
-                if applies(ctx, object, on) {
-                    walk(ctx, &inline.node.selection_set.node, object, out)?;
-                }
+                let on = inline.node.type_condition.as_ref();
+                let on = on.map(|c| c.node.on.node.as_str());
+                (on, &inline.node.selection_set.node)
             }
+        };
+        if applies(ctx, object, on) {
+            walk(ctx, inner, object, out)?;
         }
     }
     Some(())
@@ -205,16 +210,6 @@ impl<T: Fields + OutputType> OutputType for Fast<T> {
             Some(Some(value)) => Ok(value),
             _ => self.0.resolve(ctx, field).await,
         }
-    }
-}
-
-impl<T: Fields> Fields for Fast<T> {
-    fn type_name(&self) -> Cow<'static, str> {
-        self.0.type_name()
-    }
-
-    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Field) -> Option<Value> {
-        self.0.field(ctx, field)
     }
 }
 
@@ -304,13 +299,13 @@ impl<N: Fields + OutputType + Clone> Fields for FastPage<N> {
     fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Field) -> Option<Value> {
         let set = &field.selection_set.node;
         match field.name.node.as_str() {
-            "edges" => {
-                let mut out = Vec::with_capacity(self.edges.len());
-                for (cursor, node) in &self.edges {
-                    out.push(object(ctx, set, &EdgeView { cursor, node })?);
-                }
-                Some(Value::List(out))
-            }
+            "edges" => list(
+                ctx,
+                set,
+                self.edges
+                    .iter()
+                    .map(|(cursor, node)| EdgeView { cursor, node }),
+            ),
             "nodes" => list(ctx, set, self.edges.iter().map(|(_, node)| node)),
             "pageInfo" => object(ctx, set, &PageInfoView(self)),
             "totalCount" => Some(self.total.to_value()),

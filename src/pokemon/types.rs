@@ -104,41 +104,9 @@ impl Fields for Trainer {
             "dateOfBirth" => Value::String(self.date_of_birth.clone()),
             // Only when a listing loaded them (otherwise they need the loader).
             "pokemons" => {
-                let set = &field.selection_set.node;
-                let rows = self.pokemons.as_ref()?;
-                let mut out = Vec::with_capacity(rows.len());
-                for row in rows.iter() {
-                    out.push(fast::object(ctx, set, &OwnedPokemon { row, owner: self })?);
-                }
-                Value::List(out)
+                let owned = self.pokemons_of(self.pokemons.as_ref()?);
+                fast::list(ctx, &field.selection_set.node, owned)?
             }
-            _ => return None,
-        })
-    }
-}
-
-/// A Pokémon of a trainer's prefetched list, answered straight from its row: nothing is
-/// copied or formatted that the selection does not ask for. Its fields are [`Pokemon`]'s.
-struct OwnedPokemon<'a> {
-    row: &'a entity::pokemon::Model,
-    owner: &'a Trainer,
-}
-
-impl Fields for OwnedPokemon<'_> {
-    fn type_name(&self) -> Cow<'static, str> {
-        "Pokemon".into()
-    }
-
-    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Field) -> Option<Value> {
-        let row = self.row;
-        Some(match field.name.node.as_str() {
-            "id" => Value::String(row.id.clone()),
-            "nickname" => Value::String(row.nickname.clone()),
-            "species" => Value::String(row.species.clone()),
-            "level" => row.level.to_value(),
-            "ownerId" => Value::String(row.owner_id.clone()),
-            "dateOfOwnership" => Value::String(row.date_of_ownership.to_string()),
-            "owner" => fast::object(ctx, &field.selection_set.node, self.owner)?,
             _ => return None,
         })
     }

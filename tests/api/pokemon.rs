@@ -102,6 +102,22 @@ async fn owner_of(app: &TestApp, pokemon: &str) -> Value {
     r["data"]["pokemon"]["owner"]["id"].clone()
 }
 
+/// Creates `trainer`, then `pokemon` (each a mutation's input), as `token`.
+async fn trainer_with_a_pokemon(app: &TestApp, token: &str, trainer: Value, pokemon: Value) {
+    for (mutation, input) in [
+        (
+            "mutation($i: CreateTrainerInput!) { createTrainer(input: $i) { id } }",
+            trainer,
+        ),
+        (
+            "mutation($i: CreatePokemonInput!) { createPokemon(input: $i) { id } }",
+            pokemon,
+        ),
+    ] {
+        assert_no_errors(&app.gql_as(token, mutation, json!({ "i": input })).await);
+    }
+}
+
 async fn pokemon_count(app: &TestApp) -> i64 {
     let r = app
         .gql("{ pokemons(first: 1) { totalCount } }", json!({}))
@@ -221,22 +237,13 @@ async fn a_trainer_is_read_with_their_pokemon(app: TestApp) {
 /// answer every selection the same, in `pokemons` and in `Trainer.pokemons`.
 async fn a_listed_pokemon_answers_every_selection_as_the_same_pokemon_by_id(app: TestApp) {
     let token = app.login_new_user("ash").await;
-    let r = app
-        .gql_as(
-            &token,
-            "mutation { createTrainer(input: { id: \"misty\", firstName: \"Misty\", lastName: \"W\", dateOfBirth: \"1996-04-01\" }) { id } }",
-            json!({}),
-        )
-        .await;
-    assert_no_errors(&r);
-    let r = app
-        .gql_as(
-            &token,
-            "mutation { createPokemon(input: { id: \"starmie4\", nickname: \"Star\", species: \"Starmie\", level: 30, ownerId: \"misty\", dateOfOwnership: \"2020-01-02\" }) { id } }",
-            json!({}),
-        )
-        .await;
-    assert_no_errors(&r);
+    trainer_with_a_pokemon(
+        &app,
+        &token,
+        json!({ "id": "misty", "firstName": "Misty", "lastName": "W", "dateOfBirth": "1996-04-01" }),
+        json!({ "id": "starmie4", "nickname": "Star", "species": "Starmie", "level": 30, "ownerId": "misty", "dateOfOwnership": "2020-01-02" }),
+    )
+    .await;
     let selections = [
         "id nickname species level ownerId dateOfOwnership",
         "a: id __typename ...P ... on Pokemon { l: level } ... { species }",
@@ -958,22 +965,13 @@ async fn an_omitted_or_null_dry_run_imports_for_real(app: TestApp) {
 /// owns Pokémon is not deleted (`CONFLICT`); `true` deletes them and their Pokémon.
 async fn an_omitted_or_null_cascade_refuses_to_delete_an_owner(app: TestApp) {
     let token = app.login_new_user("ash").await;
-    let r = app
-        .gql_as(
-            &token,
-            "mutation { createTrainer(input: { id: \"brock\", firstName: \"Brock\", lastName: \"H\", dateOfBirth: \"1990-01-01\" }) { id } }",
-            json!({}),
-        )
-        .await;
-    assert_no_errors(&r);
-    let r = app
-        .gql_as(
-            &token,
-            "mutation { createPokemon(input: { id: \"onix1\", nickname: \"Rocky\", species: \"Onix\", level: 20, ownerId: \"brock\", dateOfOwnership: \"2020-01-01\" }) { id } }",
-            json!({}),
-        )
-        .await;
-    assert_no_errors(&r);
+    trainer_with_a_pokemon(
+        &app,
+        &token,
+        json!({ "id": "brock", "firstName": "Brock", "lastName": "H", "dateOfBirth": "1990-01-01" }),
+        json!({ "id": "onix1", "nickname": "Rocky", "species": "Onix", "level": 20, "ownerId": "brock", "dateOfOwnership": "2020-01-01" }),
+    )
+    .await;
     for (how, query, variables) in [
         (
             "no cascade argument",
