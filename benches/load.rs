@@ -43,7 +43,7 @@
 //!   Arena instance, before the other scenarios; takes minutes);
 //! - `TEST_DATABASE_URL`, `TEST_REDIS_URL`, `POSTGRAPHILE`: see above;
 //! - `BENCH_NO_WRITE=1`: print the results only, leaving `docs/benchmarks.md` alone;
-//! - `BENCH_PERF=<key>` (with `BENCH_ONLY=<key>` and one round, say): `perf record` (DWARF call
+//! - `BENCH_PERF=<key>[,<key>…]` (with `BENCH_ONLY=<key>` and one round, say): `perf record` (DWARF call
 //!   graphs) of the servers during each measured run of that scenario, into
 //!   `target/perf-<key>-<conns>.data` (`perf report -i …`; the release build has symbols);
 //! - `BENCH_ARENA_BIN=<path>`: run that `arena` binary instead of this checkout's (another
@@ -919,7 +919,11 @@ fn measure(cfg: &Config, servers: &[&Server], lua: &Path, conns: u32, sc: &Scena
     let cpu = || -> u64 { servers.iter().map(|s| proc_cpu_ticks(s.pid())).sum() };
     let cpu_before = cpu();
     let cores_before = core_ticks();
-    let _perf = (cfg.perf.as_deref() == Some(sc.key)).then(|| perf_record(servers, sc.key, conns));
+    let _perf = cfg
+        .perf
+        .as_deref()
+        .is_some_and(|p| p.split(',').any(|k| k == sc.key))
+        .then(|| perf_record(servers, sc.key, conns));
     let start = Instant::now();
     let wrk = run_wrk_on(servers, lua, conns, cfg.secs);
     let wall = start.elapsed().as_secs_f64();
