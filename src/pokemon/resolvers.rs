@@ -138,10 +138,31 @@ impl PokemonQuery {
     ) -> Result<TrainerConnection> {
         let first = page_size(ctx, first)?;
         let after = cursor_key("trainer", after)?;
+        let with_pokemons = wants(ctx, "pokemons");
+        // On PostgreSQL the page and its trainers' Pokémon come in one statement.
+        if with_pokemons {
+            if let Some((page, mut owned)) = service::list_trainers_with_pokemons(
+                state(ctx),
+                first,
+                wants_total(ctx),
+                after.clone(),
+            )
+            .await?
+            {
+                return Ok(page.into_connection(
+                    "trainer",
+                    |t| t.id.clone(),
+                    |t| Trainer {
+                        pokemons: Some(owned.remove(&t.id).unwrap_or_default()),
+                        ..Trainer::from(t)
+                    },
+                ));
+            }
+        }
         let page = service::list_trainers(state(ctx), first, wants_total(ctx), after).await?;
         // The page's Pokémon, when asked for, in one batch for every trainer of the page
         // (rather than one per trainer, which a DataLoader window might split).
-        let mut owned = if wants(ctx, "pokemons") {
+        let mut owned = if with_pokemons {
             let ids = page.items.iter().map(|t| t.id.clone());
             Some(loaders(ctx).pokemons_by_owner.load_many(ids).await?)
         } else {

@@ -4,12 +4,14 @@
 //! (see [`super::import`]) as bulk statements whose ids they declare.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::Utc;
 use entity::{pokemon, trade, trainer};
 use sea_orm::{
-    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait,
-    IntoActiveModel, ModelTrait, Order, PaginatorTrait, QueryFilter, QuerySelect, Set, SqlErr,
+    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction,
+    DbBackend, DbErr, EntityTrait, IntoActiveModel, ModelTrait, Order, PaginatorTrait, QueryFilter,
+    QueryResult, QuerySelect, Set, SqlErr, Statement,
 };
 use serde::{Deserialize, Serialize};
 
@@ -569,6 +571,137 @@ pub async fn list_trainers(
         after,
     )
     .await
+}
+
+/// The statement of [`list_trainers_with_pokemons`]: a keyset page of trainers (`$1` their
+/// count, or with `after`: `$1` the last id seen, `$2` the count), each with its Pokémon as one
+/// array per column, ordered by id (`NULL` arrays for a trainer without any).
+macro_rules! trainers_with_pokemons {
+    ($after:literal, $limit:literal) => {
+        concat!(
+            r#"SELECT t."id", t."first_name", t."last_name", t."date_of_birth", t."version", "#,
+            r#"p."ids", p."nicknames", p."species", p."levels", p."dates", p."versions" "#,
+            r#"FROM (SELECT "id", "first_name", "last_name", "date_of_birth", "version" "#,
+            r#"FROM "trainers" "#,
+            $after,
+            r#"ORDER BY "id" LIMIT "#,
+            $limit,
+            r#") AS t LEFT JOIN LATERAL (SELECT array_agg("id" ORDER BY "id") AS "ids", "#,
+            r#"array_agg("nickname" ORDER BY "id") AS "nicknames", "#,
+            r#"array_agg("species" ORDER BY "id") AS "species", "#,
+            r#"array_agg("level" ORDER BY "id") AS "levels", "#,
+            r#"array_agg("date_of_ownership" ORDER BY "id") AS "dates", "#,
+            r#"array_agg("version" ORDER BY "id") AS "versions" "#,
+            r#"FROM "pokemons" WHERE "owner_id" = t."id") AS p ON true ORDER BY t."id""#
+        )
+    };
+}
+
+/// A page of trainers by id, as [`list_trainers`], with every one of their Pokémon (by id),
+/// in one statement: on PostgreSQL each trainer's Pokémon come beside its row, one array per
+/// column (a lateral `array_agg`), so `trainers { pokemons }` makes one round trip and decodes
+/// one row per trainer. `None` on another database: the caller loads the Pokémon per batch.
+pub async fn list_trainers_with_pokemons(
+    state: &AppState,
+    first: u64,
+    count: bool,
+    after: Option<String>,
+) -> AppResult<
+    Option<(
+        Page<trainer::Model>,
+        HashMap<String, Arc<Vec<pokemon::Model>>>,
+    )>,
+> {
+    if state.direct.get_database_backend() != DbBackend::Postgres {
+        return Ok(None);
+    }
+    consistency::reading(state, &["trainers", "pokemons"]).await;
+    let total = if count {
+        trainer::Entity::find().count(&state.direct).await? as i64
+    } else {
+        0
+    };
+    let has_previous = after.is_some();
+    // One more than the page, to tell whether there is a next one.
+    let limit = sea_orm::Value::from(first.saturating_add(1).min(i64::MAX as u64) as i64);
+    let statement = match after {
+        Some(after) => Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            trainers_with_pokemons!(r#"WHERE "id" > $1 "#, "$2"),
+            [after.into(), limit],
+        ),
+        None => Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            trainers_with_pokemons!("", "$1"),
+            [limit],
+        ),
+    };
+    let rows = state.direct.query_all(statement).await?;
+    let mut items = Vec::with_capacity(rows.len());
+    let mut owned = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let (trainer, pokemons) = trainer_with_pokemons(row)?;
+        owned.insert(trainer.id.clone(), Arc::new(pokemons));
+        items.push(trainer);
+    }
+    let has_next = items.len() as u64 > first;
+    items.truncate(first as usize);
+    Ok(Some((
+        Page {
+            items,
+            has_next,
+            has_previous,
+            total,
+        },
+        owned,
+    )))
+}
+
+/// A row of [`trainers_with_pokemons!`]: the trainer and its Pokémon.
+fn trainer_with_pokemons(
+    row: &QueryResult,
+) -> Result<(trainer::Model, Vec<pokemon::Model>), DbErr> {
+    use sea_orm::sqlx::Row;
+    let row = row
+        .try_as_pg_row()
+        .ok_or_else(|| DbErr::Type("a PostgreSQL row was expected".into()))?;
+    let get = |e: sea_orm::sqlx::Error| DbErr::Query(sea_orm::RuntimeErr::SqlxError(e));
+    let trainer = trainer::Model {
+        id: row.try_get(0).map_err(get)?,
+        first_name: row.try_get(1).map_err(get)?,
+        last_name: row.try_get(2).map_err(get)?,
+        date_of_birth: row.try_get(3).map_err(get)?,
+        version: row.try_get(4).map_err(get)?,
+    };
+    let ids: Option<Vec<String>> = row.try_get(5).map_err(get)?;
+    let Some(ids) = ids else {
+        return Ok((trainer, Vec::new()));
+    };
+    let nicknames: Vec<String> = row.try_get(6).map_err(get)?;
+    let species: Vec<String> = row.try_get(7).map_err(get)?;
+    let levels: Vec<i32> = row.try_get(8).map_err(get)?;
+    let dates: Vec<chrono::NaiveDate> = row.try_get(9).map_err(get)?;
+    let versions: Vec<i64> = row.try_get(10).map_err(get)?;
+    let pokemons = ids
+        .into_iter()
+        .zip(nicknames)
+        .zip(species)
+        .zip(levels)
+        .zip(dates)
+        .zip(versions)
+        .map(
+            |(((((id, nickname), species), level), date_of_ownership), version)| pokemon::Model {
+                id,
+                nickname,
+                species,
+                level,
+                owner_id: trainer.id.clone(),
+                date_of_ownership,
+                version,
+            },
+        )
+        .collect();
+    Ok((trainer, pokemons))
 }
 
 /// A page of Pokémon by id, optionally of one owner and/or species, with the total count.

@@ -1106,9 +1106,15 @@ async fn listing_fifty_trainers_with_their_pokemon_costs_a_constant_number_of_qu
                 - before,
         );
     }
-    // The page, one batch of Pokémon (no count: `totalCount` is not selected): the same for
-    // 5 and for 50 trainers. N+1 would cost 52.
-    assert_eq!(costs, [2.0, 2.0], "queries for 5 vs 50 trainers");
+    // The same for 5 and for 50 trainers (no count: `totalCount` is not selected). On
+    // PostgreSQL the page and its Pokémon are one statement; elsewhere the page, then one
+    // batch of Pokémon. N+1 would cost 52.
+    let per_list = if app.settings.database_url.starts_with("postgres") {
+        1.0
+    } else {
+        2.0
+    };
+    assert_eq!(costs, [per_list, per_list], "queries for 5 vs 50 trainers");
 
     // With each Pokémon's owner too: reached through the trainer, the owner is known and
     // costs nothing more.
@@ -1132,7 +1138,7 @@ async fn listing_fifty_trainers_with_their_pokemon_costs_a_constant_number_of_qu
         .await
         - before;
     assert_eq!(
-        cost, 2.0,
+        cost, per_list,
         "queries for 50 trainers with their Pokémon and owners"
     );
 
