@@ -8,7 +8,7 @@
 //! `Column` enum from the fields in order, and a test of each entity checks that the macro's
 //! list is that order.
 
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait, QueryResult, QueryTrait, Select};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, QueryResult, QueryTrait, Select, Statement};
 
 /// A model read from a row whose columns are the entity's, in its `Column` order.
 pub trait FromPosition: Sized {
@@ -27,8 +27,18 @@ where
     E::Model: FromPosition,
     C: ConnectionTrait,
 {
-    let rows = db.query_all(query.build(db.get_database_backend())).await?;
-    rows.iter().map(E::Model::from_position).collect()
+    rows(query.build(db.get_database_backend()), db).await
+}
+
+/// The rows of `statement`, which selects the columns of `M`'s entity in their `Column`
+/// order, each decoded by position.
+pub async fn rows<M, C>(statement: Statement, db: &C) -> Result<Vec<M>, DbErr>
+where
+    M: FromPosition,
+    C: ConnectionTrait,
+{
+    let rows = db.query_all(statement).await?;
+    rows.iter().map(M::from_position).collect()
 }
 
 /// Implements [`FromPosition`] for the module's `Model`, whose fields are listed in their

@@ -11,7 +11,7 @@ use super::types;
 use crate::backends::sql::lock_rows;
 use crate::consistency::{self, Cached};
 use crate::error::{is_unique_violation, AppError, AppResult};
-use crate::pagination::{keyset_page, Page};
+use crate::pagination::{keyset_page_shaped, Page, ShapeSql};
 use crate::state::AppState;
 
 /// A new meal, as asked for (checked by [`create_meal`]).
@@ -199,18 +199,32 @@ pub async fn list_meals(
     cuisine: Option<String>,
     difficulty: Option<Difficulty>,
 ) -> AppResult<Page<meal::Model>> {
+    // The statement's text per shape: which filters, whether after a cursor.
+    static SHAPES: [ShapeSql; 8] = [const { ShapeSql::new() }; 8];
     consistency::reading(state, &["meals"]).await;
-    let mut q = meal::Entity::find().filter(meal::Column::Deleted.eq(false));
-    if let Some(c) = cuisine {
-        q = q.filter(meal::Column::Cuisine.eq(c));
-    }
-    if let Some(d) = difficulty {
-        q = q.filter(meal::Column::Difficulty.eq(d));
-    }
+    let shape = usize::from(cuisine.is_some())
+        | usize::from(difficulty.is_some()) << 1
+        | usize::from(after.is_some()) << 2;
+    let query = || {
+        let mut q = meal::Entity::find().filter(meal::Column::Deleted.eq(false));
+        if let Some(c) = &cuisine {
+            q = q.filter(meal::Column::Cuisine.eq(c.as_str()));
+        }
+        if let Some(d) = &difficulty {
+            q = q.filter(meal::Column::Difficulty.eq(*d));
+        }
+        q
+    };
+    // The filters' values, in the order `query` adds them.
+    let mut values = vec![sea_orm::Value::from(false)];
+    values.extend(cuisine.clone().map(sea_orm::Value::from));
+    values.extend(difficulty.map(|d| sea_orm::Value::from(sea_orm::ActiveEnum::to_value(&d))));
     let after = after.map(Into::into);
-    keyset_page(
+    keyset_page_shaped(
         &state.direct,
-        q,
+        &SHAPES[shape],
+        query,
+        values,
         meal::Column::Id,
         Order::Asc,
         first,
