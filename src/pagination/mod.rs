@@ -191,8 +191,9 @@ fn page_query<E: EntityTrait>(
     query.order_by(key, order).limit(first + 1)
 }
 
-/// The page of `rows` (read by [`page_query`]: one more than `first` when more follow).
-fn into_page<T>(mut rows: Vec<T>, first: u64, has_previous: bool, total: i64) -> Page<T> {
+/// The page of `rows`, read as [`page_query`] reads them: one more than `first` when more
+/// follow.
+pub fn into_page<T>(mut rows: Vec<T>, first: u64, has_previous: bool, total: i64) -> Page<T> {
     let has_next = rows.len() as u64 > first;
     rows.truncate(first as usize);
     Page {

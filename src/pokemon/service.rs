@@ -19,7 +19,7 @@ use super::types;
 use crate::backends::sql::lock_rows;
 use crate::consistency;
 use crate::error::{is_unique_violation, AppError, AppResult};
-use crate::pagination::{keyset_page, Page};
+use crate::pagination::{into_page, keyset_page, Page};
 use crate::state::AppState;
 
 /// The event bus topic every completed trade is published on.
@@ -644,17 +644,7 @@ pub async fn list_trainers_with_pokemons(
         owned.insert(trainer.id.clone(), Arc::new(pokemons));
         items.push(trainer);
     }
-    let has_next = items.len() as u64 > first;
-    items.truncate(first as usize);
-    Ok(Some((
-        Page {
-            items,
-            has_next,
-            has_previous,
-            total,
-        },
-        owned,
-    )))
+    Ok(Some((into_page(items, first, has_previous, total), owned)))
 }
 
 /// A row of [`trainers_with_pokemons!`]: the trainer and its Pokémon.
