@@ -104,28 +104,78 @@ pub async fn update_in_one_statement<C: ConnectionTrait>(
     price: Option<f64>,
     difficulty: Option<Difficulty>,
 ) -> Result<Option<Model>, DbErr> {
-    use sea_orm::sea_query::Expr;
+    use sea_orm::sea_query::{Expr, Query};
+    use sea_orm::{Iterable, QueryTrait, Statement};
     write_through::before_write(CACHE_ENTITY)?;
-    let mut update = Entity::update_many()
-        .col_expr(Column::Version, Expr::col(Column::Version).add(1))
-        .col_expr(Column::UpdatedAt, Expr::value(chrono::Utc::now()))
-        .filter(Column::Id.eq(id))
-        .filter(Column::Deleted.eq(false));
-    if let Some(c) = cuisine {
-        update = update.col_expr(Column::Cuisine, Expr::value(c));
+    let now = chrono::Utc::now();
+    // The statement sea-orm's `exec_with_returning` would send. Its text depends only on which
+    // columns are set and on the database, so it is built once per shape and kept: building
+    // it was about 6 % of a write's CPU, and the by-name decoding of `RETURNING` more.
+    let build = || {
+        let mut update = Entity::update_many()
+            .col_expr(Column::Version, Expr::col(Column::Version).add(1))
+            .col_expr(Column::UpdatedAt, Expr::value(now))
+            .filter(Column::Id.eq(id))
+            .filter(Column::Deleted.eq(false));
+        if let Some(c) = &cuisine {
+            update = update.col_expr(Column::Cuisine, Expr::value(c.clone()));
+        }
+        if let Some(p) = price {
+            update = update.col_expr(Column::Price, Expr::value(p));
+        }
+        if let Some(d) = difficulty {
+            update = update.col_expr(Column::Difficulty, Expr::value(d.to_value()));
+        }
+        let backend = db.get_database_backend();
+        let mut query = update.into_query();
+        query.returning(
+            Query::returning()
+                .exprs(Column::iter().map(|c| c.select_as(c.into_returning_expr(backend)))),
+        );
+        backend.build(&query)
+    };
+    // The values in the order sea-query binds them: the `SET`s as added above, then the
+    // filters.
+    let mut values: Vec<Value> = vec![1i32.into(), now.into()];
+    let shape = usize::from(cuisine.is_some())
+        | usize::from(price.is_some()) << 1
+        | usize::from(difficulty.is_some()) << 2;
+    if let Some(c) = &cuisine {
+        values.push(c.clone().into());
     }
-    if let Some(p) = price {
-        update = update.col_expr(Column::Price, Expr::value(p));
-    }
-    if let Some(d) = difficulty {
-        update = update.col_expr(Column::Difficulty, Expr::value(d.to_value()));
-    }
-    let Some(row) = update.exec_with_returning(db).await?.pop() else {
+    values.extend(price.map(Value::from));
+    values.extend(difficulty.map(|d| d.to_value().into()));
+    values.push(id.into());
+    values.push(false.into());
+    let backend = db.get_database_backend();
+    let slot = &UPDATE_SQL[shape + 8 * usize::from(backend != sea_orm::DbBackend::Postgres)];
+    let sql = match slot.get() {
+        Some(sql) if !cfg!(debug_assertions) => sql.clone(),
+        // A debug build builds it every time and checks the kept text and the values.
+        _ => {
+            let built = build();
+            assert_eq!(
+                built.values.as_ref().map(|v| v.0.as_slice()),
+                Some(values.as_slice()),
+                "update_in_one_statement: the values are not the statement's"
+            );
+            assert_eq!(*slot.get_or_init(|| built.sql.clone()), built.sql);
+            built.sql
+        }
+    };
+    let statement = Statement::from_sql_and_values(backend, sql, values);
+    let Some(row) = crate::position::rows::<Model, _>(statement, db)
+        .await?
+        .pop()
+    else {
         return Ok(None);
     };
     changes(row.id, Some(row.name.clone()), row.version, Some(&row))?;
     Ok(Some(row))
 }
+
+/// The kept texts of [`update_in_one_statement`]: one per shape, for PostgreSQL then others.
+static UPDATE_SQL: [std::sync::OnceLock<String>; 16] = [const { std::sync::OnceLock::new() }; 16];
 
 #[async_trait::async_trait]
 impl ActiveModelBehavior for ActiveModel {
