@@ -555,6 +555,14 @@ const RATIOS: &[RatioSpec] = &[
         den: Some(("sqlx_write", 1, Metric::P50)),
         goal: Goal::AtMost(1.1),
     },
+    // The ratio above can go no lower than 1 + this: an HTTP request answered with nothing
+    // read or written, before any statement runs.
+    RatioSpec {
+        label: "{ __typename } p50, 1 conn ÷ plain sqlx UPDATE p50 (the write's floor is 1 + this)",
+        num: ("typename", 1, Metric::P50),
+        den: Some(("sqlx_write", 1, Metric::P50)),
+        goal: Goal::Info,
+    },
     RatioSpec {
         label: "updateMeal, Arena CPU µs per request, 32 conns",
         num: ("write", 32, Metric::CpuPerRequest),
