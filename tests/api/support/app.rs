@@ -228,6 +228,10 @@ impl TestDatabase {
         s.cache_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
         s.sync_enabled = false;
         s.db_pool = 8;
+        // Four times the default: tests run side by side on a machine of two cores, where a
+        // Redis call of a large import can take longer than 250 ms, and a replica then
+        // (rightly) degrades or refuses a write under `strict`. Tests of timeouts set their own.
+        s.redis_timeout_ms = 1_000;
         s.log = "warn".into();
         s.redis_url = None;
         s.mongodb_url = None;

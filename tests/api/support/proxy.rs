@@ -16,6 +16,11 @@ pub struct Proxy {
     task: Option<JoinHandle<()>>,
     frozen: watch::Sender<bool>,
     holed: watch::Sender<bool>,
+    /// Set by [`Proxy::cut`] for the connections of the current listener: from then on they
+    /// forward nothing, even those whose copy has not been aborted yet (aborting a task takes
+    /// effect only when it is next polled, which on a loaded machine can be after the test's
+    /// next request).
+    severed: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -23,12 +28,14 @@ impl Proxy {
     pub async fn start(redis_url: &str) -> Proxy {
         let (frozen, _) = watch::channel(false);
         let (holed, _) = watch::channel(false);
+        let (severed, _) = watch::channel(false);
         let mut proxy = Proxy {
             port: 0,
             redis_url: redis_url.to_owned(),
             task: None,
             frozen,
             holed,
+            severed,
         };
         proxy.restore().await;
         proxy
@@ -43,6 +50,7 @@ impl Proxy {
 
     /// Cuts every connection and stops listening (dropping the JoinSet aborts the copies).
     pub fn cut(&mut self) {
+        self.severed.send_replace(true);
         if let Some(t) = self.task.take() {
             t.abort();
         }
@@ -56,15 +64,25 @@ impl Proxy {
         let upstream = authority(&self.redis_url).to_owned();
         let frozen = self.frozen.subscribe();
         let holed = self.holed.subscribe();
+        // A new flag: the old listener's connections stay severed.
+        let (severed_tx, severed) = watch::channel(false);
+        self.severed = severed_tx;
         self.task = Some(tokio::spawn(async move {
             let mut conns = JoinSet::new();
             loop {
                 let Ok((inbound, _)) = listener.accept().await else {
                     break;
                 };
-                let (upstream, frozen, mut holed) =
-                    (upstream.clone(), frozen.clone(), holed.clone());
+                let (upstream, frozen, mut holed, severed) = (
+                    upstream.clone(),
+                    frozen.clone(),
+                    holed.clone(),
+                    severed.clone(),
+                );
                 conns.spawn(async move {
+                    if *severed.borrow() {
+                        return;
+                    }
                     if *holed.borrow() {
                         // Accepted and never answered until healed, then closed.
                         let _ = holed.wait_for(|h| !*h).await;
@@ -74,8 +92,8 @@ impl Proxy {
                         let (ri, wi) = inbound.into_split();
                         let (ro, wo) = outbound.into_split();
                         tokio::join!(
-                            pump(ri, wo, frozen.clone(), holed.clone()),
-                            pump(ro, wi, frozen, holed)
+                            pump(ri, wo, frozen.clone(), holed.clone(), severed.clone()),
+                            pump(ro, wi, frozen, holed, severed)
                         );
                     }
                 });
@@ -121,6 +139,7 @@ async fn pump(
     mut to: OwnedWriteHalf,
     mut frozen: watch::Receiver<bool>,
     mut holed: watch::Receiver<bool>,
+    severed: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut discarded = false;
@@ -141,7 +160,7 @@ async fn pump(
             // The stream lost bytes in the hole: this connection is over.
             break;
         }
-        if frozen.wait_for(|f| !*f).await.is_err() {
+        if frozen.wait_for(|f| !*f).await.is_err() || *severed.borrow() {
             break;
         }
         if to.write_all(&buf[..n]).await.is_err() {
