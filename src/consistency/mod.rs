@@ -95,6 +95,11 @@ pub trait Context: Clone + Send + Sync + 'static {
     /// Work that goes on after its request was answered (a bulk write's cache effects),
     /// which a stopping instance waits for.
     fn deferred_effects(&self) -> &TaskTracker;
+    /// Where the write path's transactions queue when the database lets one write at a time
+    /// (SQLite); `None` where they run side by side.
+    fn write_gate(&self) -> Option<&Arc<tokio::sync::Mutex<()>>> {
+        None
+    }
     /// Tells the live queries of every replica that the entries and collections `keys`
     /// changed, once the write that changed them committed (best effort: a listener that may
     /// have missed a message is told so by its bus and checks everything again).

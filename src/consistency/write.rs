@@ -28,6 +28,11 @@ where
     F: for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>> + Send,
 {
     let db = &state.db();
+    // Held until the commit is done (or the transaction rolled back).
+    let gate = match state.write_gate() {
+        Some(gate) => Some(gate.clone().lock_owned().await),
+        None => None,
+    };
     let (res, recorded) = scope::scope(async move {
         let txn = db.begin().await?;
         match f(&txn).await {
@@ -50,9 +55,13 @@ where
     // once its mark expires. The task runs to completion even if nobody awaits it.
     let effects = CacheEffects::of(recorded.changes, recorded.bulk, &recorded.collections);
     let state = state.clone();
-    tokio::spawn(async move { commit_and_publish(&state, txn, effects).await })
-        .await
-        .or_internal("the commit task failed")??;
+    tokio::spawn(async move {
+        let committed = commit_and_publish(&state, txn, effects).await;
+        drop(gate);
+        committed
+    })
+    .await
+    .or_internal("the commit task failed")??;
     Ok(out)
 }
 
