@@ -202,3 +202,80 @@ impl Memo {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graphql::engine::documents::DocumentLimits;
+
+    fn lru_bytes(memo: &Memo) -> usize {
+        memo.inner.lock().bytes
+    }
+
+    /// Pages of a list, each a response of about 4 KiB read from 21 entries and a collection
+    /// version, kept for many cursors and viewers: the memo never holds more than its bytes,
+    /// and its count of bytes is the sum of what it holds.
+    #[test]
+    fn a_memo_full_of_lists_stays_within_its_bytes() {
+        let limits = DocumentLimits {
+            max_root_fields: 10,
+            max_expanded: 1_000,
+        };
+        let prepared = Arc::new(
+            Prepared::parse(
+                "query($after: String) { meals(first: 20, after: $after) { edges { node { id name } } } }"
+                    .into(),
+                limits,
+            )
+            .unwrap(),
+        );
+        let max_bytes = 256 << 10;
+        let memo = Memo::new(10_000, max_bytes);
+        let page = |i: usize| Computed {
+            body: Bytes::from(format!("{{\"data\":{}}}", "x".repeat(4_000 + i % 97))),
+            reads: (0..21)
+                .map(|k| (format!("meal:{}", i * 20 + k), 1))
+                .chain([("collection:meals".to_owned(), i as i64)])
+                .collect(),
+            fields: Arc::from(vec![async_graphql::Name::new("meals")]),
+            viewer: i
+                .is_multiple_of(3)
+                .then(|| (format!("viewer{}", i % 7), None)),
+            until: None,
+        };
+        for i in 0..5_000usize {
+            let variables = format!("{{\"after\":\"{i}\"}}");
+            let who = format!("viewer{}", i % 7);
+            let key = Key {
+                prepared: &prepared,
+                operation: None,
+                variables: &variables,
+                who: i.is_multiple_of(3).then_some(who.as_str()),
+            };
+            memo.put(&key, page(i));
+            assert!(
+                lru_bytes(&memo) <= max_bytes,
+                "{} > {max_bytes}",
+                lru_bytes(&memo)
+            );
+        }
+        let held: usize = memo
+            .inner
+            .lock()
+            .entries
+            .iter()
+            .map(|(_, e)| e.size())
+            .sum();
+        assert_eq!(held, lru_bytes(&memo));
+        // Full: about as many pages as fit, the oldest gone, the newest kept.
+        assert!(memo.len() > max_bytes / 6_000, "{}", memo.len());
+        let newest = "{\"after\":\"4999\"}".to_owned();
+        let key = Key {
+            prepared: &prepared,
+            operation: None,
+            variables: &newest,
+            who: None,
+        };
+        assert!(memo.get(&key).is_some());
+    }
+}
