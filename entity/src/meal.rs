@@ -108,9 +108,10 @@ pub async fn update_in_one_statement<C: ConnectionTrait>(
     use sea_orm::{Iterable, QueryTrait, Statement};
     write_through::before_write(CACHE_ENTITY)?;
     let now = chrono::Utc::now();
+    let backend = db.get_database_backend();
     // The statement sea-orm's `exec_with_returning` would send. Its text depends only on which
-    // columns are set and on the database, so it is built once per shape and kept: building
-    // it was about 6 % of a write's CPU, and the by-name decoding of `RETURNING` more.
+    // columns are set and on the database, so it is built once per shape and kept (building
+    // it was about 6 % of a write's CPU), and the row it returns is decoded by position.
     let build = || {
         let mut update = Entity::update_many()
             .col_expr(Column::Version, Expr::col(Column::Version).add(1))
@@ -126,7 +127,6 @@ pub async fn update_in_one_statement<C: ConnectionTrait>(
         if let Some(d) = difficulty {
             update = update.col_expr(Column::Difficulty, Expr::value(d.to_value()));
         }
-        let backend = db.get_database_backend();
         let mut query = update.into_query();
         query.returning(
             Query::returning()
@@ -147,7 +147,6 @@ pub async fn update_in_one_statement<C: ConnectionTrait>(
     values.extend(difficulty.map(|d| d.to_value().into()));
     values.push(id.into());
     values.push(false.into());
-    let backend = db.get_database_backend();
     let slot = &UPDATE_SQL[shape + 8 * usize::from(backend != sea_orm::DbBackend::Postgres)];
     let sql = match slot.get() {
         Some(sql) if !cfg!(debug_assertions) => sql.clone(),

@@ -28,7 +28,8 @@ where
     F: for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, AppResult<T>> + Send,
 {
     let db = &state.db();
-    // Held until the commit is done (or the transaction rolled back).
+    // Held until the commit is done (or the transaction rolled back). `f` must not start
+    // another write: on SQLite it would wait for this one.
     let gate = match state.write_gate() {
         Some(gate) => Some(gate.clone().lock_owned().await),
         None => None,
