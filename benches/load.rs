@@ -398,7 +398,7 @@ const SCENARIOS: &[Scenario] = &[
         key: "list_cold",
         label: "Arena cold meals(first: 20, cuisine), memo off",
         target: Target::ArenaCold,
-        connections: &[32],
+        connections: &[32, 1],
         probe: Probe::Data,
         body: |_| json!({ "query": LIST_QUERY }),
         script: None,
