@@ -110,8 +110,8 @@ pub async fn update_in_one_statement<C: ConnectionTrait>(
     let now = chrono::Utc::now();
     let backend = db.get_database_backend();
     // The statement sea-orm's `exec_with_returning` would send. Its text depends only on which
-    // columns are set and on the database, so it is built once per shape and kept (building
-    // it was about 6 % of a write's CPU), and the row it returns is decoded by position.
+    // columns are set and on the database, so it is kept per shape (`ShapeSql`), and the row
+    // it returns is decoded by position.
     let build = || {
         let mut update = Entity::update_many()
             .col_expr(Column::Version, Expr::col(Column::Version).add(1))
@@ -147,21 +147,7 @@ pub async fn update_in_one_statement<C: ConnectionTrait>(
     values.extend(difficulty.map(|d| d.to_value().into()));
     values.push(id.into());
     values.push(false.into());
-    let slot = &UPDATE_SQL[shape + 8 * usize::from(backend != sea_orm::DbBackend::Postgres)];
-    let sql = match slot.get() {
-        Some(sql) if !cfg!(debug_assertions) => sql.clone(),
-        // A debug build builds it every time and checks the kept text and the values.
-        _ => {
-            let built = build();
-            assert_eq!(
-                built.values.as_ref().map(|v| v.0.as_slice()),
-                Some(values.as_slice()),
-                "update_in_one_statement: the values are not the statement's"
-            );
-            assert_eq!(*slot.get_or_init(|| built.sql.clone()), built.sql);
-            built.sql
-        }
-    };
+    let sql = UPDATE_SQL[shape].text(backend, &values, build);
     let statement = Statement::from_sql_and_values(backend, sql, values);
     let Some(row) = crate::position::rows::<Model, _>(statement, db)
         .await?
@@ -173,8 +159,8 @@ pub async fn update_in_one_statement<C: ConnectionTrait>(
     Ok(Some(row))
 }
 
-/// The kept texts of [`update_in_one_statement`]: one per shape, for PostgreSQL then others.
-static UPDATE_SQL: [std::sync::OnceLock<String>; 16] = [const { std::sync::OnceLock::new() }; 16];
+/// The kept texts of [`update_in_one_statement`], one per shape.
+static UPDATE_SQL: [crate::position::ShapeSql; 8] = [const { crate::position::ShapeSql::new() }; 8];
 
 #[async_trait::async_trait]
 impl ActiveModelBehavior for ActiveModel {

@@ -10,11 +10,11 @@ use async_graphql::connection::CursorType;
 use async_graphql::{Context, SimpleObject};
 use base64::Engine;
 use entity::position::FromPosition;
-use std::sync::OnceLock;
+pub use entity::position::ShapeSql;
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, Order, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, Select, Statement,
+    ColumnTrait, ConnectionTrait, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Select, Statement,
 };
 
 use crate::error::{AppError, AppResult};
@@ -204,29 +204,11 @@ pub fn into_page<T>(mut rows: Vec<T>, first: u64, has_previous: bool, total: i64
     }
 }
 
-/// The SQL text of one shape of a list's query (which filters it has, whether it starts
-/// after a cursor), per database, made by sea-query the first time it runs and kept: building
-/// it on every request cost a cold page about 8 % of its CPU (the load bench's profile).
-#[derive(Default)]
-pub struct ShapeSql([OnceLock<String>; 2]);
-
-impl ShapeSql {
-    /// One text per database.
-    pub const fn new() -> Self {
-        Self([OnceLock::new(), OnceLock::new()])
-    }
-
-    fn slot(&self, backend: DbBackend) -> &OnceLock<String> {
-        &self.0[usize::from(backend != DbBackend::Postgres)]
-    }
-}
-
 /// [`keyset_page`] of a query whose SQL text depends only on its shape, kept in `shape`
 /// (one `ShapeSql` per shape: the caller picks it by the filters `query` adds and whether
 /// `after` is set). `values` are the values of `query`'s filters in the order it adds them;
 /// the cursor and the limit follow, as sea-query binds them. `query` runs only to count and to
-/// make the text the first time; a debug build makes it every time and checks the text and
-/// the values against it, so the tests catch a shape or a value list that does not match.
+/// make the text ([`ShapeSql::text`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn keyset_page_shaped<E, C>(
     db: &C,
@@ -251,26 +233,11 @@ where
     };
     let has_previous = after.is_some();
     let backend = db.get_database_backend();
-    let slot = shape.slot(backend);
     values.extend(after.clone());
     values.push(sea_orm::Value::BigUnsigned(Some(first + 1)));
-    let sql = match slot.get() {
-        Some(sql) if !cfg!(debug_assertions) => sql.clone(),
-        _ => {
-            let built = page_query(query(), key, order, first, after).build(backend);
-            assert_eq!(
-                built.values.as_ref().map(|v| v.0.as_slice()),
-                Some(values.as_slice()),
-                "keyset_page_shaped: the values given are not the query's"
-            );
-            let kept = slot.get_or_init(|| built.sql.clone());
-            assert_eq!(
-                *kept, built.sql,
-                "keyset_page_shaped: one ShapeSql was given queries of two shapes"
-            );
-            built.sql
-        }
-    };
+    let sql = shape.text(backend, &values, || {
+        page_query(query(), key, order, first, after).build(backend)
+    });
     let statement = Statement::from_sql_and_values(backend, sql, values);
     let items = entity::position::rows(statement, db).await?;
     Ok(into_page(items, first, has_previous, total))
