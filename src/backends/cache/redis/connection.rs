@@ -21,12 +21,20 @@ use super::scripts::Script;
 use crate::backends::cache::{CacheError, CacheResult};
 use crate::backends::redis_client::{builder, command_options, map_err};
 
-/// Connections per instance. fred multiplexes concurrent commands on each connection (and
-/// pipelines them), so a single client would already serve many requests; a small pool
-/// spreads encoding, decoding and socket I/O over several router tasks on the multi-threaded
-/// runtime and keeps one large reply (a `SCAN` page, a big value) from delaying every other
-/// request behind it.
-const POOL_SIZE: usize = 4;
+/// Connections per instance, at most: one per core the process may run on. fred multiplexes
+/// concurrent commands on each connection and, when several are queued, writes them with
+/// one system call, so a single client already serves many requests. More connections spread
+/// encoding, decoding and socket I/O over several router tasks on the multi-threaded runtime
+/// and keep one large reply (a `SCAN` page, a big value) from delaying every other request
+/// behind it; on one core they only split the queue, so that each command costs a system call
+/// of its own.
+const MAX_POOL_SIZE: usize = 4;
+
+fn pool_size() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, MAX_POOL_SIZE)
+}
 
 /// A pool of connections and the options of every command.
 pub struct Connection {
@@ -43,7 +51,7 @@ impl Connection {
         let builder = builder(url, command_timeout).map_err(|e| {
             CacheError::Protocol(format!("invalid Redis URL: {}", e.details()).into())
         })?;
-        let pool = builder.build_pool(POOL_SIZE).map_err(map_err)?;
+        let pool = builder.build_pool(pool_size()).map_err(map_err)?;
         if let Err(e) = pool.init().await {
             // Some of the pool's clients may have connected: close them.
             let _ = pool.quit().await;
