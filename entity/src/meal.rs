@@ -36,6 +36,13 @@ pub enum Difficulty {
     High,
 }
 
+impl crate::position::Field for Difficulty {
+    fn at(row: &sea_orm::QueryResult, at: usize) -> Result<Self, DbErr> {
+        let value: String = crate::position::Field::at(row, at)?;
+        Self::try_from_value(&value)
+    }
+}
+
 /// A meal row. `deleted` is a soft delete: the row (and its name) stays.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "meals")]

@@ -7,7 +7,10 @@
 //! field `i`, which is the order in which `Entity::find()` selects them: the derive makes the
 //! `Column` enum from the fields in order, and a test of each entity checks that the macro's
 //! list is that order.
+//!
+//! On PostgreSQL each field is then decoded straight from the row's bytes ([`Field`]).
 
+use sea_orm::sqlx::Row;
 use sea_orm::{ConnectionTrait, DbErr, EntityTrait, QueryResult, QueryTrait, Select, Statement};
 
 /// A model read from a row whose columns are the entity's, in its `Column` order.
@@ -18,6 +21,52 @@ pub trait FromPosition: Sized {
     /// The model in `row`.
     fn from_position(row: &QueryResult) -> Result<Self, DbErr>;
 }
+
+/// A field of a model read by position.
+///
+/// On PostgreSQL the value is decoded from the row's bytes without sqlx's check of the
+/// column's type against the field's (`Row::try_get_unchecked`). That check runs for every
+/// cell and compares type descriptions one by one (a `String` against up to six): with
+/// sea-orm's wrapping around it, it cost a cold page more than decoding the values did. The
+/// columns are the entity's own, made by the migrations, and every suite on PostgreSQL reads
+/// them back; a value whose bytes do not fit the field (or a NULL for a field that is not an
+/// `Option`) still fails to decode. On SQLite, sea-orm's own decoding.
+pub trait Field: Sized {
+    /// Column `at` of `row`.
+    fn at(row: &QueryResult, at: usize) -> Result<Self, DbErr>;
+}
+
+/// The error of a column that did not decode.
+fn undecodable(at: usize, e: sea_orm::sqlx::Error) -> DbErr {
+    DbErr::Type(format!("column {at}: {e}"))
+}
+
+macro_rules! decoded_by_sqlx {
+    ($($t:ty),+ $(,)?) => {
+        $(
+            impl Field for $t {
+                #[inline]
+                fn at(row: &QueryResult, at: usize) -> Result<Self, DbErr> {
+                    match row.try_as_pg_row() {
+                        Some(pg) => pg.try_get_unchecked(at).map_err(|e| undecodable(at, e)),
+                        None => row.try_get_by_index(at),
+                    }
+                }
+            }
+        )+
+    };
+}
+
+decoded_by_sqlx!(
+    String,
+    Option<String>,
+    i64,
+    i32,
+    f64,
+    bool,
+    chrono::DateTime<chrono::Utc>,
+    chrono::NaiveDate,
+);
 
 /// The rows of `query`, which selects its entity's columns as `Entity::find()` does (no
 /// `select_only`, no extra column), each decoded by position.
@@ -52,7 +101,7 @@ macro_rules! by_position {
             fn from_position(row: &sea_orm::QueryResult) -> Result<Self, sea_orm::DbErr> {
                 let mut at = 0usize;
                 $(
-                    let $field = row.try_get_by_index(at)?;
+                    let $field = $crate::position::Field::at(row, at)?;
                     at += 1;
                 )+
                 let _ = at;
