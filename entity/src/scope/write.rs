@@ -180,8 +180,9 @@ pub fn observe_statement(sql: &str) -> Option<String> {
     if !may_write(sql) {
         return None;
     }
-    let listed = written_among(sql, COLLECTION_TABLES);
-    let targets = written_tables(sql);
+    let written = write_targets(sql);
+    let listed = among(&written, COLLECTION_TABLES.iter().copied());
+    let targets = among(&written, CACHED_TABLES.iter().map(|(t, _)| *t));
     if targets.is_empty() && listed.is_empty() {
         return None;
     }
@@ -228,57 +229,82 @@ fn abbreviate(sql: &str) -> String {
 }
 
 /// Whether `sql` has a word that starts a write (`INSERT`, `UPDATE`, `DELETE`, `COPY`), in
-/// any case: without one, [`written_among`] finds nothing. Checked first without allocating,
+/// any case: without one, [`write_targets`] finds nothing. Checked first without allocating,
 /// as most statements are reads.
 fn may_write(sql: &str) -> bool {
-    sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .any(|w| {
-            ["insert", "update", "delete", "copy"]
+    // Bytes, not chars: a statement is scanned on every run, and a non-ASCII byte is never
+    // part of a keyword.
+    let in_word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+    sql.as_bytes().split(|b| !in_word(b)).any(|w| {
+        matches!(w.len(), 4 | 6)
+            && [b"insert".as_slice(), b"update", b"delete", b"copy"]
                 .iter()
                 .any(|k| w.eq_ignore_ascii_case(k))
-        })
+    })
 }
 
 /// The cached tables a statement writes: the targets of `INSERT INTO`, `UPDATE`,
 /// `DELETE FROM` and `COPY … FROM`, wherever they stand (a `WITH … INSERT` too).
 pub fn written_tables(sql: &str) -> Vec<&'static str> {
-    let cached: Vec<&'static str> = CACHED_TABLES.iter().map(|(t, _)| *t).collect();
-    written_among(sql, &cached)
+    among(&write_targets(sql), CACHED_TABLES.iter().map(|(t, _)| *t))
 }
 
-/// The tables among `tables` that a statement writes (see [`written_tables`]).
-pub fn written_among(sql: &str, tables: &[&'static str]) -> Vec<&'static str> {
-    let normalized: String = sql
-        .chars()
-        .map(|c| match c {
-            '"' | '`' | '[' | ']' | '(' | ')' | ',' | ';' => ' ',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect();
-    let words: Vec<&str> = normalized.split_whitespace().collect();
+/// The tables among `tables` named in `written`, once each, in `written`'s order.
+fn among(
+    written: &[String],
+    tables: impl Iterator<Item = &'static str> + Clone,
+) -> Vec<&'static str> {
     let mut out = Vec::new();
-    for (i, w) in words.iter().enumerate() {
-        let target = match *w {
-            "insert" if words.get(i + 1) == Some(&"into") => words.get(i + 2),
-            "update" => match words.get(i + 1) {
-                Some(&"only") => words.get(i + 2),
-                next => next,
-            },
-            "delete" if words.get(i + 1) == Some(&"from") => match words.get(i + 2) {
-                Some(&"only") => words.get(i + 3),
-                next => next,
-            },
-            // `COPY t (cols) FROM STDIN` writes `t`; `COPY t TO …` only reads it.
-            "copy" if words[i + 1..].contains(&"from") => words.get(i + 1),
-            _ => None,
-        };
-        let Some(target) = target else { continue };
-        let name = target.rsplit('.').next().unwrap_or(target);
-        if let Some(table) = tables.iter().find(|t| **t == name) {
-            if !out.contains(table) {
-                out.push(*table);
+    for name in written {
+        if let Some(table) = tables.clone().find(|t| t == name) {
+            if !out.contains(&table) {
+                out.push(table);
             }
         }
+    }
+    out
+}
+
+/// The (unqualified, lowercased) names of the tables a statement writes, in order. Words are
+/// compared in place, without a lowercased copy of the statement.
+fn write_targets(sql: &str) -> Vec<String> {
+    let words: Vec<&str> = sql
+        .split(|c: char| {
+            c.is_whitespace() || matches!(c, '"' | '`' | '[' | ']' | '(' | ')' | ',' | ';')
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    let is = |at: usize, keyword: &str| {
+        words
+            .get(at)
+            .is_some_and(|w| w.eq_ignore_ascii_case(keyword))
+    };
+    let mut out = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        let target = if w.eq_ignore_ascii_case("insert") && is(i + 1, "into") {
+            words.get(i + 2)
+        } else if w.eq_ignore_ascii_case("update") {
+            words.get(if is(i + 1, "only") { i + 2 } else { i + 1 })
+        } else if w.eq_ignore_ascii_case("delete") && is(i + 1, "from") {
+            words.get(if is(i + 2, "only") { i + 3 } else { i + 2 })
+        } else if w.eq_ignore_ascii_case("copy")
+            && words[i + 1..]
+                .iter()
+                .any(|w| w.eq_ignore_ascii_case("from"))
+        {
+            // `COPY t (cols) FROM STDIN` writes `t`; `COPY t TO …` only reads it.
+            words.get(i + 1)
+        } else {
+            None
+        };
+        let Some(target) = target else { continue };
+        out.push(
+            target
+                .rsplit('.')
+                .next()
+                .unwrap_or(target)
+                .to_ascii_lowercase(),
+        );
     }
     out
 }
