@@ -15,6 +15,36 @@ pub const MAX_ID_LEN: usize = 64;
 /// Longest name, nickname or species.
 pub const MAX_TEXT_LEN: usize = 100;
 
+/// `date` as ISO 8601 (`YYYY-MM-DD`), as its `Display` writes it. Written digit by digit for
+/// the years 0–9999: `Display` goes through the formatter a character at a time, and a nested
+/// list formats a date for every Pokémon (the callgrind profile of a cold 10 × 10 list put it at
+/// 6 % of the request's instructions).
+fn date_text(date: NaiveDate) -> String {
+    use chrono::Datelike;
+    let year = date.year();
+    if !(0..=9999).contains(&year) {
+        return date.to_string();
+    }
+    let digit = |n: u32| char::from(b'0' + (n % 10) as u8);
+    let (y, m, d) = (year as u32, date.month(), date.day());
+    let mut out = String::with_capacity(10);
+    for c in [
+        digit(y / 1000),
+        digit(y / 100),
+        digit(y / 10),
+        digit(y),
+        '-',
+        digit(m / 10),
+        digit(m),
+        '-',
+        digit(d / 10),
+        digit(d),
+    ] {
+        out.push(c);
+    }
+    out
+}
+
 /// A Pokémon trainer.
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(complex)]
@@ -39,8 +69,7 @@ impl From<entity::trainer::Model> for Trainer {
             id: ID(m.id),
             first_name: m.first_name,
             last_name: m.last_name,
-            // `NaiveDate`'s `Display` is `YYYY-MM-DD`, without parsing a format string per row.
-            date_of_birth: m.date_of_birth.to_string(),
+            date_of_birth: date_text(m.date_of_birth),
             pokemons: None,
         }
     }
@@ -157,7 +186,7 @@ impl From<entity::pokemon::Model> for Pokemon {
             species: m.species,
             level: m.level,
             owner_id: ID(m.owner_id),
-            date_of_ownership: m.date_of_ownership.to_string(),
+            date_of_ownership: date_text(m.date_of_ownership),
             known_owner: None,
         }
     }
@@ -409,6 +438,33 @@ impl From<super::import::ImportOutcome> for ImportReport {
             inserted: o.inserted,
             updated: o.updated,
             errors: o.errors.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Datelike;
+
+    #[test]
+    fn a_date_is_written_as_display_writes_it() {
+        let days = [
+            (2026, 12, 7),
+            (1997, 5, 22),
+            (0, 1, 1),
+            (9999, 12, 31),
+            (-1, 6, 30),
+            (10000, 1, 1),
+        ];
+        for (y, m, d) in days {
+            let date = NaiveDate::from_ymd_opt(y, m, d).expect("a date");
+            assert_eq!(date_text(date), date.to_string());
+        }
+        let mut date = NaiveDate::from_ymd_opt(1899, 1, 1).expect("a date");
+        while date.year() < 2101 {
+            assert_eq!(date_text(date), date.to_string());
+            date = date.succ_opt().expect("a next day");
         }
     }
 }
