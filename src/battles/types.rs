@@ -109,7 +109,7 @@ impl Battle {
 }
 
 impl Fields for Battle {
-    fn type_name(&self) -> Cow<'static, str> {
+    fn type_name(&self) -> Cow<'_, str> {
         "Battle".into()
     }
 

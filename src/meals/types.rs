@@ -45,7 +45,7 @@ pub struct Meal {
 }
 
 impl Fields for Meal {
-    fn type_name(&self) -> Cow<'static, str> {
+    fn type_name(&self) -> Cow<'_, str> {
         "Meal".into()
     }
 

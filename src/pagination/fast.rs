@@ -15,12 +15,16 @@
 //! or when it has none), response keys (an alias, else the name; the first answer for a key
 //! stands, objects under one key merge) and an empty selection (`null`). `@skip` and
 //! `@include` are already gone: async-graphql drops what they exclude before execution.
+//! Inside a list, the response keys of each selection are hashed for the first object of each
+//! type only: the others follow the shape it left ([`shapes`]).
+//!
 //! Tests: `a_list_item_answers_every_selection_as_the_same_object_by_id` (meals) and its
-//! Pokémon twin.
+//! Pokémon twin, with several items per list.
 
 use std::borrow::Cow;
 
 use async_graphql::connection::{Connection, CursorType, Edge, EmptyFields};
+use async_graphql::indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
 use async_graphql::indexmap::map::Entry;
 use async_graphql::indexmap::IndexMap;
 use async_graphql::parser::types::{Field, Selection, SelectionSet};
@@ -35,7 +39,7 @@ use crate::state::AppState;
 /// An object whose fields can be answered from memory.
 pub trait Fields: Send + Sync {
     /// The object's GraphQL type name.
-    fn type_name(&self) -> Cow<'static, str>;
+    fn type_name(&self) -> Cow<'_, str>;
 
     /// The answer to `field` (its name is the GraphQL name; an object field's answer is its
     /// selection's, through [`object`] or [`list`]) as async-graphql would give it, or `None`
@@ -50,21 +54,77 @@ pub fn object(
     set: &SelectionSet,
     object: &dyn Fields,
 ) -> Option<Value> {
-    let mut out = IndexMap::with_capacity(set.items.len());
+    let shape = shapes::of(set, object);
+    let mut out = match &shape {
+        Some(Shaped::Known(shape)) => match replay(ctx, set, object, shape) {
+            Ok(answer) => return answer,
+            Err(Astray) => Out::hashing(set.items.len(), None),
+        },
+        Some(Shaped::New) => Out::hashing(set.items.len(), Some(Vec::new())),
+        None => Out::hashing(set.items.len(), None),
+    };
     walk(ctx, set, object, &mut out)?;
-    Some(if out.is_empty() {
+    let (map, steps) = match out {
+        Out::Hashing { map, steps } => (map, steps),
+        Out::Replay { map, .. } => (map, None),
+    };
+    if let (Some(Shaped::New), Some(steps)) = (shape, steps) {
+        shapes::learn(set, object, &map, steps);
+    }
+    Some(if map.is_empty() {
         Value::Null
     } else {
-        Value::Object(out)
+        Value::Object(map)
     })
 }
 
-/// The answer to the selection `set` on each of `items`.
+/// The answer of `object` walked along a shape learnt from an object of its type before:
+/// no key is hashed, as the shape has each key's hash. `None` where async-graphql must
+/// answer, and [`Astray`] if the walk went another way than the shape says (it cannot, as
+/// the walk depends only on the selection and the type; the caller would then walk again,
+/// hashing).
+fn replay(
+    ctx: &ContextSelectionSet<'_>,
+    set: &SelectionSet,
+    object: &dyn Fields,
+    shape: &Shape,
+) -> Result<Option<Value>, Astray> {
+    let mut out = Out::Replay {
+        map: IndexMap::with_capacity_and_hasher(shape.hashes.len(), shape.hasher.clone()),
+        shape,
+        at: 0,
+        astray: false,
+    };
+    if walk(ctx, set, object, &mut out).is_none() {
+        return Ok(None);
+    }
+    match out {
+        Out::Replay {
+            map, at, astray, ..
+        } if !astray && at == shape.steps.len() && map.len() == shape.hashes.len() => {
+            Ok(Some(if map.is_empty() {
+                Value::Null
+            } else {
+                Value::Object(map)
+            }))
+        }
+        _ => Err(Astray),
+    }
+}
+
+/// A replay that did not follow its shape.
+struct Astray;
+
+/// The answer to the selection `set` on each of `items`. While it runs, the objects it
+/// answers (its items, and the objects and lists inside them) learn the shape of each
+/// selection on each type once and follow it after: a page of 20 meals hashes its response
+/// keys for one meal, not for 20.
 pub fn list<T: Fields>(
     ctx: &ContextSelectionSet<'_>,
     set: &SelectionSet,
     items: impl IntoIterator<Item = T>,
 ) -> Option<Value> {
+    let _shapes = shapes::Learning::begin();
     let items = items.into_iter();
     let mut out = Vec::with_capacity(items.size_hint().0);
     for item in items {
@@ -74,7 +134,7 @@ pub fn list<T: Fields>(
 }
 
 impl<T: Fields + ?Sized> Fields for &T {
-    fn type_name(&self) -> Cow<'static, str> {
+    fn type_name(&self) -> Cow<'_, str> {
         (**self).type_name()
     }
 
@@ -88,7 +148,7 @@ fn walk(
     ctx: &ContextSelectionSet<'_>,
     set: &SelectionSet,
     object: &dyn Fields,
-    out: &mut IndexMap<Name, Value>,
+    out: &mut Out<'_>,
 ) -> Option<()> {
     for selection in &set.items {
         if !selection.node.directives().is_empty() {
@@ -106,7 +166,7 @@ fn walk(
                 } else {
                     object.field(ctx, field)?
                 };
-                merge(out, field.response_key().node.clone(), value);
+                out.put(&field.response_key().node, value);
                 continue;
             }
             Selection::FragmentSpread(spread) => {
@@ -130,17 +190,95 @@ fn walk(
     Some(())
 }
 
-/// Adds `value` under `key` as async-graphql does: a key seen before keeps its answer, and
-/// two objects (or two lists of objects) under one key merge.
+/// Where a walk puts its answers.
+enum Out<'s> {
+    /// Into a map by key, hashing each; `steps` records the index each answer went to, when
+    /// the walk learns a shape.
+    Hashing {
+        map: IndexMap<Name, Value>,
+        steps: Option<Vec<u32>>,
+    },
+    /// Into a map with a shape's hasher, each answer at the index of its step: a new key
+    /// goes in with the hash the shape has for it.
+    Replay {
+        map: IndexMap<Name, Value>,
+        shape: &'s Shape,
+        /// The next step.
+        at: usize,
+        /// Whether the walk left the shape's steps.
+        astray: bool,
+    },
+}
+
+impl Out<'_> {
+    fn hashing(capacity: usize, steps: Option<Vec<u32>>) -> Self {
+        Out::Hashing {
+            map: IndexMap::with_capacity(capacity),
+            steps,
+        }
+    }
+
+    /// Adds `value` under `key` as async-graphql does: a key seen before keeps its answer,
+    /// and two objects (or two lists of objects) under one key merge.
+    fn put(&mut self, key: &Name, value: Value) {
+        match self {
+            Out::Hashing { map, steps } => {
+                // One hash per key: the entry, not a lookup then an insert.
+                let entry = map.entry(key.clone());
+                if let Some(steps) = steps {
+                    steps.push(u32::try_from(entry.index()).unwrap_or(u32::MAX));
+                }
+                match entry {
+                    Entry::Vacant(slot) => {
+                        slot.insert(value);
+                    }
+                    Entry::Occupied(slot) => merge_into(slot.into_mut(), value),
+                }
+            }
+            Out::Replay {
+                map,
+                shape,
+                at,
+                astray,
+            } => {
+                let step = shape.steps.get(*at).map(|&i| i as usize);
+                *at += 1;
+                match step {
+                    // The next new key, as in the walk the shape was learnt from.
+                    Some(i) if i == map.len() => {
+                        let hash = shape.hashes[i];
+                        if let RawEntryMut::Vacant(slot) =
+                            map.raw_entry_mut_v1().from_hash(hash, |k| k == key)
+                        {
+                            slot.insert_hashed_nocheck(hash, key.clone(), value);
+                        } else {
+                            *astray = true;
+                        }
+                    }
+                    Some(i) if i < map.len() => match map.get_index_mut(i) {
+                        Some((k, before)) if k == key => merge_into(before, value),
+                        _ => *astray = true,
+                    },
+                    _ => *astray = true,
+                }
+            }
+        }
+    }
+}
+
+/// Adds `value` under `key` to `out` as [`Out::put`] does.
 fn merge(out: &mut IndexMap<Name, Value>, key: Name, value: Value) {
-    // One hash per key: the entry, not a lookup then an insert.
-    let before = match out.entry(key) {
+    match out.entry(key) {
         Entry::Vacant(slot) => {
             slot.insert(value);
-            return;
         }
-        Entry::Occupied(slot) => slot.into_mut(),
-    };
+        Entry::Occupied(slot) => merge_into(slot.into_mut(), value),
+    }
+}
+
+/// A second answer for a key already answered: objects (or lists of objects) merge, anything
+/// else keeps the first answer.
+fn merge_into(before: &mut Value, value: Value) {
     match (before, value) {
         (Value::Object(before), Value::Object(more)) => {
             for (k, v) in more {
@@ -159,6 +297,121 @@ fn merge(out: &mut IndexMap<Name, Value>, key: Name, value: Value) {
         _ => {}
     }
 }
+
+/// The shapes learnt while a [`list`] runs.
+///
+/// A walk's answers depend on the object, but which keys it makes, in which order, and
+/// which answer goes under which key depend only on the selection and on the object's type
+/// (fragments apply by type; `@skip` and `@include` are gone before execution; a selection
+/// that needs async-graphql ends every walk of it). So the first walk of a selection on a
+/// type records them: its map's hasher, each key's hash, and per answer, the index of its
+/// key. Later walks make their map with that hasher and put each new key in with its hash,
+/// checking that it is the key the shape expects.
+///
+/// Selections are told apart by address, which is only sound while the document cannot
+/// change: shapes live in a thread-local list from the start of the outermost [`list`] to
+/// its end, and a list is answered synchronously, on one thread, with no `await` between.
+mod shapes {
+    use std::cell::RefCell;
+    use std::hash::{BuildHasher, RandomState};
+    use std::rc::Rc;
+
+    use async_graphql::indexmap::IndexMap;
+    use async_graphql::parser::types::SelectionSet;
+    use async_graphql::{Name, Value};
+
+    use super::Fields;
+
+    pub(super) struct Shape {
+        set: *const SelectionSet,
+        type_name: String,
+        /// The hasher of the map it was learnt from, which made `hashes`.
+        pub(super) hasher: RandomState,
+        /// Each key's hash, in the map's order.
+        pub(super) hashes: Vec<u64>,
+        /// Per answer of the walk, the index of its key.
+        pub(super) steps: Vec<u32>,
+    }
+
+    /// What is known of a selection on a type, inside a [`super::list`].
+    pub(super) enum Shaped {
+        Known(Rc<Shape>),
+        /// Not yet: the walk should record its steps for [`learn`].
+        New,
+    }
+
+    thread_local! {
+        static SHAPES: RefCell<Option<Vec<Rc<Shape>>>> = const { RefCell::new(None) };
+    }
+
+    /// The shape of `set` on `object`'s type; `None` outside a list.
+    pub(super) fn of(set: &SelectionSet, object: &dyn Fields) -> Option<Shaped> {
+        SHAPES.with_borrow(|shapes| {
+            let shapes = shapes.as_ref()?;
+            let name = object.type_name();
+            Some(
+                match shapes
+                    .iter()
+                    .find(|s| std::ptr::eq(s.set, set) && s.type_name == name)
+                {
+                    Some(s) => Shaped::Known(Rc::clone(s)),
+                    None => Shaped::New,
+                },
+            )
+        })
+    }
+
+    /// Records the shape of `set` on `object`'s type from a walk that made `map`.
+    pub(super) fn learn(
+        set: &SelectionSet,
+        object: &dyn Fields,
+        map: &IndexMap<Name, Value>,
+        steps: Vec<u32>,
+    ) {
+        let hasher = map.hasher().clone();
+        let hashes = map.keys().map(|k| hasher.hash_one(k)).collect();
+        let shape = Rc::new(Shape {
+            set,
+            type_name: object.type_name().into_owned(),
+            hasher,
+            hashes,
+            steps,
+        });
+        SHAPES.with_borrow_mut(|shapes| {
+            if let Some(shapes) = shapes {
+                shapes.push(shape);
+            }
+        });
+    }
+
+    /// Shapes are learnt from [`Learning::begin`] until the outermost one is dropped.
+    pub(super) struct Learning {
+        outermost: bool,
+    }
+
+    impl Learning {
+        pub(super) fn begin() -> Self {
+            let outermost = SHAPES.with_borrow_mut(|shapes| {
+                let outermost = shapes.is_none();
+                if outermost {
+                    *shapes = Some(Vec::new());
+                }
+                outermost
+            });
+            Learning { outermost }
+        }
+    }
+
+    impl Drop for Learning {
+        fn drop(&mut self) {
+            if self.outermost {
+                SHAPES.with_borrow_mut(|shapes| *shapes = None);
+            }
+        }
+    }
+}
+
+use shapes::{Shape, Shaped};
 
 /// Whether lists may be answered in one pass: not when resolvers are traced
 /// (`--trace-resolvers`), whose spans are per field.
@@ -252,11 +505,13 @@ impl<N: Fields + OutputType + Clone> FastPage<N> {
 struct EdgeView<'a, N> {
     cursor: &'a Cursor,
     node: &'a N,
+    /// `<N>Edge`, made once for the page.
+    type_name: &'a str,
 }
 
 impl<N: Fields + OutputType> Fields for EdgeView<'_, N> {
-    fn type_name(&self) -> Cow<'static, str> {
-        <Edge<Cursor, N, EmptyFields> as TypeName>::type_name()
+    fn type_name(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self.type_name)
     }
 
     fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Field) -> Option<Value> {
@@ -272,7 +527,7 @@ impl<N: Fields + OutputType> Fields for EdgeView<'_, N> {
 struct PageInfoView<'a, N>(&'a FastPage<N>);
 
 impl<N: Send + Sync> Fields for PageInfoView<'_, N> {
-    fn type_name(&self) -> Cow<'static, str> {
+    fn type_name(&self) -> Cow<'_, str> {
         "PageInfo".into()
     }
 
@@ -292,20 +547,25 @@ impl<N: Send + Sync> Fields for PageInfoView<'_, N> {
 }
 
 impl<N: Fields + OutputType + Clone> Fields for FastPage<N> {
-    fn type_name(&self) -> Cow<'static, str> {
+    fn type_name(&self) -> Cow<'_, str> {
         <Generic<N> as TypeName>::type_name()
     }
 
     fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Field) -> Option<Value> {
         let set = &field.selection_set.node;
         match field.name.node.as_str() {
-            "edges" => list(
-                ctx,
-                set,
-                self.edges
-                    .iter()
-                    .map(|(cursor, node)| EdgeView { cursor, node }),
-            ),
+            "edges" => {
+                let type_name = <Edge<Cursor, N, EmptyFields> as TypeName>::type_name();
+                list(
+                    ctx,
+                    set,
+                    self.edges.iter().map(|(cursor, node)| EdgeView {
+                        cursor,
+                        node,
+                        type_name: &type_name,
+                    }),
+                )
+            }
             "nodes" => list(ctx, set, self.edges.iter().map(|(_, node)| node)),
             "pageInfo" => object(ctx, set, &PageInfoView(self)),
             "totalCount" => Some(self.total.to_value()),

@@ -98,7 +98,7 @@ pub struct Pokemon {
 }
 
 impl Fields for Pokemon {
-    fn type_name(&self) -> Cow<'static, str> {
+    fn type_name(&self) -> Cow<'_, str> {
         "Pokemon".into()
     }
 
@@ -121,7 +121,7 @@ impl Fields for Pokemon {
 }
 
 impl Fields for Trainer {
-    fn type_name(&self) -> Cow<'static, str> {
+    fn type_name(&self) -> Cow<'_, str> {
         "Trainer".into()
     }
 
@@ -160,7 +160,7 @@ impl Trainer {
 }
 
 impl Fields for Trade {
-    fn type_name(&self) -> Cow<'static, str> {
+    fn type_name(&self) -> Cow<'_, str> {
         "Trade".into()
     }
 

@@ -174,6 +174,13 @@ async fn a_list_item_answers_every_selection_as_the_same_object_by_id(app: TestA
     let t = app.login_new_user("chef").await;
     let m = create_meal(&app, &t, "Laksa", "Malay", 11.25, "MED").await;
     let id = id_of(&m);
+    // Three items: the first walk of a selection learns its shape, the others follow it.
+    let mut ids = vec![id];
+    for (name, price, difficulty) in [("Rendang", 14.0, "HIGH"), ("Satay", 7.5, "LOW")] {
+        ids.push(id_of(
+            &create_meal(&app, &t, name, "Malay", price, difficulty).await,
+        ));
+    }
     let selections = [
         "id name cuisine price difficulty battles wins winPct version",
         "a: id b: name __typename t: __typename",
@@ -193,27 +200,32 @@ async fn a_list_item_answers_every_selection_as_the_same_object_by_id(app: TestA
         };
         let vars = json!({ "yes": true, "no": false });
         let declared = flags_declared(selection);
-        let by_id = app
+        let listed = app
             .gql(
-                &format!("query{declared} {{ meal(id: {id}) {{ {selection} }} }} {fragment}"),
+                &format!("query{declared} {{ meals(first: 3, cuisine: \"Malay\") {{ edges {{ node {{ {selection} }} }} }} }} {fragment}"),
                 vars.clone(),
             )
             .await;
-        assert_no_errors(&by_id);
-        let listed = app
-            .gql(
-                &format!("query{declared} {{ meals(first: 1, cuisine: \"Malay\") {{ edges {{ node {{ {selection} }} }} }} }} {fragment}"),
-                vars,
-            )
-            .await;
         assert_no_errors(&listed);
-        let node = &listed["data"]["meals"]["edges"][0]["node"];
-        assert_eq!(node, &by_id["data"]["meal"], "selection `{selection}`");
+        for (i, id) in ids.iter().enumerate() {
+            let by_id = app
+                .gql(
+                    &format!("query{declared} {{ meal(id: {id}) {{ {selection} }} }} {fragment}"),
+                    vars.clone(),
+                )
+                .await;
+            assert_no_errors(&by_id);
+            let node = &listed["data"]["meals"]["edges"][i]["node"];
+            assert_eq!(
+                node, &by_id["data"]["meal"],
+                "selection `{selection}`, item {i}"
+            );
+        }
     }
-    // The connection around them, answered in the same pass.
+    // The connection around them, answered in the same pass; its two `edges` merge.
     let r = app
         .gql(
-            "{ meals(first: 1, cuisine: \"Malay\") { __typename t: totalCount totalCount \
+            "{ meals(first: 3, cuisine: \"Malay\") { __typename t: totalCount totalCount \
              pageInfo { __typename hasNextPage hasPreviousPage startCursor endCursor } \
              ... on MealConnection { edges { __typename cursor } edges { node { id } } } \
              nodes { name } } }",
@@ -225,26 +237,35 @@ async fn a_list_item_answers_every_selection_as_the_same_object_by_id(app: TestA
     assert_eq!(c["__typename"], "MealConnection");
     assert_eq!(
         (c["t"].clone(), c["totalCount"].clone()),
-        (json!(1), json!(1))
+        (json!(3), json!(3))
     );
-    let cursor = c["edges"][0]["cursor"]
-        .as_str()
-        .expect("a cursor")
-        .to_owned();
+    let cursors: Vec<String> = (0..3)
+        .map(|i| {
+            c["edges"][i]["cursor"]
+                .as_str()
+                .expect("a cursor")
+                .to_owned()
+        })
+        .collect();
     assert_eq!(
         c["pageInfo"],
         json!({ "__typename": "PageInfo", "hasNextPage": false, "hasPreviousPage": false,
-                "startCursor": cursor, "endCursor": cursor })
+                "startCursor": cursors[0], "endCursor": cursors[2] })
     );
+    let edges: Vec<Value> = cursors
+        .iter()
+        .zip(&ids)
+        .map(|(cursor, id)| json!({ "__typename": "MealEdge", "cursor": cursor, "node": { "id": id } }))
+        .collect();
+    assert_eq!(c["edges"], json!(edges));
     assert_eq!(
-        c["edges"],
-        json!([{ "__typename": "MealEdge", "cursor": cursor, "node": { "id": id } }])
+        c["nodes"],
+        json!([{ "name": "Laksa" }, { "name": "Rendang" }, { "name": "Satay" }])
     );
-    assert_eq!(c["nodes"], json!([{ "name": "Laksa" }]));
     let after = app
         .gql(
             "query($a: String) { meals(first: 1, after: $a, cuisine: \"Malay\") { edges { cursor } pageInfo { hasPreviousPage startCursor } } }",
-            json!({ "a": cursor }),
+            json!({ "a": cursors[2] }),
         )
         .await;
     assert_no_errors(&after);

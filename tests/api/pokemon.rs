@@ -244,6 +244,30 @@ async fn a_listed_pokemon_answers_every_selection_as_the_same_pokemon_by_id(app:
         json!({ "id": "starmie4", "nickname": "Star", "species": "Starmie", "level": 30, "ownerId": "misty", "dateOfOwnership": "2020-01-02" }),
     )
     .await;
+    // Several Pokémon in each list, and two trainers in a page: the first walk of a
+    // selection learns its shape, the others follow it.
+    trainer_with_a_pokemon(
+        &app,
+        &token,
+        json!({ "id": "brock", "firstName": "Brock", "lastName": "S", "dateOfBirth": "1994-07-01" }),
+        json!({ "id": "onix7", "nickname": "Rocky", "species": "Onix", "level": 41, "ownerId": "brock", "dateOfOwnership": "2019-03-04" }),
+    )
+    .await;
+    for more in [
+        json!({ "id": "starmie5", "nickname": "Shine", "species": "Starmie", "level": 12, "ownerId": "misty", "dateOfOwnership": "2021-05-06" }),
+        json!({ "id": "staryu6", "nickname": "Yu", "species": "Staryu", "level": 8, "ownerId": "misty", "dateOfOwnership": "2022-12-31" }),
+    ] {
+        let r = app
+            .gql_as(
+                &token,
+                "mutation($i: CreatePokemonInput!) { createPokemon(input: $i) { id } }",
+                json!({ "i": more }),
+            )
+            .await;
+        assert_no_errors(&r);
+    }
+    // By id order: Brock's one, then Misty's three.
+    let ids = ["onix7", "starmie4", "starmie5", "staryu6"];
     let selections = [
         "id nickname species level ownerId dateOfOwnership",
         "a: id __typename ...P ... on Pokemon { l: level } ... { species }",
@@ -263,22 +287,28 @@ async fn a_listed_pokemon_answers_every_selection_as_the_same_pokemon_by_id(app:
         let query = |root: &str| {
             format!("query{declared} {{ {root} }} {fragment}").replace("SEL", selection)
         };
-        let by_id = app
-            .gql(&query("pokemon(id: \"starmie4\") { SEL }"), vars.clone())
-            .await;
-        assert_no_errors(&by_id);
-        let expected = &by_id["data"]["pokemon"];
+        let mut expected = Vec::new();
+        for id in ids {
+            let by_id = app
+                .gql(
+                    &query(&format!("pokemon(id: \"{id}\") {{ SEL }}")),
+                    vars.clone(),
+                )
+                .await;
+            assert_no_errors(&by_id);
+            expected.push(by_id["data"]["pokemon"].clone());
+        }
         let listed = app
             .gql(
-                &query("pokemons(first: 1) { edges { node { SEL } } }"),
+                &query("pokemons(first: 4) { edges { node { SEL } } }"),
                 vars.clone(),
             )
             .await;
         assert_no_errors(&listed);
-        assert_eq!(
-            &listed["data"]["pokemons"]["edges"][0]["node"], expected,
-            "pokemons, selection `{selection}`"
-        );
+        let nodes: Vec<Value> = (0..4)
+            .map(|i| listed["data"]["pokemons"]["edges"][i]["node"].clone())
+            .collect();
+        assert_eq!(nodes, expected, "pokemons, selection `{selection}`");
         let owned = app
             .gql(
                 &query("trainer(id: \"misty\") { pokemons { SEL } }"),
@@ -287,19 +317,25 @@ async fn a_listed_pokemon_answers_every_selection_as_the_same_pokemon_by_id(app:
             .await;
         assert_no_errors(&owned);
         assert_eq!(
-            &owned["data"]["trainer"]["pokemons"][0], expected,
+            owned["data"]["trainer"]["pokemons"],
+            json!(expected[1..]),
             "Trainer.pokemons, selection `{selection}`"
         );
         // Through a page of trainers, whose Pokémon are loaded for the whole page at once.
         let paged = app
             .gql(
-                &query("trainers(first: 1) { edges { node { pokemons { SEL } } } }"),
+                &query("trainers(first: 2) { edges { node { pokemons { SEL } } } }"),
                 vars,
             )
             .await;
         assert_no_errors(&paged);
+        let edges = &paged["data"]["trainers"]["edges"];
         assert_eq!(
-            &paged["data"]["trainers"]["edges"][0]["node"]["pokemons"][0], expected,
+            (
+                edges[0]["node"]["pokemons"].clone(),
+                edges[1]["node"]["pokemons"].clone()
+            ),
+            (json!(expected[..1]), json!(expected[1..])),
             "trainers' pokemons, selection `{selection}`"
         );
     }
