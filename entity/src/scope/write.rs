@@ -231,16 +231,33 @@ fn abbreviate(sql: &str) -> String {
 /// Whether `sql` has a word that starts a write (`INSERT`, `UPDATE`, `DELETE`, `COPY`), in
 /// any case: without one, [`write_targets`] finds nothing. Checked first without allocating,
 /// as most statements are reads.
+///
+/// A statement whose first word is `SELECT` writes no table: PostgreSQL allows a writing
+/// `WITH` only at the top of a statement (which then starts with `WITH`), SQLite's `WITH`
+/// never writes, and one prepared statement is one statement. Such a statement, most of them,
+/// is not scanned further (a `SELECT … FOR UPDATE` has the word but writes nothing).
 fn may_write(sql: &str) -> bool {
+    let text = sql.trim_start_matches(|c: char| c.is_ascii_whitespace());
+    if text
+        .as_bytes()
+        .get(..7)
+        .is_some_and(|w| w[..6].eq_ignore_ascii_case(b"select") && !is_word_byte(w[6]))
+    {
+        return false;
+    }
     // Bytes, not chars: a statement is scanned on every run, and a non-ASCII byte is never
     // part of a keyword.
-    let in_word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
-    sql.as_bytes().split(|b| !in_word(b)).any(|w| {
+    sql.as_bytes().split(|b| !is_word_byte(*b)).any(|w| {
         matches!(w.len(), 4 | 6)
             && [b"insert".as_slice(), b"update", b"delete", b"copy"]
                 .iter()
                 .any(|k| w.eq_ignore_ascii_case(k))
     })
+}
+
+/// Whether `b` can be part of a keyword or an unquoted name.
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 /// The cached tables a statement writes: the targets of `INSERT INTO`, `UPDATE`,
@@ -341,6 +358,10 @@ mod tests {
         for sql in [
             r#"SELECT "meals"."updated_at", "meals"."deleted" FROM "meals" WHERE "id" = $1"#,
             "SELECT copying, inserted_at FROM trainers",
+            // A SELECT writes nothing, whatever words it has.
+            r#"SELECT 1 FROM "meals" FOR UPDATE"#,
+            " \n select\t\"update\" FROM copy",
+            "SELECT(1)",
         ] {
             assert!(!may_write(sql), "{sql}");
         }
@@ -349,7 +370,9 @@ mod tests {
             "WITH x AS (Insert INTO pokemons (id) VALUES (1)) SELECT 1",
             "DELETE FROM trainers",
             "COPY pokemons FROM STDIN",
-            r#"SELECT 1 FROM "meals" FOR UPDATE"#,
+            // Not a SELECT: a name that starts with the word, or a comment first.
+            "SELECTED_ROWS; UPDATE meals SET x = 1",
+            "/* select */ UPDATE meals SET x = 1",
         ] {
             assert!(may_write(sql), "{sql}");
         }
