@@ -106,8 +106,8 @@ fn pg_timestamp(micros: i64) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::from_timestamp_micros(micros.checked_add(FROM_1970)?)
 }
 
-/// Days since 2000-01-01 (a `date`).
-fn pg_date(days: i32) -> Option<chrono::NaiveDate> {
+/// Days since 2000-01-01 (a `date`, or a date minus `DATE '2000-01-01'`).
+pub fn pg_date(days: i32) -> Option<chrono::NaiveDate> {
     /// 2000-01-01 in days from 0001-01-01, counting that day as 1.
     const FROM_CE: i32 = 730_120;
     chrono::NaiveDate::from_num_days_from_ce_opt(days.checked_add(FROM_CE)?)

@@ -575,7 +575,9 @@ pub async fn list_trainers(
 
 /// The statement of [`list_trainers_with_pokemons`]: a keyset page of trainers (`$1` their
 /// count, or with `after`: `$1` the last id seen, `$2` the count), each with its Pokémon as one
-/// array per column, ordered by id (`NULL` arrays for a trainer without any).
+/// array per column, ordered by id (`NULL` arrays for a trainer without any). Dates come as
+/// days since 2000-01-01, PostgreSQL's own form of a date, which `entity::position::pg_date`
+/// reads without calendar arithmetic.
 macro_rules! trainers_with_pokemons {
     ($after:literal, $limit:literal) => {
         concat!(
@@ -590,7 +592,7 @@ macro_rules! trainers_with_pokemons {
             r#"array_agg("nickname" ORDER BY "id") AS "nicknames", "#,
             r#"array_agg("species" ORDER BY "id") AS "species", "#,
             r#"array_agg("level" ORDER BY "id") AS "levels", "#,
-            r#"array_agg("date_of_ownership" ORDER BY "id") AS "dates", "#,
+            r#"array_agg("date_of_ownership" - DATE '2000-01-01' ORDER BY "id") AS "dates", "#,
             r#"array_agg("version" ORDER BY "id") AS "versions" "#,
             r#"FROM "pokemons" WHERE "owner_id" = t."id") AS p ON true ORDER BY t."id""#
         )
@@ -647,31 +649,35 @@ pub async fn list_trainers_with_pokemons(
     Ok(Some((into_page(items, first, has_previous, total), owned)))
 }
 
-/// A row of [`trainers_with_pokemons!`]: the trainer and its Pokémon.
+/// A row of [`trainers_with_pokemons!`]: the trainer (its first columns, in its entity's order)
+/// and its Pokémon. The arrays are decoded without sqlx's check of their type against the
+/// field's, as the statement is this module's.
 fn trainer_with_pokemons(
     row: &QueryResult,
 ) -> Result<(trainer::Model, Vec<pokemon::Model>), DbErr> {
+    use entity::position::FromPosition;
     use sea_orm::sqlx::Row;
+    let trainer = trainer::Model::from_position(row)?;
     let row = row
         .try_as_pg_row()
         .ok_or_else(|| DbErr::Type("a PostgreSQL row was expected".into()))?;
     let get = |e: sea_orm::sqlx::Error| DbErr::Query(sea_orm::RuntimeErr::SqlxError(e));
-    let trainer = trainer::Model {
-        id: row.try_get(0).map_err(get)?,
-        first_name: row.try_get(1).map_err(get)?,
-        last_name: row.try_get(2).map_err(get)?,
-        date_of_birth: row.try_get(3).map_err(get)?,
-        version: row.try_get(4).map_err(get)?,
-    };
-    let ids: Option<Vec<String>> = row.try_get(5).map_err(get)?;
+    let ids: Option<Vec<String>> = row.try_get_unchecked(5).map_err(get)?;
     let Some(ids) = ids else {
         return Ok((trainer, Vec::new()));
     };
-    let nicknames: Vec<String> = row.try_get(6).map_err(get)?;
-    let species: Vec<String> = row.try_get(7).map_err(get)?;
-    let levels: Vec<i32> = row.try_get(8).map_err(get)?;
-    let dates: Vec<chrono::NaiveDate> = row.try_get(9).map_err(get)?;
-    let versions: Vec<i64> = row.try_get(10).map_err(get)?;
+    let nicknames: Vec<String> = row.try_get_unchecked(6).map_err(get)?;
+    let species: Vec<String> = row.try_get_unchecked(7).map_err(get)?;
+    let levels: Vec<i32> = row.try_get_unchecked(8).map_err(get)?;
+    let days: Vec<i32> = row.try_get_unchecked(9).map_err(get)?;
+    let versions: Vec<i64> = row.try_get_unchecked(10).map_err(get)?;
+    let dates = days
+        .into_iter()
+        .map(|d| {
+            entity::position::pg_date(d)
+                .ok_or_else(|| DbErr::Type(format!("date of ownership out of range: {d}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let pokemons = ids
         .into_iter()
         .zip(nicknames)

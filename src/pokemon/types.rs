@@ -133,11 +133,59 @@ impl Fields for Trainer {
             "dateOfBirth" => Value::String(self.date_of_birth.clone()),
             // Only when a listing loaded them (otherwise they need the loader).
             "pokemons" => {
-                let owned = self.pokemons_of(self.pokemons.as_ref()?);
+                let owned = self.pokemons.as_ref()?.iter().map(|model| OwnedPokemon {
+                    model,
+                    owner: OwnerOfListed(self),
+                });
                 fast::list(ctx, &field.selection_set.node, owned)?
             }
             _ => return None,
         })
+    }
+}
+
+/// A Pokémon of a trainer's loaded list, answered from its row as [`Pokemon`] (which
+/// [`Trainer::pokemons_of`] makes) would answer: nothing is copied or formatted that the
+/// selection does not ask for.
+struct OwnedPokemon<'a> {
+    model: &'a entity::pokemon::Model,
+    owner: OwnerOfListed<'a>,
+}
+
+impl Fields for OwnedPokemon<'_> {
+    fn type_name(&self) -> Cow<'_, str> {
+        "Pokemon".into()
+    }
+
+    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Field) -> Option<Value> {
+        let m = self.model;
+        Some(match field.name.node.as_str() {
+            "id" => Value::String(m.id.clone()),
+            "nickname" => Value::String(m.nickname.clone()),
+            "species" => Value::String(m.species.clone()),
+            "level" => m.level.to_value(),
+            "ownerId" => Value::String(m.owner_id.clone()),
+            "dateOfOwnership" => Value::String(date_text(m.date_of_ownership)),
+            "owner" => fast::object(ctx, &field.selection_set.node, &self.owner)?,
+            _ => return None,
+        })
+    }
+}
+
+/// The owner of a listed Pokémon, as its `known_owner` (made by [`Trainer::pokemons_of`])
+/// answers: the trainer without its loaded Pokémon, whose `pokemons` then go to the loader.
+struct OwnerOfListed<'a>(&'a Trainer);
+
+impl Fields for OwnerOfListed<'_> {
+    fn type_name(&self) -> Cow<'_, str> {
+        self.0.type_name()
+    }
+
+    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Field) -> Option<Value> {
+        match field.name.node.as_str() {
+            "pokemons" => None,
+            _ => self.0.field(ctx, field),
+        }
     }
 }
 
