@@ -61,8 +61,8 @@ decoded_by_sqlx!(String, Option<String>, i64, i32, f64, bool);
 
 /// Dates and times from PostgreSQL's binary form (microseconds or days since 2000-01-01)
 /// straight to chrono's, counting from 1970 or from the year 1: sqlx adds a `Duration` to a
-/// date of 2000, which went through chrono's calendar arithmetic for every cell, a third of the
-/// cost of a meal row's decoding (`created_at`, `updated_at`). Out of chrono's range is an
+/// date of 2000, which went through chrono's calendar arithmetic for every cell: a quarter of
+/// the cost of a meal row's decoding (`created_at`, `updated_at`). Out of chrono's range is an
 /// error rather than sqlx's panic. The text form, which Arena's statements do not ask for,
 /// goes to sqlx. Test: `dates_and_times_decode_as_sqlx_decodes_them`.
 macro_rules! decoded_from_binary {
