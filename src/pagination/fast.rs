@@ -246,7 +246,10 @@ impl Out<'_> {
                 match step {
                     // The next new key, as in the walk the shape was learnt from.
                     Some(i) if i == map.len() => {
-                        let hash = shape.hashes[i];
+                        let Some(&hash) = shape.hashes.get(i) else {
+                            *astray = true;
+                            return;
+                        };
                         if let RawEntryMut::Vacant(slot) =
                             map.raw_entry_mut_v1().from_hash(hash, |k| k == key)
                         {
