@@ -95,7 +95,14 @@ where
             return;
         }
         let db = state.direct().clone();
+        // On SQLite the statement queues behind the other writes here, in order, rather
+        // than in SQLite's busy handler (see `write`).
+        let gate = match state.write_gate() {
+            Some(gate) => Some(gate.clone().lock_owned().await),
+            None => None,
+        };
         let (res, recorded) = scope::scope(f(&db)).await;
+        drop(gate);
         let out = match res {
             Ok(out) if recorded.bypass.is_none() => out,
             Ok(_) | Err(_) => {
