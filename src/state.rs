@@ -72,9 +72,9 @@ pub struct StateInner {
     pub deferred_effects: TaskTracker,
     /// On SQLite, which lets one transaction write at a time: held by a write transaction of
     /// the write path from `BEGIN` to `COMMIT` (or by a single-statement write while its
-    /// statement runs), so that its writers queue here in order
-    /// instead of in SQLite's busy handler, whose sleeps (up to 100 ms each) put the p99 of
-    /// 32 concurrent writes near a second. `None` on PostgreSQL.
+    /// statement runs), so that its writers queue here in order instead of in SQLite's busy
+    /// handler, whose sleeps (up to 100 ms each) put the p99 of 32 concurrent writes near a
+    /// second. `None` on PostgreSQL.
     pub sqlite_writes: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 

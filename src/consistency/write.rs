@@ -30,10 +30,7 @@ where
     let db = &state.db();
     // Held until the commit is done (or the transaction rolled back). `f` must not start
     // another write: on SQLite it would wait for this one.
-    let gate = match state.write_gate() {
-        Some(gate) => Some(gate.clone().lock_owned().await),
-        None => None,
-    };
+    let gate = queue(state).await;
     let (res, recorded) = scope::scope(async move {
         let txn = db.begin().await?;
         match f(&txn).await {
@@ -66,6 +63,15 @@ where
     Ok(out)
 }
 
+/// Waits for the database's write gate where it has one (SQLite), so that writers queue in
+/// order here rather than in the database's busy handler; held until the write is done.
+async fn queue(state: &impl Context) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+    match state.write_gate() {
+        Some(gate) => Some(gate.clone().lock_owned().await),
+        None => None,
+    }
+}
+
 /// A write that is a single statement whose cached keys are known before it runs (`keys`:
 /// its entries and collections): they are marked first, then `f` runs its statement on its
 /// own, committing as it ends (no `BEGIN`, no `COMMIT`: two database round trips fewer than
@@ -95,12 +101,8 @@ where
             return;
         }
         let db = state.direct().clone();
-        // On SQLite the statement queues behind the other writes here, in order, rather
-        // than in SQLite's busy handler (see `write`).
-        let gate = match state.write_gate() {
-            Some(gate) => Some(gate.clone().lock_owned().await),
-            None => None,
-        };
+        // On SQLite the statement queues behind the other writes.
+        let gate = queue(&state).await;
         let (res, recorded) = scope::scope(f(&db)).await;
         drop(gate);
         let out = match res {
